@@ -1,0 +1,38 @@
+namespace Motr.Be;
+
+/// <summary>
+/// Every magic number, format version and fixed size of the engine's on-disk formats, in one place.
+/// Formats are little-endian; magics read as ASCII in a hex dump.
+/// </summary>
+public static class BeConstants
+{
+    /// <summary>Page size: segment header size, segment size granularity, growth unit.</summary>
+    public const int PageSize = 4096;
+
+    /// <summary>The unit a crash may tear a write at; log records are aligned to it.</summary>
+    public const int SectorSize = 512;
+
+    /// <summary>"MOTRSEG1" — segment header magic.</summary>
+    public const ulong SegmentMagic = 0x3147455352544F4DUL;
+
+    /// <summary>Segment format version written by this build.</summary>
+    public const uint SegmentVersion = 1;
+
+    /// <summary>"MOTRLOGH" — log header slot magic.</summary>
+    public const ulong LogHeaderMagic = 0x48474F4C52544F4DUL;
+
+    /// <summary>"MOTRLOGR" — log record header magic.</summary>
+    public const ulong LogRecordMagic = 0x52474F4C52544F4DUL;
+
+    /// <summary>Log format version written by this build.</summary>
+    public const uint LogVersion = 1;
+
+    /// <summary>"GRP1" — magic of one tx group inside a log record.</summary>
+    public const uint GroupMagic = 0x31505247;
+
+    /// <summary>Name of the log file in a domain folder.</summary>
+    public const string LogFileName = "motr.log";
+
+    /// <summary>Segment file name pattern: <c>seg-{id:D4}.motr</c>.</summary>
+    public static string SegmentFileName(ulong id) => $"seg-{id:D4}.motr";
+}

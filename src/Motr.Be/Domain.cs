@@ -1,0 +1,190 @@
+using System.Diagnostics;
+using Motr.Be.Log;
+using Motr.Be.Placing;
+using Motr.Be.Recovery;
+using Motr.Be.Segments;
+using Motr.Be.Storage;
+using Motr.Be.Tx;
+
+namespace Motr.Be;
+
+/// <summary>Log, placing and transaction counters of a domain.</summary>
+/// <param name="Log">The log writer's counters.</param>
+/// <param name="Placing">The placer's counters.</param>
+/// <param name="LogUsed">Log bytes between the checkpoint and the end of the written log.</param>
+/// <param name="LogReserved">Log bytes reserved by open transactions and unwritten groups.</param>
+/// <param name="LogAreaSize">Size of the log's record area.</param>
+public readonly record struct DomainStats(LogWriterStats Log, PlacerStats Placing, long LogUsed, long LogReserved, long LogAreaSize);
+
+/// <summary>
+/// One per node process: the log, the segments, the log writer and the placer. Opening a domain runs
+/// recovery. Each segment is then attached to its owner (a locality) which opens transactions on it.
+/// </summary>
+public sealed class Domain : IAsyncDisposable
+{
+    private readonly IStorage _storage;
+    private readonly LogFile _log;
+    private readonly Segment[] _segments;
+    private readonly Placer _placer;
+    private Exception? _failure;
+    private int _closed;
+    private long _invariantViolations;
+
+    internal readonly LogSpace LogSpace;
+    internal readonly LogWriter Writer;
+    internal readonly DomainOptions Options;
+    internal readonly long MaxRecordSize;
+    internal readonly long MaxTxReservation;
+    internal readonly long MaxGroupReservation;
+    internal readonly long GroupBoundBytes;
+    internal readonly int GroupBoundTxs;
+    internal readonly long SpaceChunk;
+    internal readonly long CheckpointBytes;
+
+    /// <summary>Opens the domain described by <paramref name="options"/>, creating it if allowed and missing, and runs recovery.</summary>
+    /// <exception cref="BeCorruptionException">A file is damaged; the message names it and the offset.</exception>
+    public static Domain Open(DomainOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var storage = options.Storage ?? new FileStorage(options.Path ?? throw new ArgumentException("DomainOptions needs a Path or a Storage"));
+        bool created = false;
+        if (!storage.Exists(BeConstants.LogFileName))
+        {
+            if (!options.CreateIfMissing) throw new BeException($"{storage.Location}: no domain here (no {BeConstants.LogFileName}) and CreateIfMissing is off");
+            Create(storage, options);
+            created = true;
+        }
+        return new Domain(storage, options, created);
+    }
+
+    /// <summary>Opens the domain on a thread-pool thread (recovery does file I/O).</summary>
+    public static Task<Domain> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default) =>
+        Task.Run(() => Open(options), cancellationToken);
+
+    private static void Create(IStorage storage, DomainOptions o)
+    {
+        if (o.Segments < 1 || o.Segments > 1024) throw new ArgumentOutOfRangeException(nameof(o.Segments), $"{o.Segments} segments: must be 1 to 1024");
+        foreach (var name in storage.List())
+            if (name.StartsWith("seg-", StringComparison.Ordinal))
+                throw new BeException($"{storage.Location}: holds segment file {name} but no log; refusing to create a domain over it");
+        ulong domainId = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
+        for (int i = 1; i <= o.Segments; i++) Segment.CreateFile(storage, (ulong)i, domainId, o.SegmentSize, Math.Max(o.SegmentMaxSize, o.SegmentSize));
+        // The log last: its existence is what makes the folder a domain.
+        LogFile.Create(storage, domainId, o.LogSize, (uint)o.Segments);
+    }
+
+    private Domain(IStorage storage, DomainOptions options, bool created)
+    {
+        _storage = storage;
+        Options = options;
+        _log = LogFile.Open(storage);
+        var segments = new List<Segment>();
+        try
+        {
+            uint count = _log.SegmentCount;
+            for (uint i = 1; i <= count; i++)
+            {
+                string name = BeConstants.SegmentFileName(i);
+                if (!storage.Exists(name)) throw new BeCorruptionException($"{storage.Location}/{name}", 0, $"segment {i} of {count} is missing");
+                segments.Add(Segment.Load(storage, name, _log.DomainId, this));
+            }
+            if (options.Segments > count)
+            {
+                // More localities than segments: add segments. They are empty, so no log record names them yet.
+                for (uint i = count + 1; i <= (uint)options.Segments; i++)
+                {
+                    Segment.CreateFile(storage, i, _log.DomainId, options.SegmentSize, Math.Max(options.SegmentMaxSize, options.SegmentSize));
+                    segments.Add(Segment.Load(storage, BeConstants.SegmentFileName(i), _log.DomainId, this));
+                }
+                _log.SetSegmentCount((uint)options.Segments);
+            }
+            _segments = segments.ToArray();
+
+            long area = _log.AreaSize;
+            MaxRecordSize = Math.Min(area / 4 / BeConstants.SectorSize * BeConstants.SectorSize, 256L << 20);
+            MaxGroupReservation = MaxRecordSize - RecordHeader.SizeOf - BeConstants.SectorSize;
+            MaxTxReservation = MaxGroupReservation;
+            GroupBoundBytes = Math.Clamp(options.GroupBoundBytes, 4096, MaxGroupReservation);
+            GroupBoundTxs = Math.Max(1, options.GroupBoundTxs);
+            SpaceChunk = Math.Clamp(area / (16L * _segments.Length), 4096, 1L << 20);
+            CheckpointBytes = Math.Max(BeConstants.SectorSize, (long)(area * Math.Clamp(options.CheckpointFraction, 0.01, 0.9)));
+
+            _placer = new Placer(this, _log, storage, _segments.Select(s => s.Id), _log.CheckpointPosition, _log.CheckpointLsn);
+            var byId = _segments.ToDictionary(s => s.Id);
+            var report = new LogRecovery(_log, byId, _placer, options, MaxRecordSize).Run();
+            Recovery = created ? new RecoveryReport { Created = true, EndPosition = report.EndPosition, NextLsn = report.NextLsn } : report;
+            foreach (var s in _segments)
+            {
+                s.VerifyHeaderBlocks($"{storage.Location}/{s.FileName}");
+                s.Tx.InitFromHeader();
+            }
+            LogSpace = new LogSpace(area, MaxRecordSize, report.EndPosition) { OnWaiter = () => _placer.RequestCheckpoint() };
+            Writer = new LogWriter(this, _log, _placer, report.EndPosition, report.NextLsn);
+            _placer.Start();
+            Writer.Start();
+        }
+        catch
+        {
+            _placer?.Dispose();
+            foreach (var s in segments) s.Dispose();
+            _log.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The segments, in id order (id = index + 1).</summary>
+    public IReadOnlyList<Segment> Segments => _segments;
+
+    /// <summary>What recovery did when the domain opened.</summary>
+    public RecoveryReport Recovery { get; }
+
+    /// <summary>Where the domain lives.</summary>
+    public string Location => _storage.Location;
+
+    /// <summary>Set once the log or placing failed; every later transaction fails with it.</summary>
+    public Exception? Failure => Volatile.Read(ref _failure);
+
+    /// <summary>Transactions the engine aborted because they stayed open across a turn (each a caller bug).</summary>
+    public long InvariantViolations => Volatile.Read(ref _invariantViolations);
+
+    /// <summary>Counters of the log, placing and log space.</summary>
+    public DomainStats Stats => new(Writer.Stats, _placer.Stats, LogSpace.Used, LogSpace.Reserved, LogSpace.AreaSize);
+
+    /// <summary>Places and syncs everything durable so far and advances the checkpoint.</summary>
+    public Task CheckpointAsync() => _placer.CheckpointAsync();
+
+    internal void Fail(Exception e)
+    {
+        if (Interlocked.CompareExchange(ref _failure, e, null) != null) return;
+        Options.OnWarning?.Invoke($"domain {Location} failed: {e.Message}");
+        foreach (var s in _segments) s.Tx.OnFailure();
+        LogSpace.FailWaiters();
+    }
+
+    internal void ReportInvariantViolation(Segment segment, Transaction tx)
+    {
+        Interlocked.Increment(ref _invariantViolations);
+        string msg = $"segment {segment.Id}: a transaction captured changes and was still open at the end of its turn (an await between open and close); it was aborted (DESIGN invariant 1)";
+        if (Options.OnWarning is { } w) w(msg);
+        else Trace.WriteLine(msg);
+    }
+
+    /// <summary>
+    /// Closes the domain: seals what the segments' open groups hold, writes and places everything,
+    /// checkpoints, and releases files and memory. Call after the owners have stopped (the runtime's
+    /// engine does); continuations still waiting on persistence are not run.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        await Task.Run(() =>
+        {
+            foreach (var s in _segments) s.Tx.SealOnClose();
+            Writer.Stop();
+            _placer.Stop();
+            _placer.Dispose();
+            _log.Dispose();
+            foreach (var s in _segments) s.Dispose();
+        }).ConfigureAwait(false);
+    }
+}

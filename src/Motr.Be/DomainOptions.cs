@@ -1,0 +1,73 @@
+using Motr.Be.Storage;
+
+namespace Motr.Be;
+
+/// <summary>What recovery does when a damaged log record is followed by intact ones.</summary>
+public enum RecoveryMode
+{
+    /// <summary>Refuse to open, with an error naming the file, offset and lsn (the default: nothing is skipped silently).</summary>
+    Strict,
+    /// <summary>Replay up to the damaged record, discard it and everything after it, and open. Loses the discarded transactions; the report says how many records.</summary>
+    TruncateAtCorruption,
+}
+
+/// <summary>A transaction's payload handed back by recovery.</summary>
+/// <param name="SegmentId">Segment of the transaction.</param>
+/// <param name="TxId">Id of the transaction.</param>
+/// <param name="Payload">The payload bytes.</param>
+public readonly record struct RecoveredPayload(ulong SegmentId, long TxId, ReadOnlyMemory<byte> Payload);
+
+/// <summary>How far recovery has got.</summary>
+/// <param name="RecordsReplayed">Records replayed so far.</param>
+/// <param name="BytesReplayed">Log bytes replayed so far.</param>
+/// <param name="BytesToScan">Log bytes between the checkpoint and the end of the written log, at most.</param>
+public readonly record struct RecoveryProgress(long RecordsReplayed, long BytesReplayed, long BytesToScan);
+
+/// <summary>Settings of a <see cref="Domain"/>. The defaults suit a node with a few GiB of metadata.</summary>
+public sealed class DomainOptions
+{
+    /// <summary>Folder of the domain (log and segment files). Ignored when <see cref="Storage"/> is set.</summary>
+    public string? Path { get; set; }
+
+    /// <summary>Storage to use instead of a folder (tests pass a <see cref="SimStorage"/>).</summary>
+    public IStorage? Storage { get; set; }
+
+    /// <summary>Create the domain if the folder holds none (default true).</summary>
+    public bool CreateIfMissing { get; set; } = true;
+
+    /// <summary>Number of segments (one per locality); default: one per processor. An existing domain keeps its segments and gains any missing ones.</summary>
+    public int Segments { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>Initial size of a new segment in bytes (default 64 MiB).</summary>
+    public long SegmentSize { get; set; } = 64L << 20;
+
+    /// <summary>Largest size a new segment may grow to (default 64 GiB; address space only is reserved).</summary>
+    public long SegmentMaxSize { get; set; } = 64L << 30;
+
+    /// <summary>Size of a new log file in bytes (default 256 MiB).</summary>
+    public long LogSize { get; set; } = 256L << 20;
+
+    /// <summary>Recovery's answer to a damaged record followed by intact ones.</summary>
+    public RecoveryMode RecoveryMode { get; set; } = RecoveryMode.Strict;
+
+    /// <summary>Receives, in log order, the payloads of the transactions recovery replays.</summary>
+    public Action<RecoveredPayload>? OnRecoveredPayload { get; set; }
+
+    /// <summary>Receives recovery progress about every 64 MiB of log replayed.</summary>
+    public IProgress<RecoveryProgress>? RecoveryProgress { get; set; }
+
+    /// <summary>Receives warnings: a torn log tail cut at recovery, a transaction left open across a turn.</summary>
+    public Action<string>? OnWarning { get; set; }
+
+    /// <summary>Checkpoint once this fraction of the log is placed but not checkpointed (default 0.25).</summary>
+    public double CheckpointFraction { get; set; } = 0.25;
+
+    /// <summary>Checkpoint at least this often while there is something placed (default 1 s).</summary>
+    public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Seal a group once its transactions have reserved this many log bytes (default: 4 MiB or what one record holds).</summary>
+    public long GroupBoundBytes { get; set; } = 4L << 20;
+
+    /// <summary>Seal a group once it holds this many transactions (default 8192).</summary>
+    public int GroupBoundTxs { get; set; } = 8192;
+}

@@ -1,0 +1,145 @@
+using System.Runtime.InteropServices;
+using Motr.Be.Storage;
+
+namespace Motr.Be.Log;
+
+/// <summary>
+/// The log file: two header slots holding the checkpoint, and a circular record area addressed by
+/// logical positions. See LogFormat.cs for the layout.
+/// </summary>
+internal sealed class LogFile : IDisposable
+{
+    private readonly IStorageFile _file;
+    private LogHeaderSlot _slot;
+
+    public string Where { get; }
+    public long AreaSize => _slot.AreaSize;
+    public ulong DomainId => _slot.DomainId;
+    public uint SegmentCount => _slot.SegmentCount;
+    public long CheckpointPosition => _slot.CheckpointPosition;
+    public ulong CheckpointLsn => _slot.CheckpointLsn;
+
+    private LogFile(IStorageFile file, string where, LogHeaderSlot slot)
+    {
+        _file = file;
+        Where = where;
+        _slot = slot;
+    }
+
+    /// <summary>Creates a log of <paramref name="fileSize"/> bytes, written in full so later fdatasyncs need no block allocation.</summary>
+    public static void Create(IStorage storage, ulong domainId, long fileSize, uint segmentCount)
+    {
+        if (fileSize < LogFormat.AreaOffset + 64 * 1024 || fileSize % BeConstants.PageSize != 0)
+            throw new ArgumentOutOfRangeException(nameof(fileSize), $"log size {fileSize} must be a multiple of {BeConstants.PageSize} and at least {LogFormat.AreaOffset + 64 * 1024}");
+        string tmp = BeConstants.LogFileName + ".new";
+        storage.Delete(tmp);
+        using (var f = storage.Open(tmp, StorageOpenMode.CreateNew))
+        {
+            var zeros = new byte[Math.Min(fileSize, 1 << 20)];
+            for (long pos = 0; pos < fileSize; pos += zeros.Length)
+                f.Write(pos, zeros.AsSpan(0, (int)Math.Min(zeros.Length, fileSize - pos)));
+            var slot = new LogHeaderSlot
+            {
+                Magic = BeConstants.LogHeaderMagic,
+                Version = BeConstants.LogVersion,
+                DomainId = domainId,
+                FileSize = fileSize,
+                AreaOffset = LogFormat.AreaOffset,
+                AreaSize = fileSize - LogFormat.AreaOffset,
+                SlotSeq = 1,
+                CheckpointPosition = 0,
+                CheckpointLsn = 1,
+                CreatedUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
+                SegmentCount = segmentCount,
+            };
+            WriteSlot(f, slot, 0);
+            slot.SlotSeq = 0; // slot B starts older than A
+            WriteSlot(f, slot, 1);
+            f.Flush();
+        }
+        storage.Rename(tmp, BeConstants.LogFileName);
+    }
+
+    private static void WriteSlot(IStorageFile f, LogHeaderSlot slot, int index)
+    {
+        Span<byte> buf = stackalloc byte[LogHeaderSlot.SizeOf];
+        buf.Clear();
+        MemoryMarshal.Write(buf, slot);
+        uint crc = Crc32C.Compute(buf[..LogHeaderSlot.CrcOffset]);
+        MemoryMarshal.Write(buf[LogHeaderSlot.CrcOffset..], crc);
+        f.Write(index * BeConstants.SectorSize, buf);
+    }
+
+    /// <summary>Opens the log and reads the newest valid header slot.</summary>
+    public static LogFile Open(IStorage storage)
+    {
+        var f = storage.Open(BeConstants.LogFileName, StorageOpenMode.OpenExisting);
+        string where = $"{storage.Location}/{BeConstants.LogFileName}";
+        try
+        {
+            long length = f.Length;
+            if (length < LogFormat.AreaOffset)
+                throw new BeCorruptionException(where, length, $"log file is truncated: {length} bytes, shorter than its {LogFormat.AreaOffset}-byte header");
+            LogHeaderSlot? best = null;
+            string? firstProblem = null;
+            Span<byte> buf = stackalloc byte[LogHeaderSlot.SizeOf];
+            for (int i = 0; i < 2; i++)
+            {
+                f.Read(i * BeConstants.SectorSize, buf);
+                var s = MemoryMarshal.Read<LogHeaderSlot>(buf);
+                string? problem = null;
+                if (s.Magic != BeConstants.LogHeaderMagic) problem = $"header slot {i}: not a Motr log (magic 0x{s.Magic:X16}, expected 0x{BeConstants.LogHeaderMagic:X16})";
+                else if (s.Crc != Crc32C.Compute(buf[..LogHeaderSlot.CrcOffset])) problem = $"header slot {i}: checksum mismatch";
+                else if (s.Version != BeConstants.LogVersion) problem = $"header slot {i}: log format version {s.Version} is not supported; this build reads version {BeConstants.LogVersion}";
+                if (problem != null)
+                {
+                    firstProblem ??= problem;
+                    continue;
+                }
+                if (best is null || s.SlotSeq > best.Value.SlotSeq) best = s;
+            }
+            if (best is not { } slot) throw new BeCorruptionException(where, 0, firstProblem!);
+            if (slot.FileSize != length || slot.AreaOffset != LogFormat.AreaOffset || slot.AreaSize != length - LogFormat.AreaOffset)
+                throw new BeCorruptionException(where, 24, $"log geometry does not match the file: header says {slot.FileSize} bytes, file has {length}");
+            return new LogFile(f, where, slot);
+        }
+        catch
+        {
+            f.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Physical file offset of a logical position.</summary>
+    public long Physical(long position) => LogFormat.AreaOffset + position % _slot.AreaSize;
+
+    /// <summary>Bytes from <paramref name="position"/> to the end of the area.</summary>
+    public long ToLapEnd(long position) => _slot.AreaSize - position % _slot.AreaSize;
+
+    public int Read(long physical, Span<byte> dst) => _file.Read(physical, dst);
+
+    public void WriteRecord(long position, ReadOnlySpan<byte> record) => _file.Write(Physical(position), record);
+
+    public void Flush() => _file.Flush();
+
+    /// <summary>Records a new checkpoint in the older slot and syncs it (the caller then frees the space).</summary>
+    public void WriteCheckpoint(long position, ulong lsn)
+    {
+        var next = _slot;
+        next.SlotSeq++;
+        next.CheckpointPosition = position;
+        next.CheckpointLsn = lsn;
+        WriteSlot(_file, next, (int)(next.SlotSeq % 2 == 1 ? 0 : 1));
+        _file.Flush();
+        _slot = next;
+    }
+
+    /// <summary>Rewrites the checkpoint with a new segment count (the domain gained segments).</summary>
+    public void SetSegmentCount(uint count)
+    {
+        _slot.SegmentCount = count;
+        WriteCheckpoint(_slot.CheckpointPosition, _slot.CheckpointLsn);
+    }
+
+    public void Dispose() => _file.Dispose();
+}

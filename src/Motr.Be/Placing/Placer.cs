@@ -1,0 +1,201 @@
+using System.Buffers;
+using System.Diagnostics;
+using Motr.Be.Log;
+using Motr.Be.Storage;
+
+namespace Motr.Be.Placing;
+
+/// <summary>
+/// Placing: writes the bytes of durable log records in place into the segment files, taking them
+/// from the record (never from live segment memory, which may hold changes not yet logged), syncs the
+/// segment files in batches, then advances the checkpoint so the log space can be reused
+/// (DESIGN invariants 3 and 4). Runs on its own thread; recovery uses the same code synchronously.
+/// </summary>
+internal sealed class Placer : IDisposable
+{
+    private sealed class SegmentFile(IStorageFile file)
+    {
+        public readonly IStorageFile File = file;
+        public long Length = file.Length;
+        public bool Dirty;
+    }
+
+    private readonly Domain _domain;
+    private readonly LogFile _log;
+    private readonly Dictionary<ulong, SegmentFile> _files = new();
+    private readonly Lock _lock = new();
+    private List<DurableRecord> _queue = new();
+    private List<DurableRecord> _work = new();
+    private readonly List<TaskCompletionSource> _checkpointWaiters = new();
+    private readonly ManualResetEventSlim _signal = new(false);
+    private Thread? _thread;
+    private volatile bool _stopping;
+    private volatile bool _checkpointRequested;
+    private long _placedEnd;
+    private ulong _placedNextLsn;
+    private long _checkpointed;
+    private long _lastCheckpoint = Stopwatch.GetTimestamp();
+
+    // Counters.
+    private long _recordsPlaced, _regionsPlaced, _bytesPlaced, _checkpoints;
+
+    public Placer(Domain domain, LogFile log, IStorage storage, IEnumerable<ulong> segmentIds, long position, ulong lsn)
+    {
+        _domain = domain;
+        _log = log;
+        foreach (var id in segmentIds)
+            _files.Add(id, new SegmentFile(storage.Open(BeConstants.SegmentFileName(id), StorageOpenMode.OpenExisting)));
+        _placedEnd = _checkpointed = position;
+        _placedNextLsn = lsn;
+    }
+
+    public PlacerStats Stats => new(Volatile.Read(ref _recordsPlaced), Volatile.Read(ref _regionsPlaced), Volatile.Read(ref _bytesPlaced), Volatile.Read(ref _checkpoints));
+
+    public long CheckpointPosition => Volatile.Read(ref _checkpointed);
+
+    public void Start()
+    {
+        _thread = new Thread(Run) { Name = "motr-placer", IsBackground = true };
+        _thread.Start();
+    }
+
+    /// <summary>Log writer thread: a record is durable.</summary>
+    public void Enqueue(DurableRecord r)
+    {
+        lock (_lock) _queue.Add(r);
+        _signal.Set();
+    }
+
+    /// <summary>Asks for a checkpoint soon (someone waits for log space).</summary>
+    public void RequestCheckpoint()
+    {
+        _checkpointRequested = true;
+        _signal.Set();
+    }
+
+    /// <summary>Completes once every record durable at the time of the call is placed, synced and checkpointed.</summary>
+    public Task CheckpointAsync()
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_lock) _checkpointWaiters.Add(tcs);
+        RequestCheckpoint();
+        return tcs.Task;
+    }
+
+    /// <summary>Places what is queued, checkpoints, and stops the thread.</summary>
+    public void Stop()
+    {
+        _stopping = true;
+        _signal.Set();
+        _thread?.Join();
+    }
+
+    private void Run()
+    {
+        long interval = (long)(_domain.Options.CheckpointInterval.TotalSeconds * Stopwatch.Frequency);
+        while (true)
+        {
+            bool stopping = _stopping;
+            try
+            {
+                lock (_lock) (_queue, _work) = (_work, _queue);
+                foreach (var r in _work)
+                {
+                    if (_domain.Failure is null) Place(r);
+                    ArrayPool<byte>.Shared.Return(r.Buffer);
+                }
+                _work.Clear();
+                if (_domain.Failure is null)
+                {
+                    long pending = _placedEnd - _checkpointed;
+                    bool due = pending > 0 && (pending >= _domain.CheckpointBytes || _domain.LogSpace.HasWaiters
+                        || Stopwatch.GetTimestamp() - _lastCheckpoint >= interval);
+                    if (due || _checkpointRequested || stopping) Checkpoint();
+                }
+            }
+            catch (Exception e)
+            {
+                _domain.Fail(new LogFailedException($"placing failed: {e.Message}", e));
+            }
+            CompleteCheckpointWaiters();
+            if (stopping) return;
+            if (_placedEnd == _checkpointed) _signal.Wait();
+            else _signal.Wait(TimeSpan.FromSeconds(_domain.Options.CheckpointInterval.TotalSeconds));
+            _signal.Reset();
+        }
+    }
+
+    private void CompleteCheckpointWaiters()
+    {
+        lock (_lock)
+        {
+            if (_checkpointWaiters.Count == 0 || (_queue.Count > 0 && _domain.Failure is null)) return;
+            foreach (var w in _checkpointWaiters)
+                if (_domain.Failure is { } f) w.TrySetException(f); else w.TrySetResult();
+            _checkpointWaiters.Clear();
+        }
+    }
+
+    /// <summary>Writes a durable record's regions into the segment files.</summary>
+    public void Place(in DurableRecord r)
+    {
+        var rec = r.Buffer.AsSpan(0, r.Length);
+        var h = System.Runtime.InteropServices.MemoryMarshal.Read<RecordHeader>(rec);
+        var groups = new LogRecord.Groups(rec, h.GroupCount);
+        while (groups.MoveNext(out var gh, out var chunk))
+        {
+            if (!_files.TryGetValue(gh.SegmentId, out var f))
+                throw new BeCorruptionException(_log.Where, _log.Physical(r.Position), $"record lsn {r.Lsn} names segment {gh.SegmentId}, which the domain does not have");
+            if (gh.SegmentSize > f.Length)
+            {
+                // Growth is made durable before any header saying so can reach the file.
+                f.File.SetLength(gh.SegmentSize);
+                f.File.Flush();
+                f.Length = gh.SegmentSize;
+            }
+            var regions = new LogRecord.Regions(chunk, gh);
+            while (regions.MoveNext(out long offset, out var bytes))
+            {
+                f.File.Write(offset, bytes);
+                _regionsPlaced++;
+                _bytesPlaced += bytes.Length;
+            }
+            f.Dirty = true;
+        }
+        _placedEnd = r.End;
+        _placedNextLsn = r.Lsn + 1;
+        _recordsPlaced++;
+    }
+
+    /// <summary>Syncs the segment files written since the last checkpoint, records the new checkpoint, frees the log space.</summary>
+    public void Checkpoint()
+    {
+        _checkpointRequested = false;
+        foreach (var f in _files.Values)
+        {
+            if (!f.Dirty) continue;
+            f.File.Flush();
+            f.Dirty = false;
+        }
+        if (_placedEnd != _checkpointed || _log.CheckpointLsn != _placedNextLsn)
+        {
+            _log.WriteCheckpoint(_placedEnd, _placedNextLsn);
+            Volatile.Write(ref _checkpointed, _placedEnd);
+            _domain.LogSpace.MoveTail(_placedEnd);
+            _checkpoints++;
+        }
+        _lastCheckpoint = Stopwatch.GetTimestamp();
+    }
+
+    public void Dispose()
+    {
+        foreach (var f in _files.Values) f.File.Dispose();
+    }
+}
+
+/// <summary>Counters of placing.</summary>
+/// <param name="Records">Records placed.</param>
+/// <param name="Regions">Regions written into segment files.</param>
+/// <param name="Bytes">Bytes written into segment files.</param>
+/// <param name="Checkpoints">Checkpoints written.</param>
+public readonly record struct PlacerStats(long Records, long Regions, long Bytes, long Checkpoints);

@@ -1,0 +1,222 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Motr.Be.Log;
+using Motr.Be.Placing;
+using Motr.Be.Segments;
+
+namespace Motr.Be.Recovery;
+
+/// <summary>
+/// Replays the log at open: every complete, valid record after the checkpoint, in lsn order, into the
+/// segment images and (through the placer) the segment files; then checkpoints at the end. A damaged
+/// or incomplete record with nothing valid after it is a torn tail and is cut off; a damaged record
+/// followed by valid ones is corruption, reported (never skipped silently).
+/// </summary>
+internal sealed class LogRecovery
+{
+    private enum Status { Valid, Absent, Damaged }
+
+    private readonly LogFile _log;
+    private readonly IReadOnlyDictionary<ulong, Segment> _segments;
+    private readonly Placer _placer;
+    private readonly DomainOptions _options;
+    private readonly long _maxRecord;
+    private byte[] _buf;
+
+    public LogRecovery(LogFile log, IReadOnlyDictionary<ulong, Segment> segments, Placer placer, DomainOptions options, long maxRecord)
+    {
+        _log = log;
+        _segments = segments;
+        _placer = placer;
+        _options = options;
+        _maxRecord = maxRecord;
+        _buf = ArrayPool<byte>.Shared.Rent(64 * 1024);
+    }
+
+    public RecoveryReport Run()
+    {
+        var sw = Stopwatch.StartNew();
+        long start = _log.CheckpointPosition, pos = start;
+        ulong startLsn = _log.CheckpointLsn, lsn = startLsn;
+        long records = 0, groups = 0, txs = 0, bytes = 0, lastProgress = 0;
+        string? torn = null, truncated = null;
+        try
+        {
+            while (true)
+            {
+                var status = TryRead(pos, lsn, out string? problem);
+                if (status == Status.Absent && _log.ToLapEnd(pos) < _log.AreaSize)
+                {
+                    // The writer starts a record at the next lap when it does not fit before the end.
+                    long next = pos + _log.ToLapEnd(pos);
+                    var s2 = TryRead(next, lsn, out string? p2);
+                    if (s2 != Status.Absent)
+                    {
+                        pos = next;
+                        status = s2;
+                        problem = p2;
+                    }
+                }
+                if (status == Status.Valid)
+                {
+                    var h = MemoryMarshal.Read<RecordHeader>(_buf);
+                    Apply(h, ref groups, ref txs);
+                    _placer.Place(new DurableRecord(_buf, (int)h.Length, h.Lsn, pos));
+                    pos += h.Length;
+                    lsn++;
+                    records++;
+                    bytes += h.Length;
+                    if (bytes - lastProgress >= 64L << 20)
+                    {
+                        lastProgress = bytes;
+                        _options.RecoveryProgress?.Report(new RecoveryProgress(records, bytes, _log.AreaSize));
+                    }
+                    continue;
+                }
+
+                // The end of the log, or damage in the middle of it?
+                string where = $"record lsn {lsn} at {_log.Where} offset 0x{_log.Physical(pos):X}";
+                if (FindLaterRecord(pos, lsn, out long laterPos, out ulong laterLsn))
+                {
+                    string what = $"{where} is damaged ({problem}) but a valid record lsn {laterLsn} follows at offset 0x{_log.Physical(laterPos):X}";
+                    if (_options.RecoveryMode == RecoveryMode.Strict)
+                        throw new BeCorruptionException(_log.Where, _log.Physical(pos),
+                            $"log corruption: record lsn {lsn} is damaged ({problem}) but a valid record lsn {laterLsn} follows at offset 0x{_log.Physical(laterPos):X}; " +
+                            "refusing to open (RecoveryMode.TruncateAtCorruption opens with the damaged record and everything after it discarded)");
+                    truncated = what + "; it and every later record were discarded";
+                    _options.OnWarning?.Invoke("recovery: " + truncated);
+                }
+                else if (status == Status.Damaged)
+                {
+                    torn = $"{where}: {problem}; treated as a torn write and cut off";
+                    _options.OnWarning?.Invoke("recovery: " + torn);
+                }
+                break;
+            }
+            if (records > 0) _placer.Checkpoint();
+            // Only once everything before is placed and checkpointed may the rest of the log go.
+            if (truncated != null) WipeAfter(pos);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(_buf);
+        }
+        return new RecoveryReport
+        {
+            CheckpointPosition = start,
+            CheckpointLsn = startLsn,
+            RecordsReplayed = records,
+            GroupsReplayed = groups,
+            TxsReplayed = txs,
+            BytesReplayed = bytes,
+            EndPosition = pos,
+            NextLsn = lsn,
+            TornTail = torn,
+            Truncated = truncated,
+            Duration = sw.Elapsed,
+        };
+    }
+
+    /// <summary>Reads the record that should be at <paramref name="pos"/> with <paramref name="lsn"/> into the buffer.</summary>
+    private Status TryRead(long pos, ulong lsn, out string? problem)
+    {
+        long phys = _log.Physical(pos);
+        Span<byte> hdr = stackalloc byte[RecordHeader.SizeOf];
+        if (_log.Read(phys, hdr) < hdr.Length) { problem = "log ends"; return Status.Absent; }
+        problem = LogRecord.CheckHeader(hdr, _log.DomainId, _log.AreaSize, out var h);
+        if (problem != null) return Status.Absent;
+        if (h.Lsn != lsn || h.Position != pos)
+        {
+            problem = $"found lsn {h.Lsn} written for position {h.Position} (an older lap)";
+            return Status.Absent;
+        }
+        if (h.Length > _log.ToLapEnd(pos)) { problem = $"length {h.Length} runs past the end of the log area"; return Status.Damaged; }
+        if (_buf.Length < h.Length)
+        {
+            ArrayPool<byte>.Shared.Return(_buf);
+            _buf = ArrayPool<byte>.Shared.Rent((int)h.Length);
+        }
+        var rec = _buf.AsSpan(0, (int)h.Length);
+        if (_log.Read(phys, rec) < rec.Length) { problem = "record is cut short by the end of the file"; return Status.Damaged; }
+        problem = LogRecord.CheckBody(rec, h, out int bad);
+        if (problem != null)
+        {
+            problem += $" (at record offset {bad})";
+            return Status.Damaged;
+        }
+        return Status.Valid;
+    }
+
+    /// <summary>
+    /// Looks for an intact record with an lsn after <paramref name="lsn"/> - 1 where the successors of a
+    /// record at <paramref name="pos"/> could be: within one maximal record after it, or at the next lap.
+    /// The writer writes a record only after the previous one is durable, so finding one means the
+    /// damaged record was durable once: corruption, not a torn write.
+    /// </summary>
+    private bool FindLaterRecord(long pos, ulong lsn, out long laterPos, out ulong laterLsn)
+    {
+        Span<byte> hdr = stackalloc byte[RecordHeader.SizeOf];
+        long lapStart = pos + _log.ToLapEnd(pos);
+        foreach (long start in new[] { pos, lapStart })
+        {
+            long limit = Math.Min(start + _maxRecord + BeConstants.SectorSize, start + _log.ToLapEnd(start));
+            for (long p = start; p < limit; p += BeConstants.SectorSize)
+            {
+                if (_log.Read(_log.Physical(p), hdr) < hdr.Length) break;
+                if (LogRecord.CheckHeader(hdr, _log.DomainId, _log.AreaSize, out var h) != null) continue;
+                if (h.Position != p || h.Lsn < lsn || (h.Lsn == lsn && p == pos)) continue;
+                if (TryRead(p, h.Lsn, out _) != Status.Valid) continue;
+                laterPos = p;
+                laterLsn = h.Lsn;
+                return true;
+            }
+        }
+        laterPos = 0;
+        laterLsn = 0;
+        return false;
+    }
+
+    /// <summary>After truncating at corruption, zero the rest of the area so discarded records can never be mistaken for new ones.</summary>
+    private void WipeAfter(long pos)
+    {
+        var zeros = new byte[1 << 20];
+        long end = pos + _log.AreaSize;
+        for (long p = pos; p < end;)
+        {
+            int n = (int)Math.Min(zeros.Length, Math.Min(_log.ToLapEnd(p), end - p));
+            _log.WriteRecord(p, zeros.AsSpan(0, n));
+            p += n;
+        }
+        _log.Flush();
+    }
+
+    private unsafe void Apply(in RecordHeader h, ref long groups, ref long txs)
+    {
+        var rec = _buf.AsSpan(0, (int)h.Length);
+        var it = new LogRecord.Groups(rec, h.GroupCount);
+        while (it.MoveNext(out var gh, out var chunk))
+        {
+            if (!_segments.TryGetValue(gh.SegmentId, out var seg))
+                throw new BeCorruptionException(_log.Where, _log.Physical(h.Position), $"record lsn {h.Lsn} names segment {gh.SegmentId}, which the domain does not have");
+            if (gh.SegmentSize > seg.MaxSize)
+                throw new BeCorruptionException(_log.Where, _log.Physical(h.Position), $"record lsn {h.Lsn} grows segment {gh.SegmentId} to {gh.SegmentSize} bytes, past its limit {seg.MaxSize}");
+            seg.Memory.Commit(gh.SegmentSize);
+            var regions = new LogRecord.Regions(chunk, gh);
+            while (regions.MoveNext(out long offset, out var bytes))
+                bytes.CopyTo(new Span<byte>(seg.Base + offset, bytes.Length));
+            if (_options.OnRecoveredPayload is { } onPayload && gh.PayloadCount > 0)
+            {
+                int p = regions.PayloadStart;
+                for (uint i = 0; i < gh.PayloadCount; i++)
+                {
+                    var ph = MemoryMarshal.Read<PayloadHeader>(chunk[p..]);
+                    onPayload(new RecoveredPayload(gh.SegmentId, ph.TxId, chunk.Slice(p + PayloadHeader.SizeOf, (int)ph.Length).ToArray()));
+                    p += PayloadHeader.SizeOf + LogFormat.Align8((int)ph.Length);
+                }
+            }
+            groups++;
+            txs += gh.TxCount;
+        }
+    }
+}

@@ -1,0 +1,126 @@
+using System.Runtime.CompilerServices;
+using Motr.Be.Storage;
+using Motr.Be.Tx;
+
+namespace Motr.Be.Segments;
+
+/// <summary>
+/// A persistent address space: a file loaded into an aligned native memory image, with structures
+/// stored as-is at offsets. Page 0 is the <see cref="SegmentHeader"/>. All access happens on the
+/// segment's owner thread (see <see cref="ISegmentOwner"/>); every change goes through a
+/// <see cref="Transaction"/> opened on this segment.
+/// </summary>
+/// <remarks>
+/// Offsets, not pointers, are what structures store. Spans and refs returned here stay valid across
+/// <see cref="Grow"/> (the address space is reserved up front) but never outlive the segment.
+/// </remarks>
+public sealed unsafe partial class Segment : IDisposable
+{
+    private readonly SegmentMemory _mem;
+    internal readonly TxManager Tx;
+
+    internal Segment(ulong id, string fileName, SegmentMemory memory, Domain domain)
+    {
+        Id = id;
+        FileName = fileName;
+        _mem = memory;
+        Domain = domain;
+        Tx = new TxManager(this, domain);
+    }
+
+    /// <summary>The segment's id within its domain.</summary>
+    public ulong Id { get; }
+
+    /// <summary>Name of the backing file in the domain's storage.</summary>
+    public string FileName { get; }
+
+    /// <summary>The domain the segment belongs to.</summary>
+    public Domain Domain { get; }
+
+    /// <summary>The header at offset 0 (read it; change its dynamic fields only inside a transaction).</summary>
+    public ref SegmentHeader Header => ref *(SegmentHeader*)_mem.Base;
+
+    /// <summary>Current size of the address space in bytes.</summary>
+    public long Size => ((SegmentHeader*)_mem.Base)->Size;
+
+    /// <summary>The size the segment may grow to.</summary>
+    public long MaxSize => ((SegmentHeader*)_mem.Base)->MaxSize;
+
+    /// <summary>Id of the last transaction closed on this segment (0: none since creation).</summary>
+    public long LastTxId => Tx.LastTxId;
+
+    internal byte* Base => _mem.Base;
+
+    internal SegmentMemory Memory => _mem;
+
+    /// <summary>The bytes [offset, offset + length) of the segment.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the segment.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Span<byte> Bytes(long offset, int length)
+    {
+        if ((ulong)offset > (ulong)Size || (ulong)length > (ulong)(Size - offset)) ThrowRange(offset, length);
+        return new Span<byte>(_mem.Base + offset, length);
+    }
+
+    /// <summary>A reference to the <typeparamref name="T"/> stored at <paramref name="offset"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not inside the segment.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref T At<T>(long offset) where T : unmanaged
+    {
+        if ((ulong)offset > (ulong)Size || (ulong)sizeof(T) > (ulong)(Size - offset)) ThrowRange(offset, sizeof(T));
+        return ref *(T*)(_mem.Base + offset);
+    }
+
+    /// <summary>
+    /// Grows the address space to at least <paramref name="newSize"/> (rounded up to a page) inside
+    /// <paramref name="tx"/>, which needs <see cref="GrowCredit"/>. Returns false, changing nothing, when
+    /// that would pass <see cref="MaxSize"/>. New space reads as zero.
+    /// </summary>
+    public bool Grow(Transaction tx, long newSize)
+    {
+        newSize = AlignUp(newSize, BeConstants.PageSize);
+        if (newSize <= Size) return true;
+        if (newSize > MaxSize) return false;
+        _mem.Commit(newSize);
+        tx.Capture<long>(SegmentHeader.GeometryOffset) = newSize;
+        return true;
+    }
+
+    /// <summary>Credit <see cref="Grow"/> needs.</summary>
+    public static TxCredit GrowCredit => TxCredit.Of<long>();
+
+    /// <summary>Opens a transaction on this segment, waiting asynchronously for log space if the log is full.</summary>
+    /// <remarks>Call on the owner thread. Do not await anything between capturing and <see cref="Transaction.Close"/>.</remarks>
+    public ValueTask<Transaction> BeginAsync(TxCredit credit, CancellationToken cancellationToken = default)
+        => Tx.BeginAsync(credit, cancellationToken);
+
+    /// <summary>Opens a transaction if log space for <paramref name="credit"/> is available now; never waits.</summary>
+    public bool TryBegin(TxCredit credit, out Transaction tx) => Tx.TryBegin(credit, out tx);
+
+    /// <summary>Binds the segment to its owner. Transactions can be opened only once a segment has an owner.</summary>
+    public void Attach(ISegmentOwner owner) => Tx.Attach(owner);
+
+    /// <summary>Called by the owner after each turn (posted callback): enforces that no transaction that captured anything stays open across a turn.</summary>
+    public void EndTurn() => Tx.EndTurn();
+
+    /// <summary>Called by the owner when its queue is empty: seals the open group if the log writer is waiting for work.</summary>
+    public void OnOwnerIdle() => Tx.OnOwnerIdle();
+
+    /// <summary>Asks for the open group to be sealed and written now; returns when everything closed so far on this segment is durable. Call on the owner thread.</summary>
+    public TxPersistence FlushAsync() => Tx.Flush();
+
+    /// <summary>Transaction and group counters of this segment.</summary>
+    public SegmentTxStats TxStats => Tx.Stats;
+
+    internal static long AlignUp(long v, long a) => (v + a - 1) & ~(a - 1);
+
+    private void ThrowRange(long offset, long length) =>
+        throw new ArgumentOutOfRangeException(nameof(offset),
+            $"segment {Id} ({FileName}): range [0x{offset:X}, +{length}) is outside the segment (size 0x{Size:X})");
+
+    /// <summary>Releases the memory image. Only the domain calls this, after its log is closed.</summary>
+    public void Dispose() => _mem.Dispose();
+
+    /// <inheritdoc />
+    public override string ToString() => $"segment {Id} ({FileName}, {Size} bytes)";
+}

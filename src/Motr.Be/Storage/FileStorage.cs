@@ -1,0 +1,91 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace Motr.Be.Storage;
+
+/// <summary>An <see cref="IStorage"/> over a real directory, with positional I/O through <see cref="RandomAccess"/>.</summary>
+public sealed class FileStorage : IStorage
+{
+    private readonly string _dir;
+
+    /// <summary>Uses <paramref name="directory"/>, creating it if missing.</summary>
+    public FileStorage(string directory)
+    {
+        _dir = Path.GetFullPath(directory);
+        Directory.CreateDirectory(_dir);
+    }
+
+    /// <inheritdoc />
+    public string Location => _dir;
+
+    /// <inheritdoc />
+    public IStorageFile Open(string name, StorageOpenMode mode)
+    {
+        string path = Full(name);
+        var fm = mode == StorageOpenMode.CreateNew ? FileMode.CreateNew : FileMode.Open;
+        var handle = File.OpenHandle(path, fm, FileAccess.ReadWrite, FileShare.Read);
+        if (mode == StorageOpenMode.CreateNew) Native.SyncDirectory(_dir);
+        return new RealFile(name, path, handle);
+    }
+
+    /// <inheritdoc />
+    public bool Exists(string name) => File.Exists(Full(name));
+
+    /// <inheritdoc />
+    public IReadOnlyList<string> List()
+    {
+        var names = new List<string>();
+        foreach (var f in Directory.EnumerateFiles(_dir)) names.Add(Path.GetFileName(f));
+        names.Sort(StringComparer.Ordinal);
+        return names;
+    }
+
+    /// <inheritdoc />
+    public void Rename(string from, string to)
+    {
+        File.Move(Full(from), Full(to), overwrite: true);
+        Native.SyncDirectory(_dir);
+    }
+
+    /// <inheritdoc />
+    public void Delete(string name)
+    {
+        File.Delete(Full(name));
+        Native.SyncDirectory(_dir);
+    }
+
+    private string Full(string name)
+    {
+        if (name.Length == 0 || name.Contains('/') || name.Contains('\\') || name is "." or "..")
+            throw new ArgumentException($"'{name}' is not a plain file name", nameof(name));
+        return Path.Combine(_dir, name);
+    }
+
+    private sealed class RealFile(string name, string path, SafeFileHandle handle) : IStorageFile
+    {
+        public string Name { get; } = name;
+
+        public long Length => RandomAccess.GetLength(handle);
+
+        public int Read(long offset, Span<byte> destination)
+        {
+            int total = 0;
+            while (total < destination.Length)
+            {
+                int n = RandomAccess.Read(handle, destination[total..], offset + total);
+                if (n == 0) break;
+                total += n;
+            }
+            return total;
+        }
+
+        public void Write(long offset, ReadOnlySpan<byte> source) => RandomAccess.Write(handle, source, offset);
+
+        public void SetLength(long length) => RandomAccess.SetLength(handle, length);
+
+        public void Flush() => Native.DataSync(handle, path);
+
+        public void Dispose() => handle.Dispose();
+
+        public override string ToString() => path;
+    }
+}

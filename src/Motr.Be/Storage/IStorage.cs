@@ -1,0 +1,62 @@
+namespace Motr.Be.Storage;
+
+/// <summary>How <see cref="IStorage.Open"/> treats a missing or existing file.</summary>
+public enum StorageOpenMode
+{
+    /// <summary>The file must exist.</summary>
+    OpenExisting,
+    /// <summary>The file must not exist; it is created empty.</summary>
+    CreateNew,
+}
+
+/// <summary>
+/// A flat folder of named files: where a domain keeps its log and segment files. Two implementations:
+/// <see cref="FileStorage"/> over a real directory, and <see cref="SimStorage"/>, which records every
+/// write and sync so tests can build the disk image a crash would leave.
+/// </summary>
+/// <remarks>Implementations are thread-safe: the log writer, the placer and recovery use them concurrently.</remarks>
+public interface IStorage
+{
+    /// <summary>A human-readable name for messages (the directory path, or "sim").</summary>
+    string Location { get; }
+
+    /// <summary>Opens or creates <paramref name="name"/> for positional read and write.</summary>
+    IStorageFile Open(string name, StorageOpenMode mode);
+
+    /// <summary>Whether <paramref name="name"/> exists.</summary>
+    bool Exists(string name);
+
+    /// <summary>Names of all files, in ordinal order.</summary>
+    IReadOnlyList<string> List();
+
+    /// <summary>Renames a closed file, replacing <paramref name="to"/> if it exists, and makes the rename durable.</summary>
+    void Rename(string from, string to);
+
+    /// <summary>Deletes a closed file if it exists, durably.</summary>
+    void Delete(string name);
+}
+
+/// <summary>
+/// One open file: positional reads and writes of spans, and <see cref="Flush"/> with fdatasync
+/// semantics (data and the size needed to read it are durable when it returns).
+/// </summary>
+public interface IStorageFile : IDisposable
+{
+    /// <summary>The file's name within its storage.</summary>
+    string Name { get; }
+
+    /// <summary>Current length in bytes.</summary>
+    long Length { get; }
+
+    /// <summary>Reads up to <c>destination.Length</c> bytes at <paramref name="offset"/>; returns how many were read (fewer only at end of file).</summary>
+    int Read(long offset, Span<byte> destination);
+
+    /// <summary>Writes <paramref name="source"/> at <paramref name="offset"/>, extending the file if needed. Not durable until <see cref="Flush"/>.</summary>
+    void Write(long offset, ReadOnlySpan<byte> source);
+
+    /// <summary>Sets the file's length (zero-filling on growth). Not durable until <see cref="Flush"/>.</summary>
+    void SetLength(long length);
+
+    /// <summary>Makes every earlier write and length change of this file durable (fdatasync).</summary>
+    void Flush();
+}

@@ -1,0 +1,72 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace Motr.Be.Storage;
+
+/// <summary>The few libc calls .NET does not expose: fdatasync, directory fsync, and address-space reservation.</summary>
+internal static partial class Native
+{
+    public static readonly bool IsLinux = OperatingSystem.IsLinux();
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fdatasync(int fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fsync(int fd);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int open(string path, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int close(int fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial int mprotect(void* addr, nuint length, int prot);
+
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial int munmap(void* addr, nuint length);
+
+    internal const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
+    internal const int MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
+
+    /// <summary>fdatasync(2) on Linux; a full flush elsewhere.</summary>
+    public static void DataSync(SafeFileHandle handle, string what)
+    {
+        if (!IsLinux)
+        {
+            RandomAccess.FlushToDisk(handle);
+            return;
+        }
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            if (fdatasync((int)handle.DangerousGetHandle()) != 0)
+                throw new IOException($"fdatasync of {what} failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>fsync of a directory, so that a create, rename or delete inside it is durable.</summary>
+    public static void SyncDirectory(string path)
+    {
+        if (!IsLinux) return;
+        int fd = open(path, 0 /* O_RDONLY */);
+        if (fd < 0) throw new IOException($"open of directory {path} failed: errno {Marshal.GetLastPInvokeError()}");
+        try
+        {
+            if (fsync(fd) != 0)
+                throw new IOException($"fsync of directory {path} failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+        finally
+        {
+            close(fd);
+        }
+    }
+}

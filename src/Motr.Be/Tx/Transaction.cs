@@ -1,0 +1,259 @@
+using System.Runtime.CompilerServices;
+using Motr.Be.Segments;
+
+namespace Motr.Be.Tx;
+
+/// <summary>Where a transaction is in its life.</summary>
+public enum TxState
+{
+    /// <summary>Open: may capture and change bytes.</summary>
+    Open,
+    /// <summary>Closed: its changes belong to a group; <see cref="Transaction.Persisted"/> tells when they are durable.</summary>
+    Closed,
+    /// <summary>Aborted: its captured bytes were restored.</summary>
+    Aborted,
+    /// <summary>Returned to its segment's pool by <see cref="Transaction.Dispose"/>; must not be used.</summary>
+    Disposed,
+}
+
+/// <summary>
+/// A small atomic change to one segment. Open it with a credit (<see cref="Segment.BeginAsync"/>),
+/// call <see cref="Capture"/> before changing bytes, then <see cref="Close"/> (or <see cref="Abort"/>,
+/// which restores the captured bytes). Between the first capture and close or abort there must be no
+/// await: the engine aborts a transaction left open at the end of a turn (DESIGN invariant 1).
+/// </summary>
+/// <remarks>
+/// Transaction objects are pooled per segment: <see cref="Dispose"/> returns one to the pool (aborting
+/// it if still open), after which it must not be used. A closed transaction's
+/// <see cref="Persisted"/> stays valid until then.
+/// </remarks>
+public sealed unsafe class Transaction : IDisposable
+{
+    internal struct Region
+    {
+        public long Offset;
+        public int Length;
+        public int UndoPos;
+    }
+
+    internal struct ChecksumMark
+    {
+        public long Block;
+        public int Length;
+        public int CrcOffset;
+        public uint Magic;
+    }
+
+    internal readonly TxManager M;
+    internal TxState _state = TxState.Disposed;
+    private TxCredit _credit;
+    private int _usedRegions;
+    private long _usedBytes;
+    internal long _reservation;
+    internal long _captureTurn = -1;
+    internal Region[] _regions = new Region[4];
+    internal int _regionCount;
+    private byte[] _undo = new byte[256];
+    private int _undoLen;
+    internal byte[] _payload = Array.Empty<byte>();
+    internal int _payloadLen = -1;
+    internal ChecksumMark[] _marks = new ChecksumMark[2];
+    internal int _markCount;
+    internal long _id;
+    internal long _groupSeq;
+    internal bool _force;
+    internal bool _abortedAtTurnEnd;
+    internal int _openSlot = -1;
+
+    internal Transaction(TxManager m) => M = m;
+
+    /// <summary>The segment the transaction changes.</summary>
+    public Segment Segment => M.Segment;
+
+    /// <summary>Where the transaction is in its life.</summary>
+    public TxState State => _state;
+
+    /// <summary>Id assigned at close (per segment, consecutive over closed transactions); 0 before.</summary>
+    public long Id => _id;
+
+    /// <summary>The credit the transaction was opened with.</summary>
+    public TxCredit Credit => _credit;
+
+    /// <summary>How much of the credit has been used.</summary>
+    public TxCredit Used => new(_usedRegions, _usedBytes);
+
+    /// <summary>Credit of one <see cref="DeferChecksum"/> call.</summary>
+    public static TxCredit ChecksumCredit => new(1, 4);
+
+    internal void Reset(TxCredit credit, long reservation)
+    {
+        _state = TxState.Open;
+        _credit = credit;
+        _usedRegions = 0;
+        _usedBytes = 0;
+        _reservation = reservation;
+        _captureTurn = -1;
+        _regionCount = 0;
+        _undoLen = 0;
+        _payloadLen = -1;
+        _markCount = 0;
+        _id = 0;
+        _groupSeq = 0;
+        _force = false;
+        _abortedAtTurnEnd = false;
+    }
+
+    /// <summary>
+    /// Records that [offset, offset + length) is about to change: keeps its current bytes for
+    /// <see cref="Abort"/> and logs its bytes as they are at close. Returns the bytes to change.
+    /// </summary>
+    /// <exception cref="TxUsageException">The transaction is not open, the range is outside the segment or in its static header, or the capture exceeds the credit.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Span<byte> Capture(long offset, int length)
+    {
+        Check(offset, length);
+        if (_regionCount == _regions.Length) Array.Resize(ref _regions, _regions.Length * 2);
+        if (_undoLen + length > _undo.Length) Array.Resize(ref _undo, Math.Max(_undo.Length * 2, _undoLen + length));
+        byte* p = M.Segment.Base + offset;
+        new ReadOnlySpan<byte>(p, length).CopyTo(_undo.AsSpan(_undoLen));
+        ref Region r = ref _regions[_regionCount++];
+        r.Offset = offset;
+        r.Length = length;
+        r.UndoPos = _undoLen;
+        _undoLen += length;
+        _usedRegions++;
+        _usedBytes += length;
+        if (_captureTurn < 0) M.MarkDirty(this);
+        return new Span<byte>(p, length);
+    }
+
+    /// <summary>Captures the <typeparamref name="T"/> at <paramref name="offset"/> and returns a reference to it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref T Capture<T>(long offset) where T : unmanaged
+    {
+        Capture(offset, sizeof(T));
+        return ref *(T*)(M.Segment.Base + offset);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Check(long offset, int length)
+    {
+        if (_state != TxState.Open) ThrowState("capture in");
+        long size = M.Segment.Size;
+        if (offset < SegmentHeader.StaticLength || length <= 0 || offset > size - length) ThrowOutside(offset, length, size);
+        if (_usedRegions >= _credit.Regions || _usedBytes + length > _credit.Bytes) ThrowCredit($"capture of {length} bytes at 0x{offset:X}", 1, length);
+    }
+
+    /// <summary>
+    /// Attaches <paramref name="payload"/> (opaque bytes for the caller's own redo) to the transaction;
+    /// it is logged with the transaction and handed back by recovery. Counts against the credit's bytes.
+    /// </summary>
+    public void SetPayload(ReadOnlySpan<byte> payload)
+    {
+        if (_state != TxState.Open) ThrowState("set the payload of");
+        long old = Math.Max(_payloadLen, 0);
+        if (_usedBytes - old + payload.Length > _credit.Bytes) ThrowCredit($"payload of {payload.Length} bytes", 0, payload.Length);
+        if (_payload.Length < payload.Length) _payload = new byte[Math.Max(payload.Length, 64)];
+        payload.CopyTo(_payload);
+        _usedBytes += payload.Length - old;
+        _payloadLen = payload.Length;
+        if (_captureTurn < 0) M.MarkDirty(this);
+    }
+
+    /// <summary>
+    /// Asks that the CRC32C of the block [blockOffset, blockOffset + blockLength) be recomputed into its
+    /// 4-byte field at <paramref name="crcOffset"/> (relative to the block, excluded from the sum) when
+    /// the group is sealed, once for all transactions of the group that changed it. If
+    /// <paramref name="magic"/> is not 0 the block is checksummed only if it still starts with that
+    /// 32-bit value at seal time, so a block freed meanwhile (magic cleared) is left alone.
+    /// Needs <see cref="ChecksumCredit"/>.
+    /// </summary>
+    public void DeferChecksum(long blockOffset, int blockLength, int crcOffset, uint magic = 0)
+    {
+        if (_state != TxState.Open) ThrowState("defer a checksum in");
+        long size = M.Segment.Size;
+        if (blockOffset < SegmentHeader.StaticLength || blockLength < 4 || blockOffset > size - blockLength || (uint)crcOffset > (uint)(blockLength - 4))
+            ThrowOutside(blockOffset, blockLength, size);
+        if (_usedRegions >= _credit.Regions || _usedBytes + 4 > _credit.Bytes) ThrowCredit($"deferred checksum of block 0x{blockOffset:X}", 1, 4);
+        for (int i = 0; i < _markCount; i++)
+            if (_marks[i].Block == blockOffset) return;
+        if (_markCount == _marks.Length) Array.Resize(ref _marks, _marks.Length * 2);
+        _marks[_markCount++] = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic };
+        _usedRegions++;
+        _usedBytes += 4;
+    }
+
+    /// <summary>Asks that the group holding this transaction be written as soon as possible.</summary>
+    public void Force()
+    {
+        if (_state == TxState.Closed) M.ForceGroup(_groupSeq);
+        else _force = true;
+    }
+
+    /// <summary>
+    /// Closes the transaction: its changes join the segment's open group. Returns an awaitable that
+    /// completes when the group is durable (the same as <see cref="Persisted"/>).
+    /// </summary>
+    public TxPersistence Close()
+    {
+        if (_state != TxState.Open) ThrowState("close");
+        return M.CloseTx(this);
+    }
+
+    /// <summary>Completes when the closed transaction is durable in the log.</summary>
+    /// <exception cref="TxUsageException">The transaction is not closed.</exception>
+    public TxPersistence Persisted
+    {
+        get
+        {
+            if (_state != TxState.Closed) ThrowState("await the persistence of");
+            return new TxPersistence(M, _groupSeq);
+        }
+    }
+
+    /// <summary>Restores every captured region to its bytes before the transaction and ends it.</summary>
+    public void Abort()
+    {
+        if (_state != TxState.Open) ThrowState("abort");
+        Rollback();
+        M.EndTx(this, aborted: true);
+    }
+
+    internal void Rollback()
+    {
+        byte* b = M.Segment.Base;
+        for (int i = _regionCount - 1; i >= 0; i--)
+        {
+            ref Region r = ref _regions[i];
+            _undo.AsSpan(r.UndoPos, r.Length).CopyTo(new Span<byte>(b + r.Offset, r.Length));
+        }
+        _state = TxState.Aborted;
+    }
+
+    internal ReadOnlySpan<byte> Payload => _payloadLen < 0 ? default : _payload.AsSpan(0, _payloadLen);
+
+    /// <summary>Aborts the transaction if still open and returns it to its segment's pool.</summary>
+    public void Dispose()
+    {
+        if (_state == TxState.Disposed) return;
+        if (_state == TxState.Open) Abort();
+        _state = TxState.Disposed;
+        M.Return(this);
+    }
+
+    private void ThrowState(string what)
+    {
+        if (_abortedAtTurnEnd)
+            throw new TxUsageException($"cannot {what} tx on segment {M.Segment.Id}: it captured changes and was still open when its turn ended " +
+                "(an await between open and close), so the engine aborted it to keep transactions atomic (DESIGN invariant 1)");
+        throw new TxUsageException($"cannot {what} tx on segment {M.Segment.Id}: it is {_state}");
+    }
+
+    private void ThrowOutside(long offset, long length, long size) =>
+        throw new TxUsageException($"tx on segment {M.Segment.Id}: range [0x{offset:X}, +{length}) is outside the capturable space " +
+            $"[0x{SegmentHeader.StaticLength:X}, 0x{size:X}) of the segment");
+
+    private void ThrowCredit(string what, int regions, long bytes) =>
+        throw new TxUsageException($"tx on segment {M.Segment.Id}: {what} exceeds its credit: would use {_usedRegions + regions} of {_credit.Regions} regions, " +
+            $"{_usedBytes + bytes} of {_credit.Bytes} bytes");
+}

@@ -1,0 +1,104 @@
+namespace Motr.Be.Tx;
+
+internal sealed partial class TxManager
+{
+    private struct Waiter
+    {
+        public long Seq;
+        public Action Continuation;
+    }
+
+    private long _durableSeq;          // owner's view
+    private long _writerDurableSeq;    // written by the log writer
+    private int _completionPosted;
+    private Waiter[] _waiters = new Waiter[64];
+    private int _waiterCount;
+    private Waiter[] _spare = new Waiter[64];
+
+    public bool IsDurable(long seq) => Volatile.Read(ref _writerDurableSeq) >= seq || _domain.Failure is not null;
+
+    public void ThrowIfFailed(long seq)
+    {
+        if (Volatile.Read(ref _writerDurableSeq) >= seq) return;
+        if (_domain.Failure is { } f) throw new LogFailedException($"segment {Segment.Id}: group {seq} was not made durable: {f.Message}", f);
+        throw new InvalidOperationException("GetResult called before the persistence completed");
+    }
+
+    public void AddWaiter(long seq, Action continuation)
+    {
+        var owner = _owner!;
+        if (!owner.IsOwnerThread)
+        {
+            owner.Post(static s => { var (m, q, c) = ((TxManager, long, Action))s!; m.AddWaiter(q, c); }, (this, seq, continuation));
+            return;
+        }
+        if (IsDurable(seq))
+        {
+            owner.Post(static s => ((Action)s!)(), continuation);
+            return;
+        }
+        if (_waiterCount == _waiters.Length) Array.Resize(ref _waiters, _waiters.Length * 2);
+        _waiters[_waiterCount++] = new Waiter { Seq = seq, Continuation = continuation };
+    }
+
+    public Task PersistedTask(long seq)
+    {
+        if (IsDurable(seq))
+            return _domain.Failure is not null && Volatile.Read(ref _writerDurableSeq) < seq ? Task.FromException(_domain.Failure) : Task.CompletedTask;
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        AddWaiter(seq, () =>
+        {
+            try { ThrowIfFailed(seq); tcs.TrySetResult(); }
+            catch (Exception e) { tcs.TrySetException(e); }
+        });
+        return tcs.Task;
+    }
+
+    /// <summary>Log writer thread: group <paramref name="seq"/> (and all before it) is durable.</summary>
+    internal void OnGroupDurable(long seq)
+    {
+        Volatile.Write(ref _writerDurableSeq, seq);
+        PostCompletion();
+    }
+
+    /// <summary>Any thread: the domain failed; wake every waiter so it observes the failure.</summary>
+    internal void OnFailure() => PostCompletion();
+
+    private void PostCompletion()
+    {
+        if (_owner is not null && Interlocked.Exchange(ref _completionPosted, 1) == 0) _owner.Post(s_complete, this);
+    }
+
+    private static readonly Action<object?> s_complete = static s => ((TxManager)s!).RunCompletions();
+
+    private void RunCompletions()
+    {
+        Volatile.Write(ref _completionPosted, 0);
+        long durable = Volatile.Read(ref _writerDurableSeq);
+        bool failed = _domain.Failure is not null;
+        if (durable > _durableSeq) _durableSeq = durable;
+        if (_waiterCount == 0) return;
+
+        var run = _waiters;
+        int n = _waiterCount;
+        _waiters = _spare;
+        _waiterCount = 0;
+        for (int i = 0; i < n; i++)
+        {
+            var w = run[i];
+            run[i] = default;
+            if (w.Seq <= durable || failed)
+            {
+                // Each continuation is a turn of its own.
+                w.Continuation();
+                EndTurn();
+            }
+            else
+            {
+                if (_waiterCount == _waiters.Length) Array.Resize(ref _waiters, _waiters.Length * 2);
+                _waiters[_waiterCount++] = w;
+            }
+        }
+        _spare = run;
+    }
+}

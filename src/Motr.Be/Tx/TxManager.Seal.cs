@@ -1,0 +1,235 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Motr.Be.Log;
+using Motr.Be.Segments;
+
+namespace Motr.Be.Tx;
+
+internal sealed unsafe partial class TxManager
+{
+    private struct Range
+    {
+        public long Offset;
+        public long End;
+    }
+
+    private struct RangeByOffset : IComparer<Range>
+    {
+        public readonly int Compare(Range a, Range b) => a.Offset.CompareTo(b.Offset);
+    }
+
+    private struct MarkByBlock : IComparer<Transaction.ChecksumMark>
+    {
+        public readonly int Compare(Transaction.ChecksumMark a, Transaction.ChecksumMark b) => a.Block.CompareTo(b.Block);
+    }
+
+    /// <summary>Ranges closer than this are logged as one region: the gap costs less than a descriptor.</summary>
+    private const int MergeGap = RegionDesc.SizeOf;
+
+    // The open group: closed transactions not yet handed to the log writer. Only ranges are kept;
+    // their bytes are copied once, at seal, from live memory — which at a point where no transaction
+    // is open holds exactly the state after every closed transaction (newest bytes win).
+    private long _groupSeq = 1;
+    private int _groupTxCount;
+    private long _groupReserved;
+    private long _groupFirstTxId;
+    private Range[] _ranges = new Range[256];
+    private int _rangeCount;
+    private byte[] _payloads = new byte[256];
+    private int _payloadBytes;
+    private int _payloadCount;
+    private Transaction.ChecksumMark[] _marks = new Transaction.ChecksumMark[16];
+    private int _markCount;
+    private bool _groupUrgent;
+    private int _hasPendingGroup;
+    private int _sealRequested;
+
+    private void AppendToGroup(Transaction tx)
+    {
+        if (_groupTxCount == 0)
+        {
+            _groupFirstTxId = tx._id;
+            Interlocked.Exchange(ref _hasPendingGroup, 1);
+        }
+        _groupTxCount++;
+        _groupReserved += tx._reservation;
+        tx._reservation = 0;
+
+        int n = tx._regionCount;
+        if (_rangeCount + n > _ranges.Length) Array.Resize(ref _ranges, Math.Max(_ranges.Length * 2, _rangeCount + n));
+        var regions = tx._regions;
+        for (int i = 0; i < n; i++)
+        {
+            ref Range r = ref _ranges[_rangeCount++];
+            r.Offset = regions[i].Offset;
+            r.End = regions[i].Offset + regions[i].Length;
+        }
+
+        if (tx._payloadLen >= 0)
+        {
+            int need = PayloadHeader.SizeOf + LogFormat.Align8(tx._payloadLen);
+            if (_payloadBytes + need > _payloads.Length) Array.Resize(ref _payloads, Math.Max(_payloads.Length * 2, _payloadBytes + need));
+            var span = _payloads.AsSpan(_payloadBytes, need);
+            span.Clear();
+            MemoryMarshal.Write(span, new PayloadHeader { TxId = tx._id, Length = (uint)tx._payloadLen });
+            tx.Payload.CopyTo(span[PayloadHeader.SizeOf..]);
+            _payloadBytes += need;
+            _payloadCount++;
+        }
+
+        for (int i = 0; i < tx._markCount; i++)
+        {
+            if (_markCount == _marks.Length) Array.Resize(ref _marks, _marks.Length * 2);
+            _marks[_markCount++] = tx._marks[i];
+        }
+    }
+
+    private void AddRange(long offset, long length)
+    {
+        if (_rangeCount == _ranges.Length) Array.Resize(ref _ranges, _ranges.Length * 2);
+        ref Range r = ref _ranges[_rangeCount++];
+        r.Offset = offset;
+        r.End = offset + length;
+    }
+
+    /// <summary>
+    /// Turns the open group into a group chunk of the log format and hands it to the log writer.
+    /// Runs on the owner thread with no transaction holding captures.
+    /// </summary>
+    internal void Seal()
+    {
+        if (_groupTxCount == 0) return;
+        byte* b = Segment.Base;
+        long size = Segment.Size;
+
+        // Deferred checksums, once per block, over the block as the group leaves it.
+        if (_markCount > 0)
+        {
+            var marks = _marks.AsSpan(0, _markCount);
+            marks.Sort(new MarkByBlock());
+            long last = -1;
+            for (int i = 0; i < marks.Length; i++)
+            {
+                ref var m = ref marks[i];
+                if (m.Block == last) continue;
+                last = m.Block;
+                if (m.Block + m.Length > size) continue;
+                if (m.Magic != 0 && *(uint*)(b + m.Block) != m.Magic) continue;
+                BlockChecksum.Seal(new Span<byte>(b + m.Block, m.Length), m.CrcOffset);
+                AddRange(m.Block + m.CrcOffset, 4);
+            }
+            _markCount = 0;
+        }
+
+        // The geometry block carries the segment's tx watermark: after recovery it says which prefix of txs the segment holds.
+        ref SegmentHeader h = ref Segment.Header;
+        h.LastTxId = _lastTxId;
+        h.LastGroupSeq = _groupSeq;
+        Segment.SealGeometry(new Span<byte>(b, SegmentHeader.SizeOf));
+        AddRange(SegmentHeader.GeometryOffset, SegmentHeader.GeometryLength);
+
+        // Sort and merge: overlapping captures of many transactions become one region.
+        var ranges = _ranges.AsSpan(0, _rangeCount);
+        ranges.Sort(new RangeByOffset());
+        int w = 0;
+        long dataBytes = 0;
+        for (int i = 1; i < ranges.Length; i++)
+        {
+            if (ranges[i].Offset <= ranges[w].End + MergeGap)
+            {
+                if (ranges[i].End > ranges[w].End) ranges[w].End = ranges[i].End;
+            }
+            else
+            {
+                dataBytes += LogFormat.Align8((int)(ranges[w].End - ranges[w].Offset));
+                ranges[++w] = ranges[i];
+            }
+        }
+        dataBytes += LogFormat.Align8((int)(ranges[w].End - ranges[w].Offset));
+        int regionCount = w + 1;
+
+        long length = GroupHeader.SizeOf + (long)regionCount * RegionDesc.SizeOf + dataBytes + _payloadBytes;
+        if (length > int.MaxValue) throw new BeException($"segment {Segment.Id}: group of {length} bytes is too large");
+        byte[] buf = ArrayPool<byte>.Shared.Rent((int)length);
+        var chunk = buf.AsSpan(0, (int)length);
+        ref GroupHeader gh = ref MemoryMarshal.AsRef<GroupHeader>(chunk);
+        gh = new GroupHeader
+        {
+            Magic = BeConstants.GroupMagic,
+            Length = (uint)length,
+            SegmentId = Segment.Id,
+            GroupSeq = _groupSeq,
+            FirstTxId = _groupFirstTxId,
+            TxCount = (uint)_groupTxCount,
+            RegionCount = (uint)regionCount,
+            PayloadCount = (uint)_payloadCount,
+            SegmentSize = size,
+        };
+        var descs = MemoryMarshal.Cast<byte, RegionDesc>(chunk.Slice(GroupHeader.SizeOf, regionCount * RegionDesc.SizeOf));
+        int pos = GroupHeader.SizeOf + regionCount * RegionDesc.SizeOf;
+        for (int i = 0; i < regionCount; i++)
+        {
+            int len = (int)(ranges[i].End - ranges[i].Offset);
+            descs[i] = new RegionDesc { Offset = ranges[i].Offset, Length = (uint)len };
+            new ReadOnlySpan<byte>(b + ranges[i].Offset, len).CopyTo(chunk[pos..]);
+            int padded = LogFormat.Align8(len);
+            chunk.Slice(pos + len, padded - len).Clear();
+            pos += padded;
+        }
+        _payloads.AsSpan(0, _payloadBytes).CopyTo(chunk[pos..]);
+        gh.Crc = Crc32C.Compute(chunk[..60], chunk[GroupHeader.SizeOf..]);
+
+        var sealedGroup = new SealedGroup(this, _groupSeq, buf, (int)length, _groupReserved, _groupTxCount, gh.Crc);
+        _groupsSealed++;
+        _regionsLogged += regionCount;
+        _bytesLogged += length;
+
+        _groupSeq++;
+        _groupTxCount = 0;
+        _groupReserved = 0;
+        _rangeCount = 0;
+        _payloadBytes = 0;
+        _payloadCount = 0;
+        _groupUrgent = false;
+        Volatile.Write(ref _hasPendingGroup, 0);
+        if (_localSpace > 0 && _domain.LogSpace.HasWaiters) ReleaseLocalSpace();
+        _domain.Writer.Submit(sealedGroup);
+    }
+
+    /// <summary>Log writer thread: it is idle; ask the owner to seal if there is a group waiting.</summary>
+    internal void RequestSeal()
+    {
+        if (Volatile.Read(ref _hasPendingGroup) == 0 || _owner is null) return;
+        if (Interlocked.Exchange(ref _sealRequested, 1) == 0) _owner.Post(s_sealRequested, this);
+    }
+
+    private static readonly Action<object?> s_sealRequested = static state =>
+    {
+        var m = (TxManager)state!;
+        Volatile.Write(ref m._sealRequested, 0);
+        if (m._groupTxCount > 0 && m._dirtyCount == 0) m.Seal();
+    };
+
+    /// <summary>Closing with the owner stopped: seal what is left, from the closing thread.</summary>
+    internal void SealOnClose()
+    {
+        if (_dirtyCount != 0) AbortLeftOpen();
+        Seal();
+        ReleaseLocalSpace();
+    }
+
+    internal bool HasOpenGroup => _groupTxCount > 0;
+}
+
+/// <summary>A group chunk ready for the log, with what the log writer needs to account for it.</summary>
+internal sealed class SealedGroup(TxManager manager, long seq, byte[] buffer, int length, long reserved, int txCount, uint crc)
+{
+    public readonly TxManager Manager = manager;
+    public readonly long Seq = seq;
+    public readonly byte[] Buffer = buffer;
+    public readonly int Length = length;
+    public readonly long Reserved = reserved;
+    public readonly int TxCount = txCount;
+    public readonly uint Crc = crc;
+}

@@ -1,0 +1,60 @@
+using Motr.Be;
+
+namespace Motr.Runtime;
+
+/// <summary>
+/// A domain running on localities: opens (and recovers) the domain, starts one locality per segment
+/// and makes it the segment's owner. Closing flushes every locality, stops them, then closes the domain.
+/// </summary>
+public sealed class Engine : IAsyncDisposable
+{
+    private readonly Locality[] _localities;
+    private int _disposed;
+
+    private Engine(Domain domain, Locality[] localities)
+    {
+        Domain = domain;
+        _localities = localities;
+    }
+
+    /// <summary>The domain: log, segments, recovery report.</summary>
+    public Domain Domain { get; }
+
+    /// <summary>The localities; locality i owns segment i + 1.</summary>
+    public IReadOnlyList<Locality> Localities => _localities;
+
+    /// <summary>Opens the domain described by <paramref name="options"/> and starts its localities.</summary>
+    public static async Task<Engine> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default)
+    {
+        var domain = await Domain.OpenAsync(options, cancellationToken).ConfigureAwait(false);
+        var localities = new Locality[domain.Segments.Count];
+        for (int i = 0; i < localities.Length; i++)
+        {
+            localities[i] = new Locality(i, (l, e) => options.OnWarning?.Invoke($"{l}: unhandled exception in a turn: {e}"));
+            localities[i].Attach(domain.Segments[i]);
+        }
+        return new Engine(domain, localities);
+    }
+
+    /// <summary>The locality that owns keys hashing to <paramref name="key"/>.</summary>
+    public Locality LocalityFor(ulong key) => _localities[(int)(key % (ulong)_localities.Length)];
+
+    /// <summary>Flushes every locality (all closed transactions durable), stops them, and closes the domain.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        if (Domain.Failure is null)
+        {
+            var flushes = new Task[_localities.Length];
+            for (int i = 0; i < _localities.Length; i++)
+            {
+                var loc = _localities[i];
+                flushes[i] = loc.RunAsync(async () => await loc.Segment!.FlushAsync());
+            }
+            try { await Task.WhenAll(flushes).ConfigureAwait(false); }
+            catch (LogFailedException) { }
+        }
+        foreach (var l in _localities) await l.DisposeAsync().ConfigureAwait(false);
+        await Domain.DisposeAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,194 @@
+using System.Collections.Concurrent;
+using Motr.Be.Segments;
+using Motr.Be.Tx;
+
+namespace Motr.Runtime;
+
+/// <summary>
+/// A single-threaded cooperative executor: one dedicated thread running posted work items (turns)
+/// one at a time, in order. It owns at most one segment, so the segment's memory needs no locks.
+/// Code started with <see cref="RunAsync(Func{Task})"/> runs with the locality's
+/// <see cref="SynchronizationContext"/>, so every <c>await</c> resumes on the locality.
+/// </summary>
+public sealed class Locality : ISegmentOwner, IAsyncDisposable
+{
+    private readonly struct WorkItem(Action<object?>? action, SendOrPostCallback? callback, object? state)
+    {
+        public readonly Action<object?>? Action = action;
+        public readonly SendOrPostCallback? Callback = callback;
+        public readonly object? State = state;
+    }
+
+    [ThreadStatic] private static Locality? t_current;
+
+    private readonly ConcurrentQueue<WorkItem> _queue = new();
+    private readonly ManualResetEventSlim _wake = new(false, spinCount: 50);
+    private readonly Thread _thread;
+    private readonly LocalitySynchronizationContext _context;
+    private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _sleeping;
+    private volatile bool _stopping;
+    private long _turns;
+    private long _faults;
+
+    /// <summary>Starts a locality with its own thread.</summary>
+    /// <param name="index">Index of the locality in its engine.</param>
+    /// <param name="onFault">Receives exceptions that escape a work item; the locality keeps running.</param>
+    public Locality(int index, Action<Locality, Exception>? onFault = null)
+    {
+        Index = index;
+        OnFault = onFault;
+        _context = new LocalitySynchronizationContext(this);
+        _thread = new Thread(Run) { Name = $"motr-locality-{index}", IsBackground = true };
+        _thread.Start();
+    }
+
+    /// <summary>Index of the locality in its engine.</summary>
+    public int Index { get; }
+
+    /// <summary>The segment this locality owns, if any.</summary>
+    public Segment? Segment { get; private set; }
+
+    /// <summary>The locality whose thread is running the caller, if any.</summary>
+    public static Locality? Current => t_current;
+
+    /// <summary>Turns run so far.</summary>
+    public long Turns => Volatile.Read(ref _turns);
+
+    /// <summary>Exceptions that escaped work items.</summary>
+    public long Faults => Volatile.Read(ref _faults);
+
+    /// <summary>Receives exceptions that escape a work item.</summary>
+    public Action<Locality, Exception>? OnFault { get; set; }
+
+    /// <inheritdoc />
+    public bool IsOwnerThread => t_current == this;
+
+    /// <summary>Makes this locality the owner of <paramref name="segment"/>.</summary>
+    public void Attach(Segment segment)
+    {
+        if (Segment != null) throw new InvalidOperationException($"locality {Index} already owns {Segment}");
+        Segment = segment;
+        segment.Attach(this);
+    }
+
+    /// <inheritdoc />
+    public void Post(Action<object?> callback, object? state) => Enqueue(new WorkItem(callback, null, state));
+
+    internal void PostCallback(SendOrPostCallback callback, object? state) => Enqueue(new WorkItem(null, callback, state));
+
+    private void Enqueue(in WorkItem item)
+    {
+        if (_stopping) return;
+        _queue.Enqueue(item);
+        if (Volatile.Read(ref _sleeping) == 1) _wake.Set();
+    }
+
+    /// <summary>Runs <paramref name="operation"/> on the locality; its awaits resume on the locality. Completes with its outcome.</summary>
+    public Task RunAsync(Func<Task> operation)
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(static s =>
+        {
+            var (op, t) = ((Func<Task>, TaskCompletionSource))s!;
+            Task task;
+            try { task = op(); }
+            catch (Exception e) { t.TrySetException(e); return; }
+            task.ContinueWith(static (x, o) =>
+            {
+                var tc = (TaskCompletionSource)o!;
+                if (x.IsFaulted) tc.TrySetException(x.Exception!.InnerExceptions);
+                else if (x.IsCanceled) tc.TrySetCanceled();
+                else tc.TrySetResult();
+            }, t, TaskContinuationOptions.ExecuteSynchronously);
+        }, (operation, tcs));
+        return tcs.Task;
+    }
+
+    /// <summary>Runs <paramref name="operation"/> on the locality and returns its result.</summary>
+    public Task<T> RunAsync<T>(Func<Task<T>> operation)
+    {
+        var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(static s =>
+        {
+            var (op, t) = ((Func<Task<T>>, TaskCompletionSource<T>))s!;
+            Task<T> task;
+            try { task = op(); }
+            catch (Exception e) { t.TrySetException(e); return; }
+            task.ContinueWith(static (x, o) =>
+            {
+                var tc = (TaskCompletionSource<T>)o!;
+                if (x.IsFaulted) tc.TrySetException(x.Exception!.InnerExceptions);
+                else if (x.IsCanceled) tc.TrySetCanceled();
+                else tc.TrySetResult(x.Result);
+            }, t, TaskContinuationOptions.ExecuteSynchronously);
+        }, (operation, tcs));
+        return tcs.Task;
+    }
+
+    /// <summary>Runs <paramref name="action"/> on the locality as one turn.</summary>
+    public Task RunAsync(Action action) => RunAsync(() => { action(); return Task.CompletedTask; });
+
+    /// <summary>Runs <paramref name="func"/> on the locality as one turn and returns its result.</summary>
+    public Task<T> RunAsync<T>(Func<T> func) => RunAsync(() => Task.FromResult(func()));
+
+    private void Run()
+    {
+        t_current = this;
+        SynchronizationContext.SetSynchronizationContext(_context);
+        while (true)
+        {
+            while (_queue.TryDequeue(out var item))
+            {
+                try
+                {
+                    if (item.Action != null) item.Action(item.State);
+                    else item.Callback!(item.State);
+                }
+                catch (Exception e)
+                {
+                    Interlocked.Increment(ref _faults);
+                    OnFault?.Invoke(this, e);
+                }
+                _turns++;
+                Segment?.EndTurn();
+            }
+            Segment?.OnOwnerIdle();
+            if (!_queue.IsEmpty) continue;
+            if (_stopping) break;
+            Interlocked.Exchange(ref _sleeping, 1);
+            if (_queue.IsEmpty && !_stopping) _wake.Wait();
+            Interlocked.Exchange(ref _sleeping, 0);
+            _wake.Reset();
+        }
+        t_current = null;
+        _stopped.TrySetResult();
+    }
+
+    /// <summary>Stops the thread after the work already queued; later posts are dropped.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _stopping = true;
+        _wake.Set();
+        await _stopped.Task.ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => $"locality {Index}";
+}
+
+/// <summary>Posts continuations back onto their locality.</summary>
+internal sealed class LocalitySynchronizationContext(Locality locality) : SynchronizationContext
+{
+    public override void Post(SendOrPostCallback d, object? state) => locality.PostCallback(d, state);
+
+    public override void Send(SendOrPostCallback d, object? state)
+    {
+        if (locality.IsOwnerThread) { d(state); return; }
+        using var done = new ManualResetEventSlim();
+        locality.PostCallback(s => { try { d(s); } finally { done.Set(); } }, state);
+        done.Wait();
+    }
+
+    public override SynchronizationContext CreateCopy() => this;
+}
