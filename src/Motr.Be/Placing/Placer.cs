@@ -181,7 +181,7 @@ internal sealed class Placer : IDisposable
         {
             _log.WriteCheckpoint(_placedEnd, _placedNextLsn);
             Volatile.Write(ref _checkpointed, _placedEnd);
-            _domain.LogSpace.MoveTail(_placedEnd);
+            _domain.LogSpace?.MoveTail(_placedEnd); // null while recovery runs
             _checkpoints++;
         }
         _lastCheckpoint = Stopwatch.GetTimestamp();

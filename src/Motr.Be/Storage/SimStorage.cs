@@ -427,7 +427,7 @@ public sealed partial class SimStorage : IStorage
                 int page = (int)(pos >> PageShift), inPage = (int)(pos & (PageSize - 1));
                 int chunk = Math.Min(n - done, PageSize - inPage);
                 var target = destination.Slice(done, chunk);
-                var src = _pages[page];
+                var src = page < _pages.Length ? _pages[page] : null; // grown by SetLength: zeros
                 if (src is null) target.Clear();
                 else src.AsSpan(inPage, chunk).CopyTo(target);
                 done += chunk;

@@ -1,0 +1,248 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using Motr.Be.Log;
+using Motr.Be.Storage;
+using Motr.Be.Tests.TestSupport;
+using Motr.Be.Tx;
+
+namespace Motr.Be.Tests.Recovery;
+
+/// <summary>Damaged files: each gives the documented behaviour and a message naming what and where.</summary>
+public class BadInputTests
+{
+    private const long Off = Engines.DataStart;
+    private const string Seg1 = "seg-0001.motr", Seg2 = "seg-0002.motr", LogName = "motr.log";
+
+    /// <summary>A domain whose log holds 10 records (one tx each, values 1..10) that are not yet checkpointed, as after a crash.</summary>
+    private static async Task<SimStorage> CrashedWithTenRecords()
+    {
+        var storage = new SimStorage();
+        await using (var e = await Engines.Open(Engines.Sim(storage)))
+        {
+            var loc = e.Localities[0];
+            await loc.RunAsync(async () =>
+            {
+                for (int i = 1; i <= 10; i++)
+                {
+                    using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                    tx.Capture<long>(Off) = i;
+                    await tx.Close(); // awaiting each: one record per tx
+                }
+            });
+            storage = storage.Clone();
+        }
+        return storage;
+    }
+
+    private record struct Rec(long Offset, uint Length, ulong Lsn);
+
+    private static List<Rec> Records(SimStorage s)
+    {
+        var log = s.ReadAll(LogName);
+        var list = new List<Rec>();
+        long off = LogFormat.AreaOffset;
+        while (off + RecordHeader.SizeOf <= log.Length)
+        {
+            var h = MemoryMarshal.Read<RecordHeader>(log.AsSpan((int)off));
+            if (h.Magic != BeConstants.LogRecordMagic) break;
+            list.Add(new Rec(off, h.Length, h.Lsn));
+            off += h.Length;
+        }
+        return list;
+    }
+
+    private static void Flip(SimStorage s, string file, long offset)
+    {
+        var b = s.ReadAll(file);
+        s.Overwrite(file, offset, new[] { (byte)(b[offset] ^ 0x5A) });
+    }
+
+    private static async Task<(long Value, long LastTx, Motr.Be.Recovery.RecoveryReport Report)> OpenAndRead(SimStorage s, RecoveryMode mode = RecoveryMode.Strict)
+    {
+        var o = Engines.Sim(s);
+        o.RecoveryMode = mode;
+        await using var e = await Engines.Open(o);
+        var loc = e.Localities[0];
+        long v = await loc.RunAsync(() => loc.Segment!.At<long>(Off));
+        return (v, loc.Segment!.LastTxId, e.Domain.Recovery);
+    }
+
+    [Fact]
+    public async Task Intact_crash_image_recovers_everything()
+    {
+        var s = await CrashedWithTenRecords();
+        Assert.Equal(10, Records(s).Count);
+        var (v, last, report) = await OpenAndRead(s);
+        Assert.Equal(10, v);
+        Assert.Equal(10, last);
+        Assert.Equal(10, report.RecordsReplayed);
+        Assert.Null(report.TornTail);
+    }
+
+    [Fact]
+    public async Task Flipped_byte_in_the_middle_of_the_log_is_reported_as_corruption_with_file_offset_and_lsn()
+    {
+        var s = await CrashedWithTenRecords();
+        var r5 = Records(s)[4];
+        Flip(s, LogName, r5.Offset + RecordHeader.SizeOf + 70); // inside the group chunk
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains("log corruption", ex.Message);
+        Assert.Contains("lsn 5", ex.Message);
+        Assert.Contains("lsn 6 follows", ex.Message);
+        Assert.EndsWith(LogName, ex.File);
+        Assert.Equal(r5.Offset, ex.Offset);
+        Assert.Contains($"0x{r5.Offset:X}", ex.Message);
+
+        // The refused open changed nothing: undo the flip and everything is there.
+        Flip(s, LogName, r5.Offset + RecordHeader.SizeOf + 70);
+        Assert.Equal((10L, 10L), (await OpenAndRead(s)) is var r ? (r.Value, r.LastTx) : default);
+    }
+
+    [Fact]
+    public async Task Flipped_byte_in_a_middle_record_header_is_corruption_too()
+    {
+        var s = await CrashedWithTenRecords();
+        var r3 = Records(s)[2];
+        Flip(s, LogName, r3.Offset + 20); // lsn field
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains("lsn 3", ex.Message);
+        Assert.Equal(r3.Offset, ex.Offset);
+    }
+
+    [Fact]
+    public async Task Truncate_mode_opens_at_the_prefix_before_the_damaged_record_and_says_so()
+    {
+        var s = await CrashedWithTenRecords();
+        var r5 = Records(s)[4];
+        Flip(s, LogName, r5.Offset + RecordHeader.SizeOf + 70);
+        var (v, last, report) = await OpenAndRead(s, RecoveryMode.TruncateAtCorruption);
+        Assert.Equal(4, v);
+        Assert.Equal(4, last);
+        Assert.NotNull(report.Truncated);
+        Assert.Contains("lsn 5", report.Truncated);
+        // And the discarded records never come back on a later open.
+        var (v2, last2, report2) = await OpenAndRead(s);
+        Assert.Equal((4L, 4L), (v2, last2));
+        Assert.Equal(0, report2.RecordsReplayed);
+    }
+
+    [Fact]
+    public async Task Flipped_byte_in_the_last_record_is_a_torn_tail_cut_off_with_a_warning()
+    {
+        var s = await CrashedWithTenRecords();
+        var r10 = Records(s)[9];
+        Flip(s, LogName, r10.Offset + RecordHeader.SizeOf + 70);
+        var (v, last, report) = await OpenAndRead(s);
+        Assert.Equal(9, v);
+        Assert.Equal(9, last);
+        Assert.Equal(9, report.RecordsReplayed);
+        Assert.NotNull(report.TornTail);
+        Assert.Contains("lsn 10", report.TornTail);
+        Assert.Contains($"0x{r10.Offset:X}", report.TornTail);
+        Assert.Contains("checksum mismatch", report.TornTail);
+    }
+
+    [Fact]
+    public async Task Truncated_segment_is_refused_with_its_length()
+    {
+        var s = await CrashedWithTenRecords();
+        using (var f = s.Open(Seg2, StorageOpenMode.OpenExisting)) f.SetLength(100_000);
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains("truncated", ex.Message);
+        Assert.EndsWith(Seg2, ex.File);
+        Assert.Equal(100_000, ex.Offset);
+
+        using (var f = s.Open(Seg2, StorageOpenMode.OpenExisting)) f.SetLength(1000);
+        ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains("shorter than its 4096-byte header", ex.Message);
+    }
+
+    [Fact]
+    public async Task Wrong_segment_magic_is_refused()
+    {
+        var s = await CrashedWithTenRecords();
+        s.Overwrite(Seg1, 0, "NOTMOTR!"u8);
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains("not a Motr segment", ex.Message);
+        Assert.EndsWith(Seg1, ex.File);
+        Assert.Equal(0, ex.Offset);
+    }
+
+    [Fact]
+    public async Task Unsupported_segment_version_is_refused_naming_both_versions()
+    {
+        var s = await CrashedWithTenRecords();
+        var page = s.ReadAll(Seg1).AsSpan(0, 64).ToArray();
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(8), 99);
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(60), Crc32C.Compute(page.AsSpan(0, 60)));
+        s.Overwrite(Seg1, 0, page);
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains("version 99 is not supported", ex.Message);
+        Assert.Contains("reads version 1", ex.Message);
+        Assert.Equal(8, ex.Offset);
+    }
+
+    [Fact]
+    public async Task Flipped_byte_in_segment_header_fails_its_checksum()
+    {
+        var s = await CrashedWithTenRecords();
+        Flip(s, Seg1, 41);
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains("checksum mismatch", ex.Message);
+    }
+
+    [Fact]
+    public async Task Damaged_roots_block_is_found_at_open()
+    {
+        var s = new SimStorage();
+        await using (var e = await Engines.Open(Engines.Sim(s))) { }
+        Flip(s, Seg1, 2000);
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains("roots", ex.Message);
+        Assert.Equal(1536, ex.Offset);
+    }
+
+    [Fact]
+    public async Task One_damaged_log_header_slot_is_survived_two_are_not()
+    {
+        var s = await CrashedWithTenRecords();
+        Flip(s, LogName, 20);
+        Assert.Equal(10, (await OpenAndRead(s)).Value); // slot A damaged: slot B's older checkpoint serves
+
+        var both = s.Clone();
+        Flip(both, LogName, 20);
+        Flip(both, LogName, 512 + 20);
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(both));
+        Assert.Contains("header slot 0: checksum mismatch", ex.Message);
+        Assert.EndsWith(LogName, ex.File);
+
+        var zeroed = s.Clone();
+        zeroed.Overwrite(LogName, 0, new byte[1024]);
+        ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(zeroed));
+        Assert.Contains("not a Motr log", ex.Message);
+    }
+
+    [Fact]
+    public async Task Missing_segment_file_is_refused()
+    {
+        var s = await CrashedWithTenRecords();
+        s.Delete(Seg2);
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains("segment 2 of 2 is missing", ex.Message);
+    }
+
+    [Fact]
+    public async Task Segment_of_another_domain_is_refused()
+    {
+        var a = await CrashedWithTenRecords();
+        var b = new SimStorage();
+        await using (var e = await Engines.Open(Engines.Sim(b))) { }
+        using (var f = a.Open(Seg2, StorageOpenMode.OpenExisting))
+        {
+            var other = b.ReadAll(Seg2);
+            f.Write(0, other);
+        }
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(a));
+        Assert.Contains("belongs to domain", ex.Message);
+    }
+}
