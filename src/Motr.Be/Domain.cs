@@ -116,6 +116,7 @@ public sealed class Domain : IAsyncDisposable
             foreach (var s in _segments)
             {
                 s.VerifyHeaderBlocks($"{storage.Location}/{s.FileName}");
+                _ = s.Allocator; // verifies the allocator state against this build and the segment
                 s.Tx.InitFromHeader();
             }
             LogSpace = new LogSpace(area, MaxRecordSize, report.EndPosition) { OnWaiter = () => _placer.RequestCheckpoint() };
