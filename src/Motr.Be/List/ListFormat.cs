@@ -52,8 +52,13 @@ public struct ListHead
     [FieldOffset(24)] public long Count;
     /// <summary>[32, i64] offset of the last element (0: empty list).</summary>
     [FieldOffset(32)] public long Last;
-    /// <summary>[40, u64] reserved, zero.</summary>
-    [FieldOffset(40)] public ulong Reserved;
+    /// <summary>[40, u32] reserved, zero.</summary>
+    [FieldOffset(40)] public uint Reserved;
+    /// <summary>[44, u32] CRC32C of the head without this field, recomputed when the group is sealed.</summary>
+    [FieldOffset(44)] public uint Crc;
+
+    /// <summary>Offset of <see cref="Crc"/> in the head.</summary>
+    public const int CrcOffset = 44;
 
     /// <summary>Offset of <see cref="First"/> in the head.</summary>
     public const int FirstOffset = 16;

@@ -54,8 +54,8 @@ public readonly partial struct PersistentList
 
     // ---- credits ----------------------------------------------------------------------------------
 
-    /// <summary>Credit of <see cref="Create"/>: the whole head, 1 region / 48 bytes.</summary>
-    public static TxCredit CreateCredit => TxCredit.Region(ListHead.SizeOf);
+    /// <summary>Credit of <see cref="Create"/>: the whole head and its checksum, 2 regions / 52 bytes.</summary>
+    public static TxCredit CreateCredit => TxCredit.Region(ListHead.SizeOf) + Transaction.ChecksumCredit;
 
     /// <summary>Credit of <see cref="Destroy"/>: the head's magic, 1 region / 8 bytes.</summary>
     public static TxCredit DestroyCredit => TxCredit.Region(sizeof(ulong));
@@ -65,24 +65,24 @@ public readonly partial struct PersistentList
     /// the head's First+Count (16) — or, on an empty list, the link and First+Count+Last (24):
     /// 3 regions / 56 bytes.
     /// </summary>
-    public static TxCredit AddCredit => new(3, ListLink.SizeOf + 3 * sizeof(long));
+    public static TxCredit AddCredit => new TxCredit(3, ListLink.SizeOf + 3 * sizeof(long)) + Transaction.ChecksumCredit;
 
     /// <summary>Credit of <see cref="AddTail"/>: mirror image of <see cref="AddCredit"/>, 3 regions / 56 bytes.</summary>
-    public static TxCredit AddTailCredit => new(3, ListLink.SizeOf + 3 * sizeof(long));
+    public static TxCredit AddTailCredit => new TxCredit(3, ListLink.SizeOf + 3 * sizeof(long)) + Transaction.ChecksumCredit;
 
     /// <summary>
     /// Credit of <see cref="AddAfter"/> or <see cref="AddBefore"/>: the new element's link (32), both
     /// neighbours' facing pointers (8 + 8) and the head's Count (8) — at an end, one neighbour pointer
     /// fewer and one head field more: 4 regions / 56 bytes.
     /// </summary>
-    public static TxCredit InsertCredit => new(4, ListLink.SizeOf + 3 * sizeof(long));
+    public static TxCredit InsertCredit => new TxCredit(4, ListLink.SizeOf + 3 * sizeof(long)) + Transaction.ChecksumCredit;
 
     /// <summary>
     /// Credit of <see cref="Del"/>: the element's link magic (8), both neighbours' facing pointers
     /// (8 + 8) and the head's Count (8) — at an end, one neighbour pointer fewer and one head field
     /// more: 4 regions / 32 bytes.
     /// </summary>
-    public static TxCredit DelCredit => new(4, 4 * sizeof(long));
+    public static TxCredit DelCredit => new TxCredit(4, 4 * sizeof(long)) + Transaction.ChecksumCredit;
 
     // ---- create / destroy -------------------------------------------------------------------------
 
@@ -110,6 +110,8 @@ public readonly partial struct PersistentList
         h.Count = 0;
         h.Last = 0;
         h.Reserved = 0;
+        tx.DeferChecksum(headOffset, ListHead.SizeOf, ListHead.CrcOffset, unchecked((uint)ListFormat.HeadMagic));
+        segment.MarkVerified(headOffset);
     }
 
     /// <summary>Removes the (empty) list: clears its head's magic inside <paramref name="tx"/> (needs <see cref="DestroyCredit"/>).</summary>
@@ -289,6 +291,7 @@ public readonly partial struct PersistentList
         int start = first ? ListHead.FirstOffset : ListHead.CountOffset;
         int end = last ? ListHead.LastOffset + sizeof(long) : ListHead.CountOffset + sizeof(long);
         tx.Capture(_head + start, end - start);
+        tx.DeferChecksum(_head, ListHead.SizeOf, ListHead.CrcOffset, unchecked((uint)ListFormat.HeadMagic));
     }
 
     // ---- validation -------------------------------------------------------------------------------
@@ -301,6 +304,7 @@ public readonly partial struct PersistentList
         if (_seg is null) ThrowUnbound(op);
         ref ListHead h = ref _seg.At<ListHead>(_head);
         if (h.Magic != ListFormat.HeadMagic || h.Version != ListFormat.Version) ThrowBadHead(op, h.Magic, h.Version);
+        if (!_seg.VerifyOnce(_head, ListHead.SizeOf, ListHead.CrcOffset)) ThrowHeadChecksum(op);
         return ref h;
     }
 
@@ -364,6 +368,9 @@ public readonly partial struct PersistentList
         throw new InvalidOperationException($"{op}: this PersistentList is default (bound to no segment)");
 
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowHeadChecksum(string op) =>
+        throw new BeCorruptionException(_seg.FileName, _head, $"{Where}: {op}: list head checksum mismatch");
+
     private void ThrowBadHead(string op, ulong magic, uint version)
     {
         string what = magic != ListFormat.HeadMagic

@@ -17,12 +17,12 @@ public sealed class PersistentListCreditTests
     [Fact]
     public void Credits_have_the_documented_values()
     {
-        Assert.Equal(new TxCredit(1, 48), PersistentList.CreateCredit);
+        Assert.Equal(new TxCredit(2, 52), PersistentList.CreateCredit);
         Assert.Equal(new TxCredit(1, 8), PersistentList.DestroyCredit);
-        Assert.Equal(new TxCredit(3, 56), PersistentList.AddCredit);
-        Assert.Equal(new TxCredit(3, 56), PersistentList.AddTailCredit);
-        Assert.Equal(new TxCredit(4, 56), PersistentList.InsertCredit);
-        Assert.Equal(new TxCredit(4, 32), PersistentList.DelCredit);
+        Assert.Equal(new TxCredit(4, 60), PersistentList.AddCredit);
+        Assert.Equal(new TxCredit(4, 60), PersistentList.AddTailCredit);
+        Assert.Equal(new TxCredit(5, 60), PersistentList.InsertCredit);
+        Assert.Equal(new TxCredit(5, 36), PersistentList.DelCredit);
     }
 
     /// <summary>The list operations under test.</summary>
@@ -96,26 +96,26 @@ public sealed class PersistentListCreditTests
 
     public static TheoryData<Op, int, int, int, int> Cases => new()
     {
-        // op, list size, position, regions used, bytes used
-        { Op.Add, 0, 0, 2, 56 },          // link + First/Count/Last
-        { Op.Add, 1, 0, 3, 56 },          // link + old first's prev + First/Count
-        { Op.Add, 5, 0, 3, 56 },
-        { Op.AddTail, 0, 0, 2, 56 },
-        { Op.AddTail, 1, 0, 3, 56 },      // link + old last's next + Count/Last
-        { Op.AddTail, 5, 0, 3, 56 },
-        { Op.AddAfter, 1, 0, 3, 56 },     // after the only element: link + its next + Count/Last
-        { Op.AddAfter, 5, 4, 3, 56 },     // after the tail
-        { Op.AddAfter, 5, 0, 4, 56 },     // after the head: link + next + prev + Count
-        { Op.AddAfter, 5, 2, 4, 56 },
-        { Op.AddBefore, 1, 0, 3, 56 },    // before the only element: link + its prev + First/Count
-        { Op.AddBefore, 5, 0, 3, 56 },    // before the head
-        { Op.AddBefore, 5, 4, 4, 56 },    // before the tail
-        { Op.AddBefore, 5, 2, 4, 56 },
-        { Op.Del, 1, 0, 2, 32 },          // the only element: magic + First/Count/Last
-        { Op.Del, 5, 0, 3, 32 },          // head: magic + next's prev + First/Count
-        { Op.Del, 5, 4, 3, 32 },          // tail: magic + prev's next + Count/Last
-        { Op.Del, 5, 2, 4, 32 },          // middle: magic + prev's next + next's prev + Count
-        { Op.Del, 2, 1, 3, 32 },
+        // op, list size, position, regions used, bytes used (each includes the head checksum: 1 region / 4 bytes)
+        { Op.Add, 0, 0, 3, 60 },          // link + First/Count/Last
+        { Op.Add, 1, 0, 4, 60 },          // link + old first's prev + First/Count
+        { Op.Add, 5, 0, 4, 60 },
+        { Op.AddTail, 0, 0, 3, 60 },
+        { Op.AddTail, 1, 0, 4, 60 },      // link + old last's next + Count/Last
+        { Op.AddTail, 5, 0, 4, 60 },
+        { Op.AddAfter, 1, 0, 4, 60 },     // after the only element: link + its next + Count/Last
+        { Op.AddAfter, 5, 4, 4, 60 },     // after the tail
+        { Op.AddAfter, 5, 0, 5, 60 },     // after the head: link + next + prev + Count
+        { Op.AddAfter, 5, 2, 5, 60 },
+        { Op.AddBefore, 1, 0, 4, 60 },    // before the only element: link + its prev + First/Count
+        { Op.AddBefore, 5, 0, 4, 60 },    // before the head
+        { Op.AddBefore, 5, 4, 5, 60 },    // before the tail
+        { Op.AddBefore, 5, 2, 5, 60 },
+        { Op.Del, 1, 0, 3, 36 },          // the only element: magic + First/Count/Last
+        { Op.Del, 5, 0, 4, 36 },          // head: magic + next's prev + First/Count
+        { Op.Del, 5, 4, 4, 36 },          // tail: magic + prev's next + Count/Last
+        { Op.Del, 5, 2, 5, 36 },          // middle: magic + prev's next + next's prev + Count
+        { Op.Del, 2, 1, 4, 36 },
     };
 
     [Theory]

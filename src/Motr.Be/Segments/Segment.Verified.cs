@@ -1,0 +1,32 @@
+namespace Motr.Be.Segments;
+
+public sealed unsafe partial class Segment
+{
+    // One bit per 64 bytes of address space: which checksummed blocks have been verified since open.
+    // A block's deferred checksum is valid in every durable state, so it is checked the first time the
+    // block is read after open — always before anything in this session changes it — and never again.
+    private ulong[] _verified = [];
+
+    /// <summary>
+    /// Checks the CRC32C of a checksummed block (see <see cref="BlockChecksum"/>) the first time it is read
+    /// after open; later calls return true at once. Returns false if the checksum does not match.
+    /// </summary>
+    public bool VerifyOnce(long block, int length, int crcOffset)
+    {
+        long bit = block >> 6;
+        long word = bit >> 6;
+        if (word < _verified.Length && (_verified[word] & (1UL << (int)bit)) != 0) return true;
+        if (!BlockChecksum.Verify(Bytes(block, length), crcOffset)) return false;
+        MarkVerified(block);
+        return true;
+    }
+
+    /// <summary>Records that the block at <paramref name="block"/> needs no verification this session (it was created in it).</summary>
+    public void MarkVerified(long block)
+    {
+        long bit = block >> 6;
+        long word = bit >> 6;
+        if (word >= _verified.Length) Array.Resize(ref _verified, (int)Math.Max(word + 1, (Size >> 12) + 1));
+        _verified[word] |= 1UL << (int)bit;
+    }
+}
