@@ -64,13 +64,35 @@ public sealed class Domain : IAsyncDisposable
     private static void Create(IStorage storage, DomainOptions o)
     {
         if (o.Segments < 1 || o.Segments > 1024) throw new ArgumentOutOfRangeException(nameof(o.Segments), $"{o.Segments} segments: must be 1 to 1024");
-        foreach (var name in storage.List())
-            if (name.StartsWith("seg-", StringComparison.Ordinal))
-                throw new BeException($"{storage.Location}: holds segment file {name} but no log; refusing to create a domain over it");
+        RemoveInterruptedCreation(storage);
         ulong domainId = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
         for (int i = 1; i <= o.Segments; i++) Segment.CreateFile(storage, (ulong)i, domainId, o.SegmentSize, Math.Max(o.SegmentMaxSize, o.SegmentSize));
-        // The log last: its existence is what makes the folder a domain.
+        // The log last: its rename into place is the commit point of creation.
         LogFile.Create(storage, domainId, o.LogSize, (uint)o.Segments);
+    }
+
+    /// <summary>
+    /// A folder with no log never held a complete domain, unless its log was lost. Temporary files and
+    /// segments that never held a transaction are what an interrupted creation leaves: remove them.
+    /// A segment that holds transactions without a log is refused — it is data, and its log is missing.
+    /// </summary>
+    private static void RemoveInterruptedCreation(IStorage storage)
+    {
+        var names = storage.List();
+        foreach (var name in names)
+        {
+            if (!name.StartsWith("seg-", StringComparison.Ordinal) && name != BeConstants.LogFileName + ".new") continue;
+            if (name.EndsWith(".new", StringComparison.Ordinal))
+            {
+                storage.Delete(name);
+                continue;
+            }
+            if (!Segment.IsUnused(storage, name))
+                throw new BeException($"{storage.Location}: segment file {name} holds transactions but there is no {BeConstants.LogFileName}: " +
+                    "the log is missing; refusing to create a new domain over existing data");
+        }
+        foreach (var name in names)
+            if (name.StartsWith("seg-", StringComparison.Ordinal) && !name.EndsWith(".new", StringComparison.Ordinal)) storage.Delete(name);
     }
 
     private Domain(IStorage storage, DomainOptions options, bool created)

@@ -43,6 +43,18 @@ public sealed unsafe partial class Segment
         storage.Rename(tmp, name);
     }
 
+    /// <summary>Whether a segment file is one that creation wrote and no transaction ever changed (a valid header with tx watermark 0).</summary>
+    internal static bool IsUnused(IStorage storage, string name)
+    {
+        using var f = storage.Open(name, StorageOpenMode.OpenExisting);
+        var page = new byte[SegmentHeader.SizeOf];
+        if (f.Read(0, page) < page.Length) return false;
+        var h = MemoryMarshal.Read<SegmentHeader>(page);
+        return h.Magic == BeConstants.SegmentMagic && h.StaticCrc == Crc32C.Compute(page.AsSpan(0, 60))
+            && BlockChecksum.Verify(page.AsSpan(SegmentHeader.GeometryOffset, SegmentHeader.GeometryLength), SegmentHeader.GeometryLength - 4)
+            && h.LastTxId == 0 && h.LastGroupSeq == 0;
+    }
+
     internal static void SealGeometry(Span<byte> headerPage) =>
         BlockChecksum.Seal(headerPage.Slice(SegmentHeader.GeometryOffset, SegmentHeader.GeometryLength), SegmentHeader.GeometryLength - 4);
 

@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Text;
+using Motr.Be;
+using Motr.CrashChild;
+using Xunit.Abstractions;
+
+namespace Motr.Crash.Tests;
+
+/// <summary>
+/// Level (b) crash tests (DESIGN §8, docs/crash-testing.md): the Motr.CrashChild process runs the counter workload
+/// on a real folder and is killed with SIGKILL at a random moment, over and over on the same folder. After each
+/// kill the folder is recovered in-process and checked: every transaction the child reported persistent is there,
+/// and each segment is exactly the state after transaction C (C its counter). Every third cycle the next child
+/// recovers the killed state itself (and may be killed while recovering); it is checked at the next verification.
+/// </summary>
+/// <remarks>Set MOTR_CRASH_SEED to rerun with a seed; failures name the seed and the folder, which is kept.</remarks>
+public sealed class ProcessKillTests(ITestOutputHelper output)
+{
+    /// <summary>Kill cycles per run.</summary>
+    private const int Cycles = 32;
+
+    /// <summary>The child is killed this long after it starts, at random (it starts, recovers, then runs).</summary>
+    private const int MinKillMs = 150, MaxKillMs = 1000;
+
+    private void Print(string line)
+    {
+        output.WriteLine(line);
+        Console.WriteLine(line);
+    }
+
+    /// <summary>What one child run printed.</summary>
+    private sealed class ChildRun
+    {
+        public readonly long?[] Recovered = new long?[ChildConfig.Segments];     // "R loc counter"
+        public readonly long[] MinPrinted = Enumerable.Repeat(long.MaxValue, ChildConfig.Segments).ToArray();
+        public readonly long[] MaxPrinted = new long[ChildConfig.Segments];       // largest "P loc value"
+        public readonly long[] Printed = new long[ChildConfig.Segments];          // how many "P" lines
+        public readonly List<string> Unexpected = new();
+        public readonly StringBuilder Stderr = new();
+        public int ExitCode;
+        public bool ExitedBeforeKill;
+
+        public string RecoveryLine => Stderr.ToString().Split('\n').FirstOrDefault(l => l.StartsWith("recovery:", StringComparison.Ordinal))?.Trim() ?? "(none: killed before recovery finished)";
+    }
+
+    private static string ChildDll()
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "Motr.CrashChild.dll");
+        string config = Path.Combine(AppContext.BaseDirectory, "Motr.CrashChild.runtimeconfig.json");
+        Assert.True(File.Exists(dll), $"{dll} is missing: the test project must reference tests/Motr.CrashChild");
+        Assert.True(File.Exists(config), $"{config} is missing: `dotnet Motr.CrashChild.dll` needs it next to the dll");
+        return dll;
+    }
+
+    private static string DotnetHost()
+    {
+        string? host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
+        if (!string.IsNullOrEmpty(host) && File.Exists(host)) return host;
+        string? self = Environment.ProcessPath;
+        if (self != null && Path.GetFileNameWithoutExtension(self) == "dotnet") return self;
+        return "dotnet";
+    }
+
+    private static async Task<ChildRun> RunChildAsync(string dll, string dir, int seed, int killAfterMs)
+    {
+        var psi = new ProcessStartInfo(DotnetHost())
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in new[] { dll, dir, seed.ToString(), "counter" }) psi.ArgumentList.Add(a);
+        var run = new ChildRun();
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException("could not start the crash child");
+        var stdout = Task.Run(async () =>
+        {
+            while (await p.StandardOutput.ReadLineAsync() is { } line)
+            {
+                var parts = line.Split(' ');
+                if (parts.Length == 3 && (parts[0] == "P" || parts[0] == "R") && int.TryParse(parts[1], out int loc)
+                    && loc >= 0 && loc < ChildConfig.Segments && long.TryParse(parts[2], out long v))
+                {
+                    if (parts[0] == "R") run.Recovered[loc] = v;
+                    else
+                    {
+                        run.Printed[loc]++;
+                        run.MaxPrinted[loc] = Math.Max(run.MaxPrinted[loc], v);
+                        run.MinPrinted[loc] = Math.Min(run.MinPrinted[loc], v);
+                    }
+                }
+                else if (line.Length > 0) run.Unexpected.Add(line);
+            }
+        });
+        var stderr = Task.Run(async () =>
+        {
+            while (await p.StandardError.ReadLineAsync() is { } line) run.Stderr.AppendLine(line);
+        });
+        await Task.Delay(killAfterMs);
+        run.ExitedBeforeKill = p.HasExited;
+        // SIGKILL: no finaliser, no flush, no close. Whatever the engine promised must already be on disk.
+        if (!run.ExitedBeforeKill) p.Kill(entireProcessTree: true);
+        await p.WaitForExitAsync();
+        await Task.WhenAll(stdout, stderr);   // the lines the child wrote before it died are still in the pipes
+        run.ExitCode = p.ExitCode;
+        return run;
+    }
+
+    [Fact]
+    public async Task A_child_killed_with_SIGKILL_again_and_again_loses_no_persisted_tx()
+    {
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : Random.Shared.Next(1, int.MaxValue);
+        string dir = Path.Combine(Path.GetTempPath(), $"motr-crash-kill-{seed}-{Environment.ProcessId}");
+        string repro = $"seed {seed}, folder {dir} (kept; rerun with MOTR_CRASH_SEED={seed})";
+        string dll = ChildDll();
+        var rng = new Random(seed);
+        var sw = Stopwatch.StartNew();
+        bool passed = false;
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        try
+        {
+            // The first child creates the domain, so a kill can land during creation too.
+            var verified = new long[ChildConfig.Segments];   // the counters as last verified in-process
+            var mustHave = new long[ChildConfig.Segments];   // largest value any child printed since (and before)
+            bool lastVerified = true;
+            int cyclesWithProgress = 0;
+            long totalPrinted = 0;
+            Print($"process-kill test: {repro}, {Cycles} cycles, child {dll}");
+            for (int cycle = 0; cycle < Cycles; cycle++)
+            {
+                string at = $"{repro}, cycle {cycle}";
+                int killAfter = rng.Next(MinKillMs, MaxKillMs + 1);
+                bool verify = cycle % 3 != 1 || cycle == Cycles - 1;
+                var run = await RunChildAsync(dll, dir, seed + cycle, killAfter);
+
+                Assert.False(run.ExitedBeforeKill, $"{at}: the child exited by itself with code {run.ExitCode} before it was killed; stderr:\n{run.Stderr}");
+                if (OperatingSystem.IsLinux()) Assert.Equal(128 + 9, run.ExitCode);   // killed by SIGKILL
+                Assert.True(run.Unexpected.Count == 0, $"{at}: unexpected child output: {string.Join(" | ", run.Unexpected.Take(5))}; stderr:\n{run.Stderr}");
+                for (int loc = 0; loc < ChildConfig.Segments; loc++)
+                {
+                    if (run.Recovered[loc] is long r)
+                    {
+                        // The child's own recovery kept everything persisted before, and continued from it.
+                        Assert.True(r >= mustHave[loc], $"{at}: the child recovered locality {loc} to counter {r}, but {mustHave[loc]} had been reported persistent");
+                        if (lastVerified) Assert.True(r == verified[loc], $"{at}: the child recovered locality {loc} to {r}, but the folder was verified at {verified[loc]}");
+                        if (run.Printed[loc] > 0) Assert.True(run.MinPrinted[loc] > r, $"{at}: locality {loc} printed {run.MinPrinted[loc]}, not above its recovered counter {r}");
+                    }
+                    else Assert.True(run.Printed[loc] == 0, $"{at}: locality {loc} printed values before reporting its recovered counter");
+                    mustHave[loc] = Math.Max(mustHave[loc], run.MaxPrinted[loc]);
+                    totalPrinted += run.Printed[loc];
+                }
+                if (run.Printed.Any(n => n > 0)) cyclesWithProgress++;
+
+                string state = "not verified (the next child recovers it)";
+                if (verify)
+                {
+                    var warnings = new List<string>();
+                    await using var d = await Domain.OpenAsync(ChildConfig.Options(dir, warnings.Add));
+                    var counters = new long[ChildConfig.Segments];
+                    for (int loc = 0; loc < ChildConfig.Segments; loc++)
+                    {
+                        var seg = d.Segments[loc];
+                        long c = CounterWorkload.ReadCounter(seg);
+                        counters[loc] = c;
+                        Assert.True(c >= mustHave[loc], $"{at}: locality {loc} recovered to counter {c}, but the child reported {mustHave[loc]} persistent " +
+                            $"[recovery: {d.Recovery}]");
+                        Assert.True(c >= verified[loc], $"{at}: locality {loc} recovered to counter {c}, below the {verified[loc]} verified before");
+                        // Every tx on the segment is an increment, so the counter is also the segment's last tx id.
+                        Assert.True(c == seg.LastTxId, $"{at}: locality {loc}: counter {c} but the segment's LastTxId is {seg.LastTxId}");
+                        string? problem = CounterWorkload.Check(seg, loc);
+                        Assert.True(problem is null, $"{at}: the recovered state is not the state after tx {c}: {problem} [recovery: {d.Recovery}]");
+                        verified[loc] = c;
+                    }
+                    state = $"verified counters {string.Join(", ", counters)}; recovery: {d.Recovery}" + (warnings.Count > 0 ? $"; warnings: {string.Join(" | ", warnings)}" : "");
+                }
+                lastVerified = verify;
+                Print($"cycle {cycle,2}: killed after {killAfter} ms; child recovered [{string.Join(", ", run.Recovered.Select(r => r?.ToString() ?? "-"))}], " +
+                    $"printed {string.Join(" + ", run.Printed)} values (max [{string.Join(", ", run.MaxPrinted)}]); child {run.RecoveryLine}; {state}");
+            }
+            Print($"process-kill test: {Cycles} cycles, {cyclesWithProgress} killed mid-workload, {totalPrinted} txs reported persistent, " +
+                $"final counters {string.Join(", ", verified)}; {sw.Elapsed.TotalSeconds:F1} s");
+            Assert.True(cyclesWithProgress >= Cycles / 4, $"{repro}: only {cyclesWithProgress} of {Cycles} children got as far as running the workload");
+            passed = true;
+        }
+        finally
+        {
+            if (passed && Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+}
