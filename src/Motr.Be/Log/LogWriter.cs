@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Motr.Be.Placing;
@@ -117,7 +116,7 @@ internal sealed class LogWriter
     private void Discard()
     {
         foreach (var g in _batch)
-            if (g is not null) ArrayPool<byte>.Shared.Return(g.Buffer);
+            if (g is not null) BufferPool.Return(g.Buffer);
         _batch.Clear();
     }
 
@@ -151,7 +150,7 @@ internal sealed class LogWriter
             skip = _log.ToLapEnd(position);
             position += skip;
         }
-        byte[] buf = ArrayPool<byte>.Shared.Rent(length);
+        byte[] buf = BufferPool.Rent(length);
         var rec = buf.AsSpan(0, length);
         int pos = RecordHeader.SizeOf;
         uint crcs = ~0u;
@@ -197,7 +196,7 @@ internal sealed class LogWriter
         {
             var sg = _batch[g];
             sg.Manager.OnGroupDurable(sg.Seq);
-            ArrayPool<byte>.Shared.Return(sg.Buffer);
+            BufferPool.Return(sg.Buffer);
             _batch[g] = null!;
         }
         _placer.Enqueue(new DurableRecord(buf, length, lsn, position));

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using Motr.Be.Log;
 using Motr.Be.Storage;
@@ -27,14 +26,24 @@ internal sealed class Placer : IDisposable
     private List<DurableRecord> _queue = new();
     private List<DurableRecord> _work = new();
     private readonly List<TaskCompletionSource> _checkpointWaiters = new();
-    private readonly ManualResetEventSlim _signal = new(false);
-    private Thread? _thread;
+    private readonly ManualResetEventSlim _signal = new(false, spinCount: 1);
+    private readonly SemaphoreSlim _syncStart = new(0);
+    private Thread? _thread, _syncThread;
     private volatile bool _stopping;
     private volatile bool _checkpointRequested;
     private long _placedEnd;
     private ulong _placedNextLsn;
     private long _checkpointed;
     private long _lastCheckpoint = Stopwatch.GetTimestamp();
+
+    // The checkpoint in flight: what it will record once its segment syncs are done. Placing goes on
+    // meanwhile — the files may receive newer logged bytes than the checkpoint claims, which recovery
+    // replays again (replay is idempotent) — so a slow sync never stalls placing.
+    private volatile bool _syncing;
+    private long _syncPosition;
+    private ulong _syncLsn;
+    private readonly List<SegmentFile> _syncFiles = new();
+    private readonly List<TaskCompletionSource> _syncWaiters = new();
 
     // Counters.
     private long _recordsPlaced, _regionsPlaced, _bytesPlaced, _checkpoints;
@@ -44,7 +53,7 @@ internal sealed class Placer : IDisposable
         _domain = domain;
         _log = log;
         foreach (var id in segmentIds)
-            _files.Add(id, new SegmentFile(storage.Open(BeConstants.SegmentFileName(id), StorageOpenMode.OpenExisting)));
+            _files.Add(id, new SegmentFile(storage.Open(BeConstants.SegmentFileName(id), StorageOpenMode.OpenExisting, StorageAccess.ScatteredWrites)));
         _placedEnd = _checkpointed = position;
         _placedNextLsn = lsn;
     }
@@ -56,7 +65,9 @@ internal sealed class Placer : IDisposable
     public void Start()
     {
         _thread = new Thread(Run) { Name = "motr-placer", IsBackground = true };
+        _syncThread = new Thread(SyncLoop) { Name = "motr-checkpoint", IsBackground = true };
         _thread.Start();
+        _syncThread.Start();
     }
 
     /// <summary>Log writer thread: a record is durable.</summary>
@@ -73,7 +84,7 @@ internal sealed class Placer : IDisposable
         _signal.Set();
     }
 
-    /// <summary>Completes once every record durable at the time of the call is placed, synced and checkpointed.</summary>
+    /// <summary>Completes once every record handed to the placer before the call is placed, synced and checkpointed.</summary>
     public Task CheckpointAsync()
     {
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -82,12 +93,14 @@ internal sealed class Placer : IDisposable
         return tcs.Task;
     }
 
-    /// <summary>Places what is queued, checkpoints, and stops the thread.</summary>
+    /// <summary>Places what is queued, checkpoints, and stops the threads.</summary>
     public void Stop()
     {
         _stopping = true;
         _signal.Set();
         _thread?.Join();
+        _syncStart.Release();
+        _syncThread?.Join();
     }
 
     private void Run()
@@ -101,8 +114,13 @@ internal sealed class Placer : IDisposable
                 lock (_lock) (_queue, _work) = (_work, _queue);
                 foreach (var r in _work)
                 {
-                    if (_domain.Failure is null) Place(r);
-                    ArrayPool<byte>.Shared.Return(r.Buffer);
+                    if (_domain.Failure is null)
+                    {
+                        Place(r);
+                        // Free log space as soon as enough is placed, not after the whole backlog.
+                        if (_placedEnd - _checkpointed >= _domain.CheckpointBytes || _domain.LogSpace.HasWaiters) StartCheckpoint();
+                    }
+                    BufferPool.Return(r.Buffer);
                 }
                 _work.Clear();
                 if (_domain.Failure is null)
@@ -110,29 +128,85 @@ internal sealed class Placer : IDisposable
                     long pending = _placedEnd - _checkpointed;
                     bool due = pending > 0 && (pending >= _domain.CheckpointBytes || _domain.LogSpace.HasWaiters
                         || Stopwatch.GetTimestamp() - _lastCheckpoint >= interval);
-                    if (due || _checkpointRequested || stopping) Checkpoint();
+                    if (due || _checkpointRequested) StartCheckpoint();
                 }
             }
             catch (Exception e)
             {
                 _domain.Fail(new LogFailedException($"placing failed: {e.Message}", e));
             }
-            CompleteCheckpointWaiters();
-            if (stopping) return;
-            if (_placedEnd == _checkpointed) _signal.Wait();
+            if (stopping)
+            {
+                while (_syncing) Thread.Sleep(1);
+                try
+                {
+                    if (_domain.Failure is null) Checkpoint();
+                }
+                catch (Exception e)
+                {
+                    _domain.Fail(new LogFailedException($"final checkpoint failed: {e.Message}", e));
+                }
+                FailOrCompleteWaiters(_checkpointWaiters);
+                return;
+            }
+            if (_domain.Failure is not null) FailOrCompleteWaiters(_checkpointWaiters);
+            if (_placedEnd == _checkpointed && !_checkpointRequested) _signal.Wait();
             else _signal.Wait(TimeSpan.FromSeconds(_domain.Options.CheckpointInterval.TotalSeconds));
             _signal.Reset();
         }
     }
 
-    private void CompleteCheckpointWaiters()
+    /// <summary>Hands a checkpoint of everything placed so far to the checkpoint thread, unless one is in flight.</summary>
+    private void StartCheckpoint()
+    {
+        if (_syncing) return;
+        _checkpointRequested = false;
+        _syncPosition = _placedEnd;
+        _syncLsn = _placedNextLsn;
+        _syncFiles.Clear();
+        foreach (var f in _files.Values)
+        {
+            if (!f.Dirty) continue;
+            _syncFiles.Add(f);
+            f.Dirty = false;
+        }
+        lock (_lock)
+        {
+            _syncWaiters.AddRange(_checkpointWaiters);
+            _checkpointWaiters.Clear();
+        }
+        _syncing = true;
+        _syncStart.Release();
+    }
+
+    private void SyncLoop()
+    {
+        while (true)
+        {
+            _syncStart.Wait();
+            if (!_syncing) return; // released by Stop with nothing in flight
+            try
+            {
+                foreach (var f in _syncFiles) f.File.Flush();
+                RecordCheckpoint(_syncPosition, _syncLsn);
+            }
+            catch (Exception e)
+            {
+                _domain.Fail(new LogFailedException($"checkpoint failed: {e.Message}", e));
+            }
+            FailOrCompleteWaiters(_syncWaiters);
+            _syncing = false;
+            _signal.Set(); // the placer may start the next checkpoint
+        }
+    }
+
+    private void FailOrCompleteWaiters(List<TaskCompletionSource> waiters)
     {
         lock (_lock)
         {
-            if (_checkpointWaiters.Count == 0 || (_queue.Count > 0 && _domain.Failure is null)) return;
-            foreach (var w in _checkpointWaiters)
+            foreach (var w in waiters)
                 if (_domain.Failure is { } f) w.TrySetException(f); else w.TrySetResult();
-            _checkpointWaiters.Clear();
+            waiters.Clear();
         }
     }
 
@@ -167,7 +241,7 @@ internal sealed class Placer : IDisposable
         _recordsPlaced++;
     }
 
-    /// <summary>Syncs the segment files written since the last checkpoint, records the new checkpoint, frees the log space.</summary>
+    /// <summary>Syncs the segment files written since the last checkpoint and records a checkpoint, on the calling thread (recovery, close).</summary>
     public void Checkpoint()
     {
         _checkpointRequested = false;
@@ -177,11 +251,17 @@ internal sealed class Placer : IDisposable
             f.File.Flush();
             f.Dirty = false;
         }
-        if (_placedEnd != _checkpointed || _log.CheckpointLsn != _placedNextLsn)
+        RecordCheckpoint(_placedEnd, _placedNextLsn);
+    }
+
+    /// <summary>The segment files hold everything before <paramref name="position"/>: record it in the log header, then free the space.</summary>
+    private void RecordCheckpoint(long position, ulong lsn)
+    {
+        if (position != Volatile.Read(ref _checkpointed) || _log.CheckpointLsn != lsn)
         {
-            _log.WriteCheckpoint(_placedEnd, _placedNextLsn);
-            Volatile.Write(ref _checkpointed, _placedEnd);
-            _domain.LogSpace?.MoveTail(_placedEnd); // null while recovery runs
+            _log.WriteCheckpoint(position, lsn);
+            Volatile.Write(ref _checkpointed, position);
+            _domain.LogSpace?.MoveTail(position); // null while recovery runs
             _checkpoints++;
         }
         _lastCheckpoint = Stopwatch.GetTimestamp();

@@ -18,13 +18,13 @@ public sealed class FileStorage : IStorage
     public string Location => _dir;
 
     /// <inheritdoc />
-    public IStorageFile Open(string name, StorageOpenMode mode)
+    public IStorageFile Open(string name, StorageOpenMode mode, StorageAccess access = StorageAccess.Positional)
     {
         string path = Full(name);
         var fm = mode == StorageOpenMode.CreateNew ? FileMode.CreateNew : FileMode.Open;
         var handle = File.OpenHandle(path, fm, FileAccess.ReadWrite, FileShare.Read);
         if (mode == StorageOpenMode.CreateNew) Native.SyncDirectory(_dir);
-        return new RealFile(name, path, handle);
+        return access == StorageAccess.ScatteredWrites && Native.IsLinux ? new MappedFile(name, path, handle) : new RealFile(name, path, handle);
     }
 
     /// <inheritdoc />

@@ -9,6 +9,15 @@ public enum StorageOpenMode
     CreateNew,
 }
 
+/// <summary>How a file will be written: a hint that lets an implementation pick the cheapest way.</summary>
+public enum StorageAccess
+{
+    /// <summary>Positional reads and writes of sizeable pieces (the log).</summary>
+    Positional,
+    /// <summary>Many small writes at scattered offsets (placing into segment files): <see cref="FileStorage"/> maps such files and copies instead of one system call per write.</summary>
+    ScatteredWrites,
+}
+
 /// <summary>
 /// A flat folder of named files: where a domain keeps its log and segment files. Two implementations:
 /// <see cref="FileStorage"/> over a real directory, and <see cref="SimStorage"/>, which records every
@@ -21,7 +30,7 @@ public interface IStorage
     string Location { get; }
 
     /// <summary>Opens or creates <paramref name="name"/> for positional read and write.</summary>
-    IStorageFile Open(string name, StorageOpenMode mode);
+    IStorageFile Open(string name, StorageOpenMode mode, StorageAccess access = StorageAccess.Positional);
 
     /// <summary>Whether <paramref name="name"/> exists.</summary>
     bool Exists(string name);

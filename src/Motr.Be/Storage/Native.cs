@@ -29,6 +29,13 @@ internal static partial class Native
     [LibraryImport("libc", SetLastError = true)]
     internal static unsafe partial int munmap(void* addr, nuint length);
 
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial int msync(void* addr, nuint length, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial int madvise(void* addr, nuint length, int advice);
+
+    internal const int MADV_HUGEPAGE = 14;
     internal const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
     internal const int MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
 

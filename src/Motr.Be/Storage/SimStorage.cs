@@ -104,7 +104,7 @@ public sealed partial class SimStorage : IStorage
     /// <inheritdoc />
     /// <exception cref="FileNotFoundException"><see cref="StorageOpenMode.OpenExisting"/> and the file is missing.</exception>
     /// <exception cref="IOException"><see cref="StorageOpenMode.CreateNew"/> and the file exists, or the device is off.</exception>
-    public IStorageFile Open(string name, StorageOpenMode mode)
+    public IStorageFile Open(string name, StorageOpenMode mode, StorageAccess access = StorageAccess.Positional)
     {
         CheckName(name);
         lock (_gate)

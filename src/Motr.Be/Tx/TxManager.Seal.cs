@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Motr.Be.Log;
@@ -8,21 +7,6 @@ namespace Motr.Be.Tx;
 
 internal sealed unsafe partial class TxManager
 {
-    private struct Range
-    {
-        public long Offset;
-        public long End;
-    }
-
-    private struct RangeByOffset : IComparer<Range>
-    {
-        public readonly int Compare(Range a, Range b) => a.Offset.CompareTo(b.Offset);
-    }
-
-    private struct MarkByBlock : IComparer<Transaction.ChecksumMark>
-    {
-        public readonly int Compare(Transaction.ChecksumMark a, Transaction.ChecksumMark b) => a.Block.CompareTo(b.Block);
-    }
 
     /// <summary>Ranges closer than this are logged as one region: the gap costs less than a descriptor.</summary>
     private const int MergeGap = RegionDesc.SizeOf;
@@ -34,12 +18,15 @@ internal sealed unsafe partial class TxManager
     private int _groupTxCount;
     private long _groupReserved;
     private long _groupFirstTxId;
-    private Range[] _ranges = new Range[256];
+    // Ranges as parallel arrays: sorting primitive keys with their items uses no comparer delegate.
+    private long[] _rangeStart = new long[256];
+    private long[] _rangeEnd = new long[256];
     private int _rangeCount;
     private byte[] _payloads = new byte[256];
     private int _payloadBytes;
     private int _payloadCount;
     private Transaction.ChecksumMark[] _marks = new Transaction.ChecksumMark[16];
+    private long[] _markBlocks = new long[16];
     private int _markCount;
     private bool _groupUrgent;
     private int _hasPendingGroup;
@@ -57,13 +44,12 @@ internal sealed unsafe partial class TxManager
         tx._reservation = 0;
 
         int n = tx._regionCount;
-        if (_rangeCount + n > _ranges.Length) Array.Resize(ref _ranges, Math.Max(_ranges.Length * 2, _rangeCount + n));
+        if (_rangeCount + n > _rangeStart.Length) GrowRanges(_rangeCount + n);
         var regions = tx._regions;
         for (int i = 0; i < n; i++)
         {
-            ref Range r = ref _ranges[_rangeCount++];
-            r.Offset = regions[i].Offset;
-            r.End = regions[i].Offset + regions[i].Length;
+            _rangeStart[_rangeCount] = regions[i].Offset;
+            _rangeEnd[_rangeCount++] = regions[i].Offset + regions[i].Length;
         }
 
         if (tx._payloadLen >= 0)
@@ -80,17 +66,28 @@ internal sealed unsafe partial class TxManager
 
         for (int i = 0; i < tx._markCount; i++)
         {
-            if (_markCount == _marks.Length) Array.Resize(ref _marks, _marks.Length * 2);
+            if (_markCount == _marks.Length)
+            {
+                Array.Resize(ref _marks, _marks.Length * 2);
+                Array.Resize(ref _markBlocks, _marks.Length);
+            }
+            _markBlocks[_markCount] = tx._marks[i].Block;
             _marks[_markCount++] = tx._marks[i];
         }
     }
 
     private void AddRange(long offset, long length)
     {
-        if (_rangeCount == _ranges.Length) Array.Resize(ref _ranges, _ranges.Length * 2);
-        ref Range r = ref _ranges[_rangeCount++];
-        r.Offset = offset;
-        r.End = offset + length;
+        if (_rangeCount == _rangeStart.Length) GrowRanges(_rangeCount + 1);
+        _rangeStart[_rangeCount] = offset;
+        _rangeEnd[_rangeCount++] = offset + length;
+    }
+
+    private void GrowRanges(int need)
+    {
+        int size = Math.Max(_rangeStart.Length * 2, need);
+        Array.Resize(ref _rangeStart, size);
+        Array.Resize(ref _rangeEnd, size);
     }
 
     /// <summary>
@@ -107,7 +104,7 @@ internal sealed unsafe partial class TxManager
         if (_markCount > 0)
         {
             var marks = _marks.AsSpan(0, _markCount);
-            marks.Sort(new MarkByBlock());
+            _markBlocks.AsSpan(0, _markCount).Sort(marks);
             long last = -1;
             for (int i = 0; i < marks.Length; i++)
             {
@@ -130,28 +127,31 @@ internal sealed unsafe partial class TxManager
         AddRange(SegmentHeader.GeometryOffset, SegmentHeader.GeometryLength);
 
         // Sort and merge: overlapping captures of many transactions become one region.
-        var ranges = _ranges.AsSpan(0, _rangeCount);
-        ranges.Sort(new RangeByOffset());
+        var starts = _rangeStart.AsSpan(0, _rangeCount);
+        var ends = _rangeEnd.AsSpan(0, _rangeCount);
+        starts.Sort(ends);
         int w = 0;
         long dataBytes = 0;
-        for (int i = 1; i < ranges.Length; i++)
+        for (int i = 1; i < starts.Length; i++)
         {
-            if (ranges[i].Offset <= ranges[w].End + MergeGap)
+            if (starts[i] <= ends[w] + MergeGap)
             {
-                if (ranges[i].End > ranges[w].End) ranges[w].End = ranges[i].End;
+                if (ends[i] > ends[w]) ends[w] = ends[i];
             }
             else
             {
-                dataBytes += LogFormat.Align8((int)(ranges[w].End - ranges[w].Offset));
-                ranges[++w] = ranges[i];
+                dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
+                w++;
+                starts[w] = starts[i];
+                ends[w] = ends[i];
             }
         }
-        dataBytes += LogFormat.Align8((int)(ranges[w].End - ranges[w].Offset));
+        dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
         int regionCount = w + 1;
 
         long length = GroupHeader.SizeOf + (long)regionCount * RegionDesc.SizeOf + dataBytes + _payloadBytes;
         if (length > int.MaxValue) throw new BeException($"segment {Segment.Id}: group of {length} bytes is too large");
-        byte[] buf = ArrayPool<byte>.Shared.Rent((int)length);
+        byte[] buf = BufferPool.Rent((int)length);
         var chunk = buf.AsSpan(0, (int)length);
         ref GroupHeader gh = ref MemoryMarshal.AsRef<GroupHeader>(chunk);
         gh = new GroupHeader
@@ -170,9 +170,9 @@ internal sealed unsafe partial class TxManager
         int pos = GroupHeader.SizeOf + regionCount * RegionDesc.SizeOf;
         for (int i = 0; i < regionCount; i++)
         {
-            int len = (int)(ranges[i].End - ranges[i].Offset);
-            descs[i] = new RegionDesc { Offset = ranges[i].Offset, Length = (uint)len };
-            new ReadOnlySpan<byte>(b + ranges[i].Offset, len).CopyTo(chunk[pos..]);
+            int len = (int)(ends[i] - starts[i]);
+            descs[i] = new RegionDesc { Offset = starts[i], Length = (uint)len };
+            new ReadOnlySpan<byte>(b + starts[i], len).CopyTo(chunk[pos..]);
             int padded = LogFormat.Align8(len);
             chunk.Slice(pos + len, padded - len).Clear();
             pos += padded;
