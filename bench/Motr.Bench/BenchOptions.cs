@@ -1,0 +1,81 @@
+using System.Globalization;
+
+namespace Motr.Bench;
+
+/// <summary>A bad command line; the message says what is wrong.</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>The command line of the harness: a command followed by options shared by every bench.</summary>
+internal sealed class BenchOptions
+{
+    public const string Usage = """
+        usage: Motr.Bench <command> [options]
+        commands:
+          tx        durable small transactions through group commit (motr vs SQLite WAL synchronous=FULL)
+        options:
+          --quick            short warm-up and window (whole run under 30 s)
+          --seconds S        measured window per row (default 20, --quick 2)
+          --warmup S         warm-up per row (default 2, --quick 0.5)
+          --writers N[,N..]  concurrent writers per locality (2 localities); a list runs one motr row per count (default 512)
+          --workloads A,B    only these workloads (default all of the command)
+          --systems A,B      only these systems (e.g. motr, sqlite-full)
+          --json FILE        also write the results as a JSON array
+          --log-mib N        size of motr's log file in MiB (default 256, the engine's default; the default 20 s window spans
+                             many checkpoints, so the rate is the sustained one — a row without one is flagged as a burst)
+          --alloc-sample     also sample what is allocated in each motr window, by type (a diagnostic; it allocates itself)
+          --dir DIR          make the bench folder inside DIR (default: the system temp folder); it is deleted at the end
+        """;
+
+    public required string Command { get; init; }
+    public bool Quick { get; private set; }
+    public string? JsonPath { get; private set; }
+    public int[] Writers { get; private set; } = [512];
+    public string? Dir { get; private set; }
+    public string[]? Workloads { get; private set; }
+    public string[]? Systems { get; private set; }
+    public bool AllocSample { get; private set; }
+    public int LogMiB { get; private set; } = 256;
+    private double? _seconds, _warmup;
+
+    public TimeSpan Duration => TimeSpan.FromSeconds(_seconds ?? (Quick ? 2 : 20));
+    public TimeSpan Warmup => TimeSpan.FromSeconds(_warmup ?? (Quick ? 0.5 : 2));
+
+    public bool Runs(string system) => Systems is null || Systems.Contains(system, StringComparer.OrdinalIgnoreCase);
+    public bool RunsWorkload(string workload) => Workloads is null || Workloads.Contains(workload, StringComparer.OrdinalIgnoreCase);
+
+    public static BenchOptions Parse(string[] args)
+    {
+        if (args.Length == 0 || args[0].StartsWith('-')) throw new UsageException("no command given");
+        var o = new BenchOptions { Command = args[0] };
+        for (int i = 1; i < args.Length; i++)
+        {
+            string a = args[i];
+            string Value() => i + 1 < args.Length ? args[++i] : throw new UsageException($"{a} needs a value");
+            switch (a)
+            {
+                case "--quick": o.Quick = true; break;
+                case "--alloc-sample": o.AllocSample = true; break;
+                case "--json": o.JsonPath = Value(); break;
+                case "--dir": o.Dir = Value(); break;
+                case "--seconds": o._seconds = Positive(a, Value()); break;
+                case "--warmup": o._warmup = Positive(a, Value(), allowZero: true); break;
+                case "--writers": o.Writers = List(Value()).Select(v => (int)Positive(a, v)).ToArray(); break;
+                case "--log-mib": o.LogMiB = (int)Positive(a, Value()); break;
+                case "--workloads": o.Workloads = List(Value()); break;
+                case "--systems": o.Systems = List(Value()); break;
+                case "-h" or "--help": throw new UsageException("");
+                default: throw new UsageException($"unknown option {a}");
+            }
+        }
+        return o;
+    }
+
+    private static string[] List(string v) => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    private static double Positive(string option, string v, bool allowZero = false)
+    {
+        if (!double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) || d < 0 || (d == 0 && !allowZero) || !double.IsFinite(d))
+            throw new UsageException($"{option} {v}: expected a {(allowZero ? "non-negative" : "positive")} number");
+        return d;
+    }
+}

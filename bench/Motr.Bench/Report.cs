@@ -1,0 +1,122 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Motr.Bench.Diagnostics;
+
+namespace Motr.Bench;
+
+/// <summary>Prints results as a console table and writes them as JSON.</summary>
+internal static class Report
+{
+    /// <summary>The system every other system of the same workload is compared with.</summary>
+    public const string Baseline = "sqlite-full";
+
+    public static void PrintTable(TextWriter w, MachineInfo machine, IReadOnlyList<BenchResult> results)
+    {
+        w.WriteLine();
+        w.WriteLine($"machine: {machine}");
+        string[] head = ["workload", "system", "writers", "ops/s", "p50 us", "p99 us", "log B/op", "fsync/s", "ops/rec", "alloc B/op", $"x {Baseline}"];
+        var rows = new List<string[]> { head };
+        foreach (var r in results)
+        {
+            double? ratio = Ratio(results, r);
+            rows.Add([
+                r.Workload, r.System, r.Writers?.ToString(CultureInfo.InvariantCulture) ?? "1",
+                N(r.OpsPerSec, "N0"), N(r.P50Us, "N1"), N(r.P99Us, "N1"), N(r.LogBytesPerOp, "N1"), N(r.FsyncsPerSec, "N0"),
+                N(r.OpsPerRecord, "N1"), N(r.AllocBytesPerOp, "N3"), ratio is null ? "-" : ratio.Value.ToString("N1", CultureInfo.InvariantCulture) + "x",
+            ]);
+        }
+        var width = new int[head.Length];
+        foreach (var row in rows)
+            for (int i = 0; i < row.Length; i++) width[i] = Math.Max(width[i], row[i].Length);
+        for (int k = 0; k < rows.Count; k++)
+        {
+            var sb = new StringBuilder();
+            for (int i = 0; i < head.Length; i++)
+            {
+                if (i > 0) sb.Append("  ");
+                sb.Append(i < 2 ? rows[k][i].PadRight(width[i]) : rows[k][i].PadLeft(width[i]));
+            }
+            w.WriteLine(sb.ToString().TrimEnd());
+            if (k == 0) w.WriteLine(new string('-', sb.Length));
+        }
+        foreach (var r in results)
+        {
+            if (r.Notes.Count == 0 && r.Threads is null) continue;
+            w.WriteLine();
+            w.WriteLine($"{r.Workload} / {r.System}" + (r.Writers is int n ? $" / {n} writers" : ""));
+            foreach (var note in r.Notes) w.WriteLine($"  {note}");
+            if (r.Threads is { } threads)
+            {
+                w.WriteLine("  cpu in cores (run-queue wait): " + string.Join(", ",
+                    threads.Where(t => t.CpuShare >= 0.005).Select(t => t.Name == ThreadCpu.OtherProcesses ? $"{t.Name} {t.CpuShare:F2}" : $"{t.Name} {t.CpuShare:F2} ({t.WaitShare:F2})")));
+                if (threads.FirstOrDefault(t => t.Name == ThreadCpu.OtherProcesses) is { CpuShare: > 0.25 } busy)
+                    w.WriteLine($"  WARNING: other processes used {busy.CpuShare:F2} cores during the window: this row is not a clean measurement");
+            }
+        }
+    }
+
+    /// <summary>Ops/s of <paramref name="r"/> over the baseline's for the same workload, if both exist.</summary>
+    public static double? Ratio(IReadOnlyList<BenchResult> results, BenchResult r)
+    {
+        if (r.System == Baseline) return null;
+        var b = results.FirstOrDefault(x => x.System == Baseline && x.Workload == r.Workload);
+        return b is null || b.OpsPerSec <= 0 ? null : r.OpsPerSec / b.OpsPerSec;
+    }
+
+    public static void WriteJson(string path, MachineInfo machine, IReadOnlyList<BenchResult> results)
+    {
+        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (folder is not null) Directory.CreateDirectory(folder);
+        using var stream = File.Create(path);
+        using var j = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        j.WriteStartArray();
+        foreach (var r in results)
+        {
+            j.WriteStartObject();
+            j.WriteString("workload", r.Workload);
+            j.WriteString("system", r.System);
+            Number(j, "ops_per_sec", r.OpsPerSec);
+            Number(j, "p50_us", r.P50Us);
+            Number(j, "p99_us", r.P99Us);
+            if (r.Writers is int writers) j.WriteNumber("writers", writers);
+            j.WriteNumber("ops", r.Ops);
+            Number(j, "seconds", r.Seconds);
+            Number(j, "log_bytes_per_op", r.LogBytesPerOp);
+            Number(j, "fsyncs_per_sec", r.FsyncsPerSec);
+            Number(j, "ops_per_record", r.OpsPerRecord);
+            Number(j, "avg_sync_us", r.AvgSyncUs);
+            Number(j, "alloc_bytes_per_op", r.AllocBytesPerOp);
+            Number(j, "loop_alloc_bytes_per_op", r.LoopAllocBytesPerOp);
+            Number(j, "ratio_vs_" + Baseline.Replace('-', '_'), Ratio(results, r));
+            if (r.Extra is { } extra)
+                foreach (var (name, value) in extra) Number(j, name, value);
+            if (r.Threads is { } threads)
+            {
+                j.WriteStartObject("thread_cpu_cores");
+                foreach (var t in threads) Number(j, t.Name, Math.Round(t.CpuShare, 3));
+                j.WriteEndObject();
+            }
+            j.WriteStartObject("machine");
+            j.WriteString("cpu", machine.Cpu);
+            j.WriteNumber("cores", machine.Cores);
+            j.WriteNumber("ram_bytes", machine.RamBytes);
+            j.WriteString("os", machine.Os);
+            j.WriteString("dotnet", machine.Dotnet);
+            j.WriteString("filesystem", machine.FileSystem);
+            j.WriteEndObject();
+            j.WriteEndObject();
+        }
+        j.WriteEndArray();
+    }
+
+    private static void Number(Utf8JsonWriter j, string name, double? value)
+    {
+        if (value is not double v) return;
+        if (double.IsFinite(v)) j.WriteNumber(name, Math.Round(v, 3));
+        else j.WriteNull(name);
+    }
+
+    private static string N(double? v, string format) =>
+        v is double d && double.IsFinite(d) ? d.ToString(format, CultureInfo.InvariantCulture) : "-";
+}
