@@ -22,6 +22,7 @@ internal sealed class BenchOptions
           --json FILE        also write the results as a JSON array
           --log-mib N        size of motr's log file in MiB (default 256, the engine's default; the default 20 s window spans
                              many checkpoints, so the rate is the sustained one — a row without one is flagged as a burst)
+          --checkpoint-fraction F   motr checkpoints once this fraction of the log is placed (default: the engine's)
           --alloc-sample     also sample what is allocated in each motr window, by type (a diagnostic; it allocates itself)
           --dir DIR          make the bench folder inside DIR (default: the system temp folder); it is deleted at the end
         """;
@@ -35,6 +36,9 @@ internal sealed class BenchOptions
     public string[]? Systems { get; private set; }
     public bool AllocSample { get; private set; }
     public int LogMiB { get; private set; } = 256;
+
+    /// <summary>Overrides DomainOptions.CheckpointFraction when set.</summary>
+    public double? CheckpointFraction { get; private set; }
     private double? _seconds, _warmup;
 
     public TimeSpan Duration => TimeSpan.FromSeconds(_seconds ?? (Quick ? 2 : 20));
@@ -61,6 +65,7 @@ internal sealed class BenchOptions
                 case "--warmup": o._warmup = Positive(a, Value(), allowZero: true); break;
                 case "--writers": o.Writers = List(Value()).Select(v => (int)Positive(a, v)).ToArray(); break;
                 case "--log-mib": o.LogMiB = (int)Positive(a, Value()); break;
+                case "--checkpoint-fraction": o.CheckpointFraction = Positive(a, Value()); break;
                 case "--workloads": o.Workloads = List(Value()); break;
                 case "--systems": o.Systems = List(Value()); break;
                 case "-h" or "--help": throw new UsageException("");

@@ -124,7 +124,7 @@ public sealed class Domain : IAsyncDisposable
 
             long area = _log.AreaSize;
             MaxRecordSize = Math.Min(area / 4 / BeConstants.SectorSize * BeConstants.SectorSize, 256L << 20);
-            MaxGroupReservation = MaxRecordSize - RecordHeader.SizeOf - BeConstants.SectorSize;
+            MaxGroupReservation = 2 * (MaxRecordSize - RecordHeader.SizeOf - BeConstants.SectorSize); // reservations are doubled (LogFormat.Reservation)
             MaxTxReservation = MaxGroupReservation;
             GroupBoundBytes = Math.Clamp(options.GroupBoundBytes, 4096, MaxGroupReservation);
             GroupBoundTxs = Math.Max(1, options.GroupBoundTxs);
@@ -141,7 +141,7 @@ public sealed class Domain : IAsyncDisposable
                 _ = s.Allocator; // verifies the allocator state against this build and the segment
                 s.Tx.InitFromHeader();
             }
-            LogSpace = new LogSpace(area, MaxRecordSize, report.EndPosition) { OnWaiter = () => _placer.RequestCheckpoint() };
+            LogSpace = new LogSpace(area, report.EndPosition) { OnWaiter = () => _placer.RequestCheckpoint() };
             Writer = new LogWriter(this, _log, _placer, report.EndPosition, report.NextLsn);
             _placer.Start();
             Writer.Start();

@@ -60,6 +60,7 @@ internal static class TxBench
             Segments = Localities,
             SegmentSize = TxLoad.AreaOffset + TxLoad.AreaSize,
             LogSize = (long)o.LogMiB << 20,
+            CheckpointFraction = o.CheckpointFraction ?? new DomainOptions().CheckpointFraction,
             OnWarning = m => Console.Error.WriteLine($"motr: {m}"),
         };
         long t0 = Stopwatch.GetTimestamp();

@@ -150,8 +150,14 @@ internal static class LogFormat
     /// <summary>Per-tx overhead reserved in the worst case that the tx ends up alone in its group and record.</summary>
     public const int TxOverhead = GroupHeader.SizeOf + SealExtra + RecordHeader.SizeOf + BeConstants.SectorSize - 1 + PayloadHeader.SizeOf + 7;
 
-    /// <summary>Log bytes reserved for a tx with <paramref name="credit"/>.</summary>
-    public static long Reservation(TxCredit credit) => (long)credit.Regions * (RegionDesc.SizeOf + 8) + credit.Bytes + TxOverhead;
+    /// <summary>
+    /// Log bytes reserved for a tx with <paramref name="credit"/>: twice its worst case. A record that does
+    /// not fit before the end of the area skips to the next lap, wasting less than its own length; so
+    /// when every reservation covers its bytes twice, the records written from them always fit, skips
+    /// included, and the log needs no permanently reserved slack. Only unwritten transactions hold
+    /// reservations, so the doubling costs a few MiB at most.
+    /// </summary>
+    public static long Reservation(TxCredit credit) => 2 * ((long)credit.Regions * (RegionDesc.SizeOf + 8) + credit.Bytes + TxOverhead);
 
     public static int Align8(int n) => (n + 7) & ~7;
     public static long AlignSector(long n) => (n + BeConstants.SectorSize - 1) & ~(long)(BeConstants.SectorSize - 1);

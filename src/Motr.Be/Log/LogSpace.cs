@@ -5,7 +5,9 @@ namespace Motr.Be.Log;
 /// <summary>
 /// Accounting of the log's record area, in logical bytes. Space is reserved when a transaction opens
 /// (its credit's worst case), converted to used space when its record is written, and freed when the
-/// placer advances the checkpoint past the record. Waiters are served in arrival order.
+/// placer advances the checkpoint past the record. Waiters are served in arrival order. Reservations
+/// cover a record's possible skip to the next lap (see <see cref="LogFormat.Reservation"/>), so the whole
+/// area is usable.
 /// </summary>
 internal sealed class LogSpace
 {
@@ -17,7 +19,6 @@ internal sealed class LogSpace
 
     private readonly Lock _lock = new();
     private readonly long _area;
-    private readonly long _slack;
     private long _head;
     private long _tail;
     private long _reserved;
@@ -27,10 +28,9 @@ internal sealed class LogSpace
     /// <summary>Called (outside the lock) when someone starts waiting: the placer should checkpoint soon.</summary>
     public Action? OnWaiter;
 
-    public LogSpace(long areaSize, long slack, long position)
+    public LogSpace(long areaSize, long position)
     {
         _area = areaSize;
-        _slack = slack;
         _head = _tail = position;
     }
 
@@ -43,7 +43,7 @@ internal sealed class LogSpace
 
     public long AreaSize => _area;
 
-    private long Free => _area - (_head - _tail) - _reserved - _slack;
+    private long Free => _area - (_head - _tail) - _reserved;
 
     public bool TryReserve(long n)
     {
