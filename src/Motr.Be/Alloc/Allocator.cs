@@ -294,10 +294,7 @@ public sealed unsafe partial class Allocator
         long aPrev = prev;
         if (gap > 0)
         {
-            WriteHeader(tx, c, gap, prev, AllocFormat.FlagFree);
-            Push(tx, c, AllocFormat.BinOf(gap));
-            st.FreeBytes += gap;
-            st.FreeChunks++;
+            AddFreeChunk(tx, ref st, c, gap, prev);
             aPrev = c;
         }
         WriteHeader(tx, a, aSize, aPrev, AllocFormat.FlagUsed);
@@ -307,10 +304,7 @@ public sealed unsafe partial class Allocator
         if (rem >= MinChunk)
         {
             long r = a + need;
-            WriteHeader(tx, r, rem, a, AllocFormat.FlagFree);
-            Push(tx, r, AllocFormat.BinOf(rem));
-            st.FreeBytes += rem;
-            st.FreeChunks++;
+            AddFreeChunk(tx, ref st, r, rem, a);
             last = r;
         }
         if (last != c) SetPrevLink(tx, next, last);
@@ -325,10 +319,7 @@ public sealed unsafe partial class Allocator
         long prev = st.LastChunk;
         if (gap > 0)
         {
-            WriteHeader(tx, top, gap, prev, AllocFormat.FlagFree);
-            Push(tx, top, AllocFormat.BinOf(gap));
-            st.FreeBytes += gap;
-            st.FreeChunks++;
+            AddFreeChunk(tx, ref st, top, gap, prev);
             prev = top;
         }
         long a = top + gap;
@@ -415,10 +406,7 @@ public sealed unsafe partial class Allocator
         else
         {
             long merged = end - start;
-            WriteHeader(tx, start, merged, mergedPrev, AllocFormat.FlagFree);
-            Push(tx, start, AllocFormat.BinOf(merged));
-            st.FreeBytes += merged;
-            st.FreeChunks++;
+            AddFreeChunk(tx, ref st, start, merged, mergedPrev);
             if (H(end)->Prev != start) SetPrevLink(tx, end, start);
         }
         SealState(tx);
@@ -481,6 +469,15 @@ public sealed unsafe partial class Allocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void SealState(Transaction tx) =>
         tx.DeferChecksum(StateOffset, SegmentHeader.AllocatorLength, SegmentHeader.AllocatorCrcOffset);
+
+    /// <summary>Makes [chunk, chunk + size) a free chunk: header, free list, counters.</summary>
+    private void AddFreeChunk(Transaction tx, ref AllocatorState st, long chunk, long size, long prev)
+    {
+        WriteHeader(tx, chunk, size, prev, AllocFormat.FlagFree);
+        Push(tx, chunk, AllocFormat.BinOf(size));
+        st.FreeBytes += size;
+        st.FreeChunks++;
+    }
 
     private void WriteHeader(Transaction tx, long chunk, long size, long prev, ushort flags)
     {
