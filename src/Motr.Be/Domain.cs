@@ -167,6 +167,20 @@ public sealed class Domain : IAsyncDisposable
     /// <summary>Set once the log or placing failed; every later transaction fails with it.</summary>
     public Exception? Failure => Volatile.Read(ref _failure);
 
+    /// <summary>With <see cref="DomainOptions.VerifyCaptures"/>: bytes found changed outside any capture, one line per range.</summary>
+    public IReadOnlyList<string> CaptureViolations
+    {
+        get { lock (_captureViolations) return _captureViolations.ToArray(); }
+    }
+
+    private readonly List<string> _captureViolations = new();
+
+    internal void ReportCaptureViolation(string what)
+    {
+        lock (_captureViolations) _captureViolations.Add(what);
+        Options.OnWarning?.Invoke(what);
+    }
+
     /// <summary>Transactions the engine aborted because they stayed open across a turn (each a caller bug).</summary>
     public long InvariantViolations => Volatile.Read(ref _invariantViolations);
 

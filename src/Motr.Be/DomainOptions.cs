@@ -69,6 +69,14 @@ public sealed class DomainOptions
     /// <summary>Checkpoint at least this often while there is something placed (default 1 s).</summary>
     public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// For tests: keep a shadow copy of every segment and check at every seal that no byte changed
+    /// outside the group's captured regions (a write without a capture, or before it, which an abort
+    /// cannot undo and recovery cannot replay). Costs a full compare of the segment per seal.
+    /// Violations go to <see cref="OnWarning"/> and <see cref="Domain.CaptureViolations"/>.
+    /// </summary>
+    public bool VerifyCaptures { get; set; }
+
     /// <summary>Seal a group once its transactions have reserved this many log bytes (default: 4 MiB or what one record holds).</summary>
     public long GroupBoundBytes { get; set; } = 4L << 20;
 

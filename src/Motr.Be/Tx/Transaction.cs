@@ -23,6 +23,9 @@ public enum TxState
 /// await: the engine aborts a transaction left open at the end of a turn (DESIGN invariant 1).
 /// </summary>
 /// <remarks>
+/// Every change is captured with its old bytes, and <see cref="Abort"/> restores them all, so memory
+/// outside the captured regions always equals the durable state. Deferred checksums rely on that: a
+/// block's checksum is computed from memory at seal and must match what recovery rebuilds from disk.
 /// Transaction objects are pooled per segment: <see cref="Dispose"/> returns one to the pool (aborting
 /// it if still open), after which it must not be used. A closed transaction's
 /// <see cref="Persisted"/> stays valid until then.

@@ -149,6 +149,8 @@ internal sealed unsafe partial class TxManager
         dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
         int regionCount = w + 1;
 
+        if (_shadow != null) VerifyAgainstShadow(starts[..regionCount], ends[..regionCount]);
+
         long length = GroupHeader.SizeOf + (long)regionCount * RegionDesc.SizeOf + dataBytes + _payloadBytes;
         if (length > int.MaxValue) throw new BeException($"segment {Segment.Id}: group of {length} bytes is too large");
         byte[] buf = BufferPool.Rent((int)length);
@@ -220,6 +222,53 @@ internal sealed unsafe partial class TxManager
     }
 
     internal bool HasOpenGroup => _groupTxCount > 0;
+
+    // DomainOptions.VerifyCaptures: the segment as the sealed groups left it.
+    private byte[]? _shadow;
+
+    /// <summary>Every byte outside this group's regions must be as the previous groups left it.</summary>
+    private void VerifyAgainstShadow(ReadOnlySpan<long> starts, ReadOnlySpan<long> ends)
+    {
+        long size = Segment.Size;
+        if (_shadow!.Length < size) Array.Resize(ref _shadow, (int)size);
+        var mem = new ReadOnlySpan<byte>(Segment.Base, (int)size);
+        long pos = 0;
+        for (int i = 0; i <= starts.Length; i++)
+        {
+            long end = i < starts.Length ? starts[i] : size;
+            if (end > pos)
+            {
+                var a = mem.Slice((int)pos, (int)(end - pos));
+                var b = _shadow.AsSpan((int)pos, (int)(end - pos));
+                int at = a.CommonPrefixLength(b);
+                if (at < a.Length)
+                {
+                    int to = at;
+                    while (to < a.Length && a[to] != b[to]) to++;
+                    _domain.ReportCaptureViolation($"segment {Segment.Id}: bytes [0x{pos + at:X}, 0x{pos + to:X}) changed outside any capture " +
+                        $"(sealing group {_groupSeq}); memory no longer matches what the log can rebuild");
+                    a[at..].CopyTo(b[at..]); // report once
+                }
+            }
+            if (i < starts.Length)
+            {
+                mem.Slice((int)starts[i], (int)(ends[i] - starts[i])).CopyTo(_shadow.AsSpan((int)starts[i]));
+                pos = ends[i];
+            }
+        }
+    }
+
+    /// <summary>
+    /// For fsck: seals the open group if no transaction is mid-way, so every deferred checksum in memory
+    /// is current. <see cref="ChecksumsCurrent"/> says whether that was possible.
+    /// </summary>
+    internal void SealForCheck()
+    {
+        if (_dirtyCount == 0 && _groupTxCount > 0) Seal();
+    }
+
+    /// <summary>Whether every deferred checksum in memory is current (no closed change awaits a seal, none is mid-way).</summary>
+    internal bool ChecksumsCurrent => _dirtyCount == 0 && _groupTxCount == 0;
 }
 
 /// <summary>A group chunk ready for the log, with what the log writer needs to account for it.</summary>

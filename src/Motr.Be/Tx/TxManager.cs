@@ -52,6 +52,7 @@ internal sealed partial class TxManager
         _groupSeq = Segment.Header.LastGroupSeq + 1;
         _durableSeq = Segment.Header.LastGroupSeq;
         _writerDurableSeq = _durableSeq;
+        if (_domain.Options.VerifyCaptures) _shadow = Segment.Bytes(0, (int)Segment.Size).ToArray();
     }
 
     public void Attach(ISegmentOwner owner)

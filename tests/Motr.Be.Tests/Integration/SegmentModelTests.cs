@@ -44,6 +44,7 @@ public class SegmentModelTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         var o = Engines.Options(dir.Path, segments: 2, segmentSize: 1 << 20);
+        o.VerifyCaptures = true;
         var models = new[] { new Model(seed * 10 + 1), new Model(seed * 10 + 2) };
         const int Rounds = 8, StepsPerRound = 1500;
         for (int round = 0; round < Rounds; round++)
@@ -62,6 +63,7 @@ public class SegmentModelTests(ITestOutputHelper output)
                 });
             }
             await Task.WhenAll(runs);
+            Assert.Empty(e.Domain.CaptureViolations);
         }
         foreach (var m in models)
             output.WriteLine($"seed {seed}: {m.Steps} steps, {m.Commits} commits, {m.Aborts} aborts, {m.Inserts} inserts, " +

@@ -1,0 +1,194 @@
+using Motr.Be.Segments;
+using static Motr.Be.BTree.BTreeFormatConstants;
+
+namespace Motr.Be.BTree;
+
+/// <summary>What <see cref="BTree.Check"/> found: problems (damage), and the tree's shape.</summary>
+public sealed class BTreeCheckReport
+{
+    /// <summary>Damage found, each naming the node or chunk offset. Empty: the tree is intact.</summary>
+    public List<string> Problems { get; } = new();
+
+    /// <summary>Nodes whose fill is below a quarter of their size (allowed after deletes, when a sibling was too full to merge with).</summary>
+    public int Underfull { get; internal set; }
+
+    /// <summary>Records found.</summary>
+    public long Records { get; internal set; }
+
+    /// <summary>Nodes found.</summary>
+    public long Nodes { get; internal set; }
+
+    /// <summary>Levels found.</summary>
+    public int Height { get; internal set; }
+
+    /// <summary>Average fill of the nodes (used bytes / size).</summary>
+    public double AverageFill { get; internal set; }
+
+    /// <summary>Lowest fill of a non-root node.</summary>
+    public double MinimumFill { get; internal set; } = 1;
+
+    /// <summary>Every allocator chunk the tree owns: header, nodes, out-of-node keys and values.</summary>
+    public List<long> Chunks { get; } = new();
+
+    /// <summary>Whether no damage was found.</summary>
+    public bool Healthy => Problems.Count == 0;
+
+    /// <inheritdoc />
+    public override string ToString() =>
+        (Healthy ? "healthy" : $"{Problems.Count} problems, first: {Problems[0]}") +
+        $"; {Records} records, {Nodes} nodes, height {Height}, fill avg {AverageFill:P0} min {MinimumFill:P0}, {Underfull} underfull";
+}
+
+public sealed unsafe partial class BTree
+{
+    /// <summary>
+    /// fsck of the tree: every node's header, checksum, hole list and records; key order within nodes
+    /// and against the separators above; levels; the invariant that an internal node's first key equals
+    /// its separator; record and out-of-node checksums; and the header's counters against what was found.
+    /// Reads only (it seals the segment's open group first, if no transaction is mid-way, so that
+    /// deferred checksums are current). Returns a report; use on the tree's locality.
+    /// </summary>
+    public BTreeCheckReport Check()
+    {
+        _seg.Tx.SealForCheck();
+        var rep = new BTreeCheckReport();
+        ref TreeHeader h = ref Hdr;
+        rep.Chunks.Add(_hdr);
+        if (!BlockChecksum.Verify(_seg.Bytes(_hdr, TreeHeader.SizeOf), TreeHeader.CrcOffset) && _seg.Tx.ChecksumsCurrent)
+            rep.Problems.Add($"tree header 0x{_hdr:X}: checksum mismatch");
+        long large = 0, largeBytes = 0;
+        double fillSum = 0;
+        var seen = new HashSet<long>();
+        var stack = new Stack<(long Node, int Level, byte[]? Low, byte[]? High, byte[]? First)>();
+        stack.Push((h.Root, (int)h.Height - 1, null, null, null));
+        bool isRoot = true;
+        while (stack.Count > 0)
+        {
+            var (off, level, low, high, first) = stack.Pop();
+            string at = $"node 0x{off:X}";
+            if (!seen.Add(off)) { rep.Problems.Add($"{at}: reached twice (a cycle or a shared child)"); continue; }
+            if ((ulong)off > (ulong)(_seg.Size - NodeHeader.SizeOf) || (off & 63) != 0) { rep.Problems.Add($"{at}: not a valid node offset"); continue; }
+            var n = new Node(_seg.Base, off);
+            ref NodeHeader nh = ref n.H;
+            if (nh.Magic != NodeMagic) { rep.Problems.Add($"{at}: bad magic 0x{nh.Magic:X8}"); continue; }
+            if (nh.Version != NodeVersion) { rep.Problems.Add($"{at}: version {nh.Version}"); continue; }
+            if (nh.Tree != _hdr) { rep.Problems.Add($"{at}: belongs to tree 0x{nh.Tree:X}"); continue; }
+            if (nh.Size < MinNodeSize || nh.Size > MaxNodeSize || (nh.Size & (nh.Size - 1)) != 0 || off + nh.Size > _seg.Size)
+            { rep.Problems.Add($"{at}: bad size {nh.Size}"); continue; }
+            rep.Chunks.Add(off);
+            rep.Nodes++;
+            if (_seg.Tx.ChecksumsCurrent && !BlockChecksum.Verify(_seg.Bytes(off, n.Size), NodeHeader.CrcOffset))
+                rep.Problems.Add($"{at}: node checksum mismatch");
+            if (nh.Level != level) rep.Problems.Add($"{at}: level {nh.Level}, expected {level}");
+            var want = level == 0 ? _leafFormat : _internalFormat;
+            if (nh.Format != (byte)want) { rep.Problems.Add($"{at}: format {nh.Format}, expected {want}"); continue; }
+            if (!CheckSpace(n, at, rep)) continue;
+            int count = n.Count;
+            if (count == 0 && !(isRoot && level == 0)) rep.Problems.Add($"{at}: empty non-root node");
+            if (level > 0 && count < 1) continue;
+            double fill = (double)n.UsedBytes / n.Size;
+            fillSum += fill;
+            if (!isRoot)
+            {
+                rep.MinimumFill = Math.Min(rep.MinimumFill, fill);
+                if (n.UsedBytes * UnderfullDivisor < n.Size) rep.Underfull++;
+            }
+            // Keys in order, within the bounds set by the separators above.
+            ReadOnlySpan<byte> prev = default;
+            for (int i = 0; i < count; i++)
+            {
+                ReadOnlySpan<byte> k;
+                try { k = KeyAt(n, i); }
+                catch (ArgumentOutOfRangeException) { rep.Problems.Add($"{at}: record {i}: out-of-node key outside the segment"); continue; }
+                bool compared = level == 0 || i > 0;
+                if (compared)
+                {
+                    if (i > (level == 0 ? 0 : 1) && Compare(prev, k) >= 0) rep.Problems.Add($"{at}: record {i} is not above record {i - 1}");
+                    if (low != null && Compare(k, low) < 0) rep.Problems.Add($"{at}: record {i} is below its separator");
+                    if (high != null && Compare(k, high) >= 0) rep.Problems.Add($"{at}: record {i} is not below the next separator");
+                    prev = k;
+                }
+                else if (first != null && !k.SequenceEqual(first))
+                    rep.Problems.Add($"{at}: first key differs from the parent's separator for it");
+                if (_recordCrc)
+                {
+                    try { CheckRecord(n, i); }
+                    catch (BeCorruptionException e) { rep.Problems.Add(e.Message); }
+                }
+                n.Parts(i, out byte* kp, out uint klenf, out byte* vp, out uint vlenf);
+                if ((klenf & LargeFlag) != 0) { large++; largeBytes += klenf & ~LargeFlag; CheckLargeRef(kp, (int)(klenf & ~LargeFlag), at, i, rep); }
+                if ((vlenf & LargeFlag) != 0) { large++; largeBytes += vlenf & ~LargeFlag; CheckLargeRef(vp, (int)(vlenf & ~LargeFlag), at, i, rep); }
+            }
+            if (level == 0) rep.Records += count;
+            else
+                for (int i = count - 1; i >= 0; i--)
+                {
+                    byte[]? lo = i == 0 ? low : KeyAt(n, i).ToArray();
+                    byte[]? hi = i == count - 1 ? high : KeyAt(n, i + 1).ToArray();
+                    stack.Push((n.Child(i), level - 1, lo, hi, i == 0 ? first : lo));
+                }
+            isRoot = false;
+        }
+        rep.Height = (int)h.Height;
+        rep.AverageFill = rep.Nodes == 0 ? 0 : fillSum / rep.Nodes;
+        if (rep.Records != h.Count) rep.Problems.Add($"tree header says {h.Count} records, found {rep.Records}");
+        if (rep.Nodes != h.Nodes) rep.Problems.Add($"tree header says {h.Nodes} nodes, found {rep.Nodes}");
+        if (large != h.LargeChunks || largeBytes != h.LargeBytes)
+            rep.Problems.Add($"tree header says {h.LargeChunks} out-of-node chunks of {h.LargeBytes} bytes, found {large} of {largeBytes}");
+        for (int i = 0; i < rep.Problems.Count; i++) rep.Problems[i] = $"{Where}: {rep.Problems[i]}";
+        return rep;
+    }
+
+    private void CheckLargeRef(byte* p, int length, string at, int i, BTreeCheckReport rep)
+    {
+        long chunk = ((LargeRef*)p)->Chunk;
+        if ((ulong)chunk >= (ulong)_seg.Size || _seg.Allocator.UsableSize(chunk) < length)
+        {
+            rep.Problems.Add($"{at}: record {i}: out-of-node part 0x{chunk:X} of {length} bytes is not an allocated chunk that large");
+            return;
+        }
+        rep.Chunks.Add(chunk);
+        if (((LargeRef*)p)->Crc != Crc32C.Compute(_seg.Bytes(chunk, length)))
+            rep.Problems.Add($"{at}: record {i}: out-of-node part 0x{chunk:X}: checksum mismatch");
+    }
+
+    /// <summary>Index, heap and holes: within bounds, not overlapping, adding up.</summary>
+    private bool CheckSpace(Node n, string at, BTreeCheckReport rep)
+    {
+        ref NodeHeader h = ref n.H;
+        int size = n.Size, count = n.Count;
+        if (h.HeapTop > size || h.HeapTop < n.IndexEnd) { rep.Problems.Add($"{at}: heap top {h.HeapTop} outside [index end {n.IndexEnd}, {size}]"); return false; }
+        var used = new byte[size >> 3];
+        bool ok = true;
+        uint heapTop = h.HeapTop;
+        void Mark(int off, int len, string what)
+        {
+            if (off < heapTop || off + len > size || (off & 7) != 0) { rep.Problems.Add($"{at}: {what} [{off}, +{len}) outside the heap"); ok = false; return; }
+            for (int u = off >> 3; u < (off + len + 7) >> 3; u++)
+            {
+                if (used[u] != 0) { rep.Problems.Add($"{at}: {what} at {off} overlaps another record or hole"); ok = false; return; }
+                used[u] = 1;
+            }
+        }
+        for (int i = 0; i < count && ok; i++)
+        {
+            int off = n.RecOffset(i);
+            if (off < h.HeapTop || off >= size) { rep.Problems.Add($"{at}: record {i} at {off} outside the heap"); return false; }
+            Mark(off, n.RecordSizeAt(i), $"record {i}");
+        }
+        long holeBytes = 0;
+        int steps = 0;
+        for (int hole = h.FirstHole; hole != 0 && ok; steps++)
+        {
+            if (steps > size / 8) { rep.Problems.Add($"{at}: hole list has a cycle"); return false; }
+            int off = hole << 3;
+            if (off < h.HeapTop || off + 4 > size) { rep.Problems.Add($"{at}: hole at {off} outside the heap"); return false; }
+            int len = ((ushort*)(n.P + off))[1] << 3;
+            Mark(off, len, "hole");
+            holeBytes += len;
+            hole = *(ushort*)(n.P + off);
+        }
+        if (ok && holeBytes != h.HoleBytes) { rep.Problems.Add($"{at}: holes add up to {holeBytes}, header says {h.HoleBytes}"); ok = false; }
+        return ok;
+    }
+}

@@ -1,0 +1,82 @@
+using Motr.Be.Alloc;
+using Motr.Be.Tx;
+
+namespace Motr.Be.BTree;
+
+public sealed partial class BTree
+{
+    // Worst cases, by the pieces an operation is made of. Every operation checks at its start that the
+    // transaction's remaining credit covers its worst case for the tree's current height, and the tests
+    // run every operation in a transaction opened with exactly its credit (a capture beyond it throws).
+
+    /// <summary>A node's header fields and deferred checksum, once per operation.</summary>
+    private static TxCredit TouchCost => TxCredit.Region(NodeHeader.MutableLength) + Transaction.ChecksumCredit;
+
+    /// <summary>The tree header's fields and checksum, once per operation.</summary>
+    private static TxCredit TreeCost => TxCredit.Region(TreeHeader.MutableLength) + Transaction.ChecksumCredit;
+
+    /// <summary>Room for a record (a hole's link or size, or a compaction), the record, and the index shift.</summary>
+    private static TxCredit PlaceCost(int nodeSize, int recordSize) =>
+        TxCredit.Region(nodeSize) + TxCredit.Region(recordSize) + TxCredit.Region(nodeSize);
+
+    /// <summary>Removing a record: index shift and a hole.</summary>
+    private static TxCredit RemoveCost(int nodeSize) => TxCredit.Region(nodeSize) + TxCredit.Region(4);
+
+    /// <summary>A new node: allocation, header, index and heap, checksum.</summary>
+    private static TxCredit NewNodeCost(int nodeSize) =>
+        Allocator.AllocCredit + TxCredit.Region(NodeHeader.SizeOf) + TxCredit.Region(nodeSize) * 2 + Transaction.ChecksumCredit;
+
+    /// <summary>Splitting a node: the new node, and the old one's holes (at most 32) or its compaction.</summary>
+    private static TxCredit SplitCost(int nodeSize) => NewNodeCost(nodeSize) + new TxCredit(32, nodeSize);
+
+    private static TxCredit LargeCost(int length) => Allocator.AllocCredit + TxCredit.Region(length);
+
+    private TxCredit LargeParts(RecordSpec s) =>
+        (s.KeyLarge ? LargeCost(s.KeyLength) : default) + (s.ValueLarge ? LargeCost(s.ValueLength) : default);
+
+    /// <summary>
+    /// Credit of <see cref="Insert(Transaction, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/> for a key and value
+    /// of these lengths, at the tree's current height: every level may split and the root grow.
+    /// </summary>
+    public TxCredit InsertCredit(int keyLength, int valueLength)
+    {
+        int big = LargestNode, inner = (int)Hdr.InternalSize;
+        var leaf = LeafSpec(keyLength, valueLength);
+        var sep = InternalSpec(keyLength);
+        var perLevel = SplitCost(big) + TouchCost + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(keyLength) : default);
+        var newRoot = NewNodeCost(inner) + (PlaceCost(inner, sep.Size) + (sep.KeyLarge ? LargeCost(keyLength) : default)) * 2;
+        return TreeCost + TouchCost + PlaceCost(big, leaf.Size) + LargeParts(leaf) + perLevel * Height + newRoot;
+    }
+
+    /// <summary>Credit of <see cref="Delete"/> at the tree's current height: every level may merge or rebalance, the root may shrink.</summary>
+    public TxCredit DeleteCredit()
+    {
+        int big = LargestNode;
+        int keyLength = (int)Math.Max(Hdr.MaxKeyLength, 1u);
+        var sep = InternalSpec(keyLength);
+        var freeParts = Allocator.FreeCredit * 2;
+        var leafRemove = TouchCost + RemoveCost(big) + freeParts;
+        var merge = TouchCost + TxCredit.Region(big)                                     // rebuild the left node
+            + TouchCost + TxCredit.Region(4) + Allocator.FreeCredit                      // free the right node
+            + TouchCost + RemoveCost(big) + Allocator.FreeCredit;                        // drop its separator
+        var rebalance = TouchCost * 2 + TxCredit.Region(big) * 3                          // rebuild both leaves
+            + TouchCost + RemoveCost(big) + Allocator.FreeCredit                         // old separator out
+            + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(keyLength) : default); // new one in
+        var perLevel = TxCredit.Max(merge, rebalance);
+        var collapse = TouchCost + TxCredit.Region(4) + Allocator.FreeCredit + Allocator.FreeCredit;
+        return TreeCost + leafRemove + perLevel * Height + collapse * Height;
+    }
+
+    /// <summary>Credit of <see cref="Update"/> for a key and new value of these lengths.</summary>
+    public TxCredit UpdateCredit(int keyLength, int valueLength) =>
+        InsertCredit(keyLength, valueLength) + RemoveCost(LargestNode) + Allocator.FreeCredit * 2 + TxCredit.Region(4) * 2;
+
+    private void CheckCredit(Transaction tx, TxCredit need, string op)
+    {
+        var c = tx.Credit;
+        var u = tx.Used;
+        if (c.Regions - u.Regions < need.Regions || c.Bytes - u.Bytes < need.Bytes)
+            throw new TxUsageException($"{Where}: {op} needs credit {need}; the transaction has {c.Regions - u.Regions} regions / {c.Bytes - u.Bytes} bytes left " +
+                "(compute the credit in the same turn as the operation: the tree's height may have changed)");
+    }
+}

@@ -1,0 +1,173 @@
+using Motr.Be.Tx;
+
+namespace Motr.Be.BTree;
+
+public sealed unsafe partial class BTree
+{
+    /// <summary>Deletes <paramref name="key"/>; <see cref="BTreeStatus.NotFound"/> if it is not there. Underfull nodes are merged or rebalanced.</summary>
+    /// <remarks>The transaction needs <see cref="DeleteCredit"/>.</remarks>
+    public BTreeStatus Delete(Transaction tx, ReadOnlySpan<byte> key)
+    {
+        CheckKey(key);
+        CheckCredit(tx, DeleteCredit(), "delete");
+        BeginOp();
+        var leaf = Descend(key);
+        int i = SearchLeaf(leaf, key, out bool found);
+        if (!found) return BTreeStatus.NotFound;
+        var n = Touch(tx, leaf.Off);
+        FreeLargeParts(tx, n, i);
+        RemoveRecord(tx, n, i);
+        TouchTree(tx).Count--;
+        _deletes++;
+        Rebalance(tx, _depth - 1);
+        return BTreeStatus.Ok;
+    }
+
+    /// <summary>Below this fraction of its size a node is merged with, or refilled from, a sibling.</summary>
+    private const int UnderfullDivisor = 4;
+
+    /// <summary>After a removal from the node at depth <paramref name="d"/>: merge or rebalance up the path while nodes are underfull.</summary>
+    private void Rebalance(Transaction tx, int d)
+    {
+        while (d > 0)
+        {
+            var x = new Node(_seg.Base, _path[d].Node);
+            if (x.UsedBytes * UnderfullDivisor >= x.Size) return;
+            var p = new Node(_seg.Base, _path[d - 1].Node);
+            if (p.Count < 2) return;
+            int xi = _path[d - 1].Index;
+            int li = xi > 0 ? xi - 1 : 0, ri = li + 1;
+            var a = N(p.Child(li));
+            var b = N(p.Child(ri));
+            if (CanMerge(a, b))
+            {
+                Merge(tx, p, ri, a, b);
+                d--;
+                continue;
+            }
+            if (x.IsLeaf) Rebalance(tx, p, ri, a, b);
+            return;
+        }
+        CollapseRoot(tx);
+    }
+
+    private static bool CanMerge(Node a, Node b) =>
+        a.UsedBytes + b.UsedBytes - NodeHeader.SizeOf <= a.Size;
+
+    /// <summary>Moves every record of <paramref name="b"/> into <paramref name="a"/> (its left sibling), frees <paramref name="b"/> and drops its entry <paramref name="ri"/> from the parent.</summary>
+    private void Merge(Transaction tx, Node p, int ri, Node a, Node b)
+    {
+        _merges++;
+        a = Touch(tx, a.Off);
+        int na = a.Count, nb = b.Count;
+        // b's record 0 (internal nodes) carries the same key as the parent's separator for b, so the
+        // records can move as they are.
+        Rebuild(tx, a, a, 0, na, b, 0, nb);
+        FreeNode(tx, b.Off);
+        var pn = Touch(tx, p.Off);
+        FreeLargeParts(tx, pn, ri);
+        RemoveRecord(tx, pn, ri);
+    }
+
+    /// <summary>Spreads the records of leaves <paramref name="a"/> and <paramref name="b"/> evenly (by bytes) and updates the separator.</summary>
+    private void Rebalance(Transaction tx, Node p, int ri, Node a, Node b)
+    {
+        int na = a.Count, nb = b.Count;
+        int total = 0;
+        for (int j = 0; j < na; j++) total += a.RecordSizeAt(j) + 2;
+        for (int j = 0; j < nb; j++) total += b.RecordSizeAt(j) + 2;
+        // First index (over a's records then b's) that goes to b.
+        int acc = 0, m = 0;
+        while (m < na + nb - 1)
+        {
+            int s = (m < na ? a.RecordSizeAt(m) : b.RecordSizeAt(m - na)) + 2;
+            if (acc + s > total / 2 && m > 0) break;
+            acc += s;
+            m++;
+        }
+        if (m == na) return; // already as even as it gets
+        // The new separator is the key that becomes b's first; the parent must hold it.
+        var sep = CopySeparator(m < na ? KeyAt(a, m) : KeyAt(b, m - na));
+        var spec = InternalSpec(sep.Length);
+        int oldSize = p.RecordSizeAt(ri);
+        if (spec.Size > oldSize && p.FreeBytes < spec.Size - oldSize) return;
+        _borrows++;
+        a = Touch(tx, a.Off);
+        b = Touch(tx, b.Off);
+        if (m < na)
+        {
+            // a gives its tail to the front of b.
+            Rebuild(tx, b, a, m, na - m, b, 0, nb, second: _scratch2);
+            a.H.Count = (ushort)m;
+            a.Compact(tx, _scratch);
+        }
+        else
+        {
+            // b gives its head to the end of a.
+            int k = m - na;
+            Rebuild(tx, a, a, 0, na, b, 0, k);
+            Rebuild(tx, b, b, k, nb - k, b, 0, 0);
+        }
+        var pn = Touch(tx, p.Off);
+        FreeLargeParts(tx, pn, ri);
+        RemoveRecord(tx, pn, ri);
+        if (!TryInsert(tx, pn, ri, sep, spec, out var child, out int rec))
+            throw new BeException($"{Where}: no room for a separator in node 0x{pn.Off:X} after freeing its old one");
+        System.Runtime.InteropServices.MemoryMarshal.Write(child, b.Off);
+        FinishRecord(pn, rec, spec);
+    }
+
+    /// <summary>
+    /// Rewrites touched node <paramref name="dst"/> to hold records [s1, s1 + n1) of <paramref name="from1"/>
+    /// then [s2, s2 + n2) of <paramref name="from2"/>, packed, built in scratch first (the sources may
+    /// include <paramref name="dst"/> itself).
+    /// </summary>
+    private void Rebuild(Transaction tx, Node dst, Node from1, int s1, int n1, Node from2, int s2, int n2, byte[]? second = null)
+    {
+        var scratch = second ?? _scratch;
+        int size = dst.Size, top = size, k = 0;
+        fixed (byte* s = scratch)
+        {
+            ushort* idx = (ushort*)(s + NodeHeader.SizeOf);
+            for (int pass = 0; pass < 2; pass++)
+            {
+                var src = pass == 0 ? from1 : from2;
+                int start = pass == 0 ? s1 : s2, cnt = pass == 0 ? n1 : n2;
+                for (int j = start; j < start + cnt; j++)
+                {
+                    int len = src.RecordSizeAt(j);
+                    top -= len;
+                    if (top < NodeHeader.SizeOf + 2 * (k + 1))
+                        throw new BeException($"{Where}: records do not fit node 0x{dst.Off:X} ({size} bytes) while rebalancing");
+                    Buffer.MemoryCopy(src.Rec(j), s + top, len, len);
+                    idx[k++] = (ushort)(top >> 3);
+                }
+            }
+            tx.Capture(dst.Off + NodeHeader.SizeOf, size - NodeHeader.SizeOf);
+            Buffer.MemoryCopy(s + NodeHeader.SizeOf, dst.P + NodeHeader.SizeOf, 2 * k, 2 * k);
+            Buffer.MemoryCopy(s + top, dst.P + top, size - top, size - top);
+        }
+        ref NodeHeader h = ref dst.H;
+        h.Count = (ushort)k;
+        h.HeapTop = (uint)top;
+        h.FirstHole = 0;
+        h.HoleBytes = 0;
+    }
+
+    /// <summary>While the root is an internal node with one child, that child becomes the root.</summary>
+    private void CollapseRoot(Transaction tx)
+    {
+        while (true)
+        {
+            var root = N(Hdr.Root);
+            if (root.IsLeaf || root.Count != 1) return;
+            long child = root.Child(0);
+            var rn = Touch(tx, root.Off);
+            FreeLargeParts(tx, rn, 0);
+            FreeNode(tx, root.Off);
+            ref TreeHeader h = ref TouchTree(tx);
+            h.Root = child;
+            h.Height--;
+        }
+    }
+}

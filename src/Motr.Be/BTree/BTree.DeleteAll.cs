@@ -1,0 +1,38 @@
+namespace Motr.Be.BTree;
+
+public sealed partial class BTree
+{
+    /// <summary>
+    /// Deletes every record, at most <paramref name="batch"/> per transaction, each transaction opened with its
+    /// own credit and awaited durable before the next. Interrupted (by a crash or cancellation) it leaves a
+    /// valid tree holding what was not yet deleted; calling it again finishes the job. Returns how many
+    /// records it deleted. Run on the tree's locality.
+    /// </summary>
+    public async Task<long> DeleteAllAsync(int batch = 64, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
+        long deleted = 0;
+        var cursor = OpenCursor();
+        while (Count > 0)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int n = (int)Math.Min(batch, Count);
+            using var tx = await _seg.BeginAsync(DeleteCredit() * n, cancellationToken);
+            // The credit was computed before a possible wait for log space: recheck in this turn.
+            if (!tx.Credit.Covers(DeleteCredit() * n))
+            {
+                tx.Abort();
+                continue;
+            }
+            for (int i = 0; i < n && cursor.SeekFirst(); i++)
+            {
+                var key = CopySeparator(cursor.Key).ToArray();
+                Delete(tx, key);
+                deleted++;
+            }
+            await tx.Close();
+            progress?.Report(deleted);
+        }
+        return deleted;
+    }
+}

@@ -1,0 +1,220 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+using Motr.Be.Tx;
+
+namespace Motr.Be.BTree;
+
+public sealed unsafe partial class BTree
+{
+    /// <summary>Inserts <paramref name="key"/> with <paramref name="value"/>; <see cref="BTreeStatus.Exists"/> if the key is there (nothing changes).</summary>
+    /// <remarks>The transaction needs <see cref="InsertCredit"/> for these lengths.</remarks>
+    /// <exception cref="ArgumentException">Empty key, or a key or value over the limit or of the wrong fixed size.</exception>
+    /// <exception cref="TxUsageException">The transaction's remaining credit does not cover the insert (nothing changed).</exception>
+    public BTreeStatus Insert(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
+    {
+        BTreeCookie none = default;
+        return Insert(tx, key, value, ref none, useCookie: false);
+    }
+
+    /// <summary>Inserts, trying the cookie's leaf first and leaving the cookie at the leaf that now holds the key.</summary>
+    public BTreeStatus Insert(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, ref BTreeCookie cookie) =>
+        Insert(tx, key, value, ref cookie, useCookie: true);
+
+    private BTreeStatus Insert(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, ref BTreeCookie cookie, bool useCookie)
+    {
+        var st = BeginInsert(tx, key, value.Length, ref cookie, useCookie, out var node, out int rec, out var spec, out var dest);
+        if (st != BTreeStatus.Ok) return st;
+        value.CopyTo(dest);
+        FinishRecord(node, rec, spec);
+        return BTreeStatus.Ok;
+    }
+
+    /// <summary>
+    /// Inserts <paramref name="key"/> with a value of <paramref name="valueLength"/> bytes that
+    /// <paramref name="fill"/> writes straight into its place in the tree (inside the transaction), so the
+    /// value is never built elsewhere first. <see cref="BTreeStatus.Exists"/> if the key is there.
+    /// </summary>
+    public BTreeStatus InsertInPlace<TState>(Transaction tx, ReadOnlySpan<byte> key, int valueLength, TState state, SpanAction<byte, TState> fill)
+    {
+        ArgumentNullException.ThrowIfNull(fill);
+        BTreeCookie none = default;
+        var st = BeginInsert(tx, key, valueLength, ref none, false, out var node, out int rec, out var spec, out var dest);
+        if (st != BTreeStatus.Ok) return st;
+        fill(dest, state);
+        FinishRecord(node, rec, spec);
+        return BTreeStatus.Ok;
+    }
+
+    private BTreeStatus BeginInsert(Transaction tx, ReadOnlySpan<byte> key, int valueLength, ref BTreeCookie cookie, bool useCookie,
+        out Node node, out int recOffset, out RecordSpec spec, out Span<byte> value)
+    {
+        CheckKey(key);
+        CheckValue(valueLength);
+        CheckCredit(tx, InsertCredit(key.Length, valueLength), "insert");
+        BeginOp();
+        node = default;
+        recOffset = -1;
+        spec = default;
+        value = default;
+        bool viaCookie = useCookie && TryCookie(key, cookie, out node);
+        if (!viaCookie) node = Descend(key);
+        int i = SearchLeaf(node, key, out bool found);
+        if (found)
+        {
+            cookie.Leaf = node.Off;
+            cookie.Seq = node.H.Seq;
+            return BTreeStatus.Exists;
+        }
+        spec = LeafSpec(key.Length, valueLength);
+        if (!EnoughSpace(spec)) return BTreeStatus.OutOfSpace;
+        var leaf = Touch(tx, node.Off);
+        if (TryInsert(tx, leaf, i, key, spec, out value, out recOffset)) node = leaf;
+        else
+        {
+            if (viaCookie)
+            {
+                Descend(key); // a split needs the path
+                _cookieSplitDescents++;
+            }
+            (node, recOffset) = SplitInsert(tx, _depth - 1, i, key, spec, out value);
+        }
+        ref TreeHeader h = ref TouchTree(tx);
+        h.Count++;
+        if ((uint)key.Length > h.MaxKeyLength) h.MaxKeyLength = (uint)key.Length;
+        cookie.Leaf = node.Off;
+        cookie.Seq = node.H.Seq;
+        _inserts++;
+        return BTreeStatus.Ok;
+    }
+
+    /// <summary>Splits the node at path depth <paramref name="d"/> and inserts the record into the half it belongs to; returns where it landed.</summary>
+    private (Node Node, int Record) SplitInsert(Transaction tx, int d, int i, ReadOnlySpan<byte> key, RecordSpec spec, out Span<byte> value)
+    {
+        var n = Touch(tx, _path[d].Node);
+        var r = Split(tx, n, out int m);
+        Node target = i < m ? n : r;
+        if (!TryInsert(tx, target, i < m ? i : i - m, key, spec, out value, out int rec))
+            throw new BeException($"{Where}: no room for a {spec.Size}-byte record in a half-full node 0x{target.Off:X}; the node sizes are inconsistent");
+        // The right half's first key is the separator; internal nodes keep it as their (uncompared) record 0 key.
+        InsertSeparator(tx, d, CopySeparator(KeyAt(r, 0)), r.Off);
+        return (target, rec);
+    }
+
+    /// <summary>Adds (separator → right) to the parent of the node at depth <paramref name="d"/>, or makes a new root.</summary>
+    private void InsertSeparator(Transaction tx, int d, ReadOnlySpan<byte> sep, long right)
+    {
+        if (d == 0)
+        {
+            NewRoot(tx, _path[0].Node, sep, right);
+            return;
+        }
+        int pi = _path[d - 1].Index + 1;
+        var spec = InternalSpec(sep.Length);
+        var p = Touch(tx, _path[d - 1].Node);
+        Node node;
+        int rec;
+        Span<byte> child;
+        if (TryInsert(tx, p, pi, sep, spec, out child, out rec)) node = p;
+        else (node, rec) = SplitInsert(tx, d - 1, pi, sep, spec, out child);
+        MemoryMarshal.Write(child, right);
+        FinishRecord(node, rec, spec);
+    }
+
+    /// <summary>Moves the upper half (by bytes) of touched node <paramref name="n"/>'s records to a new node, returned touched.</summary>
+    private Node Split(Transaction tx, Node n, out int m)
+    {
+        _splits++;
+        int count = n.Count;
+        int total = 0;
+        for (int j = 0; j < count; j++) total += n.RecordSizeAt(j) + 2;
+        int acc = 0;
+        m = 0;
+        while (m < count - 1)
+        {
+            int s = n.RecordSizeAt(m) + 2;
+            if (acc + s > total / 2 && m > 0) break;
+            acc += s;
+            m++;
+        }
+        int moved = count - m, movedBytes = total - acc;
+        int size = (int)(n.IsLeaf ? Hdr.LeafSize : Hdr.InternalSize);
+        if (NodeHeader.SizeOf + movedBytes + _inline + 2 > size) size = n.Size; // a smaller configured size would not hold this half
+        long roff = NewNode(tx, n.Level, size);
+        var r = new Node(_seg.Base, roff);
+
+        int top = size - (movedBytes - 2 * moved);
+        // Capture before writing (the header was captured whole when the node was made): an abort must
+        // restore these bytes too, or freed memory would differ from the disk under later checksums.
+        tx.Capture(roff + NodeHeader.SizeOf, 2 * moved);
+        tx.Capture(roff + top, size - top);
+        int pos = size;
+        ushort* ridx = r.Index;
+        for (int j = 0; j < moved; j++)
+        {
+            int len = n.RecordSizeAt(m + j);
+            pos -= len;
+            Buffer.MemoryCopy(n.Rec(m + j), r.P + pos, len, len);
+            ridx[j] = (ushort)(pos >> 3);
+        }
+        r.H.Count = (ushort)moved;
+        r.H.HeapTop = (uint)top;
+
+        // The old node keeps [0, m): the moved records' space becomes holes, or the node is compacted
+        // when there are many of them (one region instead of many small ones).
+        if (moved <= 32)
+        {
+            Span<int> offs = stackalloc int[moved];
+            Span<int> lens = stackalloc int[moved];
+            for (int j = 0; j < moved; j++)
+            {
+                offs[j] = n.RecOffset(m + j);
+                lens[j] = n.RecordSizeAt(m + j);
+            }
+            n.H.Count = (ushort)m;
+            // Lowest offsets first: a record at the heap top moves the top up, and the next may then be at it.
+            offs.Sort(lens);
+            for (int j = 0; j < moved; j++) n.Release(tx, offs[j], lens[j]);
+        }
+        else
+        {
+            n.H.Count = (ushort)m;
+            n.Compact(tx, _scratch);
+        }
+        return r;
+    }
+
+    /// <summary>A new root over <paramref name="left"/> and <paramref name="right"/>: the tree grows a level.</summary>
+    private void NewRoot(Transaction tx, long left, ReadOnlySpan<byte> sep, long right)
+    {
+        int level = new Node(_seg.Base, left).Level + 1;
+        long root = NewNode(tx, level, (int)Hdr.InternalSize);
+        var rn = new Node(_seg.Base, root);
+        // Record 0's key is never compared: empty (or zeros for fixed keys).
+        ReadOnlySpan<byte> k0 = _keySize >= 0 ? _scratch2.AsSpan(0, _keySize) : default;
+        if (_keySize >= 0) _scratch2.AsSpan(0, _keySize).Clear();
+        AddChild(tx, rn, 0, k0, left);
+        AddChild(tx, rn, 1, sep, right);
+        ref TreeHeader h = ref TouchTree(tx);
+        h.Root = root;
+        h.Height++;
+    }
+
+    private void AddChild(Transaction tx, Node n, int i, ReadOnlySpan<byte> key, long child)
+    {
+        var spec = InternalSpec(key.Length);
+        if (!TryInsert(tx, n, i, key, spec, out var c, out int rec))
+            throw new BeException($"{Where}: no room for a child in new node 0x{n.Off:X}");
+        MemoryMarshal.Write(c, child);
+        FinishRecord(n, rec, spec);
+    }
+
+    /// <summary>Whether the allocator can give every node and chunk the worst case of an insert needs.</summary>
+    private bool EnoughSpace(RecordSpec spec)
+    {
+        var a = _seg.Allocator;
+        long room = a.FreeBytes + (a.GrowthAllowed ? _seg.MaxSize - _seg.Size : 0);
+        long need = (Height + 1) * (long)(LargestNode + 128)
+            + (spec.KeyLarge ? spec.KeyLength * 2L + 128 : 0) + (spec.ValueLarge ? spec.ValueLength + 64L : 0);
+        return room >= need;
+    }
+}

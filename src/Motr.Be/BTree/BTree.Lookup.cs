@@ -1,0 +1,163 @@
+using System.Runtime.CompilerServices;
+using static Motr.Be.BTree.BTreeFormatConstants;
+
+namespace Motr.Be.BTree;
+
+/// <summary>
+/// Remembers the leaf a key was found or inserted in (r.btree.cookie-lookup). A later operation given the
+/// cookie goes straight to that leaf when the key still falls inside it, and silently descends from
+/// the root when not. Keep one per caller; it is a plain value.
+/// </summary>
+public struct BTreeCookie
+{
+    internal long Leaf;
+    internal ulong Seq;
+
+    /// <summary>Whether the cookie points at a leaf at all.</summary>
+    public readonly bool IsSet => Leaf != 0;
+
+    /// <summary>Forgets the leaf.</summary>
+    public void Reset() => this = default;
+}
+
+public sealed unsafe partial class BTree
+{
+    private struct PathEntry
+    {
+        public long Node;
+        public int Index;
+    }
+
+    // The descent of the current operation: _path[0] is the root, _path[_depth - 1] the leaf.
+    private readonly PathEntry[] _path = new PathEntry[MaxHeight + 1];
+    private int _depth;
+
+    /// <summary>Descends to the leaf that holds, or would hold, <paramref name="key"/>, recording the path.</summary>
+    private Node Descend(ReadOnlySpan<byte> key)
+    {
+        long off = Hdr.Root;
+        int d = 0;
+        while (true)
+        {
+            var n = N(off);
+            _path[d].Node = off;
+            if (n.IsLeaf)
+            {
+                _depth = d + 1;
+                return n;
+            }
+            int i = SearchInternal(n, key);
+            _path[d].Index = i;
+            off = n.Child(i);
+            if (++d >= MaxHeight) throw new BeCorruptionException(_seg.FileName, off, $"{Where}: deeper than {MaxHeight} levels: a cycle");
+        }
+    }
+
+    /// <summary>The child to follow: the last record whose key is not above <paramref name="key"/> (record 0 stands for everything below record 1).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int SearchInternal(Node n, ReadOnlySpan<byte> key)
+    {
+        int lo = 1, hi = n.Count - 1, ans = 0;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >> 1;
+            if (Compare(KeyAt(n, mid), key) <= 0)
+            {
+                ans = mid;
+                lo = mid + 1;
+            }
+            else hi = mid - 1;
+        }
+        return ans;
+    }
+
+    /// <summary>Index of <paramref name="key"/> in a leaf, or where it would go.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int SearchLeaf(Node n, ReadOnlySpan<byte> key, out bool found)
+    {
+        int lo = 0, hi = n.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >> 1;
+            int c = Compare(KeyAt(n, mid), key);
+            if (c < 0) lo = mid + 1;
+            else if (c > 0) hi = mid - 1;
+            else
+            {
+                found = true;
+                return mid;
+            }
+        }
+        found = false;
+        return lo;
+    }
+
+    /// <summary>Finds <paramref name="key"/>; <paramref name="value"/> points into the segment until the tree next changes.</summary>
+    public BTreeStatus Lookup(ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value)
+    {
+        _lookups++;
+        var leaf = Descend(key);
+        return LookupIn(leaf, key, out value);
+    }
+
+    /// <summary>Like <see cref="Lookup(ReadOnlySpan{byte}, out ReadOnlySpan{byte})"/>, trying the cookie's leaf first and updating the cookie.</summary>
+    public BTreeStatus Lookup(ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value, ref BTreeCookie cookie)
+    {
+        _lookups++;
+        if (!TryCookie(key, cookie, out var leaf)) leaf = Descend(key);
+        cookie.Leaf = leaf.Off;
+        cookie.Seq = leaf.H.Seq;
+        return LookupIn(leaf, key, out value);
+    }
+
+    /// <summary>Copies the value of <paramref name="key"/> into <paramref name="destination"/> if it fits; <paramref name="length"/> is the value's length.</summary>
+    public BTreeStatus Lookup(ReadOnlySpan<byte> key, Span<byte> destination, out int length)
+    {
+        var st = Lookup(key, out ReadOnlySpan<byte> v);
+        length = v.Length;
+        if (st == BTreeStatus.Ok && v.Length <= destination.Length) v.CopyTo(destination);
+        return st;
+    }
+
+    /// <summary>Whether <paramref name="key"/> is in the tree.</summary>
+    public bool Contains(ReadOnlySpan<byte> key) => Lookup(key, out _) == BTreeStatus.Ok;
+
+    private BTreeStatus LookupIn(Node leaf, ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value)
+    {
+        int i = SearchLeaf(leaf, key, out bool found);
+        if (!found)
+        {
+            value = default;
+            return BTreeStatus.NotFound;
+        }
+        if (_recordCrc) CheckRecord(leaf, i);
+        value = ValueAt(leaf, i);
+        return BTreeStatus.Ok;
+    }
+
+    /// <summary>
+    /// Whether the cookie's leaf still holds the place of <paramref name="key"/>: it is a live leaf of this
+    /// tree and the key lies within its first and last keys (or the node is unchanged since).
+    /// </summary>
+    private bool TryCookie(ReadOnlySpan<byte> key, in BTreeCookie cookie, out Node leaf)
+    {
+        leaf = default;
+        long off = cookie.Leaf;
+        if (off == 0 || (ulong)off > (ulong)(_seg.Size - NodeHeader.SizeOf))
+        {
+            _cookieMisses++;
+            return false;
+        }
+        var n = new Node(_seg.Base, off);
+        if (n.H.Magic != NodeMagic || n.H.Tree != _hdr || n.H.Level != 0 || n.Count == 0
+            || (ulong)n.Size > (ulong)(_seg.Size - off) || !_seg.VerifyOnce(off, n.Size, NodeHeader.CrcOffset)
+            || Compare(KeyAt(n, 0), key) > 0 || Compare(KeyAt(n, n.Count - 1), key) < 0)
+        {
+            _cookieMisses++;
+            return false;
+        }
+        _cookieHits++;
+        leaf = n;
+        return true;
+    }
+}

@@ -1,0 +1,35 @@
+namespace Motr.Be.BTree;
+
+/// <summary>Counters of one tree object since it was opened, and the tree's persistent shape.</summary>
+/// <param name="Inserts">Inserts done.</param>
+/// <param name="Deletes">Deletes done.</param>
+/// <param name="Updates">Updates done.</param>
+/// <param name="Lookups">Lookups done.</param>
+/// <param name="Splits">Node splits.</param>
+/// <param name="Merges">Node merges.</param>
+/// <param name="Rebalances">Leaf pairs rebalanced without merging.</param>
+/// <param name="CookieHits">Operations that used their cookie's leaf.</param>
+/// <param name="CookieMisses">Operations whose cookie no longer fit and that descended from the root.</param>
+/// <param name="Records">Records in the tree.</param>
+/// <param name="Height">Levels.</param>
+/// <param name="Nodes">Nodes.</param>
+/// <param name="LargeChunks">Out-of-node chunks.</param>
+/// <param name="LargeBytes">Bytes in out-of-node chunks.</param>
+public readonly record struct BTreeStats(long Inserts, long Deletes, long Updates, long Lookups, long Splits, long Merges, long Rebalances,
+    long CookieHits, long CookieMisses, long Records, int Height, long Nodes, long LargeChunks, long LargeBytes);
+
+public sealed partial class BTree
+{
+    private long _inserts, _deletes, _updates, _lookups, _splits, _merges, _borrows, _cookieHits, _cookieMisses, _cookieSplitDescents;
+
+    /// <summary>Counters and shape.</summary>
+    public BTreeStats Stats
+    {
+        get
+        {
+            ref TreeHeader h = ref Hdr;
+            return new BTreeStats(_inserts, _deletes, _updates, _lookups, _splits, _merges, _borrows, _cookieHits, _cookieMisses,
+                h.Count, (int)h.Height, h.Nodes, h.LargeChunks, h.LargeBytes);
+        }
+    }
+}

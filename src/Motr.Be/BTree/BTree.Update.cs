@@ -1,0 +1,54 @@
+using Motr.Be.Tx;
+using static Motr.Be.BTree.BTreeFormatConstants;
+
+namespace Motr.Be.BTree;
+
+public sealed unsafe partial class BTree
+{
+    /// <summary>Replaces the value of <paramref name="key"/> (it may grow or shrink); <see cref="BTreeStatus.NotFound"/> if the key is not there.</summary>
+    /// <remarks>The transaction needs <see cref="UpdateCredit"/> for the new value's length.</remarks>
+    public BTreeStatus Update(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
+    {
+        CheckKey(key);
+        CheckValue(value.Length);
+        CheckCredit(tx, UpdateCredit(key.Length, value.Length), "update");
+        BeginOp();
+        var leaf = Descend(key);
+        int i = SearchLeaf(leaf, key, out bool found);
+        if (!found) return BTreeStatus.NotFound;
+        var spec = LeafSpec(key.Length, value.Length);
+        var n = Touch(tx, leaf.Off);
+        n.Parts(i, out _, out uint klenf, out byte* v, out uint vlenf);
+        _updates++;
+        if (!spec.ValueLarge && (vlenf & LargeFlag) == 0 && (klenf & LargeFlag) == 0 && n.RecordSizeAt(i) == spec.Size)
+        {
+            // Same record size, all in node: overwrite the value (and its length field) in place.
+            int off = n.RecOffset(i);
+            if (_leafFormat != NodeFormat.FixedKeyValue)
+            {
+                tx.Capture<uint>(n.Off + off + (_leafFormat == NodeFormat.FixedKey ? 0 : 4)) = (uint)value.Length;
+            }
+            if (value.Length > 0) value.CopyTo(tx.Capture(n.Off + (v - n.P), value.Length));
+            if (_recordCrc)
+            {
+                byte* f = n.RecordCrcField(i, out _);
+                tx.Capture(n.Off + (f - n.P), 4);
+            }
+            FinishRecord(n, off, spec);
+            return BTreeStatus.Ok;
+        }
+        if (!EnoughSpace(spec)) return BTreeStatus.OutOfSpace;
+        // Otherwise the record is rebuilt at the same index (it may move, or split the leaf).
+        var keyCopy = CopySeparator(key);
+        FreeLargeParts(tx, n, i);
+        RemoveRecord(tx, n, i);
+        Node node;
+        int rec;
+        Span<byte> dest;
+        if (TryInsert(tx, n, i, keyCopy, spec, out dest, out rec)) node = n;
+        else (node, rec) = SplitInsert(tx, _depth - 1, i, keyCopy, spec, out dest);
+        value.CopyTo(dest);
+        FinishRecord(node, rec, spec);
+        return BTreeStatus.Ok;
+    }
+}

@@ -1,0 +1,332 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using Motr.Be.Alloc;
+using Motr.Be.Segments;
+using Motr.Be.Tx;
+using static Motr.Be.BTree.BTreeFormatConstants;
+
+namespace Motr.Be.BTree;
+
+/// <summary>
+/// A b+tree in a segment (the B-tree HLD): variable-size or fixed-size keys and values, large keys and
+/// values out of node, per-tree comparer, node checksums, cookies, cursors, credits for every operation.
+/// Every node comes from the segment's allocator and every change is captured in the caller's
+/// transaction. Use on the segment's owner locality; a <see cref="BTree"/> object is cheap to keep and
+/// holds only scratch space and counters.
+/// </summary>
+/// <remarks>
+/// Operations run synchronously inside one turn: open a transaction with the operation's credit
+/// (<see cref="InsertCredit"/>, <see cref="DeleteCredit"/>, ...), call the operation, close. Spans
+/// returned by lookups and cursors point into the segment and are valid until the tree next changes.
+/// </remarks>
+public sealed unsafe partial class BTree
+{
+    private readonly Segment _seg;
+    private readonly long _hdr;
+    private readonly IKeyComparer? _cmp;
+    private readonly NodeFormat _leafFormat, _internalFormat;
+    private readonly int _keySize, _valueSize;
+    private readonly bool _recordCrc;
+    private readonly int _inline;
+    private readonly byte[] _scratch = new byte[MaxNodeSize];
+    private readonly byte[] _scratch2 = new byte[MaxNodeSize];
+    private byte[] _sepKey = new byte[256];
+
+    // Nodes whose header this operation has captured (each once).
+    private readonly long[] _touched = new long[4 * MaxHeight];
+    private int _touchedCount;
+
+    private BTree(Segment seg, long header, IKeyComparer? comparer)
+    {
+        _seg = seg;
+        _hdr = header;
+        ref TreeHeader h = ref Hdr;
+        _cmp = comparer is null || comparer is BytewiseComparer ? null : comparer;
+        _leafFormat = (NodeFormat)h.LeafFormat;
+        _keySize = h.KeySize;
+        _valueSize = h.ValueSize;
+        _internalFormat = _keySize >= 0 ? NodeFormat.FixedKeyValue : NodeFormat.Variable;
+        _recordCrc = (h.Flags & RecordChecksumFlag) != 0;
+        _inline = (int)h.InlineLimit;
+    }
+
+    /// <summary>Offset of the tree header: what to keep (e.g. with <see cref="Segment.SetRoot"/>) to open the tree again.</summary>
+    public long Offset => _hdr;
+
+    /// <summary>The segment holding the tree.</summary>
+    public Segment Segment => _seg;
+
+    /// <summary>Number of records.</summary>
+    public long Count => Hdr.Count;
+
+    /// <summary>Levels: 1 while the root is a leaf.</summary>
+    public int Height => (int)Hdr.Height;
+
+    /// <summary>Largest node size in the tree.</summary>
+    internal int LargestNode => (int)Hdr.LargestNode;
+
+    /// <summary>Nodes in the tree.</summary>
+    public long NodeCount => Hdr.Nodes;
+
+    /// <summary>Format of the leaves.</summary>
+    public NodeFormat LeafFormat => _leafFormat;
+
+    /// <summary>Fixed key size, or null for variable keys.</summary>
+    public int? KeySize => _keySize >= 0 ? _keySize : null;
+
+    /// <summary>Fixed value size, or null for variable values.</summary>
+    public int? ValueSize => _valueSize >= 0 ? _valueSize : null;
+
+    internal ref TreeHeader Hdr => ref *(TreeHeader*)(_seg.Base + _hdr);
+
+    private string Where => $"b+tree 0x{_hdr:X} in segment {_seg.Id} ({_seg.FileName})";
+
+    // ---- create, open, destroy -------------------------------------------------------------------------
+
+    /// <summary>Credit of <see cref="Create"/>.</summary>
+    public static TxCredit CreateCredit => Allocator.AllocCredit * 2 + TxCredit.Region(TreeHeader.SizeOf) + TxCredit.Region(NodeHeader.SizeOf) + Transaction.ChecksumCredit * 2;
+
+    /// <summary>Creates an empty tree in <paramref name="tx"/>'s segment; keep <see cref="Offset"/> to open it later.</summary>
+    /// <exception cref="ArgumentException">The configuration is invalid (the message says why).</exception>
+    /// <exception cref="BeException">The segment has no room for the tree.</exception>
+    public static BTree Create(Transaction tx, Segment segment, BTreeConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (tx.Segment != segment) throw new ArgumentException($"the transaction is on segment {tx.Segment.Id}, not {segment.Id}");
+        int leaf = config.NodeSize, inner = config.InternalNodeSize ?? config.NodeSize;
+        CheckNodeSize(leaf, nameof(config.NodeSize));
+        CheckNodeSize(inner, nameof(config.InternalNodeSize));
+        if (config.ValueSize is not null && config.KeySize is null)
+            throw new ArgumentException("a fixed ValueSize needs a fixed KeySize (there is no format for variable keys with fixed values)");
+        if (config.KeySize is < 1 or > MaxKeyLength) throw new ArgumentException($"KeySize {config.KeySize} must be 1 to {MaxKeyLength}");
+        if (config.ValueSize is < 0 or > MaxValueLength) throw new ArgumentException($"ValueSize {config.ValueSize} must be 0 to {MaxValueLength}");
+        var format = config.LeafFormat;
+        bool crc = config.RecordChecksums;
+        // Fixed parts are always in node: four records must fit a node.
+        if (format != NodeFormat.Variable)
+        {
+            int k = config.KeySize!.Value;
+            int leafRec = format == NodeFormat.FixedKeyValue ? Node.RecordSize(format, k, config.ValueSize!.Value, crc) : Node.RecordSize(format, k, LargeRef.SizeOf, crc);
+            int innerRec = Node.RecordSize(NodeFormat.FixedKeyValue, k, 8, crc);
+            if (leafRec > MaxInline(leaf) || innerRec > MaxInline(inner))
+                throw new ArgumentException($"fixed records of {leafRec} bytes (leaf) and {innerRec} bytes (internal) do not fit four to a node of {leaf}/{inner} bytes; use larger nodes or variable sizes");
+        }
+
+        long hdr = segment.Allocator.Alloc(tx, TreeHeader.SizeOf, 64);
+        ref TreeHeader h = ref tx.Capture<TreeHeader>(hdr);
+        h = new TreeHeader
+        {
+            Magic = TreeMagic,
+            Version = TreeVersion,
+            LeafFormat = (byte)format,
+            Flags = crc ? RecordChecksumFlag : (byte)0,
+            LeafSize = (uint)leaf,
+            InternalSize = (uint)inner,
+            KeySize = config.KeySize ?? -1,
+            ValueSize = config.ValueSize ?? -1,
+            Height = 1,
+            ComparerId = ComparerId(config.Comparer),
+            InlineLimit = (uint)MaxInline(Math.Min(leaf, inner)),
+            LargestNode = (uint)Math.Max(leaf, inner),
+        };
+        tx.DeferChecksum(hdr, TreeHeader.SizeOf, TreeHeader.CrcOffset, TreeMagic);
+        segment.MarkVerified(hdr);
+        var tree = new BTree(segment, hdr, config.Comparer);
+        tree.BeginOp();
+        tree._treeTouched = true; // captured whole above
+        h.Root = tree.NewNode(tx, 0, leaf);
+        return tree;
+    }
+
+    /// <summary>Opens the tree whose header is at <paramref name="offset"/>.</summary>
+    /// <exception cref="BeCorruptionException">No intact tree header there.</exception>
+    /// <exception cref="ArgumentException">The tree was made with another comparer.</exception>
+    public static BTree Open(Segment segment, long offset, IKeyComparer? comparer = null)
+    {
+        ref TreeHeader h = ref segment.At<TreeHeader>(offset);
+        string where = $"b+tree 0x{offset:X} in segment {segment.Id} ({segment.FileName})";
+        if (h.Magic != TreeMagic) throw new BeCorruptionException(segment.FileName, offset, $"{where}: not a b+tree header (magic 0x{h.Magic:X8})");
+        if (h.Version != TreeVersion) throw new BeCorruptionException(segment.FileName, offset, $"{where}: tree format version {h.Version} is not supported; this build reads version {TreeVersion}");
+        if (!segment.VerifyOnce(offset, TreeHeader.SizeOf, TreeHeader.CrcOffset)) throw new BeCorruptionException(segment.FileName, offset, $"{where}: tree header checksum mismatch");
+        if (h.ComparerId != ComparerId(comparer))
+            throw new ArgumentException($"{where} was made with another key comparer than '{comparer?.Name ?? "bytewise"}'");
+        return new BTree(segment, offset, comparer);
+    }
+
+    /// <summary>Credit of <see cref="Destroy"/>.</summary>
+    public static TxCredit DestroyCredit => Allocator.FreeCredit * 2 + TxCredit.Region(4) * 2;
+
+    /// <summary>Frees an empty tree (its root and header). A tree with records is an error: delete them first (<see cref="DeleteAllAsync"/>).</summary>
+    /// <exception cref="BeException">The tree is not empty.</exception>
+    public void Destroy(Transaction tx)
+    {
+        ref TreeHeader h = ref Hdr;
+        if (h.Count != 0 || h.Height != 1)
+            throw new BeException($"{Where}: cannot destroy a tree holding {h.Count} records; delete them first");
+        long root = h.Root;
+        tx.Capture(root, 4);
+        *(uint*)(_seg.Base + root) = 0;
+        _seg.Allocator.Free(tx, root);
+        tx.Capture(_hdr, 4);
+        h.Magic = 0;
+        _seg.Allocator.Free(tx, _hdr);
+    }
+
+    private static void CheckNodeSize(int size, string what)
+    {
+        if (size < MinNodeSize || size > MaxNodeSize || (size & (size - 1)) != 0)
+            throw new ArgumentException($"{what} {size} must be a power of two from {MinNodeSize} to {MaxNodeSize}");
+    }
+
+    private static uint ComparerId(IKeyComparer? c) =>
+        c is null || c is BytewiseComparer ? 0u : Math.Max(1u, Crc32C.Compute(Encoding.UTF8.GetBytes(c.Name)));
+
+    /// <summary>Largest record kept in a node of <paramref name="nodeSize"/> bytes: four must fit.</summary>
+    internal static int MaxInline(int nodeSize) => ((nodeSize - NodeHeader.SizeOf) / 4 - 2) & ~7;
+
+    // ---- nodes -----------------------------------------------------------------------------------------
+
+    /// <summary>The node at <paramref name="offset"/>, checked: magic, owner, and its checksum on first read after open.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal Node N(long offset)
+    {
+        var n = new Node(_seg.Base, offset);
+        if (n.H.Magic != NodeMagic || n.H.Tree != _hdr || !_seg.VerifyOnce(offset, n.Size, NodeHeader.CrcOffset)) BadNode(offset);
+        return n;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void BadNode(long offset)
+    {
+        var n = new Node(_seg.Base, offset);
+        string what = n.H.Magic != NodeMagic ? $"not a b+tree node (magic 0x{n.H.Magic:X8})"
+            : n.H.Tree != _hdr ? $"node of another tree (0x{n.H.Tree:X})"
+            : n.H.Version != NodeVersion ? $"node format version {n.H.Version} is not supported"
+            : "node checksum mismatch";
+        throw new BeCorruptionException(_seg.FileName, offset, $"{Where}: node 0x{offset:X}: {what}");
+    }
+
+    /// <summary>Allocates and initialises an empty node; returns its offset.</summary>
+    private long NewNode(Transaction tx, int level, int size)
+    {
+        var status = _seg.Allocator.TryAlloc(tx, size, 64, out long off);
+        if (status != AllocStatus.Ok)
+            throw new BeException($"{Where}: no space for a node of {size} bytes ({status}); abort the transaction");
+        ref NodeHeader h = ref tx.Capture<NodeHeader>(off);
+        h = new NodeHeader
+        {
+            Magic = NodeMagic,
+            Version = NodeVersion,
+            Format = (byte)(level == 0 ? _leafFormat : _internalFormat),
+            Level = (byte)level,
+            Flags = _recordCrc ? RecordChecksumFlag : (byte)0,
+            Size = (uint)size,
+            KeySize = (ushort)Math.Max(_keySize, 0),
+            ValueSize = (ushort)(level == 0 ? Math.Max(_valueSize, 0) : 8),
+            HeapTop = (uint)size,
+            Tree = _hdr,
+            Seq = 1,
+        };
+        tx.DeferChecksum(off, size, NodeHeader.CrcOffset, NodeMagic);
+        _seg.MarkVerified(off);
+        Remember(off);
+        TouchTree(tx).Nodes++;
+        return off;
+    }
+
+    /// <summary>Frees a node that holds nothing the tree still needs.</summary>
+    private void FreeNode(Transaction tx, long off)
+    {
+        Touch(tx, off);
+        tx.Capture(off, 4);
+        *(uint*)(_seg.Base + off) = 0; // a cleared magic also tells the seal not to checksum it
+        _seg.Allocator.Free(tx, off);
+        TouchTree(tx).Nodes--;
+    }
+
+    /// <summary>Starts an operation: nothing touched yet.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void BeginOp()
+    {
+        _touchedCount = 0;
+        _treeTouched = false;
+    }
+
+    private void Remember(long off) => _touched[_touchedCount++] = off;
+
+    /// <summary>Captures a node's changing header fields once per operation, bumps its sequence and defers its checksum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Node Touch(Transaction tx, long off)
+    {
+        for (int i = 0; i < _touchedCount; i++)
+            if (_touched[i] == off) return new Node(_seg.Base, off);
+        return TouchFirst(tx, off);
+    }
+
+    private Node TouchFirst(Transaction tx, long off)
+    {
+        Remember(off);
+        var n = new Node(_seg.Base, off);
+        tx.Capture(off + NodeHeader.MutableOffset, NodeHeader.MutableLength);
+        n.H.Seq++;
+        tx.DeferChecksum(off, n.Size, NodeHeader.CrcOffset, NodeMagic);
+        return n;
+    }
+
+    private bool _treeTouched;
+
+    /// <summary>Captures the tree header's changing fields once per operation.</summary>
+    private ref TreeHeader TouchTree(Transaction tx)
+    {
+        if (!_treeTouched)
+        {
+            _treeTouched = true;
+            tx.Capture(_hdr + TreeHeader.MutableOffset, TreeHeader.MutableLength);
+            tx.DeferChecksum(_hdr, TreeHeader.SizeOf, TreeHeader.CrcOffset, TreeMagic);
+        }
+        return ref Hdr;
+    }
+
+    // ---- keys ------------------------------------------------------------------------------------------
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int Compare(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b) => _cmp is null ? a.SequenceCompareTo(b) : _cmp.Compare(a, b);
+
+    /// <summary>The key of record <paramref name="i"/> (out-of-node keys are read from their chunk).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ReadOnlySpan<byte> KeyAt(Node n, int i)
+    {
+        n.Parts(i, out byte* k, out uint klenf, out _, out _);
+        if ((klenf & LargeFlag) == 0) return new ReadOnlySpan<byte>(k, (int)klenf);
+        return _seg.Bytes(((LargeRef*)k)->Chunk, (int)(klenf & ~LargeFlag));
+    }
+
+    /// <summary>The value of leaf record <paramref name="i"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ReadOnlySpan<byte> ValueAt(Node n, int i)
+    {
+        n.Parts(i, out _, out _, out byte* v, out uint vlenf);
+        if ((vlenf & LargeFlag) == 0) return new ReadOnlySpan<byte>(v, (int)vlenf);
+        return _seg.Bytes(((LargeRef*)v)->Chunk, (int)(vlenf & ~LargeFlag));
+    }
+
+    private void CheckKey(ReadOnlySpan<byte> key)
+    {
+        if (key.Length == 0) throw new ArgumentException($"{Where}: empty key", nameof(key));
+        if (_keySize >= 0 ? key.Length != _keySize : key.Length > MaxKeyLength)
+            throw new ArgumentException(_keySize >= 0
+                ? $"{Where}: key of {key.Length} bytes; this tree's keys are {_keySize} bytes"
+                : $"{Where}: key of {key.Length} bytes is over the limit of {MaxKeyLength}", nameof(key));
+    }
+
+    private void CheckValue(int length)
+    {
+        if (_valueSize >= 0 ? length != _valueSize : (uint)length > MaxValueLength)
+            throw new ArgumentException(_valueSize >= 0
+                ? $"{Where}: value of {length} bytes; this tree's values are {_valueSize} bytes"
+                : $"{Where}: value of {length} bytes is over the limit of {MaxValueLength}", nameof(length));
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => $"{Where}: {Count} records, height {Height}, {NodeCount} nodes, {_leafFormat} leaves";
+}

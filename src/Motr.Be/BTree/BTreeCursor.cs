@@ -1,0 +1,276 @@
+using static Motr.Be.BTree.BTreeFormatConstants;
+
+namespace Motr.Be.BTree;
+
+/// <summary>
+/// Walks a tree in key order: <see cref="SeekFirst"/>, <see cref="SeekLast"/>, <see cref="Seek"/> (slant:
+/// the first key not below the given one), then <see cref="MoveNext"/> / <see cref="MovePrev"/>.
+/// <see cref="Key"/> and <see cref="Value"/> point into the segment. If the tree changes between moves,
+/// the cursor finds its place again by its last key, so it can be kept across transactions.
+/// Reusable and allocation-free once its key buffer has grown; use on the tree's locality.
+/// </summary>
+public sealed unsafe class BTreeCursor
+{
+    private readonly BTree _t;
+    private readonly long[] _nodes = new long[MaxHeight + 1];
+    private readonly int[] _idx = new int[MaxHeight + 1];
+    private int _depth;
+    private bool _valid;
+    private long _mods;
+    private byte[] _key = new byte[64];
+    private int _keyLength;
+
+    internal BTreeCursor(BTree tree) => _t = tree;
+
+    /// <summary>Whether the cursor is at a record.</summary>
+    public bool IsValid => _valid && !Stale;
+
+    private bool Stale => _mods != _t.Modifications;
+
+    /// <summary>The key at the cursor.</summary>
+    public ReadOnlySpan<byte> Key
+    {
+        get
+        {
+            Reposition();
+            return _t.KeyAt(Leaf, _idx[_depth - 1]);
+        }
+    }
+
+    /// <summary>The value at the cursor.</summary>
+    public ReadOnlySpan<byte> Value
+    {
+        get
+        {
+            Reposition();
+            return _t.ValueOfCursor(Leaf, _idx[_depth - 1]);
+        }
+    }
+
+    private Node Leaf => new(_t.Segment.Base, _nodes[_depth - 1]);
+
+    /// <summary>To the smallest key; false if the tree is empty.</summary>
+    public bool SeekFirst() => SeekEdge(last: false);
+
+    /// <summary>To the largest key; false if the tree is empty.</summary>
+    public bool SeekLast() => SeekEdge(last: true);
+
+    /// <summary>To the smallest key not below <paramref name="key"/> (slant lookup); false if there is none.</summary>
+    public bool Seek(ReadOnlySpan<byte> key)
+    {
+        _mods = _t.Modifications;
+        _depth = _t.DescendInto(key, _nodes, _idx);
+        var leaf = Leaf;
+        int i = _t.LeafPosition(leaf, key, out _);
+        _idx[_depth - 1] = i;
+        _valid = true;
+        if (i >= leaf.Count) return NextLeaf();
+        return Remember();
+    }
+
+    /// <summary>To the next key; false (and invalid) past the last.</summary>
+    public bool MoveNext()
+    {
+        if (!_valid) return false;
+        if (Stale)
+        {
+            // Find the first key above the last one seen.
+            if (!Seek(_key.AsSpan(0, _keyLength))) return false;
+            if (_t.CompareKeys(Key, _key.AsSpan(0, _keyLength)) > 0) return true;
+        }
+        int d = _depth - 1;
+        if (++_idx[d] < new Node(_t.Segment.Base, _nodes[d]).Count) return Remember();
+        return NextLeaf();
+    }
+
+    /// <summary>To the previous key; false (and invalid) before the first.</summary>
+    public bool MovePrev()
+    {
+        if (!_valid) return false;
+        if (Stale)
+        {
+            // The last key below the one seen: seek to it, then step back once.
+            bool at = Seek(_key.AsSpan(0, _keyLength));
+            if (!at) return SeekLast();
+        }
+        int d = _depth - 1;
+        if (--_idx[d] >= 0) return Remember();
+        return PrevLeaf();
+    }
+
+    /// <summary>
+    /// Moves to the next key if it is not above <paramref name="bound"/> (next-upto); false at the end or
+    /// past the bound. With <paramref name="inclusive"/> false the bound itself is excluded.
+    /// </summary>
+    public bool MoveNextUpTo(ReadOnlySpan<byte> bound, bool inclusive = true)
+    {
+        if (!MoveNext()) return false;
+        int c = _t.CompareKeys(Key, bound);
+        if (c < 0 || (c == 0 && inclusive)) return true;
+        _valid = false;
+        return false;
+    }
+
+    private bool SeekEdge(bool last)
+    {
+        _mods = _t.Modifications;
+        _depth = _t.DescendEdge(last, _nodes, _idx);
+        var leaf = Leaf;
+        _valid = leaf.Count > 0;
+        if (!_valid) return false;
+        _idx[_depth - 1] = last ? leaf.Count - 1 : 0;
+        return Remember();
+    }
+
+    private bool NextLeaf()
+    {
+        int d = _depth - 2;
+        while (d >= 0 && ++_idx[d] >= new Node(_t.Segment.Base, _nodes[d]).Count) d--;
+        if (d < 0)
+        {
+            _valid = false;
+            return false;
+        }
+        for (; d < _depth - 1; d++)
+        {
+            var n = _t.CheckedNode(_nodes[d]);
+            _nodes[d + 1] = n.Child(_idx[d]);
+            _idx[d + 1] = 0;
+        }
+        var leaf = _t.CheckedNode(_nodes[_depth - 1]);
+        if (leaf.Count == 0) return NextLeaf();
+        return Remember();
+    }
+
+    private bool PrevLeaf()
+    {
+        int d = _depth - 2;
+        while (d >= 0 && --_idx[d] < 0) d--;
+        if (d < 0)
+        {
+            _valid = false;
+            return false;
+        }
+        for (; d < _depth - 1; d++)
+        {
+            var n = _t.CheckedNode(_nodes[d]);
+            _nodes[d + 1] = n.Child(_idx[d]);
+            _idx[d + 1] = _t.CheckedNode(_nodes[d + 1]).Count - 1;
+        }
+        if (_idx[_depth - 1] < 0) return PrevLeaf();
+        return Remember();
+    }
+
+    /// <summary>Keeps a copy of the current key, to find the place again if the tree changes.</summary>
+    private bool Remember()
+    {
+        var k = _t.KeyAt(Leaf, _idx[_depth - 1]);
+        if (k.Length > _key.Length) _key = new byte[Math.Max(k.Length, _key.Length * 2)];
+        k.CopyTo(_key);
+        _keyLength = k.Length;
+        _valid = true;
+        return true;
+    }
+
+    private void Reposition()
+    {
+        if (!_valid) throw new InvalidOperationException("the cursor is not at a record");
+        if (!Stale) return;
+        var key = _key.AsSpan(0, _keyLength).ToArray();
+        if (!Seek(key) || _t.CompareKeys(Key, key) != 0)
+            throw new InvalidOperationException("the record under the cursor was deleted; move the cursor");
+    }
+}
+
+public sealed unsafe partial class BTree
+{
+    /// <summary>Changes made through this object (cursors compare it to know when to find their place again).</summary>
+    internal long Modifications => _inserts + _deletes + _updates + _aborts;
+
+    // A transaction that aborts restores nodes behind the cursors' backs too; callers using cursors
+    // across aborts should call NoteAbort (the engine cannot see which trees an abort touched).
+    private long _aborts;
+
+    /// <summary>Tells cursors on this tree that a transaction that changed it was aborted.</summary>
+    public void NoteAbort() => _aborts++;
+
+    /// <summary>A cursor over this tree, not yet positioned.</summary>
+    public BTreeCursor OpenCursor() => new(this);
+
+    /// <summary>The smallest key not below <paramref name="key"/> and its value (slant lookup).</summary>
+    public BTreeStatus Slant(ReadOnlySpan<byte> key, out ReadOnlySpan<byte> foundKey, out ReadOnlySpan<byte> value)
+    {
+        var c = SharedCursor;
+        if (!c.Seek(key))
+        {
+            foundKey = value = default;
+            return BTreeStatus.NotFound;
+        }
+        foundKey = c.Key;
+        value = c.Value;
+        return BTreeStatus.Ok;
+    }
+
+    /// <summary>The smallest key.</summary>
+    public BTreeStatus Min(out ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value) => Edge(false, out key, out value);
+
+    /// <summary>The largest key.</summary>
+    public BTreeStatus Max(out ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value) => Edge(true, out key, out value);
+
+    private BTreeStatus Edge(bool last, out ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value)
+    {
+        var c = SharedCursor;
+        if (!(last ? c.SeekLast() : c.SeekFirst()))
+        {
+            key = value = default;
+            return BTreeStatus.NotFound;
+        }
+        key = c.Key;
+        value = c.Value;
+        return BTreeStatus.Ok;
+    }
+
+    private BTreeCursor? _shared;
+    private BTreeCursor SharedCursor => _shared ??= new BTreeCursor(this);
+
+    internal int CompareKeys(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b) => Compare(a, b);
+
+    internal Node CheckedNode(long off) => N(off);
+
+    internal ReadOnlySpan<byte> ValueOfCursor(Node leaf, int i)
+    {
+        if (_recordCrc) CheckRecord(leaf, i);
+        return ValueAt(leaf, i);
+    }
+
+    internal int LeafPosition(Node leaf, ReadOnlySpan<byte> key, out bool found) => SearchLeaf(leaf, key, out found);
+
+    /// <summary>Descends to the leaf for <paramref name="key"/>, filling a cursor's path; returns the depth.</summary>
+    internal int DescendInto(ReadOnlySpan<byte> key, long[] nodes, int[] idx)
+    {
+        Descend(key);
+        for (int d = 0; d < _depth; d++)
+        {
+            nodes[d] = _path[d].Node;
+            idx[d] = _path[d].Index;
+        }
+        return _depth;
+    }
+
+    /// <summary>Descends along the first (or last) children, filling a cursor's path; returns the depth.</summary>
+    internal int DescendEdge(bool last, long[] nodes, int[] idx)
+    {
+        long off = Hdr.Root;
+        int d = 0;
+        while (true)
+        {
+            var n = N(off);
+            nodes[d] = off;
+            if (n.IsLeaf) return d + 1;
+            int i = last ? n.Count - 1 : 0;
+            idx[d] = i;
+            off = n.Child(i);
+            if (++d >= MaxHeight) throw new BeCorruptionException(_seg.FileName, off, $"{Where}: deeper than {MaxHeight} levels: a cycle");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+using System.Runtime.InteropServices;
+
+namespace Motr.Be.BTree;
+
+/// <summary>How the records of a node are encoded. Nodes of different formats coexist in one tree.</summary>
+public enum NodeFormat : byte
+{
+    /// <summary>Fixed-size keys and values: a record is the key then the value, no lengths stored.</summary>
+    FixedKeyValue = 1,
+    /// <summary>Fixed-size keys, variable-size values: a record is the value length, the key, then the value.</summary>
+    FixedKey = 2,
+    /// <summary>Variable-size keys and values: a record is both lengths, the key, then the value.</summary>
+    Variable = 3,
+}
+
+/// <summary>Outcome of a b+tree operation that can expectedly not happen (no exceptions on hot paths).</summary>
+public enum BTreeStatus
+{
+    /// <summary>Done.</summary>
+    Ok,
+    /// <summary>The key is not in the tree.</summary>
+    NotFound,
+    /// <summary>Insert: the key is already in the tree (nothing changed).</summary>
+    Exists,
+    /// <summary>The segment has no space left for a node or an out-of-node chunk, and may not grow (nothing changed).</summary>
+    OutOfSpace,
+}
+
+// A node (NodeSize bytes, 64-byte aligned, from the segment's allocator):
+//   [0, 64)                 NodeHeader
+//   [64, 64 + 2 * Count)    index: u16 per record, in key order, = record offset / 8
+//   ...                     free space
+//   [HeapTop, Size)         record heap (records 8-aligned, in any order), with holes linked from FirstHole
+// A hole (freed record space, >= 8 bytes): [0, u16] next hole offset / 8 (0: none), [2, u16] size / 8.
+//
+// Records (then padded to 8; a u32 CRC32C of the record's preceding bytes at the end when the node's
+// RecordChecksums flag is set):
+//   FixedKeyValue   key[K] value[V]
+//   FixedKey        [u32 vlen] key[K] value
+//   Variable        [u32 klen] [u32 vlen] key value
+// A length with bit 31 set means the part lives out of node: its in-node bytes are a LargeRef.
+// In internal nodes the value is the 8-byte offset of the child; record 0's key is not compared (it
+// stands for "everything below the next key").
+
+/// <summary>Header of a b+tree node.</summary>
+[StructLayout(LayoutKind.Explicit, Size = SizeOf)]
+internal struct NodeHeader
+{
+    public const int SizeOf = 64;
+    /// <summary>[0, u32] <see cref="BTreeFormatConstants.NodeMagic"/>.</summary>
+    [FieldOffset(0)] public uint Magic;
+    /// <summary>[4, u8] node format version.</summary>
+    [FieldOffset(4)] public byte Version;
+    /// <summary>[5, u8] <see cref="NodeFormat"/>.</summary>
+    [FieldOffset(5)] public byte Format;
+    /// <summary>[6, u8] level: 0 for leaves.</summary>
+    [FieldOffset(6)] public byte Level;
+    /// <summary>[7, u8] flags: 1 = records carry a CRC32C.</summary>
+    [FieldOffset(7)] public byte Flags;
+    /// <summary>[8, u32] node size in bytes.</summary>
+    [FieldOffset(8)] public uint Size;
+    /// <summary>[12, u16] number of records.</summary>
+    [FieldOffset(12)] public ushort Count;
+    /// <summary>[14, u16] key size of fixed-key formats.</summary>
+    [FieldOffset(14)] public ushort KeySize;
+    /// <summary>[16, u16] value size of <see cref="NodeFormat.FixedKeyValue"/>.</summary>
+    [FieldOffset(16)] public ushort ValueSize;
+    /// <summary>[18, u16] offset / 8 of the first hole (0: none).</summary>
+    [FieldOffset(18)] public ushort FirstHole;
+    /// <summary>[20, u32] lowest byte of the record heap.</summary>
+    [FieldOffset(20)] public uint HeapTop;
+    /// <summary>[24, u32] bytes in holes.</summary>
+    [FieldOffset(24)] public uint HoleBytes;
+    /// <summary>[28, u32] reserved, zero.</summary>
+    [FieldOffset(28)] public uint Reserved0;
+    /// <summary>[32, i64] offset of the tree header this node belongs to.</summary>
+    [FieldOffset(32)] public long Tree;
+    /// <summary>[40, u64] changes made to the node (cookies use it).</summary>
+    [FieldOffset(40)] public ulong Seq;
+    /// <summary>[48, u64] reserved, zero.</summary>
+    [FieldOffset(48)] public ulong Reserved1;
+    /// <summary>[56, u32] reserved, zero.</summary>
+    [FieldOffset(56)] public uint Reserved2;
+    /// <summary>[60, u32] CRC32C of the node without this field, recomputed when the group is sealed.</summary>
+    [FieldOffset(60)] public uint Crc;
+
+    /// <summary>The header bytes an operation changes: Count .. Seq.</summary>
+    public const int MutableOffset = 12, MutableLength = 48 - 12;
+    public const int CrcOffset = 60;
+}
+
+/// <summary>The tree header: an allocator chunk the caller keeps the offset of (e.g. as a named root).</summary>
+[StructLayout(LayoutKind.Explicit, Size = SizeOf)]
+internal struct TreeHeader
+{
+    public const int SizeOf = 128;
+    /// <summary>[0, u32] <see cref="BTreeFormatConstants.TreeMagic"/>.</summary>
+    [FieldOffset(0)] public uint Magic;
+    /// <summary>[4, u16] tree format version.</summary>
+    [FieldOffset(4)] public ushort Version;
+    /// <summary>[6, u8] format of the leaves.</summary>
+    [FieldOffset(6)] public byte LeafFormat;
+    /// <summary>[7, u8] flags: 1 = record checksums.</summary>
+    [FieldOffset(7)] public byte Flags;
+    /// <summary>[8, i64] root node.</summary>
+    [FieldOffset(8)] public long Root;
+    /// <summary>[16, u32] size of new leaves.</summary>
+    [FieldOffset(16)] public uint LeafSize;
+    /// <summary>[20, u32] size of new internal nodes.</summary>
+    [FieldOffset(20)] public uint InternalSize;
+    /// <summary>[24, i32] key size, -1 for variable.</summary>
+    [FieldOffset(24)] public int KeySize;
+    /// <summary>[28, i32] value size, -1 for variable.</summary>
+    [FieldOffset(28)] public int ValueSize;
+    /// <summary>[32, u32] height: 1 when the root is a leaf.</summary>
+    [FieldOffset(32)] public uint Height;
+    /// <summary>[36, u32] CRC32C of the comparer's name (0: bytewise).</summary>
+    [FieldOffset(36)] public uint ComparerId;
+    /// <summary>[40, i64] records.</summary>
+    [FieldOffset(40)] public long Count;
+    /// <summary>[48, i64] nodes.</summary>
+    [FieldOffset(48)] public long Nodes;
+    /// <summary>[56, i64] out-of-node chunks (keys, values, separators).</summary>
+    [FieldOffset(56)] public long LargeChunks;
+    /// <summary>[64, i64] bytes in out-of-node chunks.</summary>
+    [FieldOffset(64)] public long LargeBytes;
+    /// <summary>[72, u32] largest record kept in a node; set at creation from the smallest node size allowed, so four fit any node.</summary>
+    [FieldOffset(72)] public uint InlineLimit;
+    /// <summary>[76, u32] longest key ever inserted (delete credits are sized by it).</summary>
+    [FieldOffset(76)] public uint MaxKeyLength;
+    /// <summary>[80, u32] largest node size in the tree (credits are sized by it).</summary>
+    [FieldOffset(80)] public uint LargestNode;
+    // [84, 124) reserved, zero.
+    /// <summary>[124, u32] CRC32C of the header without this field, recomputed when the group is sealed.</summary>
+    [FieldOffset(124)] public uint Crc;
+
+    /// <summary>The fields operations change: Root .. MaxKeyLength (a few set once sit in between).</summary>
+    public const int MutableOffset = 8, MutableLength = 84 - 8;
+    public const int CrcOffset = 124;
+}
+
+/// <summary>In-node reference to a key or value stored out of node.</summary>
+[StructLayout(LayoutKind.Explicit, Size = SizeOf)]
+internal struct LargeRef
+{
+    public const int SizeOf = 16;
+    /// <summary>[0, i64] allocator chunk holding the bytes.</summary>
+    [FieldOffset(0)] public long Chunk;
+    /// <summary>[8, u32] CRC32C of the bytes.</summary>
+    [FieldOffset(8)] public uint Crc;
+    /// <summary>[12, u32] reserved, zero.</summary>
+    [FieldOffset(12)] public uint Reserved;
+}
+
+/// <summary>Magic numbers, versions and limits of the b+tree formats.</summary>
+public static class BTreeFormatConstants
+{
+    /// <summary>"BTND" — node magic.</summary>
+    public const uint NodeMagic = 0x444E5442;
+    /// <summary>"BTRE" — tree header magic.</summary>
+    public const uint TreeMagic = 0x45525442;
+    /// <summary>Node format version.</summary>
+    public const byte NodeVersion = 1;
+    /// <summary>Tree header version.</summary>
+    public const ushort TreeVersion = 1;
+    /// <summary>Smallest node size.</summary>
+    public const int MinNodeSize = 512;
+    /// <summary>Largest node size.</summary>
+    public const int MaxNodeSize = 64 * 1024;
+    /// <summary>Longest key: 1 MiB.</summary>
+    public const int MaxKeyLength = 1 << 20;
+    /// <summary>Longest value: 64 MiB.</summary>
+    public const int MaxValueLength = 64 << 20;
+    /// <summary>Bit of a stored length that marks an out-of-node part.</summary>
+    internal const uint LargeFlag = 0x8000_0000;
+    /// <summary>Flag: records carry a CRC32C.</summary>
+    internal const byte RecordChecksumFlag = 1;
+    /// <summary>Deepest tree: with at least 4 records per node this is far beyond any segment.</summary>
+    internal const int MaxHeight = 32;
+}
