@@ -40,6 +40,22 @@ public sealed partial class BTree
     /// </summary>
     public TxCredit InsertCredit(int keyLength, int valueLength)
     {
+        // Fixed-size trees: the credit depends only on the height; keep it.
+        if (_keySize >= 0 && _valueSize >= 0 && _cachedInsertHeight == Height) return _cachedInsert;
+        var credit = ComputeInsertCredit(keyLength, valueLength);
+        if (_keySize >= 0 && _valueSize >= 0 && keyLength == _keySize && valueLength == _valueSize)
+        {
+            _cachedInsert = credit;
+            _cachedInsertHeight = Height;
+        }
+        return credit;
+    }
+
+    private TxCredit _cachedInsert;
+    private int _cachedInsertHeight = -1;
+
+    private TxCredit ComputeInsertCredit(int keyLength, int valueLength)
+    {
         int big = LargestNode, inner = (int)Hdr.InternalSize;
         var leaf = LeafSpec(keyLength, valueLength);
         var sep = InternalSpec(keyLength);

@@ -53,45 +53,6 @@ public sealed unsafe partial class BTree
         }
     }
 
-    /// <summary>The child to follow: the last record whose key is not above <paramref name="key"/> (record 0 stands for everything below record 1).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int SearchInternal(Node n, ReadOnlySpan<byte> key)
-    {
-        int lo = 1, hi = n.Count - 1, ans = 0;
-        while (lo <= hi)
-        {
-            int mid = (lo + hi) >> 1;
-            if (Compare(KeyAt(n, mid), key) <= 0)
-            {
-                ans = mid;
-                lo = mid + 1;
-            }
-            else hi = mid - 1;
-        }
-        return ans;
-    }
-
-    /// <summary>Index of <paramref name="key"/> in a leaf, or where it would go.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int SearchLeaf(Node n, ReadOnlySpan<byte> key, out bool found)
-    {
-        int lo = 0, hi = n.Count - 1;
-        while (lo <= hi)
-        {
-            int mid = (lo + hi) >> 1;
-            int c = Compare(KeyAt(n, mid), key);
-            if (c < 0) lo = mid + 1;
-            else if (c > 0) hi = mid - 1;
-            else
-            {
-                found = true;
-                return mid;
-            }
-        }
-        found = false;
-        return lo;
-    }
-
     /// <summary>Finds <paramref name="key"/>; <paramref name="value"/> points into the segment until the tree next changes.</summary>
     public BTreeStatus Lookup(ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value)
     {

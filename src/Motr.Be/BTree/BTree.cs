@@ -290,7 +290,7 @@ public sealed unsafe partial class BTree
     // ---- keys ------------------------------------------------------------------------------------------
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int Compare(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b) => _cmp is null ? a.SequenceCompareTo(b) : _cmp.Compare(a, b);
+    private int Compare(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b) => _cmp is null ? Bytewise(a, b) : _cmp.Compare(a, b);
 
     /// <summary>The key of record <paramref name="i"/> (out-of-node keys are read from their chunk).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -61,22 +61,22 @@ internal struct NodeHeader
     [FieldOffset(8)] public uint Size;
     /// <summary>[12, u16] number of records.</summary>
     [FieldOffset(12)] public ushort Count;
-    /// <summary>[14, u16] key size of fixed-key formats.</summary>
-    [FieldOffset(14)] public ushort KeySize;
-    /// <summary>[16, u16] value size of <see cref="NodeFormat.FixedKeyValue"/>.</summary>
-    [FieldOffset(16)] public ushort ValueSize;
-    /// <summary>[18, u16] offset / 8 of the first hole (0: none).</summary>
-    [FieldOffset(18)] public ushort FirstHole;
-    /// <summary>[20, u32] lowest byte of the record heap.</summary>
-    [FieldOffset(20)] public uint HeapTop;
-    /// <summary>[24, u32] bytes in holes.</summary>
-    [FieldOffset(24)] public uint HoleBytes;
-    /// <summary>[28, u32] reserved, zero.</summary>
-    [FieldOffset(28)] public uint Reserved0;
+    /// <summary>[14, u16] offset / 8 of the first hole (0: none).</summary>
+    [FieldOffset(14)] public ushort FirstHole;
+    /// <summary>[16, u32] lowest byte of the record heap.</summary>
+    [FieldOffset(16)] public uint HeapTop;
+    /// <summary>[20, u32] bytes in holes.</summary>
+    [FieldOffset(20)] public uint HoleBytes;
+    /// <summary>[24, u64] changes made to the node (cookies use it).</summary>
+    [FieldOffset(24)] public ulong Seq;
     /// <summary>[32, i64] offset of the tree header this node belongs to.</summary>
     [FieldOffset(32)] public long Tree;
-    /// <summary>[40, u64] changes made to the node (cookies use it).</summary>
-    [FieldOffset(40)] public ulong Seq;
+    /// <summary>[40, u16] key size of fixed-key formats.</summary>
+    [FieldOffset(40)] public ushort KeySize;
+    /// <summary>[42, u16] value size of <see cref="NodeFormat.FixedKeyValue"/>.</summary>
+    [FieldOffset(42)] public ushort ValueSize;
+    /// <summary>[44, u32] reserved, zero.</summary>
+    [FieldOffset(44)] public uint Reserved0;
     /// <summary>[48, u64] reserved, zero.</summary>
     [FieldOffset(48)] public ulong Reserved1;
     /// <summary>[56, u32] reserved, zero.</summary>
@@ -84,8 +84,8 @@ internal struct NodeHeader
     /// <summary>[60, u32] CRC32C of the node without this field, recomputed when the group is sealed.</summary>
     [FieldOffset(60)] public uint Crc;
 
-    /// <summary>The header bytes an operation changes: Count .. Seq.</summary>
-    public const int MutableOffset = 12, MutableLength = 48 - 12;
+    /// <summary>The header bytes an operation changes, contiguous so they are one small region: Count .. Seq.</summary>
+    public const int MutableOffset = 12, MutableLength = 32 - 12;
     public const int CrcOffset = 60;
 }
 

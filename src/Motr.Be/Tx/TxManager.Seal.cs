@@ -40,7 +40,12 @@ internal sealed unsafe partial class TxManager
             Interlocked.Exchange(ref _hasPendingGroup, 1);
         }
         _groupTxCount++;
-        _groupReserved += tx._reservation;
+        // A closed transaction needs log space only for what it captured: keep that much of its
+        // worst-case reservation and hand the rest back, so only open transactions hold worst cases.
+        long actual = LogFormat.Reservation(tx.Used);
+        if (actual < tx._reservation) ReturnLocalSpace(tx._reservation - actual);
+        else actual = tx._reservation;
+        _groupReserved += actual;
         tx._reservation = 0;
 
         int n = tx._regionCount;
