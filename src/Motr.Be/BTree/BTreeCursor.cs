@@ -19,6 +19,10 @@ public sealed unsafe class BTreeCursor
     private long _mods;
     private byte[] _key = new byte[64];
     private int _keyLength;
+    // The current leaf, cached: its records' fixed key/value places when its format has them.
+    private byte* _leaf;
+    private int _leafCount;
+    private int _keyAt = -1, _keyLen, _valueAt = -1, _valueLen;
 
     internal BTreeCursor(BTree tree) => _t = tree;
 
@@ -33,6 +37,7 @@ public sealed unsafe class BTreeCursor
         get
         {
             Reposition();
+            if (_keyAt >= 0) return new ReadOnlySpan<byte>(Record + _keyAt, _keyLen);
             return _t.KeyAt(Leaf, _idx[_depth - 1]);
         }
     }
@@ -43,9 +48,12 @@ public sealed unsafe class BTreeCursor
         get
         {
             Reposition();
+            if (_valueAt >= 0) return new ReadOnlySpan<byte>(Record + _valueAt, _valueLen);
             return _t.ValueOfCursor(Leaf, _idx[_depth - 1]);
         }
     }
+
+    private byte* Record => _leaf + (((ushort*)(_leaf + NodeHeader.SizeOf))[_idx[_depth - 1]] << 3);
 
     private Node Leaf => new(_t.Segment.Base, _nodes[_depth - 1]);
 
@@ -79,7 +87,7 @@ public sealed unsafe class BTreeCursor
             if (_t.CompareKeys(Key, _key.AsSpan(0, _keyLength)) > 0) return true;
         }
         int d = _depth - 1;
-        if (++_idx[d] < new Node(_t.Segment.Base, _nodes[d]).Count) return Remember();
+        if (++_idx[d] < _leafCount) return Remember();
         return NextLeaf();
     }
 
@@ -164,12 +172,37 @@ public sealed unsafe class BTreeCursor
     /// <summary>Keeps a copy of the current key, to find the place again if the tree changes.</summary>
     private bool Remember()
     {
+        long leafOff = _nodes[_depth - 1];
+        byte* leaf = _t.Segment.Base + leafOff;
+        if (leaf != _leaf) CacheLeaf(leaf);
+        _leafCount = ((NodeHeader*)leaf)->Count;
+        if (_keyAt >= 0)
+        {
+            // Fixed keys: a straight copy, no parsing (the scan's hot path).
+            fixed (byte* dst = _key) Buffer.MemoryCopy(Record + _keyAt, dst, _key.Length, _keyLen);
+            _keyLength = _keyLen;
+            _valid = true;
+            return true;
+        }
         var k = _t.KeyAt(Leaf, _idx[_depth - 1]);
         if (k.Length > _key.Length) _key = new byte[Math.Max(k.Length, _key.Length * 2)];
         k.CopyTo(_key);
         _keyLength = k.Length;
         _valid = true;
         return true;
+    }
+
+    private void CacheLeaf(byte* leaf)
+    {
+        _leaf = leaf;
+        var h = (NodeHeader*)leaf;
+        var format = (NodeFormat)h->Format;
+        bool crc = (h->Flags & RecordChecksumFlag) != 0;
+        _keyAt = format == NodeFormat.Variable ? -1 : Node.LengthFields(format);
+        _keyLen = h->KeySize;
+        if (_keyLen > _key.Length) _key = new byte[_keyLen];
+        _valueAt = format == NodeFormat.FixedKeyValue && !crc ? _keyLen : -1;
+        _valueLen = h->ValueSize;
     }
 
     private void Reposition()
@@ -185,14 +218,14 @@ public sealed unsafe class BTreeCursor
 public sealed unsafe partial class BTree
 {
     /// <summary>Changes made through this object (cursors compare it to know when to find their place again).</summary>
-    internal long Modifications => _inserts + _deletes + _updates + _aborts;
+    internal long Modifications => _mods;
 
-    // A transaction that aborts restores nodes behind the cursors' backs too; callers using cursors
-    // across aborts should call NoteAbort (the engine cannot see which trees an abort touched).
-    private long _aborts;
+    // Every change through this object, and every abort reported by NoteAbort: a transaction that aborts
+    // restores nodes behind the cursors' backs too, and the engine cannot see which trees an abort touched.
+    private long _mods;
 
     /// <summary>Tells cursors on this tree that a transaction that changed it was aborted.</summary>
-    public void NoteAbort() => _aborts++;
+    public void NoteAbort() => _mods++;
 
     /// <summary>A cursor over this tree, not yet positioned.</summary>
     public BTreeCursor OpenCursor() => new(this);

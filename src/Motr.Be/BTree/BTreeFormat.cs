@@ -59,33 +59,35 @@ internal struct NodeHeader
     [FieldOffset(7)] public byte Flags;
     /// <summary>[8, u32] node size in bytes.</summary>
     [FieldOffset(8)] public uint Size;
-    /// <summary>[12, u16] number of records.</summary>
-    [FieldOffset(12)] public ushort Count;
-    /// <summary>[14, u16] offset / 8 of the first hole (0: none).</summary>
-    [FieldOffset(14)] public ushort FirstHole;
-    /// <summary>[16, u32] lowest byte of the record heap.</summary>
-    [FieldOffset(16)] public uint HeapTop;
-    /// <summary>[20, u32] bytes in holes.</summary>
-    [FieldOffset(20)] public uint HoleBytes;
-    /// <summary>[24, u64] changes made to the node (cookies use it).</summary>
-    [FieldOffset(24)] public ulong Seq;
-    /// <summary>[32, i64] offset of the tree header this node belongs to.</summary>
-    [FieldOffset(32)] public long Tree;
-    /// <summary>[40, u16] key size of fixed-key formats.</summary>
-    [FieldOffset(40)] public ushort KeySize;
-    /// <summary>[42, u16] value size of <see cref="NodeFormat.FixedKeyValue"/>.</summary>
-    [FieldOffset(42)] public ushort ValueSize;
-    /// <summary>[44, u32] reserved, zero.</summary>
-    [FieldOffset(44)] public uint Reserved0;
-    /// <summary>[48, u64] reserved, zero.</summary>
-    [FieldOffset(48)] public ulong Reserved1;
+    /// <summary>[12, u16] key size of fixed-key formats.</summary>
+    [FieldOffset(12)] public ushort KeySize;
+    /// <summary>[14, u16] value size of <see cref="NodeFormat.FixedKeyValue"/>.</summary>
+    [FieldOffset(14)] public ushort ValueSize;
+    /// <summary>[16, i64] offset of the tree header this node belongs to.</summary>
+    [FieldOffset(16)] public long Tree;
+    /// <summary>[24, u64] reserved, zero.</summary>
+    [FieldOffset(24)] public ulong Reserved0;
+    /// <summary>[32, u64] reserved, zero.</summary>
+    [FieldOffset(32)] public ulong Reserved1;
+    // The fields every change touches, and the checksum, sit together at the end of the header, next to
+    // the index: one small captured region, which a short index shift joins.
+    /// <summary>[40, u16] number of records.</summary>
+    [FieldOffset(40)] public ushort Count;
+    /// <summary>[42, u16] offset / 8 of the first hole (0: none).</summary>
+    [FieldOffset(42)] public ushort FirstHole;
+    /// <summary>[44, u32] lowest byte of the record heap.</summary>
+    [FieldOffset(44)] public uint HeapTop;
+    /// <summary>[48, u32] bytes in holes.</summary>
+    [FieldOffset(48)] public uint HoleBytes;
+    /// <summary>[52, u32] changes made to the node (cookies use it).</summary>
+    [FieldOffset(52)] public uint Seq;
     /// <summary>[56, u32] reserved, zero.</summary>
     [FieldOffset(56)] public uint Reserved2;
     /// <summary>[60, u32] CRC32C of the node without this field, recomputed when the group is sealed.</summary>
     [FieldOffset(60)] public uint Crc;
 
-    /// <summary>The header bytes an operation changes, contiguous so they are one small region: Count .. Seq.</summary>
-    public const int MutableOffset = 12, MutableLength = 32 - 12;
+    /// <summary>The header bytes an operation changes: Count .. Seq.</summary>
+    public const int MutableOffset = 40, MutableLength = 56 - 40;
     public const int CrcOffset = 60;
 }
 
