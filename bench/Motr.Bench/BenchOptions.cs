@@ -12,25 +12,34 @@ internal sealed class BenchOptions
         usage: Motr.Bench <command> [options]
         commands:
           tx        durable small transactions through group commit (motr vs SQLite WAL synchronous=FULL)
+          btree     b+tree of 16-byte random keys and 100-byte values: insert, lookup, ordered scan, delete
+                    (motr-1loc, motr-2loc vs LMDB and SQLite)
         options:
-          --quick            short warm-up and window (whole run under 30 s)
-          --seconds S        measured window per row (default 20, --quick 2)
-          --warmup S         warm-up per row (default 2, --quick 0.5)
-          --writers N[,N..]  concurrent writers per locality (2 localities); a list runs one motr row per count (default 512)
+          --quick            tx: short warm-up and window (whole run under 30 s); btree: 200k keys, 0.5 s warm-up (under 60 s)
+          --seconds S        tx: measured window per row (default 20, --quick 2)
+          --warmup S         warm-up per row (tx: default 2, --quick 0.5) or per system (btree: default 5, --quick 2;
+                             longer while the JIT is still busy)
+          --writers N[,N..]  concurrent writers per locality. tx: a list runs one motr row per count (default 512);
+                             btree: motr inserts and deletes (default 256, one count only)
+          --keys N           btree: number of keys (default 1000000, --quick 200000)
           --workloads A,B    only these workloads (default all of the command)
-          --systems A,B      only these systems (e.g. motr, sqlite-full)
+          --systems A,B      only these systems (tx: motr, sqlite-full; btree: motr-1loc, motr-2loc, lmdb, sqlite)
           --json FILE        also write the results as a JSON array
           --log-mib N        size of motr's log file in MiB (default 256, the engine's default; the default 20 s window spans
                              many checkpoints, so the rate is the sustained one — a row without one is flagged as a burst)
           --checkpoint-fraction F   motr checkpoints once this fraction of the log is placed (default: the engine's)
-          --alloc-sample     also sample what is allocated in each motr window, by type (a diagnostic; it allocates itself)
+          --alloc-sample     tx: also sample what is allocated in each motr window, by type (a diagnostic; it allocates itself)
           --dir DIR          make the bench folder inside DIR (default: the system temp folder); it is deleted at the end
         """;
 
     public required string Command { get; init; }
     public bool Quick { get; private set; }
     public string? JsonPath { get; private set; }
-    public int[] Writers { get; private set; } = [512];
+    /// <summary>--writers as given; null when absent (each bench has its own default).</summary>
+    public int[]? Writers { get; private set; }
+
+    /// <summary>--keys as given; null when absent.</summary>
+    public int? Keys { get; private set; }
     public string? Dir { get; private set; }
     public string[]? Workloads { get; private set; }
     public string[]? Systems { get; private set; }
@@ -43,6 +52,9 @@ internal sealed class BenchOptions
 
     public TimeSpan Duration => TimeSpan.FromSeconds(_seconds ?? (Quick ? 2 : 20));
     public TimeSpan Warmup => TimeSpan.FromSeconds(_warmup ?? (Quick ? 0.5 : 2));
+
+    /// <summary>--warmup as given; null when absent.</summary>
+    public TimeSpan? WarmupGiven => _warmup is double w ? TimeSpan.FromSeconds(w) : null;
 
     public bool Runs(string system) => Systems is null || Systems.Contains(system, StringComparer.OrdinalIgnoreCase);
     public bool RunsWorkload(string workload) => Workloads is null || Workloads.Contains(workload, StringComparer.OrdinalIgnoreCase);
@@ -64,6 +76,7 @@ internal sealed class BenchOptions
                 case "--seconds": o._seconds = Positive(a, Value()); break;
                 case "--warmup": o._warmup = Positive(a, Value(), allowZero: true); break;
                 case "--writers": o.Writers = List(Value()).Select(v => (int)Positive(a, v)).ToArray(); break;
+                case "--keys": o.Keys = (int)Math.Min(Positive(a, Value()), Array.MaxLength / 16); break;
                 case "--log-mib": o.LogMiB = (int)Positive(a, Value()); break;
                 case "--checkpoint-fraction": o.CheckpointFraction = Positive(a, Value()); break;
                 case "--workloads": o.Workloads = List(Value()); break;

@@ -8,31 +8,42 @@ namespace Motr.Bench;
 /// <summary>Prints results as a console table and writes them as JSON.</summary>
 internal static class Report
 {
-    /// <summary>The system every other system of the same workload is compared with.</summary>
-    public const string Baseline = "sqlite-full";
+    /// <summary>A column of the console table: its head and how a row shows in it (null: no value).</summary>
+    private sealed record Column(string Head, Func<BenchResult, string?> Cell, bool Always = false);
 
-    public static void PrintTable(TextWriter w, MachineInfo machine, IReadOnlyList<BenchResult> results)
+    /// <summary>
+    /// Prints the table: one line per result, then each result's notes. <paramref name="baseline"/> is the
+    /// system every other system of the same workload is compared with (the last column). A column no
+    /// result has a value for is left out, so each bench shows only its own counters.
+    /// </summary>
+    public static void PrintTable(TextWriter w, MachineInfo machine, IReadOnlyList<BenchResult> results, string baseline)
     {
         w.WriteLine();
         w.WriteLine($"machine: {machine}");
-        string[] head = ["workload", "system", "writers", "ops/s", "p50 us", "p99 us", "log B/op", "fsync/s", "ops/rec", "alloc B/op", $"x {Baseline}"];
-        var rows = new List<string[]> { head };
-        foreach (var r in results)
-        {
-            double? ratio = Ratio(results, r);
-            rows.Add([
-                r.Workload, r.System, r.Writers?.ToString(CultureInfo.InvariantCulture) ?? "1",
-                N(r.OpsPerSec, "N0"), N(r.P50Us, "N1"), N(r.P99Us, "N1"), N(r.LogBytesPerOp, "N1"), N(r.FsyncsPerSec, "N0"),
-                N(r.OpsPerRecord, "N1"), N(r.AllocBytesPerOp, "N3"), ratio is null ? "-" : ratio.Value.ToString("N1", CultureInfo.InvariantCulture) + "x",
-            ]);
-        }
-        var width = new int[head.Length];
+        Column[] all =
+        [
+            new("workload", r => r.Workload, Always: true),
+            new("system", r => r.System, Always: true),
+            new("writers", r => r.Writers?.ToString(CultureInfo.InvariantCulture) ?? "1", Always: true),
+            new("ops/s", r => N(r.OpsPerSec, "N0"), Always: true),
+            new("p50 us", r => N(r.P50Us, "N1"), Always: true),
+            new("p99 us", r => N(r.P99Us, "N1"), Always: true),
+            new("log B/op", r => Opt(r.LogBytesPerOp, "N1")),
+            new("fsync/s", r => Opt(r.FsyncsPerSec, "N0")),
+            new("ops/rec", r => Opt(r.OpsPerRecord, "N1")),
+            new("alloc B/op", r => Opt(r.AllocBytesPerOp, "N3")),
+            new($"x {baseline}", r => Ratio(results, r, baseline) is double x ? x.ToString("N2", CultureInfo.InvariantCulture) + "x" : "-", Always: true),
+        ];
+        var columns = all.Where(c => c.Always || results.Any(r => c.Cell(r) is not null)).ToArray();
+        var rows = new List<string[]> { columns.Select(c => c.Head).ToArray() };
+        foreach (var r in results) rows.Add(columns.Select(c => c.Cell(r) ?? "-").ToArray());
+        var width = new int[columns.Length];
         foreach (var row in rows)
             for (int i = 0; i < row.Length; i++) width[i] = Math.Max(width[i], row[i].Length);
         for (int k = 0; k < rows.Count; k++)
         {
             var sb = new StringBuilder();
-            for (int i = 0; i < head.Length; i++)
+            for (int i = 0; i < columns.Length; i++)
             {
                 if (i > 0) sb.Append("  ");
                 sb.Append(i < 2 ? rows[k][i].PadRight(width[i]) : rows[k][i].PadLeft(width[i]));
@@ -57,14 +68,14 @@ internal static class Report
     }
 
     /// <summary>Ops/s of <paramref name="r"/> over the baseline's for the same workload, if both exist.</summary>
-    public static double? Ratio(IReadOnlyList<BenchResult> results, BenchResult r)
+    public static double? Ratio(IReadOnlyList<BenchResult> results, BenchResult r, string baseline)
     {
-        if (r.System == Baseline) return null;
-        var b = results.FirstOrDefault(x => x.System == Baseline && x.Workload == r.Workload);
+        if (r.System == baseline) return null;
+        var b = results.FirstOrDefault(x => x.System == baseline && x.Workload == r.Workload);
         return b is null || b.OpsPerSec <= 0 ? null : r.OpsPerSec / b.OpsPerSec;
     }
 
-    public static void WriteJson(string path, MachineInfo machine, IReadOnlyList<BenchResult> results)
+    public static void WriteJson(string path, MachineInfo machine, IReadOnlyList<BenchResult> results, string baseline)
     {
         string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
         if (folder is not null) Directory.CreateDirectory(folder);
@@ -88,7 +99,7 @@ internal static class Report
             Number(j, "avg_sync_us", r.AvgSyncUs);
             Number(j, "alloc_bytes_per_op", r.AllocBytesPerOp);
             Number(j, "loop_alloc_bytes_per_op", r.LoopAllocBytesPerOp);
-            Number(j, "ratio_vs_" + Baseline.Replace('-', '_'), Ratio(results, r));
+            Number(j, "ratio_vs_" + baseline.Replace('-', '_'), Ratio(results, r, baseline));
             if (r.Extra is { } extra)
                 foreach (var (name, value) in extra) Number(j, name, value);
             if (r.Threads is { } threads)
@@ -116,6 +127,8 @@ internal static class Report
         if (double.IsFinite(v)) j.WriteNumber(name, Math.Round(v, 3));
         else j.WriteNull(name);
     }
+
+    private static string? Opt(double? v, string format) => v is null ? null : N(v, format);
 
     private static string N(double? v, string format) =>
         v is double d && double.IsFinite(d) ? d.ToString(format, CultureInfo.InvariantCulture) : "-";

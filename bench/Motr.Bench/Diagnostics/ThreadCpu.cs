@@ -58,6 +58,15 @@ internal static class ThreadCpu
         return s;
     }
 
+    /// <summary>CPU microseconds per operation of this process's threads (those <paramref name="which"/> accepts, default all) over a window of <paramref name="seconds"/>.</summary>
+    public static double PerOpMicros(IReadOnlyList<ThreadCpuShare> threads, double seconds, long ops, Func<string, bool>? which = null) =>
+        ops > 0 ? threads.Where(t => t.Name != OtherProcesses && (which is null || which(t.Name))).Sum(t => t.CpuShare) * seconds * 1e6 / ops : double.NaN;
+
+    /// <summary>"cpu per {unit} in us: thread x, ...; total t": this process's threads, busy ones only.</summary>
+    public static string PerOpNote(IReadOnlyList<ThreadCpuShare> threads, double seconds, long ops, string unit) =>
+        $"cpu per {unit} in us: " + string.Join(", ", threads.Where(t => t.Name != OtherProcesses && t.CpuShare >= 0.005)
+            .Select(t => $"{t.Name} {PerOpMicros([t], seconds, ops):F2}")) + $"; total {PerOpMicros(threads, seconds, ops):F2}";
+
     /// <summary>CPU and run-queue wait per thread name between two snapshots, busiest first (engine "motr-…" and runtime ".NET …" threads by name, the rest as "other threads"), then other processes.</summary>
     public static List<ThreadCpuShare> Between(Snapshot before, Snapshot after)
     {

@@ -18,7 +18,7 @@ internal sealed record EngineEdge(long Timestamp, long TotalAlloc, long LoopAllo
         var domain = engine.Domain.Stats;
         long completed = load.Completed;
         long total = GC.GetTotalAllocatedBytes(precise: true);
-        return new EngineEdge(Stopwatch.GetTimestamp(), total, loopAlloc, completed, domain, segments, cpu, GcCounts());
+        return new EngineEdge(Stopwatch.GetTimestamp(), total, loopAlloc, completed, domain, segments, cpu, ProcessEdge.GcCounts());
     }
 
     public static async Task<EngineEdge> TakeAfterAsync(Engine engine, TxLoad load)
@@ -29,11 +29,9 @@ internal sealed record EngineEdge(long Timestamp, long TotalAlloc, long LoopAllo
         var domain = engine.Domain.Stats;
         var segments = engine.Domain.Segments.Select(s => s.TxStats).ToArray();
         long loopAlloc = await LocalityAllocAsync(engine);
-        var gc = GcCounts();
+        var gc = ProcessEdge.GcCounts();
         return new EngineEdge(ts, total, loopAlloc, completed, domain, segments, ThreadCpu.Take(), gc);
     }
-
-    private static int[] GcCounts() => [GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2)];
 
     private static async Task<long> LocalityAllocAsync(Engine engine)
     {

@@ -22,13 +22,17 @@ internal static class TxBench
 
     private const int Localities = 2;
 
+    /// <summary>Writers per locality when --writers is not given.</summary>
+    public const int DefaultWriters = 512;
+
     public static async Task<List<BenchResult>> RunAsync(BenchOptions o, BenchDirectory dir)
     {
+        Console.WriteLine($"tx: warm-up {o.Warmup.TotalSeconds:0.##} s, window {o.Duration.TotalSeconds:0.##} s per row");
         var results = new List<BenchResult>();
         foreach (var w in Workloads.Where(w => o.RunsWorkload(w.Name)))
         {
             if (o.Runs(MotrSystem))
-                foreach (int writers in o.Writers)
+                foreach (int writers in o.Writers ?? [DefaultWriters])
                 {
                     Settle.BetweenRows();
                     results.Add(Progress(await RunMotrAsync(w, writers, o, dir)));

@@ -42,14 +42,13 @@ internal static class TxMotrResult
             $"placing: {(place1.Regions - place0.Regions) / secs:N0} regions/s ({(place1.Bytes - place0.Bytes) / secs / (1 << 20):N1} MiB/s) written in place, " +
                 $"{place1.Checkpoints - place0.Checkpoints} checkpoints; log used at end {b.Domain.LogUsed / (double)(1 << 20):N1} of {b.Domain.LogAreaSize / (double)(1 << 20):N0} MiB",
             $"alloc: {perOp(b.TotalAlloc - a.TotalAlloc):N3} B/tx in the process, {perOp(b.LoopAlloc - a.LoopAlloc):N3} B/tx on the locality threads; " +
-                $"GCs gen0/1/2: {b.Gc[0] - a.Gc[0]}/{b.Gc[1] - a.Gc[1]}/{b.Gc[2] - a.Gc[2]}",
+                ProcessEdge.GcNote(a.Gc, b.Gc),
         };
         long checkpoints = place1.Checkpoints - place0.Checkpoints;
         if (checkpoints == 0 && spaceWaits == 0)
             notes.Add("WARNING: no checkpoint and no wait for log space in the window: this is a burst the log absorbed, not a sustained rate (use a smaller --log-mib or a longer window)");
         var threads = ThreadCpu.Between(a.Cpu, b.Cpu);
-        notes.Add("cpu per tx in us: " + string.Join(", ", threads.Where(t => t.Name != ThreadCpu.OtherProcesses && t.CpuShare >= 0.005)
-            .Select(t => $"{t.Name} {perOp(t.CpuShare * secs * 1e6):F2}")) + $"; total {perOp(threads.Where(t => t.Name != ThreadCpu.OtherProcesses).Sum(t => t.CpuShare) * secs * 1e6):F2}");
+        notes.Add(ThreadCpu.PerOpNote(threads, secs, ops, "tx"));
 
         return new BenchResult
         {
@@ -77,8 +76,8 @@ internal static class TxMotrResult
                 ["checkpoints"] = checkpoints,
                 ["placed_regions_per_sec"] = (place1.Regions - place0.Regions) / secs,
                 ["p999_us"] = latency.PercentileMicros(0.999),
-                ["cpu_us_per_op"] = perOp(threads.Where(t => t.Name != ThreadCpu.OtherProcesses).Sum(t => t.CpuShare) * secs * 1e6),
-                ["placer_cpu_us_per_op"] = perOp(threads.Where(t => t.Name == "motr-placer").Sum(t => t.CpuShare) * secs * 1e6),
+                ["cpu_us_per_op"] = ThreadCpu.PerOpMicros(threads, secs, ops),
+                ["placer_cpu_us_per_op"] = ThreadCpu.PerOpMicros(threads, secs, ops, name => name == "motr-placer"),
                 ["other_processes_cores"] = threads.Where(t => t.Name == ThreadCpu.OtherProcesses).Sum(t => t.CpuShare),
             },
         };

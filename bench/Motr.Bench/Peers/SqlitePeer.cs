@@ -92,7 +92,7 @@ internal static class SqlitePeer
         }
     }
 
-    private static SqliteCommand Prepare(SqliteConnection conn, string sql)
+    internal static SqliteCommand Prepare(SqliteConnection conn, string sql)
     {
         var c = conn.CreateCommand();
         c.CommandText = sql;
@@ -100,7 +100,7 @@ internal static class SqlitePeer
         return c;
     }
 
-    private static object? Scalar(SqliteConnection conn, string sql)
+    internal static object? Scalar(SqliteConnection conn, string sql)
     {
         using var c = conn.CreateCommand();
         c.CommandText = sql;

@@ -1,0 +1,86 @@
+using System.Diagnostics;
+
+namespace Motr.Bench.Macro;
+
+/// <summary>What one workload measured on one store: its own timing from the first operation to the last.</summary>
+internal sealed class PhaseRun
+{
+    /// <summary>Operations done (records for a scan).</summary>
+    public long Ops;
+
+    /// <summary>Stopwatch ticks from the first operation's start to the last one's end.</summary>
+    public long Ticks;
+
+    /// <summary>Per-operation latency; empty for a scan.</summary>
+    public LatencyHistogram Latency { get; } = new();
+
+    /// <summary>What <see cref="Latency"/> measures, for the notes ("begin -> persisted, every op").</summary>
+    public string LatencyWhat = "";
+
+    /// <summary>Log counters over the window (motr inserts and deletes only).</summary>
+    public double? LogBytesPerOp { get; set; }
+    public double? FsyncsPerSec { get; set; }
+    public double? OpsPerRecord { get; set; }
+
+    public Dictionary<string, double> Extra { get; } = new();
+    public List<string> Notes { get; } = new();
+
+    public double Seconds => Ticks / (double)Stopwatch.Frequency;
+}
+
+/// <summary>
+/// A key-value store under the btree bench: one instance of a system (motr's engine with its trees, an
+/// LMDB environment, a SQLite database) holding the bench's data set. Workloads run in order: insert,
+/// lookup, scan, delete. Each method times itself and checks its outcome (a missing key, a short scan,
+/// a failed insert is an error: a benchmark of a wrong result measures nothing).
+/// </summary>
+internal abstract class KvStore : IAsyncDisposable
+{
+    /// <summary>Keys between two latency samples of a lookup (timestamps around every op would cost a few % of a lookup).</summary>
+    public const int LookupSampleEvery = 16;
+
+    public abstract string System { get; }
+
+    /// <summary>Concurrent loops running <paramref name="workload"/>, all localities together.</summary>
+    public abstract int Writers(string workload);
+
+    /// <summary>Done outside the measured window before a workload on <paramref name="keys"/> (motr splits them by locality).</summary>
+    public virtual void Prepare(KeySet keys) { }
+
+    /// <summary>Inserts every key of <paramref name="keys"/> in its insert order.</summary>
+    public abstract Task<PhaseRun> InsertAsync(KeySet keys);
+
+    /// <summary>Looks every key up in its lookup order and checks it is there (and its value, on sampled ops).</summary>
+    public abstract Task<PhaseRun> LookupAsync(KeySet keys);
+
+    /// <summary>
+    /// Scans every record in key order: one unmeasured pass that checks the count and the order, then
+    /// measured passes until <paramref name="atLeast"/> has passed (at least one). A measured pass reads
+    /// the first 8 bytes of every key and the first byte of every value.
+    /// </summary>
+    public abstract Task<PhaseRun> ScanAsync(KeySet keys, TimeSpan atLeast);
+
+    /// <summary>Deletes every key in its delete order; the store is empty afterwards.</summary>
+    public abstract Task<PhaseRun> DeleteAsync(KeySet keys);
+
+    /// <summary>Bytes allocated so far by the threads running the loops (motr's locality threads); null when the loops run on pool threads.</summary>
+    public virtual Task<long?> LoopAllocatedAsync() => Task.FromResult<long?>(null);
+
+    /// <summary>Runs after a workload's window closes, outside it: adds to its notes and extras (storage used, checkpoint time).</summary>
+    public virtual Task AfterAsync(string workload, KeySet keys, PhaseRun run) => Task.CompletedTask;
+
+    /// <summary>A store for the warm-up rounds (JIT tiers, caches): a throwaway instance in <paramref name="folder"/>, or motr's other trees in the same engine.</summary>
+    public abstract Task<KvStore> OpenWarmUpAsync(string folder);
+
+    public abstract ValueTask DisposeAsync();
+
+    /// <summary>Where loops put what they read, so the JIT cannot drop the reads.</summary>
+    protected static ulong Sink;
+
+    /// <summary>Checks a verifying scan pass: every record seen, in bytewise key order.</summary>
+    protected static void CheckScan(string system, long records, long expected, long outOfOrder)
+    {
+        if (records != expected) throw new InvalidOperationException($"{system}: the scan saw {records:N0} records, expected {expected:N0}");
+        if (outOfOrder != 0) throw new InvalidOperationException($"{system}: the scan saw {outOfOrder:N0} keys not above the one before (bytewise order)");
+    }
+}
