@@ -250,6 +250,7 @@ public sealed unsafe partial class BTree
     {
         _touchedCount = 0;
         _treeTouched = false;
+        if (_cursorCount > 0) SaveCursors();
         _mods++; // cursors find their place again after any operation that may change the tree
     }
 

@@ -7,7 +7,8 @@ namespace Motr.Be.BTree;
 /// the first key not below the given one), then <see cref="MoveNext"/> / <see cref="MovePrev"/>.
 /// <see cref="Key"/> and <see cref="Value"/> point into the segment. If the tree changes between moves,
 /// the cursor finds its place again by its last key, so it can be kept across transactions.
-/// Reusable and allocation-free once its key buffer has grown; use on the tree's locality.
+/// Reusable and allocation-free once its key buffer has grown; use on the tree's locality, and
+/// change the tree through the same <see cref="BTree"/> object the cursor came from.
 /// </summary>
 public sealed unsafe class BTreeCursor
 {
@@ -19,12 +20,28 @@ public sealed unsafe class BTreeCursor
     private long _mods;
     private byte[] _key = new byte[64];
     private int _keyLength;
+    private bool _saved; // _key holds the current key (copied when the tree was about to change)
     // The current leaf, cached: its records' fixed key/value places when its format has them.
     private byte* _leaf;
     private int _leafCount;
     private int _keyAt = -1, _keyLen, _valueAt = -1, _valueLen;
 
-    internal BTreeCursor(BTree tree) => _t = tree;
+    internal BTreeCursor(BTree tree)
+    {
+        _t = tree;
+        tree.Register(this);
+    }
+
+    /// <summary>The tree is about to change: keep the current key to find the place again afterwards.</summary>
+    internal void SaveKey()
+    {
+        if (!_valid || _saved || Stale) return;
+        var k = _t.KeyAt(Leaf, _idx[_depth - 1]);
+        if (k.Length > _key.Length) _key = new byte[Math.Max(k.Length, _key.Length * 2)];
+        k.CopyTo(_key);
+        _keyLength = k.Length;
+        _saved = true;
+    }
 
     /// <summary>Whether the cursor is at a record.</summary>
     public bool IsValid => _valid && !Stale;
@@ -82,9 +99,11 @@ public sealed unsafe class BTreeCursor
         if (!_valid) return false;
         if (Stale)
         {
+            if (!_saved) return _valid = false; // changed with no operation to warn us (an abort after positioning)
             // Find the first key above the last one seen.
-            if (!Seek(_key.AsSpan(0, _keyLength))) return false;
-            if (_t.CompareKeys(Key, _key.AsSpan(0, _keyLength)) > 0) return true;
+            var last = _key.AsSpan(0, _keyLength).ToArray();
+            if (!Seek(last)) return false;
+            if (_t.CompareKeys(Key, last) > 0) return true;
         }
         int d = _depth - 1;
         if (++_idx[d] < _leafCount) return Remember();
@@ -97,8 +116,9 @@ public sealed unsafe class BTreeCursor
         if (!_valid) return false;
         if (Stale)
         {
+            if (!_saved) return _valid = false;
             // The last key below the one seen: seek to it, then step back once.
-            bool at = Seek(_key.AsSpan(0, _keyLength));
+            bool at = Seek(_key.AsSpan(0, _keyLength).ToArray());
             if (!at) return SeekLast();
         }
         int d = _depth - 1;
@@ -169,28 +189,19 @@ public sealed unsafe class BTreeCursor
         return Remember();
     }
 
-    /// <summary>Keeps a copy of the current key, to find the place again if the tree changes.</summary>
+    /// <summary>At a record now: cache its leaf. (Its key is copied only if the tree is about to change: <see cref="SaveKey"/>.)</summary>
     private bool Remember()
     {
-        long leafOff = _nodes[_depth - 1];
-        byte* leaf = _t.Segment.Base + leafOff;
+        byte* leaf = _t.Segment.Base + _nodes[_depth - 1];
         if (leaf != _leaf) CacheLeaf(leaf);
         _leafCount = ((NodeHeader*)leaf)->Count;
-        if (_keyAt >= 0)
-        {
-            // Fixed keys: a straight copy, no parsing (the scan's hot path).
-            fixed (byte* dst = _key) Buffer.MemoryCopy(Record + _keyAt, dst, _key.Length, _keyLen);
-            _keyLength = _keyLen;
-            _valid = true;
-            return true;
-        }
-        var k = _t.KeyAt(Leaf, _idx[_depth - 1]);
-        if (k.Length > _key.Length) _key = new byte[Math.Max(k.Length, _key.Length * 2)];
-        k.CopyTo(_key);
-        _keyLength = k.Length;
         _valid = true;
+        _saved = false;
         return true;
     }
+
+    /// <summary>Leaves the cursor unpositioned (so the tree need not save its key on changes).</summary>
+    internal void Invalidate() => _valid = false;
 
     private void CacheLeaf(byte* leaf)
     {
@@ -209,6 +220,7 @@ public sealed unsafe class BTreeCursor
     {
         if (!_valid) throw new InvalidOperationException("the cursor is not at a record");
         if (!Stale) return;
+        if (!_saved) throw new InvalidOperationException("the tree changed under the cursor without an operation it could see (an aborted transaction?); seek again");
         var key = _key.AsSpan(0, _keyLength).ToArray();
         if (!Seek(key) || _t.CompareKeys(Key, key) != 0)
             throw new InvalidOperationException("the record under the cursor was deleted; move the cursor");
@@ -227,6 +239,29 @@ public sealed unsafe partial class BTree
     /// <summary>Tells cursors on this tree that a transaction that changed it was aborted.</summary>
     public void NoteAbort() => _mods++;
 
+    // Cursors opened on this tree, so an operation can ask them to save their key before it changes anything.
+    private WeakReference<BTreeCursor>[] _cursors = new WeakReference<BTreeCursor>[4];
+    private int _cursorCount;
+
+    internal void Register(BTreeCursor c)
+    {
+        if (_cursorCount == _cursors.Length)
+        {
+            int live = 0;
+            for (int i = 0; i < _cursorCount; i++)
+                if (_cursors[i].TryGetTarget(out _)) _cursors[live++] = _cursors[i];
+            _cursorCount = live;
+            if (_cursorCount == _cursors.Length) Array.Resize(ref _cursors, _cursors.Length * 2);
+        }
+        _cursors[_cursorCount++] = new WeakReference<BTreeCursor>(c);
+    }
+
+    private void SaveCursors()
+    {
+        for (int i = 0; i < _cursorCount; i++)
+            if (_cursors[i].TryGetTarget(out var c)) c.SaveKey();
+    }
+
     /// <summary>A cursor over this tree, not yet positioned.</summary>
     public BTreeCursor OpenCursor() => new(this);
 
@@ -241,6 +276,7 @@ public sealed unsafe partial class BTree
         }
         foundKey = c.Key;
         value = c.Value;
+        c.Invalidate();
         return BTreeStatus.Ok;
     }
 
@@ -260,6 +296,7 @@ public sealed unsafe partial class BTree
         }
         key = c.Key;
         value = c.Value;
+        c.Invalidate();
         return BTreeStatus.Ok;
     }
 
