@@ -152,6 +152,24 @@ public sealed unsafe partial class BTree
             rep.Problems.Add($"{at}: record {i}: out-of-node part 0x{chunk:X}: checksum mismatch");
     }
 
+    /// <summary>Lengths of record <paramref name="i"/> within limits and the record within its node (wide arithmetic: a damaged length may be near 2^31).</summary>
+    private string? RecordShapeProblem(Node n, int i, int off)
+    {
+        var f = n.Format;
+        byte* r = n.P + off;
+        long end = off + Node.LengthFields(f);
+        if (end > n.Size) return "length fields run past the node";
+        uint klenf = f == NodeFormat.Variable ? *(uint*)r : n.H.KeySize;
+        uint vlenf = f == NodeFormat.Variable ? *(uint*)(r + 4) : f == NodeFormat.FixedKey ? *(uint*)r : n.H.ValueSize;
+        long klen = klenf & ~LargeFlag, vlen = vlenf & ~LargeFlag;
+        if (klen > MaxKeyLength) return $"key length {klen} is over the limit";
+        if (vlen > (n.IsLeaf ? MaxValueLength : 8)) return $"value length {vlen} is over the limit";
+        if (!n.IsLeaf && vlen != 8) return $"child field of {vlen} bytes";
+        end += ((klenf & LargeFlag) != 0 ? LargeRef.SizeOf : klen) + ((vlenf & LargeFlag) != 0 ? LargeRef.SizeOf : vlen) + (n.RecordCrc ? 4 : 0);
+        if (end > n.Size) return $"record of {end - off} bytes runs past the node";
+        return null;
+    }
+
     /// <summary>Index, heap and holes: within bounds, not overlapping, adding up.</summary>
     private bool CheckSpace(Node n, string at, BTreeCheckReport rep)
     {
@@ -174,6 +192,8 @@ public sealed unsafe partial class BTree
         {
             int off = n.RecOffset(i);
             if (off < h.HeapTop || off >= size) { rep.Problems.Add($"{at}: record {i} at {off} outside the heap"); return false; }
+            string? bad = RecordShapeProblem(n, i, off);
+            if (bad != null) { rep.Problems.Add($"{at}: record {i}: {bad}"); return false; }
             Mark(off, n.RecordSizeAt(i), $"record {i}");
         }
         long holeBytes = 0;

@@ -58,9 +58,11 @@ public sealed partial class BTree
     {
         int big = LargestNode, inner = (int)Hdr.InternalSize;
         var leaf = LeafSpec(keyLength, valueLength);
-        var sep = InternalSpec(keyLength);
-        var perLevel = SplitCost(big) + TouchCost + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(keyLength) : default);
-        var newRoot = NewNodeCost(inner) + (PlaceCost(inner, sep.Size) + (sep.KeyLarge ? LargeCost(keyLength) : default)) * 2;
+        // A split may promote any key of the node, not just the new one: size separators by the longest.
+        int sepLength = Math.Max(keyLength, (int)Hdr.MaxKeyLength);
+        var sep = InternalSpec(sepLength);
+        var perLevel = SplitCost(big) + TouchCost + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(sepLength) : default);
+        var newRoot = NewNodeCost(inner) + (PlaceCost(inner, sep.Size) + (sep.KeyLarge ? LargeCost(sepLength) : default)) * 2;
         return TreeCost + TouchCost + PlaceCost(big, leaf.Size) + LargeParts(leaf) + perLevel * Height + newRoot;
     }
 
@@ -74,7 +76,7 @@ public sealed partial class BTree
         var leafRemove = TouchCost + RemoveCost(big) + freeParts;
         var merge = TouchCost + TxCredit.Region(big)                                     // rebuild the left node
             + TouchCost + TxCredit.Region(4) + Allocator.FreeCredit                      // free the right node
-            + TouchCost + RemoveCost(big) + Allocator.FreeCredit;                        // drop its separator
+            + TouchCost + TxCredit.Region(8) + TxCredit.Region(4) + RemoveCost(big) + Allocator.FreeCredit; // drop its entry
         var rebalance = TouchCost * 2 + TxCredit.Region(big) * 3                          // rebuild both leaves
             + TouchCost + RemoveCost(big) + Allocator.FreeCredit                         // old separator out
             + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(keyLength) : default); // new one in

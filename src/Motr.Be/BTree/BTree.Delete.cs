@@ -26,16 +26,27 @@ public sealed unsafe partial class BTree
     /// <summary>Below this fraction of its size a node is merged with, or refilled from, a sibling.</summary>
     private const int UnderfullDivisor = 4;
 
-    /// <summary>After a removal from the node at depth <paramref name="d"/>: merge or rebalance up the path while nodes are underfull.</summary>
+    /// <summary>
+    /// After a removal from the node at depth <paramref name="d"/>: drop it if empty, else merge or
+    /// rebalance up the path while nodes are underfull; then let the root shrink. Never allocates, so a
+    /// delete cannot run out of space.
+    /// </summary>
     private void Rebalance(Transaction tx, int d)
     {
         while (d > 0)
         {
             var x = new Node(_seg.Base, _path[d].Node);
-            if (x.UsedBytes * UnderfullDivisor >= x.Size) return;
             var p = new Node(_seg.Base, _path[d - 1].Node);
-            if (p.Count < 2) return;
             int xi = _path[d - 1].Index;
+            if (x.Count == 0)
+            {
+                // An empty node never stays below the root (a scan would stop at it).
+                FreeNode(tx, x.Off);
+                RemoveEntry(tx, p, xi);
+                d--;
+                continue;
+            }
+            if (x.UsedBytes * UnderfullDivisor >= x.Size || p.Count < 2) break;
             int li = xi > 0 ? xi - 1 : 0, ri = li + 1;
             var a = N(p.Child(li));
             var b = N(p.Child(ri));
@@ -46,9 +57,37 @@ public sealed unsafe partial class BTree
                 continue;
             }
             if (x.IsLeaf) Rebalance(tx, p, ri, a, b);
-            return;
+            break;
         }
         CollapseRoot(tx);
+    }
+
+    /// <summary>
+    /// Removes entry <paramref name="i"/> of internal node <paramref name="p"/>. Entry 0's key is the
+    /// separator p's parent holds for p, so removing entry 0 moves entry 1's child into it instead.
+    /// </summary>
+    private void RemoveEntry(Transaction tx, Node p, int i)
+    {
+        var pn = Touch(tx, p.Off);
+        if (i == 0 && pn.Count >= 2)
+        {
+            long child = pn.Child(1);
+            pn.Parts(0, out _, out _, out byte* v0, out _);
+            tx.Capture(pn.Off + (v0 - pn.P), 8);
+            *(long*)v0 = child;
+            if (_recordCrc) ResealRecord(tx, pn, 0);
+            i = 1;
+        }
+        FreeLargeParts(tx, pn, i);
+        RemoveRecord(tx, pn, i);
+    }
+
+    /// <summary>Recomputes the CRC of record <paramref name="i"/> after an in-place change.</summary>
+    private void ResealRecord(Transaction tx, Node n, int i)
+    {
+        byte* f = n.RecordCrcField(i, out int covered);
+        tx.Capture(n.Off + (f - n.P), 4);
+        *(uint*)f = Crc32C.Compute(new ReadOnlySpan<byte>(n.Rec(i), covered));
     }
 
     private static bool CanMerge(Node a, Node b) =>
@@ -64,9 +103,7 @@ public sealed unsafe partial class BTree
         // records can move as they are.
         Rebuild(tx, a, a, 0, na, b, 0, nb);
         FreeNode(tx, b.Off);
-        var pn = Touch(tx, p.Off);
-        FreeLargeParts(tx, pn, ri);
-        RemoveRecord(tx, pn, ri);
+        RemoveEntry(tx, p, ri);
     }
 
     /// <summary>Spreads the records of leaves <paramref name="a"/> and <paramref name="b"/> evenly (by bytes) and updates the separator.</summary>
@@ -76,21 +113,24 @@ public sealed unsafe partial class BTree
         int total = 0;
         for (int j = 0; j < na; j++) total += a.RecordSizeAt(j) + 2;
         for (int j = 0; j < nb; j++) total += b.RecordSizeAt(j) + 2;
-        // First index (over a's records then b's) that goes to b.
+        // First index (over a's records then b's) that goes to b: as even as possible by bytes, but each
+        // side within its own node (siblings may have different sizes).
+        int capA = a.Size - NodeHeader.SizeOf, capB = b.Size - NodeHeader.SizeOf;
         int acc = 0, m = 0;
         while (m < na + nb - 1)
         {
             int s = (m < na ? a.RecordSizeAt(m) : b.RecordSizeAt(m - na)) + 2;
-            if (acc + s > total / 2 && m > 0) break;
+            if ((acc + s > total / 2 && m > 0) || acc + s > capA) break;
             acc += s;
             m++;
         }
-        if (m == na) return; // already as even as it gets
+        if (m == na || total - acc > capB) return; // already as even as it gets, or no split fits both
         // The new separator is the key that becomes b's first; the parent must hold it.
         var sep = CopySeparator(m < na ? KeyAt(a, m) : KeyAt(b, m - na));
         var spec = InternalSpec(sep.Length);
         int oldSize = p.RecordSizeAt(ri);
-        if (spec.Size > oldSize && p.FreeBytes < spec.Size - oldSize) return;
+        // Deletes never allocate: skip when the new separator would need its own chunk, or more room.
+        if (spec.KeyLarge || (spec.Size > oldSize && p.FreeBytes < spec.Size - oldSize)) return;
         _borrows++;
         a = Touch(tx, a.Off);
         b = Touch(tx, b.Off);

@@ -52,6 +52,8 @@ public sealed unsafe partial class BTree
         CheckValue(valueLength);
         CheckCredit(tx, InsertCredit(key.Length, valueLength), "insert");
         BeginOp();
+        // Every capture of this operation comes after the savepoint (BeginOp makes it capture afresh).
+        var sp = tx.Savepoint();
         node = default;
         recOffset = -1;
         spec = default;
@@ -67,16 +69,25 @@ public sealed unsafe partial class BTree
         }
         spec = LeafSpec(key.Length, valueLength);
         if (!EnoughSpace(spec)) return BTreeStatus.OutOfSpace;
-        var leaf = Touch(tx, node.Off);
-        if (TryInsert(tx, leaf, i, key, spec, out value, out recOffset)) node = leaf;
-        else
+        try
         {
-            if (viaCookie)
+            var leaf = Touch(tx, node.Off);
+            if (TryInsert(tx, leaf, i, key, spec, out value, out recOffset)) node = leaf;
+            else
             {
-                Descend(key); // a split needs the path
-                _cookieSplitDescents++;
+                if (viaCookie)
+                {
+                    Descend(key); // a split needs the path
+                    _cookieSplitDescents++;
+                }
+                (node, recOffset) = SplitInsert(tx, _depth - 1, i, key, spec, out value);
             }
-            (node, recOffset) = SplitInsert(tx, _depth - 1, i, key, spec, out value);
+        }
+        catch (NoSpace)
+        {
+            // Free space was there in total but too fragmented: undo this insert alone.
+            tx.RollbackTo(sp);
+            return BTreeStatus.OutOfSpace;
         }
         ref TreeHeader h = ref TouchTree(tx);
         h.Count++;

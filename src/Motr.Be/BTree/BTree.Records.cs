@@ -115,8 +115,7 @@ public sealed unsafe partial class BTree
     private long AllocLarge(Transaction tx, int length)
     {
         var st = _seg.Allocator.TryAlloc(tx, Math.Max(length, 1), 8, out long chunk);
-        if (st != AllocStatus.Ok)
-            throw new BeException($"{Where}: no space for an out-of-node part of {length} bytes ({st}); abort the transaction");
+        if (st != AllocStatus.Ok) throw new NoSpace();
         ref TreeHeader h = ref TouchTree(tx);
         h.LargeChunks++;
         h.LargeBytes += length;

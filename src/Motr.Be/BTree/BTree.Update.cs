@@ -13,6 +13,7 @@ public sealed unsafe partial class BTree
         CheckValue(value.Length);
         CheckCredit(tx, UpdateCredit(key.Length, value.Length), "update");
         BeginOp();
+        var sp = tx.Savepoint(); // before the first capture of this operation
         var leaf = Descend(key);
         int i = SearchLeaf(leaf, key, out bool found);
         if (!found) return BTreeStatus.NotFound;
@@ -40,13 +41,21 @@ public sealed unsafe partial class BTree
         if (!EnoughSpace(spec)) return BTreeStatus.OutOfSpace;
         // Otherwise the record is rebuilt at the same index (it may move, or split the leaf).
         var keyCopy = CopySeparator(key);
-        FreeLargeParts(tx, n, i);
-        RemoveRecord(tx, n, i);
         Node node;
         int rec;
         Span<byte> dest;
-        if (TryInsert(tx, n, i, keyCopy, spec, out dest, out rec)) node = n;
-        else (node, rec) = SplitInsert(tx, _depth - 1, i, keyCopy, spec, out dest);
+        try
+        {
+            FreeLargeParts(tx, n, i);
+            RemoveRecord(tx, n, i);
+            if (TryInsert(tx, n, i, keyCopy, spec, out dest, out rec)) node = n;
+            else (node, rec) = SplitInsert(tx, _depth - 1, i, keyCopy, spec, out dest);
+        }
+        catch (NoSpace)
+        {
+            tx.RollbackTo(sp);
+            return BTreeStatus.OutOfSpace;
+        }
         value.CopyTo(dest);
         FinishRecord(node, rec, spec);
         return BTreeStatus.Ok;

@@ -210,8 +210,7 @@ public sealed unsafe partial class BTree
     private long NewNode(Transaction tx, int level, int size)
     {
         var status = _seg.Allocator.TryAlloc(tx, size, 64, out long off);
-        if (status != AllocStatus.Ok)
-            throw new BeException($"{Where}: no space for a node of {size} bytes ({status}); abort the transaction");
+        if (status != AllocStatus.Ok) throw new NoSpace();
         ref NodeHeader h = ref tx.Capture<NodeHeader>(off);
         h = new NodeHeader
         {
@@ -328,6 +327,9 @@ public sealed unsafe partial class BTree
                 ? $"{Where}: value of {length} bytes; this tree's values are {_valueSize} bytes"
                 : $"{Where}: value of {length} bytes is over the limit of {MaxValueLength}", nameof(length));
     }
+
+    /// <summary>An allocation failed half-way through an operation: the operation rolls back to its savepoint and returns <see cref="BTreeStatus.OutOfSpace"/>.</summary>
+    private sealed class NoSpace : Exception;
 
     /// <inheritdoc />
     public override string ToString() => $"{Where}: {Count} records, height {Height}, {NodeCount} nodes, {_leafFormat} leaves";

@@ -99,7 +99,7 @@ public sealed unsafe class BTreeCursor
         if (!_valid) return false;
         if (Stale)
         {
-            if (!_saved) return _valid = false; // changed with no operation to warn us (an abort after positioning)
+            if (!_saved) ThrowLost();
             // Find the first key above the last one seen.
             var last = _key.AsSpan(0, _keyLength).ToArray();
             if (!Seek(last)) return false;
@@ -116,7 +116,7 @@ public sealed unsafe class BTreeCursor
         if (!_valid) return false;
         if (Stale)
         {
-            if (!_saved) return _valid = false;
+            if (!_saved) ThrowLost();
             // The last key below the one seen: seek to it, then step back once.
             bool at = Seek(_key.AsSpan(0, _keyLength).ToArray());
             if (!at) return SeekLast();
@@ -144,8 +144,15 @@ public sealed unsafe class BTreeCursor
         _mods = _t.Modifications;
         _depth = _t.DescendEdge(last, _nodes, _idx);
         var leaf = Leaf;
-        _valid = leaf.Count > 0;
-        if (!_valid) return false;
+        if (leaf.Count == 0)
+        {
+            // Only an empty root leaf should be empty; step over any other defensively.
+            _valid = _depth > 1;
+            _idx[_depth - 1] = last ? 0 : -1;
+            if (!_valid) return false;
+            return last ? PrevLeaf() : NextLeaf();
+        }
+        _valid = true;
         _idx[_depth - 1] = last ? leaf.Count - 1 : 0;
         return Remember();
     }
@@ -200,6 +207,14 @@ public sealed unsafe class BTreeCursor
         return true;
     }
 
+    /// <summary>The tree changed with no operation to warn the cursor first (an abort after it was positioned): its place is unknown.</summary>
+    private void ThrowLost()
+    {
+        _valid = false;
+        throw new InvalidOperationException("the tree changed under the cursor after it was positioned, without an operation warning it " +
+            "(a transaction aborted after the cursor moved?); seek again");
+    }
+
     /// <summary>Leaves the cursor unpositioned (so the tree need not save its key on changes).</summary>
     internal void Invalidate() => _valid = false;
 
@@ -220,10 +235,15 @@ public sealed unsafe class BTreeCursor
     {
         if (!_valid) throw new InvalidOperationException("the cursor is not at a record");
         if (!Stale) return;
-        if (!_saved) throw new InvalidOperationException("the tree changed under the cursor without an operation it could see (an aborted transaction?); seek again");
+        if (!_saved) ThrowLost();
         var key = _key.AsSpan(0, _keyLength).ToArray();
         if (!Seek(key) || _t.CompareKeys(Key, key) != 0)
+        {
+            // Keep the old place (its key is still saved): MoveNext/MovePrev go on from there.
+            _saved = true;
+            _mods = long.MinValue;
             throw new InvalidOperationException("the record under the cursor was deleted; move the cursor");
+        }
     }
 }
 

@@ -3,6 +3,24 @@ using Motr.Be.Segments;
 
 namespace Motr.Be.Tx;
 
+/// <summary>A point inside an open transaction that <see cref="Transaction.RollbackTo"/> returns to.</summary>
+public readonly struct TxSavepoint
+{
+    internal readonly Transaction Tx;
+    internal readonly int Regions, Undo, Marks, UsedRegions;
+    internal readonly long UsedBytes;
+
+    internal TxSavepoint(Transaction tx, int regions, int undo, int marks, int usedRegions, long usedBytes)
+    {
+        Tx = tx;
+        Regions = regions;
+        Undo = undo;
+        Marks = marks;
+        UsedRegions = usedRegions;
+        UsedBytes = usedBytes;
+    }
+}
+
 /// <summary>Where a transaction is in its life.</summary>
 public enum TxState
 {
@@ -179,11 +197,45 @@ public sealed unsafe class Transaction : IDisposable
             ThrowOutside(blockOffset, blockLength, size);
         if (_usedRegions >= _credit.Regions || _usedBytes + 4 > _credit.Bytes) ThrowCredit($"deferred checksum of block 0x{blockOffset:X}", 1, 4);
         for (int i = 0; i < _markCount; i++)
-            if (_marks[i].Block == blockOffset) return;
+        {
+            if (_marks[i].Block != blockOffset) continue;
+            // The same place may hold a different block by now (freed and reallocated): the latest mark wins.
+            _marks[i] = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic };
+            return;
+        }
         if (_markCount == _marks.Length) Array.Resize(ref _marks, _marks.Length * 2);
         _marks[_markCount++] = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic };
         _usedRegions++;
         _usedBytes += 4;
+    }
+
+    /// <summary>A point inside the transaction to roll back to (see <see cref="RollbackTo"/>).</summary>
+    public TxSavepoint Savepoint()
+    {
+        if (_state != TxState.Open) ThrowState("take a savepoint in");
+        return new TxSavepoint(this, _regionCount, _undoLen, _markCount, _usedRegions, _usedBytes - Math.Max(_payloadLen, 0));
+    }
+
+    /// <summary>
+    /// Undoes every capture made since <paramref name="savepoint"/> (restoring those bytes, newest first)
+    /// and forgets them: the transaction goes on as it was then (its payload, if set, stays). Lets an
+    /// operation that finds half-way that it cannot finish (no space) leave no trace and report a status.
+    /// </summary>
+    public void RollbackTo(TxSavepoint savepoint)
+    {
+        if (_state != TxState.Open) ThrowState("roll back");
+        if (savepoint.Tx != this || savepoint.Regions > _regionCount) throw new TxUsageException($"tx on segment {M.Segment.Id}: the savepoint is not of this transaction, or was rolled back past");
+        byte* b = M.Segment.Base;
+        for (int i = _regionCount - 1; i >= savepoint.Regions; i--)
+        {
+            ref Region r = ref _regions[i];
+            _undo.AsSpan(r.UndoPos, r.Length).CopyTo(new Span<byte>(b + r.Offset, r.Length));
+        }
+        _regionCount = savepoint.Regions;
+        _undoLen = savepoint.Undo;
+        _markCount = savepoint.Marks;
+        _usedRegions = savepoint.UsedRegions;
+        _usedBytes = savepoint.UsedBytes + Math.Max(_payloadLen, 0); // the payload is not part of savepoints: it stays
     }
 
     /// <summary>Asks that the group holding this transaction be written as soon as possible.</summary>

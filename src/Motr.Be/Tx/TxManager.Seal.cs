@@ -108,14 +108,16 @@ internal sealed unsafe partial class TxManager
         // Deferred checksums, once per block, over the block as the group leaves it.
         if (_markCount > 0)
         {
+            // Sort by block, and within a block by the order the marks came in: the same place may hold
+            // a different block by now (freed and reallocated, perhaps with another size), so the latest wins.
             var marks = _marks.AsSpan(0, _markCount);
-            _markBlocks.AsSpan(0, _markCount).Sort(marks);
-            long last = -1;
+            var keys = _markBlocks.AsSpan(0, _markCount);
+            for (int i = 0; i < keys.Length; i++) keys[i] = (marks[i].Block << 20) | (long)(uint)i;
+            keys.Sort(marks);
             for (int i = 0; i < marks.Length; i++)
             {
                 ref var m = ref marks[i];
-                if (m.Block == last) continue;
-                last = m.Block;
+                if (i + 1 < marks.Length && marks[i + 1].Block == m.Block) continue;
                 if (m.Block + m.Length > size) continue;
                 if (m.Magic != 0 && *(uint*)(b + m.Block) != m.Magic) continue;
                 BlockChecksum.Seal(new Span<byte>(b + m.Block, m.Length), m.CrcOffset);

@@ -153,9 +153,12 @@ internal sealed partial class TxManager
         _regionsCaptured += tx._regionCount;
         var persisted = new TxPersistence(this, _groupSeq);
         if (tx._force) _groupUrgent = true;
-        if (_dirtyCount == 0 && (_groupReserved >= _domain.GroupBoundBytes || _groupTxCount >= _domain.GroupBoundTxs)) Seal();
+        if (_dirtyCount == 0 && (_groupReserved >= _domain.GroupBoundBytes || _groupTxCount >= _domain.GroupBoundTxs || _markCount >= MaxGroupMarks)) Seal();
         return persisted;
     }
+
+    /// <summary>Deferred checksums a group may hold (the seal orders them by block and arrival in one 64-bit key).</summary>
+    private const int MaxGroupMarks = 1 << 19;
 
     internal void EndTx(Transaction tx, bool aborted)
     {
