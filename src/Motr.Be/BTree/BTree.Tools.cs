@@ -1,0 +1,35 @@
+namespace Motr.Be.BTree;
+
+// Internal hooks for the tools (BTreeDump, BTreeMetrics, SegmentCheck). Kept in their own file so the
+// tree's own files can change independently; they read private fields and change nothing.
+public sealed partial class BTree
+{
+    /// <summary>The stable name of the tree's key order ("bytewise" for the default).</summary>
+    internal string ComparerName => _cmp?.Name ?? BytewiseComparer.Instance.Name;
+
+    /// <summary>The comparer the tree was opened with (null: bytewise).</summary>
+    internal IKeyComparer? KeyComparer => _cmp;
+
+    /// <summary>Whether records carry a CRC32C.</summary>
+    internal bool HasRecordChecksums => _recordCrc;
+
+    /// <summary>
+    /// The operation counters alone, without the persistent shape: reads only managed fields, never
+    /// segment memory, so another thread may call it. The fields are plain longs written on the
+    /// locality thread; a reader elsewhere sees each of them at some recent value (64-bit reads do not
+    /// tear on the platforms we run on), not a consistent set.
+    /// </summary>
+    internal BTreeStats CountersOnly =>
+        new(_inserts, _deletes, _updates, _lookups, _splits, _merges, _borrows, _cookieHits, _cookieMisses, 0, 0, 0, 0, 0);
+
+    /// <summary>The configuration that makes an empty tree shaped like this one (node sizes for new nodes, formats, comparer).</summary>
+    internal BTreeConfig ToConfig() => new()
+    {
+        NodeSize = LeafNodeSize,
+        InternalNodeSize = InternalNodeSize,
+        KeySize = KeySize,
+        ValueSize = ValueSize,
+        RecordChecksums = _recordCrc,
+        Comparer = _cmp,
+    };
+}
