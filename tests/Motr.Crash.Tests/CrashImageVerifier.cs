@@ -20,7 +20,8 @@ public sealed record CrashOutcome(long[] Prefix, string? Failure, bool TornTail,
 public sealed class CrashImageVerifier
 {
     private readonly string _label;
-    private readonly SegmentModel[] _models;
+    private readonly ISegmentOracle[] _models;
+    private readonly Func<IStorage, Action<RecoveredPayload>, Action<string>, DomainOptions> _options;
     private readonly SimStorage _recorded;
     private readonly int _seed;
     private readonly long[] _floor;
@@ -34,8 +35,12 @@ public sealed class CrashImageVerifier
     /// <param name="recorded">The storage whose op log the crash images come from (holds the <see cref="PersistedMark"/>s).</param>
     /// <param name="seed">The seed crash images are made with (and the workload ran with), for messages.</param>
     /// <param name="floor">Per segment, a prefix every recovery must include (what a previous recovery exposed), or null.</param>
-    public CrashImageVerifier(string label, SegmentModel[] models, SimStorage recorded, int seed, long[]? floor = null)
+    /// <param name="options">Domain options to recover an image with (given the image, the payload and the warning callbacks);
+    /// null: <see cref="SimWorkload.Options"/>.</param>
+    public CrashImageVerifier(string label, ISegmentOracle[] models, SimStorage recorded, int seed, long[]? floor = null,
+        Func<IStorage, Action<RecoveredPayload>, Action<string>, DomainOptions>? options = null)
     {
+        _options = options ?? ((storage, onPayload, onWarning) => SimWorkload.Options(storage, onPayload: onPayload, onWarning: onWarning));
         _label = label;
         _models = models;
         _recorded = recorded;
@@ -81,7 +86,7 @@ public sealed class CrashImageVerifier
         Domain domain;
         try
         {
-            domain = Domain.Open(SimWorkload.Options(cp.Image, onPayload: payloads.Enqueue, onWarning: warnings.Enqueue));
+            domain = Domain.Open(_options(cp.Image, payloads.Enqueue, warnings.Enqueue));
         }
         catch (Exception e)
         {
@@ -107,20 +112,15 @@ public sealed class CrashImageVerifier
                         (_floor[s] > marked ? $" and an earlier recovery had exposed tx {_floor[s]}" : "");
                 else if (j > model.LastId)
                     failure = $"{where}: segment {seg.Id} recovered to prefix {j}, but only {model.LastId} txs were ever closed";
-                else if (seg.Size != model.SizeAfter(j))
-                    failure = $"{where}: segment {seg.Id} recovered to prefix {j} with size {seg.Size}, but its size after tx {j} was {model.SizeAfter(j)}";
                 else
                 {
-                    var actual = seg.Bytes(SegmentModel.DataStart, (int)(seg.Size - SegmentModel.DataStart));
-                    var expected = model.StateAfter(j);
-                    if (!actual.SequenceEqual(expected.AsSpan(0, actual.Length))) failure = $"{where}: segment {seg.Id}: {Describe(actual, expected, model, j)}";
-                    else
+                    try
                     {
-                        var roots = seg.Roots().ToDictionary(kv => kv.Key, kv => kv.Value);
-                        var expectedRoots = model.RootsAfter(j);
-                        if (roots.Count != expectedRoots.Count || roots.Any(kv => !expectedRoots.TryGetValue(kv.Key, out long v) || v != kv.Value))
-                            failure = $"{where}: segment {seg.Id}: the named roots after prefix {j} are [{string.Join(", ", roots.Select(kv => $"{kv.Key}={kv.Value}"))}], " +
-                                $"expected [{string.Join(", ", expectedRoots.Select(kv => $"{kv.Key}={kv.Value}"))}]";
+                        if (model.Verify(seg, j) is { } problem) failure = $"{where}: {problem}";
+                    }
+                    catch (Exception e)
+                    {
+                        failure = $"{where}: segment {seg.Id}: checking the state after prefix {j} threw {e.GetType().Name}: {e.Message}";
                     }
                 }
             }
@@ -135,11 +135,11 @@ public sealed class CrashImageVerifier
                         failure = $"{where}: recovered the payload of tx {p.TxId} of segment {p.SegmentId}, past the recovered prefix {prefix[s]}";
                         break;
                     }
-                    var tx = _models[s].Find(p.TxId);
-                    if (tx?.Payload is null || !p.Payload.Span.SequenceEqual(tx.Payload))
+                    var set = _models[s].PayloadOf(p.TxId);
+                    if (set is null || !p.Payload.Span.SequenceEqual(set))
                     {
                         failure = $"{where}: the payload recovered for tx {p.TxId} of segment {p.SegmentId} is not the one it set " +
-                            $"({p.Payload.Length} bytes; the tx set {(tx?.Payload is null ? "none" : tx.Payload.Length + " bytes")})";
+                            $"({p.Payload.Length} bytes; the tx set {(set is null ? "none" : set.Length + " bytes")})";
                         break;
                     }
                 }
@@ -204,20 +204,5 @@ public sealed class CrashImageVerifier
         var sb = new StringBuilder();
         foreach (char c in s) sb.Append(char.IsLetterOrDigit(c) ? c : '-');
         return sb.ToString();
-    }
-
-    private static string Describe(ReadOnlySpan<byte> actual, byte[] expected, SegmentModel model, long j)
-    {
-        int first = -1, count = 0;
-        for (int i = 0; i < actual.Length; i++)
-        {
-            if (actual[i] == expected[i]) continue;
-            if (first < 0) first = i;
-            count++;
-        }
-        var matches = model.PrefixesMatching(actual);
-        return $"recovered prefix {j} (LastTxId), but the data area differs from the state after tx {j} in {count} bytes, " +
-            $"first at segment offset 0x{first + SegmentModel.DataStart:X} (recovered 0x{actual[first]:X2}, expected 0x{expected[first]:X2}); " +
-            (matches.Count == 0 ? "it matches no prefix of the closed txs" : $"it matches the state after tx {string.Join(" / ", matches)}");
     }
 }

@@ -1,4 +1,27 @@
+using Motr.Be.Segments;
+
 namespace Motr.Crash.Tests;
+
+/// <summary>
+/// What a crash test's model knows about one segment of a recorded run, for <see cref="CrashImageVerifier"/>: the
+/// last closed transaction, whether a recovered segment is exactly the state after a given prefix of them, and the
+/// payload each set. <see cref="SegmentModel"/> (raw data-area workload) and <see cref="BTreeSegmentModel"/> (b+tree
+/// workload) implement it.
+/// </summary>
+public interface ISegmentOracle
+{
+    /// <summary>Id of the last closed transaction.</summary>
+    long LastId { get; }
+
+    /// <summary>
+    /// Null if <paramref name="seg"/> (just recovered, with no owner) holds exactly the state after the closed
+    /// transactions up to and including id <paramref name="j"/> (0 &lt;= j &lt;= <see cref="LastId"/>); otherwise what differs.
+    /// </summary>
+    string? Verify(Segment seg, long j);
+
+    /// <summary>The payload transaction <paramref name="id"/> set, or null if it set none (or is unknown).</summary>
+    byte[]? PayloadOf(long id);
+}
 
 /// <summary>
 /// Marker tag a workload puts into the <see cref="Motr.Be.Storage.SimStorage"/> op log when the engine reported
@@ -18,7 +41,7 @@ public sealed record ClosedTx(long Id, IReadOnlyList<(long Offset, byte[] Bytes)
 /// of closed transactions can be computed, and the named roots of the segment dictionary after it. Aborted transactions
 /// are not in the model: they change nothing.
 /// </summary>
-public sealed class SegmentModel
+public sealed class SegmentModel : ISegmentOracle
 {
     /// <summary>First byte of the data area (page 0 is the segment header).</summary>
     public const long DataStart = 4096;
@@ -126,6 +149,40 @@ public sealed class SegmentModel
                 if (_txs[i].Root is { } r) roots[r.Name] = r.Value;
             return roots;
         }
+    }
+
+    /// <inheritdoc />
+    public byte[]? PayloadOf(long id) => Find(id)?.Payload;
+
+    /// <inheritdoc />
+    public string? Verify(Segment seg, long j)
+    {
+        if (seg.Size != SizeAfter(j))
+            return $"segment {seg.Id} recovered to prefix {j} with size {seg.Size}, but its size after tx {j} was {SizeAfter(j)}";
+        var actual = seg.Bytes(DataStart, (int)(seg.Size - DataStart));
+        var expected = StateAfter(j);
+        if (!actual.SequenceEqual(expected.AsSpan(0, actual.Length))) return $"segment {seg.Id}: {Describe(actual, expected, j)}";
+        var roots = seg.Roots().ToDictionary(kv => kv.Key, kv => kv.Value);
+        var expectedRoots = RootsAfter(j);
+        if (roots.Count != expectedRoots.Count || roots.Any(kv => !expectedRoots.TryGetValue(kv.Key, out long v) || v != kv.Value))
+            return $"segment {seg.Id}: the named roots after prefix {j} are [{string.Join(", ", roots.Select(kv => $"{kv.Key}={kv.Value}"))}], " +
+                $"expected [{string.Join(", ", expectedRoots.Select(kv => $"{kv.Key}={kv.Value}"))}]";
+        return null;
+    }
+
+    private string Describe(ReadOnlySpan<byte> actual, byte[] expected, long j)
+    {
+        int first = -1, count = 0;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            if (actual[i] == expected[i]) continue;
+            if (first < 0) first = i;
+            count++;
+        }
+        var matches = PrefixesMatching(actual);
+        return $"recovered prefix {j} (LastTxId), but the data area differs from the state after tx {j} in {count} bytes, " +
+            $"first at segment offset 0x{first + DataStart:X} (recovered 0x{actual[first]:X2}, expected 0x{expected[first]:X2}); " +
+            (matches.Count == 0 ? "it matches no prefix of the closed txs" : $"it matches the state after tx {string.Join(" / ", matches)}");
     }
 
     /// <summary>

@@ -7,17 +7,21 @@ using Xunit.Abstractions;
 namespace Motr.Crash.Tests;
 
 /// <summary>
-/// Level (b) crash tests (DESIGN §8, docs/crash-testing.md): the Motr.CrashChild process runs the counter workload
-/// on a real folder and is killed with SIGKILL at a random moment, over and over on the same folder. After each
-/// kill the folder is recovered in-process and checked: every transaction the child reported persistent is there,
-/// and each segment is exactly the state after transaction C (C its counter). Every third cycle the next child
-/// recovers the killed state itself (and may be killed while recovering); it is checked at the next verification.
+/// Level (b) crash tests (DESIGN §8, docs/crash-testing.md): the Motr.CrashChild process runs a workload (the raw
+/// counter, or the b+tree window) on a real folder and is killed with SIGKILL at a random moment, over and over on
+/// the same folder. After each kill the folder is recovered in-process and checked: every transaction the child
+/// reported persistent is there, and each segment is exactly the state after transaction C (C its counter). Every
+/// third cycle the next child recovers the killed state itself (and may be killed while recovering); it is checked at
+/// the next verification.
 /// </summary>
 /// <remarks>Set MOTR_CRASH_SEED to rerun with a seed; failures name the seed and the folder, which is kept.</remarks>
 public sealed class ProcessKillTests(ITestOutputHelper output)
 {
-    /// <summary>Kill cycles per run.</summary>
+    /// <summary>Kill cycles per run of the counter workload.</summary>
     private const int Cycles = 32;
+
+    /// <summary>Kill cycles per run of the b+tree workload.</summary>
+    private const int BTreeCycles = 24;
 
     /// <summary>The child is killed this long after it starts, at random (it starts, recovers, then runs).</summary>
     private const int MinKillMs = 150, MaxKillMs = 1000;
@@ -61,7 +65,7 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
         return "dotnet";
     }
 
-    private static async Task<ChildRun> RunChildAsync(string dll, string dir, int seed, int killAfterMs)
+    private static async Task<ChildRun> RunChildAsync(string dll, string dir, int seed, string workload, int killAfterMs)
     {
         var psi = new ProcessStartInfo(DotnetHost())
         {
@@ -69,7 +73,7 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in new[] { dll, dir, seed.ToString(), "counter" }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { dll, dir, seed.ToString(), workload }) psi.ArgumentList.Add(a);
         var run = new ChildRun();
         using var p = Process.Start(psi) ?? throw new InvalidOperationException("could not start the crash child");
         var stdout = Task.Run(async () =>
@@ -105,12 +109,35 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
         return run;
     }
 
+    /// <summary>The counter workload: raw captures of a counter and a ring of records.</summary>
     [Fact]
-    public async Task A_child_killed_with_SIGKILL_again_and_again_loses_no_persisted_tx()
+    public Task A_child_killed_with_SIGKILL_again_and_again_loses_no_persisted_tx() =>
+        KillCyclesAsync("counter", Cycles, (seg, loc) =>
+        {
+            long c = CounterWorkload.ReadCounter(seg);
+            // Every tx on the segment is an increment, so the counter is also the segment's last tx id.
+            if (c != seg.LastTxId) return (c, $"locality {loc}: counter {c} but the segment's LastTxId is {seg.LastTxId}");
+            return (c, CounterWorkload.Check(seg, loc));
+        });
+
+    /// <summary>
+    /// The b+tree workload: per locality a tree of 512-byte nodes holding a counter C and the window of records
+    /// (C - W, C]; after every kill the tree opens, fsck finds it healthy and it is exactly the state after step C.
+    /// </summary>
+    [Fact]
+    public Task A_child_running_btree_txs_killed_with_SIGKILL_again_and_again_recovers_a_healthy_tree_holding_every_persisted_step() =>
+        KillCyclesAsync("btree", BTreeCycles, BTreeWorkload.ReadAndCheck);
+
+    /// <summary>
+    /// Runs <paramref name="cycles"/> kill cycles of <paramref name="workload"/> on one new folder. After a kill,
+    /// <paramref name="readAndCheck"/> (on a recovered segment, with no owner) returns the locality's counter and null,
+    /// or what is wrong: the segment must be exactly the state after the transaction that set that counter.
+    /// </summary>
+    private async Task KillCyclesAsync(string workload, int cycles, Func<Motr.Be.Segments.Segment, int, (long Counter, string? Problem)> readAndCheck)
     {
         int seed = int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : Random.Shared.Next(1, int.MaxValue);
-        string dir = Path.Combine(Path.GetTempPath(), $"motr-crash-kill-{seed}-{Environment.ProcessId}");
-        string repro = $"seed {seed}, folder {dir} (kept; rerun with MOTR_CRASH_SEED={seed})";
+        string dir = Path.Combine(Path.GetTempPath(), $"motr-crash-kill-{workload}-{seed}-{Environment.ProcessId}");
+        string repro = $"{workload} workload, seed {seed}, folder {dir} (kept; rerun with MOTR_CRASH_SEED={seed})";
         string dll = ChildDll();
         var rng = new Random(seed);
         var sw = Stopwatch.StartNew();
@@ -124,13 +151,13 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
             bool lastVerified = true;
             int cyclesWithProgress = 0;
             long totalPrinted = 0;
-            Print($"process-kill test: {repro}, {Cycles} cycles, child {dll}");
-            for (int cycle = 0; cycle < Cycles; cycle++)
+            Print($"process-kill test: {repro}, {cycles} cycles, child {dll}");
+            for (int cycle = 0; cycle < cycles; cycle++)
             {
                 string at = $"{repro}, cycle {cycle}";
                 int killAfter = rng.Next(MinKillMs, MaxKillMs + 1);
-                bool verify = cycle % 3 != 1 || cycle == Cycles - 1;
-                var run = await RunChildAsync(dll, dir, seed + cycle, killAfter);
+                bool verify = cycle % 3 != 1 || cycle == cycles - 1;
+                var run = await RunChildAsync(dll, dir, seed + cycle, workload, killAfter);
 
                 Assert.False(run.ExitedBeforeKill, $"{at}: the child exited by itself with code {run.ExitCode} before it was killed; stderr:\n{run.Stderr}");
                 if (OperatingSystem.IsLinux()) Assert.Equal(128 + 9, run.ExitCode);   // killed by SIGKILL
@@ -159,15 +186,12 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
                     for (int loc = 0; loc < ChildConfig.Segments; loc++)
                     {
                         var seg = d.Segments[loc];
-                        long c = CounterWorkload.ReadCounter(seg);
+                        var (c, problem) = readAndCheck(seg, loc);
                         counters[loc] = c;
+                        Assert.True(problem is null, $"{at}: the recovered state is not the state after the tx that set counter {c}: {problem} [recovery: {d.Recovery}]");
                         Assert.True(c >= mustHave[loc], $"{at}: locality {loc} recovered to counter {c}, but the child reported {mustHave[loc]} persistent " +
                             $"[recovery: {d.Recovery}]");
                         Assert.True(c >= verified[loc], $"{at}: locality {loc} recovered to counter {c}, below the {verified[loc]} verified before");
-                        // Every tx on the segment is an increment, so the counter is also the segment's last tx id.
-                        Assert.True(c == seg.LastTxId, $"{at}: locality {loc}: counter {c} but the segment's LastTxId is {seg.LastTxId}");
-                        string? problem = CounterWorkload.Check(seg, loc);
-                        Assert.True(problem is null, $"{at}: the recovered state is not the state after tx {c}: {problem} [recovery: {d.Recovery}]");
                         verified[loc] = c;
                     }
                     state = $"verified counters {string.Join(", ", counters)}; recovery: {d.Recovery}" + (warnings.Count > 0 ? $"; warnings: {string.Join(" | ", warnings)}" : "");
@@ -176,9 +200,9 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
                 Print($"cycle {cycle,2}: killed after {killAfter} ms; child recovered [{string.Join(", ", run.Recovered.Select(r => r?.ToString() ?? "-"))}], " +
                     $"printed {string.Join(" + ", run.Printed)} values (max [{string.Join(", ", run.MaxPrinted)}]); child {run.RecoveryLine}; {state}");
             }
-            Print($"process-kill test: {Cycles} cycles, {cyclesWithProgress} killed mid-workload, {totalPrinted} txs reported persistent, " +
+            Print($"process-kill test ({workload}): {cycles} cycles, {cyclesWithProgress} killed mid-workload, {totalPrinted} txs reported persistent, " +
                 $"final counters {string.Join(", ", verified)}; {sw.Elapsed.TotalSeconds:F1} s");
-            Assert.True(cyclesWithProgress >= Cycles / 4, $"{repro}: only {cyclesWithProgress} of {Cycles} children got as far as running the workload");
+            Assert.True(cyclesWithProgress >= cycles / 4, $"{repro}: only {cyclesWithProgress} of {cycles} children got as far as running the workload");
             passed = true;
         }
         finally

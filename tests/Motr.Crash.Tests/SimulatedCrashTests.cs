@@ -46,7 +46,7 @@ public sealed class SimulatedCrashTests(ITestOutputHelper output)
         return (storage, models, result);
     }
 
-    private static (int Records, int LogSyncs, int CheckpointWrites, int PlacingWrites, int SegmentSyncs) Census(SimStorage storage)
+    internal static (int Records, int LogSyncs, int CheckpointWrites, int PlacingWrites, int SegmentSyncs) Census(SimStorage storage)
     {
         int records = 0, logSyncs = 0, slots = 0, placing = 0, segSyncs = 0;
         for (int i = 0; i < storage.OpCount; i++)

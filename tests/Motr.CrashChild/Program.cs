@@ -10,12 +10,15 @@ using Motr.Runtime;
 // process with SIGKILL knows what the engine promised before it died.
 //
 // Workloads:
-//   counter   (the default) see CounterWorkload.cs. A later b+tree workload plugs in next to it.
-//   recover   only opens the folder (running recovery), prints what it holds, closes it and exits: to look at a
+//   counter   (the default) see CounterWorkload.cs: "R"/"P" values are the locality's counter.
+//   btree     see BTreeWorkload.cs: a b+tree per locality holding a counter and a sliding window of records;
+//             "R"/"P" values are the counter (the number of steps).
+//   recover   only opens the folder (running recovery), prints what it holds (and the fsck report and records of a
+//             b+tree under the root "t", if any), closes it and exits: to look at a
 //             folder a failed test kept, or at a crash image SimulatedCrashTests saved (work on a copy: recovery
 //             changes the folder).
 
-string[] workloads = ["counter", "recover"];
+string[] workloads = ["counter", "btree", "recover"];
 if (args.Length < 2 || !int.TryParse(args[1], out int seed))
 {
     Console.Error.WriteLine($"usage: Motr.CrashChild <dir> <seed> [workload]   (workloads: {string.Join(", ", workloads)})");
@@ -48,6 +51,23 @@ if (workload == "recover")
     foreach (var seg in domain.Segments)
         stdout.WriteLine($"segment {seg.Id}: size {seg.Size}, last tx {seg.LastTxId}, data CRC32C 0x{Motr.Be.Crc32C.Compute(seg.Bytes(4096, (int)(seg.Size - 4096))):X8}, " +
             $"roots [{string.Join(", ", seg.Roots().Select(r => $"{r.Key}={r.Value}"))}]");
+    // A b+tree under the root "t" (the b+tree crash workloads): its fsck report and its records.
+    foreach (var seg in domain.Segments)
+    {
+        if (!seg.TryGetRoot(BTreeWorkload.RootName, out long off)) continue;
+        try
+        {
+            var tree = Motr.Be.BTree.BTree.Open(seg, off);
+            stdout.WriteLine($"segment {seg.Id}: b+tree 0x{off:X}: {tree.Check()}");
+            var c = tree.OpenCursor();
+            for (bool ok = c.SeekFirst(); ok; ok = c.MoveNext())
+                stdout.WriteLine($"  {Convert.ToHexString(c.Key)} = {c.Value.Length} bytes, CRC32C 0x{Motr.Be.Crc32C.Compute(c.Value):X8}");
+        }
+        catch (Exception e)
+        {
+            stdout.WriteLine($"segment {seg.Id}: b+tree 0x{off:X}: {e.GetType().Name}: {e.Message}");
+        }
+    }
     return 0;
 }
 
@@ -55,8 +75,9 @@ await using var engine = await Engine.OpenAsync(ChildConfig.Options(dir, w => st
 stderr.WriteLine($"recovery: {engine.Domain.Recovery}");
 foreach (var loc in engine.Localities)
 {
-    var (counter, problem) = await loc.RunAsync(() =>
-        (CounterWorkload.ReadCounter(loc.Segment!), CounterWorkload.Check(loc.Segment!, loc.Index)));
+    var (counter, problem) = await loc.RunAsync(() => workload == "btree"
+        ? BTreeWorkload.ReadAndCheck(loc.Segment!, loc.Index)
+        : (CounterWorkload.ReadCounter(loc.Segment!), CounterWorkload.Check(loc.Segment!, loc.Index)));
     if (problem != null)
     {
         stderr.WriteLine($"BAD recovered state: {problem}");
@@ -67,7 +88,8 @@ foreach (var loc in engine.Localities)
 
 try
 {
-    await CounterWorkload.RunAsync(engine, seed, stdout, CancellationToken.None);
+    if (workload == "btree") await BTreeWorkload.RunAsync(engine, seed, stdout, CancellationToken.None);
+    else await CounterWorkload.RunAsync(engine, seed, stdout, CancellationToken.None);
 }
 catch (Exception e)
 {
