@@ -24,6 +24,8 @@ public sealed unsafe class BTreeCursor
     // The current leaf, cached: its records' fixed key/value places when its format has them.
     private byte* _leaf;
     private int _leafCount;
+    private int _i;       // index in the current leaf (mirrors _idx[_depth - 1])
+    private byte* _rec;   // the current record
     private int _keyAt = -1, _keyLen, _valueAt = -1, _valueLen;
 
     internal BTreeCursor(BTree tree)
@@ -36,7 +38,8 @@ public sealed unsafe class BTreeCursor
     internal void SaveKey()
     {
         if (!_valid || _saved || Stale) return;
-        var k = _t.KeyAt(Leaf, _idx[_depth - 1]);
+        _idx[_depth - 1] = _i;
+        var k = _t.KeyAt(Leaf, _i);
         if (k.Length > _key.Length) _key = new byte[Math.Max(k.Length, _key.Length * 2)];
         k.CopyTo(_key);
         _keyLength = k.Length;
@@ -53,9 +56,10 @@ public sealed unsafe class BTreeCursor
     {
         get
         {
+            if (_valid && _keyAt >= 0 && _mods == _t.Modifications) return new ReadOnlySpan<byte>(_rec + _keyAt, _keyLen);
             Reposition();
-            if (_keyAt >= 0) return new ReadOnlySpan<byte>(Record + _keyAt, _keyLen);
-            return _t.KeyAt(Leaf, _idx[_depth - 1]);
+            if (_keyAt >= 0) return new ReadOnlySpan<byte>(_rec + _keyAt, _keyLen);
+            return _t.KeyAt(Leaf, _i);
         }
     }
 
@@ -64,13 +68,12 @@ public sealed unsafe class BTreeCursor
     {
         get
         {
+            if (_valid && _valueAt >= 0 && _mods == _t.Modifications) return new ReadOnlySpan<byte>(_rec + _valueAt, _valueLen);
             Reposition();
-            if (_valueAt >= 0) return new ReadOnlySpan<byte>(Record + _valueAt, _valueLen);
-            return _t.ValueOfCursor(Leaf, _idx[_depth - 1]);
+            if (_valueAt >= 0) return new ReadOnlySpan<byte>(_rec + _valueAt, _valueLen);
+            return _t.ValueOfCursor(Leaf, _i);
         }
     }
-
-    private byte* Record => _leaf + (((ushort*)(_leaf + NodeHeader.SizeOf))[_idx[_depth - 1]] << 3);
 
     private Node Leaf => new(_t.Segment.Base, _nodes[_depth - 1]);
 
@@ -105,8 +108,14 @@ public sealed unsafe class BTreeCursor
             if (!Seek(last)) return false;
             if (_t.CompareKeys(Key, last) > 0) return true;
         }
-        int d = _depth - 1;
-        if (++_idx[d] < _leafCount) return Remember();
+        if (++_i < _leafCount)
+        {
+            // Same leaf: the scan's hot path.
+            _rec = _leaf + (((ushort*)(_leaf + NodeHeader.SizeOf))[_i] << 3);
+            _saved = false;
+            return true;
+        }
+        _idx[_depth - 1] = _i;
         return NextLeaf();
     }
 
@@ -121,8 +130,13 @@ public sealed unsafe class BTreeCursor
             bool at = Seek(_key.AsSpan(0, _keyLength).ToArray());
             if (!at) return SeekLast();
         }
-        int d = _depth - 1;
-        if (--_idx[d] >= 0) return Remember();
+        if (--_i >= 0)
+        {
+            _rec = _leaf + (((ushort*)(_leaf + NodeHeader.SizeOf))[_i] << 3);
+            _saved = false;
+            return true;
+        }
+        _idx[_depth - 1] = _i;
         return PrevLeaf();
     }
 
@@ -202,6 +216,8 @@ public sealed unsafe class BTreeCursor
         byte* leaf = _t.Segment.Base + _nodes[_depth - 1];
         if (leaf != _leaf) CacheLeaf(leaf);
         _leafCount = ((NodeHeader*)leaf)->Count;
+        _i = _idx[_depth - 1];
+        _rec = leaf + (((ushort*)(leaf + NodeHeader.SizeOf))[_i] << 3);
         _valid = true;
         _saved = false;
         return true;
