@@ -1,0 +1,186 @@
+using System.Buffers.Binary;
+using Motr.Be.BTree;
+using Tree = Motr.Be.BTree.BTree;
+
+namespace Motr.Be.Tests.BTree;
+
+/// <summary>
+/// Cookies: a lookup or insert whose key falls in the remembered leaf goes straight there (a hit); one whose
+/// leaf split, merged, was freed, or belongs to another tree falls back to a descent (a miss) with the same result.
+/// </summary>
+public class BTreeCookieTests
+{
+    private static byte[] K(ulong i) => Ops.U64(i);
+
+    private static ulong N(ReadOnlySpan<byte> k) => BinaryPrimitives.ReadUInt64BigEndian(k);
+
+    private static async Task<(Tree Tree, SortedDictionary<byte[], byte[]> Model)> Fill(Motr.Be.Segments.Segment seg, string name = "t")
+    {
+        var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 }, name);
+        var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+        for (ulong i = 0; i < 2000; i++)
+        {
+            var v = Ops.Bytes(20, (int)i);
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, K(i * 100), v));
+            model[K(i * 100)] = v;
+        }
+        Assert.True(t.Height >= 3);
+        return (t, model);
+    }
+
+    [Fact]
+    public async Task Lookups_and_inserts_in_the_remembered_leaf_hit_and_a_split_leaf_misses_with_correct_results()
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            var (t, model) = await Fill(seg);
+            var cookie = default(BTreeCookie);
+            Assert.False(cookie.IsSet);
+            var s0 = t.Stats;
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(K(100_000), out var v, ref cookie));
+            Assert.Equal(model[K(100_000)], v.ToArray());
+            Assert.True(cookie.IsSet);
+            Assert.Equal((s0.CookieHits, s0.CookieMisses + 1), (t.Stats.CookieHits, t.Stats.CookieMisses)); // an unset cookie is a miss
+            // Every key of that leaf: hits.
+            var leafKeys = Raw.VarLeafKeys(seg, cookie.Leaf);
+            Assert.True(leafKeys.Count >= 3);
+            var s1 = t.Stats;
+            foreach (var k in leafKeys)
+            {
+                Assert.Equal(BTreeStatus.Ok, t.Lookup(k, out v, ref cookie));
+                Assert.Equal(model[k], v.ToArray());
+            }
+            // Absent keys inside the leaf's range: hits, NotFound.
+            Assert.Equal(BTreeStatus.NotFound, t.Lookup(K(N(leafKeys[0]) + 1), out _, ref cookie));
+            Assert.Equal((s1.CookieHits + leafKeys.Count + 1, s1.CookieMisses), (t.Stats.CookieHits, t.Stats.CookieMisses));
+            Assert.Equal(s1.Lookups + leafKeys.Count + 1, t.Stats.Lookups);
+
+            // Inserts into the range with the cookie: hits until the leaf splits; the cookie follows the key.
+            var original = cookie;
+            long leaf0 = cookie.Leaf;
+            ulong lo = N(leafKeys[0]), hi = N(leafKeys[^1]);
+            var s2 = t.Stats;
+            int inserted = 0;
+            for (ulong x = lo + 1; t.Stats.Splits == s2.Splits; x += 3)
+            {
+                Assert.True(x < hi, "the leaf never split");
+                var val = Ops.Bytes(20, (int)x);
+                using var tx = await seg.BeginAsync(t.InsertCredit(8, 20));
+                Assert.Equal(BTreeStatus.Ok, t.Insert(tx, K(x), val, ref cookie));
+                _ = tx.Close();
+                model[K(x)] = val;
+                inserted++;
+            }
+            Assert.Equal(s2.CookieHits + inserted, t.Stats.CookieHits);
+            Assert.Equal(s2.CookieMisses, t.Stats.CookieMisses);
+            // The original leaf kept the lower half; a key that moved right now misses with the old cookie.
+            var left = Raw.VarLeafKeys(seg, leaf0);
+            Assert.True(left.Count < leafKeys.Count + inserted);
+            var moved = model.Keys.First(k => ByteArrayComparer.Instance.Compare(k, left[^1]) > 0);
+            var s3 = t.Stats;
+            var old = original;
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(moved, out v, ref old));
+            Assert.Equal(model[moved], v.ToArray());
+            Assert.Equal((s3.CookieHits, s3.CookieMisses + 1), (t.Stats.CookieHits, t.Stats.CookieMisses));
+            Assert.NotEqual(leaf0, old.Leaf); // now remembers the right half
+            // An insert of an existing key through a cookie: Exists, and a hit.
+            using (var tx = await seg.BeginAsync(t.InsertCredit(8, 20)))
+            {
+                Assert.Equal(BTreeStatus.Exists, t.Insert(tx, moved, new byte[20], ref old));
+                await tx.Close();
+            }
+            Assert.Equal(s3.CookieHits + 1, t.Stats.CookieHits);
+            // A key outside the leaf's range with a valid cookie: a miss, correct.
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(K(0), out v, ref old));
+            Assert.Equal(model[K(0)], v.ToArray());
+            Assert.Equal(s3.CookieMisses + 2, t.Stats.CookieMisses);
+            Ops.AssertEqual(t, model, "after cookie inserts");
+        });
+        h.AssertNoCaptureViolations();
+    }
+
+    [Fact]
+    public async Task A_cookie_of_a_freed_or_merged_leaf_or_of_another_tree_misses_silently_and_one_kept_across_reopen_hits()
+    {
+        await using var h = await TreeHost.Start();
+        var keep = default(BTreeCookie);
+        byte[] keptKey = [];
+        byte[] keptValue = [];
+        await h.Run(async seg =>
+        {
+            var (t, model) = await Fill(seg);
+            var (other, _) = await Fill(seg, "other");
+            // Cookies on many leaves, then delete most keys: leaves merge and are freed.
+            var cookies = new List<(BTreeCookie Cookie, byte[] Key)>();
+            for (ulong i = 0; i < 2000; i += 20)
+            {
+                var c = default(BTreeCookie);
+                Assert.Equal(BTreeStatus.Ok, t.Lookup(K(i * 100), out _, ref c));
+                cookies.Add((c, K(i * 100)));
+            }
+            var rng = new Random(9);
+            foreach (var k in model.Keys.ToList())
+                if (rng.Next(10) != 0 && N(k) < 150_000)
+                {
+                    Assert.Equal(BTreeStatus.Ok, await Ops.Delete(t, k));
+                    model.Remove(k);
+                }
+            Assert.True(t.Stats.Merges > 10);
+            int freed = cookies.Count(c => Raw.Magic(seg, c.Cookie.Leaf) != Raw.NodeMagic);
+            Assert.True(freed > 5, $"{freed} freed leaves");
+            var s = t.Stats;
+            int hits = 0;
+            foreach (var (c0, k) in cookies)
+            {
+                var c = c0;
+                bool wasLive = Raw.Magic(seg, c.Leaf) == Raw.NodeMagic;
+                var st = t.Lookup(k, out var v, ref c);
+                if (model.TryGetValue(k, out var mv))
+                {
+                    Assert.Equal(BTreeStatus.Ok, st);
+                    Assert.Equal(mv, v.ToArray());
+                }
+                else Assert.Equal(BTreeStatus.NotFound, st);
+                if (t.Stats.CookieHits > s.CookieHits + hits)
+                {
+                    hits++;
+                    Assert.True(wasLive, "a hit on a freed leaf");
+                }
+                // The cookie now points at the leaf that holds the key's place.
+                Assert.Equal(Raw.NodeMagic, Raw.Magic(seg, c.Leaf));
+                Assert.Equal(0, Raw.Level(seg, c.Leaf));
+            }
+            Assert.Equal(s.CookieMisses + cookies.Count - hits, t.Stats.CookieMisses);
+            Assert.True(cookies.Count - hits >= freed, $"{cookies.Count - hits} misses, {freed} freed leaves");
+            // A cookie of another tree misses, even for a key both trees hold.
+            var oc = default(BTreeCookie);
+            Assert.Equal(BTreeStatus.Ok, other.Lookup(K(190_000), out _, ref oc));
+            var s4 = t.Stats;
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(K(190_000), out var v2, ref oc));
+            Assert.Equal(model[K(190_000)], v2.ToArray());
+            Assert.Equal((s4.CookieHits, s4.CookieMisses + 1), (t.Stats.CookieHits, t.Stats.CookieMisses));
+            // Keep one for after the reopen.
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(K(180_000), out _, ref keep));
+            keptKey = Raw.VarLeafKeys(seg, keep.Leaf)[0]; // the leaf's first key: the next integer is inside its range
+            keptValue = model[keptKey];
+            Ops.AssertEqual(t, model, "after deletes");
+        });
+        await h.Reopen();
+        await h.Run(async seg =>
+        {
+            var t = Ops.Open(seg);
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(keptKey, out var v, ref keep));
+            Assert.Equal(keptValue, v.ToArray());
+            Assert.Equal((1L, 0L), (t.Stats.CookieHits, t.Stats.CookieMisses));
+            var next = K(N(keptKey) + 1);
+            using var tx = await seg.BeginAsync(t.InsertCredit(8, 3));
+            Assert.Equal(BTreeStatus.Ok, t.Insert(tx, next, [1, 2, 3], ref keep));
+            await tx.Close();
+            Assert.Equal(2, t.Stats.CookieHits);
+            Assert.Equal([1, 2, 3], Ops.Get(t, next));
+            Ops.AssertHealthy(t);
+        });
+        h.AssertNoCaptureViolations();
+    }
+}

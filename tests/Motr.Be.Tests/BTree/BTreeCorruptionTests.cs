@@ -1,0 +1,385 @@
+using System.Buffers.Binary;
+using Motr.Be.BTree;
+using Motr.Be.Segments;
+using Tree = Motr.Be.BTree.BTree;
+
+namespace Motr.Be.Tests.BTree;
+
+/// <summary>
+/// A byte flipped on disk in a leaf, an internal node, the tree header, or an out-of-node part: the damage is
+/// reported with its offset on first read after reopen, and what is intact stays usable.
+/// </summary>
+public class BTreeCorruptionTests
+{
+    private const int Records = 3000;
+
+    private static byte[] Key(int i) => Ops.U64((ulong)i * 3);
+
+    private static byte[] Value(int i) => Ops.Bytes(16 + i % 24, i);
+
+    /// <summary>A tree "t" of <see cref="Records"/> records in 512-byte nodes (height 4 or so), closed.</summary>
+    private static async Task<(TreeHost Host, SortedDictionary<byte[], byte[]> Model)> Build(bool recordChecksums = false, Func<int, byte[]>? value = null)
+    {
+        var h = await TreeHost.Start();
+        var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512, RecordChecksums = recordChecksums });
+            var rng = new Random(1);
+            foreach (int i in Enumerable.Range(0, Records).OrderBy(_ => rng.Next()))
+            {
+                var v = (value ?? Value)(i);
+                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Key(i), v));
+                model[Key(i)] = v;
+            }
+            Assert.True(t.Height >= 3, $"height {t.Height}");
+            Ops.AssertEqual(t, model, "built");
+        });
+        return (h, model);
+    }
+
+    /// <summary>Leaves in key order with their keys (read from memory by the documented layout).</summary>
+    private static List<(long Node, List<byte[]> Keys)> Leaves(Segment seg, Tree t) =>
+        Raw.Nodes(seg, t.Check()).Where(n => Raw.Level(seg, n) == 0)
+            .Select(n => (n, Raw.VarLeafKeys(seg, n)))
+            .OrderBy(l => l.Item2[0], ByteArrayComparer.Instance).ToList();
+
+    [Fact]
+    public async Task A_damaged_leaf_fails_its_own_keys_with_its_offset_while_the_rest_of_the_tree_works()
+    {
+        var (h, model) = await Build();
+        await using var host = h;
+        long leaf = 0, fileOffset = 0;
+        List<byte[]> damagedKeys = [], neighbourKeys = [];
+        await h.Run(seg =>
+        {
+            var t = Ops.Open(seg);
+            var leaves = Leaves(seg, t);
+            int pick = leaves.Count / 2;
+            (leaf, damagedKeys) = leaves[pick];
+            neighbourKeys = leaves[pick + 1].Keys;
+            // A byte in the middle of the last record's value: only the node checksum can notice.
+            var r = Raw.VarRecord(seg, leaf, Raw.Count(seg, leaf) - 1);
+            Assert.True(r.ValueLength > 2 && !r.ValueLarge);
+            fileOffset = leaf + r.Rec + 8 + r.KeyLength + r.ValueLength / 2;
+        });
+        await h.Close();
+        Raw.FlipByte(h.SegmentFile, fileOffset);
+        await h.Open();
+        await h.Run(async seg =>
+        {
+            var t = Ops.Open(seg);
+            var damaged = new HashSet<byte[]>(damagedKeys, new BytesEq());
+            foreach (var k in damagedKeys)
+            {
+                var e = Assert.Throws<BeCorruptionException>(() => t.Lookup(k, out _));
+                Assert.Equal(leaf, e.Offset);
+                Assert.Contains($"node 0x{leaf:X}: node checksum mismatch", e.Message);
+                Assert.Contains($"b+tree 0x{t.Offset:X}", e.Message);
+            }
+            // Every other key is intact.
+            foreach (var (k, v) in model)
+                if (!damaged.Contains(k)) Assert.Equal(v, Ops.Get(t, k));
+            // fsck names the node, and nothing else is wrong.
+            var rep = t.Check();
+            Assert.Single(rep.Problems);
+            Assert.Contains($"node 0x{leaf:X}: node checksum mismatch", rep.Problems[0]);
+            Assert.Equal(Records, rep.Records);
+            // Cursors: a scan stops at the damage with the same error; a seek past it works.
+            var c = t.OpenCursor();
+            Assert.True(c.Seek(neighbourKeys[0]));
+            Assert.Equal(neighbourKeys[0], c.Key.ToArray());
+            Assert.True(c.MoveNext());
+            var scan = Assert.Throws<BeCorruptionException>(() => { for (bool ok = c.SeekFirst(); ok; ok = c.MoveNext()) { } });
+            Assert.Equal(leaf, scan.Offset);
+            // Changes in the damaged range are refused before anything changes.
+            var inside = Ops.U64(BinaryPrimitives.ReadUInt64BigEndian(damagedKeys[0]) + 1);
+            using (var tx = await seg.BeginAsync(t.UpdateCredit(8, 8)))
+            {
+                Assert.Equal(leaf, Assert.Throws<BeCorruptionException>(() => t.Insert(tx, inside, new byte[8])).Offset);
+                Assert.Equal(leaf, Assert.Throws<BeCorruptionException>(() => t.Update(tx, damagedKeys[0], new byte[8])).Offset);
+                Assert.Equal(0, tx.Used.Regions);
+                await tx.Close();
+            }
+            using (var tx = await seg.BeginAsync(t.DeleteCredit()))
+            {
+                Assert.Equal(leaf, Assert.Throws<BeCorruptionException>(() => t.Delete(tx, damagedKeys[0])).Offset);
+                Assert.Equal(0, tx.Used.Regions);
+                await tx.Close();
+            }
+            // Inserts elsewhere work (splits included).
+            for (int i = 0; i < 200; i++)
+            {
+                var k = Ops.U64((ulong)(Records + i) * 3);
+                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, k, [7]));
+                model[k] = [7];
+            }
+            Assert.Equal(Records + 200, t.Count);
+            rep = t.Check();
+            Assert.Single(rep.Problems);
+            Assert.Contains($"node 0x{leaf:X}", rep.Problems[0]);
+        });
+        h.AssertNoCaptureViolations();
+    }
+
+    [Fact]
+    public async Task A_delete_that_would_rebalance_with_a_damaged_sibling_fails_and_its_abort_leaves_the_tree_as_it_was()
+    {
+        var (h, model) = await Build();
+        await using var host = h;
+        long leaf = 0, freeByte = 0;
+        List<byte[]> neighbourKeys = [];
+        await h.Run(seg =>
+        {
+            var t = Ops.Open(seg);
+            var leaves = Leaves(seg, t);
+            int pick = leaves.Count / 2;
+            leaf = leaves[pick].Node;
+            neighbourKeys = leaves[pick + 1].Keys;
+            freeByte = Raw.FreeByte(seg, leaf);
+        });
+        await h.Close();
+        Raw.FlipByte(h.SegmentFile, freeByte); // free space: only the node checksum covers it
+        await h.Open();
+        await h.Run(async seg =>
+        {
+            var t = Ops.Open(seg);
+            BeCorruptionException? failed = null;
+            foreach (var k in neighbourKeys)
+            {
+                try
+                {
+                    Assert.Equal(BTreeStatus.Ok, await Ops.Delete(t, k));
+                    model.Remove(k);
+                }
+                catch (BeCorruptionException e)
+                {
+                    failed = e;
+                    break;
+                }
+            }
+            // Emptying a leaf must involve its left sibling (a merge or a rebalance), which is the damaged one.
+            Assert.NotNull(failed);
+            Assert.Equal(leaf, failed.Offset);
+            var rep = t.Check();
+            Assert.Single(rep.Problems);
+            Assert.Equal(model.Count, rep.Records);
+            Assert.Equal(model.Count, t.Count);
+            foreach (var (k, v) in model.Where(kv => ByteArrayComparer.Instance.Compare(kv.Key, neighbourKeys[0]) >= 0))
+                Assert.Equal(v, Ops.Get(t, k));
+        });
+        await h.Reopen();
+        await h.Run(seg =>
+        {
+            var t = Ops.Open(seg);
+            Assert.Equal(model.Count, t.Count);
+            Assert.Single(t.Check().Problems);
+        });
+    }
+
+    [Fact]
+    public async Task A_damaged_internal_node_fails_the_lookups_that_pass_through_it_with_its_offset()
+    {
+        var (h, model) = await Build();
+        await using var host = h;
+        long inner = 0, freeByte = 0;
+        var below = new List<byte[]>();
+        await h.Run(seg =>
+        {
+            var t = Ops.Open(seg);
+            var nodes = Raw.Nodes(seg, t.Check());
+            // A level-1 node that is not the root, away from the edges.
+            var level1 = nodes.Where(n => Raw.Level(seg, n) == 1).ToList();
+            Assert.True(level1.Count >= 3, $"{level1.Count} level-1 nodes");
+            inner = level1[level1.Count / 2];
+            for (int i = 0; i < Raw.Count(seg, inner); i++) below.AddRange(Raw.VarLeafKeys(seg, Raw.VarChild(seg, inner, i)));
+            freeByte = Raw.FreeByte(seg, inner);
+        });
+        await h.Close();
+        Raw.FlipByte(h.SegmentFile, freeByte); // free space: only the node checksum covers it
+        await h.Open();
+        await h.Run(seg =>
+        {
+            var t = Ops.Open(seg);
+            var under = new HashSet<byte[]>(below, new BytesEq());
+            foreach (var k in below)
+            {
+                var e = Assert.Throws<BeCorruptionException>(() => t.Lookup(k, out _));
+                Assert.Equal(inner, e.Offset);
+                Assert.Contains($"node 0x{inner:X}: node checksum mismatch", e.Message);
+            }
+            int ok = 0;
+            foreach (var (k, v) in model)
+                if (!under.Contains(k))
+                {
+                    Assert.Equal(v, Ops.Get(t, k));
+                    ok++;
+                }
+            Assert.Equal(Records - below.Count, ok);
+            var rep = t.Check();
+            Assert.Single(rep.Problems);
+            Assert.Contains($"node 0x{inner:X}: node checksum mismatch", rep.Problems[0]);
+            Assert.Equal(Records, rep.Records);
+        });
+    }
+
+    [Fact]
+    public async Task A_damaged_tree_header_fails_open_with_its_offset()
+    {
+        var (h, _) = await Build();
+        await using var host = h;
+        long hdr = 0;
+        await h.Run(seg => hdr = Ops.Open(seg).Offset);
+        await h.Close();
+        Raw.FlipByte(h.SegmentFile, Raw.TreeHeaderCounterByte(hdr)); // the node counter: only the checksum can notice at open
+        await h.Open();
+        await h.Run(seg =>
+        {
+            var e = Assert.Throws<BeCorruptionException>(() => Ops.Open(seg));
+            Assert.Equal(hdr, e.Offset);
+            Assert.Contains($"b+tree 0x{hdr:X}", e.Message);
+            Assert.Contains("tree header checksum mismatch", e.Message);
+            Assert.EndsWith("seg-0001.motr", e.File);
+        });
+        await h.Close();
+        Raw.FlipByte(h.SegmentFile, hdr); // the magic too
+        await h.Open();
+        await h.Run(seg =>
+        {
+            var e = Assert.Throws<BeCorruptionException>(() => Ops.Open(seg));
+            Assert.Equal(hdr, e.Offset);
+            Assert.Contains("not a b+tree header (magic 0x45525452)", e.Message);
+        });
+    }
+
+    [Fact]
+    public async Task A_damaged_out_of_node_value_is_reported_by_fsck_and_by_lookups_with_record_checksums()
+    {
+        foreach (bool crc in new[] { false, true })
+        {
+            var (h, model) = await Build(recordChecksums: crc, value: i => Ops.Bytes(i % 100 == 0 ? 700 : 20, i));
+            await using var host = h;
+            long chunk = 0;
+            byte[] key = [];
+            await h.Run(seg =>
+            {
+                var t = Ops.Open(seg);
+                foreach (var (leaf, keys) in Leaves(seg, t))
+                    for (int i = 0; i < keys.Count && chunk == 0; i++)
+                    {
+                        var r = Raw.VarRecord(seg, leaf, i);
+                        if (!r.ValueLarge) continue;
+                        chunk = BinaryPrimitives.ReadInt64LittleEndian(seg.Bytes(leaf + r.Rec + 8 + r.KeyLength, 8));
+                        key = keys[i];
+                        Assert.Equal(700, r.ValueLength);
+                    }
+                Assert.NotEqual(0, chunk);
+                Assert.Equal(30, t.Stats.LargeChunks);
+            });
+            await h.Close();
+            Raw.FlipByte(h.SegmentFile, chunk + 350);
+            await h.Open();
+            await h.Run(seg =>
+            {
+                var t = Ops.Open(seg);
+                var rep = t.Check();
+                // fsck's own check of the part; with record checksums the record check reports it too.
+                Assert.Equal(crc ? 2 : 1, rep.Problems.Count);
+                Assert.Contains(rep.Problems, p => p.Contains($"out-of-node part 0x{chunk:X}: checksum mismatch"));
+                Assert.All(rep.Problems, p => Assert.Contains($"0x{chunk:X}", p));
+                if (crc)
+                {
+                    var e = Assert.Throws<BeCorruptionException>(() => t.Lookup(key, out _));
+                    Assert.Equal(chunk, e.Offset);
+                    Assert.Contains($"out-of-node value of 700 bytes at 0x{chunk:X}: checksum mismatch", e.Message);
+                    var c = t.OpenCursor();
+                    Assert.True(c.Seek(key));
+                    Assert.Throws<BeCorruptionException>(() => c.Value.Length);
+                }
+                foreach (var (k, v) in model)
+                    if (!k.AsSpan().SequenceEqual(key)) Assert.Equal(v, Ops.Get(t, k));
+            });
+        }
+    }
+
+    [Fact]
+    public async Task A_damaged_record_in_a_tree_with_record_checksums_is_found_by_fsck()
+    {
+        var (h, model) = await Build(recordChecksums: true);
+        await using var host = h;
+        long leaf = 0;
+        await h.Run(seg => leaf = Leaves(seg, Ops.Open(seg))[3].Node);
+        await h.Close();
+        // Flip a value byte of record 0 on disk and repair the node checksum, so only the record CRC can tell.
+        using (var f = File.OpenHandle(h.SegmentFile, FileMode.Open, FileAccess.ReadWrite))
+        {
+            var node = new byte[512];
+            RandomAccess.Read(f, node, leaf);
+            int rec = BinaryPrimitives.ReadUInt16LittleEndian(node.AsSpan(NodeHeader.SizeOf)) << 3;
+            int klen = (int)BinaryPrimitives.ReadUInt32LittleEndian(node.AsSpan(rec));
+            node[rec + 8 + klen + 1] ^= 0x40;
+            Motr.Be.Segments.BlockChecksum.Seal(node, NodeHeader.CrcOffset);
+            RandomAccess.Write(f, node, leaf);
+        }
+        await h.Open();
+        await h.Run(seg =>
+        {
+            var t = Ops.Open(seg);
+            var rep = t.Check();
+            Assert.Single(rep.Problems);
+            Assert.Contains($"record 0 of node 0x{leaf:X}: record checksum mismatch", rep.Problems[0]);
+            var k = Raw.VarLeafKeys(seg, leaf)[0];
+            var e = Assert.Throws<BeCorruptionException>(() => t.Lookup(k, out _));
+            Assert.Contains("record checksum mismatch", e.Message);
+            Assert.Equal(model[Raw.VarLeafKeys(seg, leaf)[1]], Ops.Get(t, Raw.VarLeafKeys(seg, leaf)[1]));
+        });
+    }
+
+    /// <summary>
+    /// A record length field that is wrong while the node checksum matches (written by a bad build, or a
+    /// crafted file): fsck must name the node, whatever the value, including ones whose record size
+    /// overflows an int.
+    /// </summary>
+    [Theory]
+    [InlineData("key", 0x0000_0400u)]
+    [InlineData("key", 0x7FFF_0000u)]
+    [InlineData("key", 0x7FFF_FFF0u)]
+    [InlineData("value", 0x7FFF_FFF0u)]
+    [InlineData("value", 0x7FFF_FFFFu)]
+    [InlineData("key", 0x8000_1388u)]
+    public async Task A_bad_record_length_under_a_valid_checksum_is_found_by_fsck(string field, uint length)
+    {
+        var (h, _) = await Build();
+        await using var host = h;
+        long leaf = 0;
+        await h.Run(seg => leaf = Leaves(seg, Ops.Open(seg))[5].Node);
+        await h.Close();
+        using (var f = File.OpenHandle(h.SegmentFile, FileMode.Open, FileAccess.ReadWrite))
+        {
+            var node = new byte[512];
+            RandomAccess.Read(f, node, leaf);
+            int rec = BinaryPrimitives.ReadUInt16LittleEndian(node.AsSpan(NodeHeader.SizeOf + 2)) << 3; // record 1
+            BinaryPrimitives.WriteUInt32LittleEndian(node.AsSpan(rec + (field == "key" ? 0 : 4)), length);
+            Motr.Be.Segments.BlockChecksum.Seal(node, NodeHeader.CrcOffset);
+            RandomAccess.Write(f, node, leaf);
+        }
+        await h.Open();
+        await h.Run(seg =>
+        {
+            var rep = Ops.Open(seg).Check();
+            Assert.False(rep.Healthy, $"{field} length 0x{length:X8}: fsck found nothing");
+            Assert.Contains(rep.Problems, p => p.Contains($"node 0x{leaf:X}"));
+        });
+    }
+
+    private sealed class BytesEq : IEqualityComparer<byte[]>
+    {
+        public bool Equals(byte[]? a, byte[]? b) => a.AsSpan().SequenceEqual(b);
+        public int GetHashCode(byte[] a)
+        {
+            var hc = new HashCode();
+            hc.AddBytes(a);
+            return hc.ToHashCode();
+        }
+    }
+}
