@@ -80,6 +80,10 @@ public sealed class DomainOptions
     /// <summary>Seal a group once its transactions have reserved this many log bytes (default: 4 MiB or what one record holds).</summary>
     public long GroupBoundBytes { get; set; } = 4L << 20;
 
-    /// <summary>Seal a group once it holds this many transactions (default 8192).</summary>
-    public int GroupBoundTxs { get; set; } = 8192;
+    /// <summary>
+    /// Seal a group once it holds this many transactions (default 128). Small groups are sealed while the
+    /// bytes they copy and checksum are still in cache, and the log writer gets work sooner; a record still
+    /// gathers every group sealed while the previous one was being written.
+    /// </summary>
+    public int GroupBoundTxs { get; set; } = 128;
 }

@@ -154,7 +154,9 @@ public class TransactionTests
     public async Task Overlapping_captures_of_a_group_are_logged_once()
     {
         using var dir = new TempDir();
-        await using var e = await Engines.Open(Engines.Options(dir.Path));
+        var o = Engines.Options(dir.Path);
+        o.GroupBoundTxs = 2000; // all 1000 in one group
+        await using var e = await Engines.Open(o);
         var loc = e.Localities[0];
         await loc.RunAsync(async () =>
         {
