@@ -24,8 +24,8 @@ public static class BeConstants
     /// <summary>"MOTRLOGR" — log record header magic.</summary>
     public const ulong LogRecordMagic = 0x52474F4C52544F4DUL;
 
-    /// <summary>Log format version written by this build.</summary>
-    public const uint LogVersion = 1;
+    /// <summary>Log format version written by this build (2: groups carry checksum descriptors).</summary>
+    public const uint LogVersion = 2;
 
     /// <summary>"GRP1" — magic of one tx group inside a log record.</summary>
     public const uint GroupMagic = 0x31505247;

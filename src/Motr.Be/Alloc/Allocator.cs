@@ -80,8 +80,9 @@ public sealed unsafe partial class Allocator
 
     private static readonly TxCredit AllocCreditValue = TxCredit.Max(FromChunkCredit, FromWildernessCredit);
 
-    // Unlink both free neighbours, write the merged header, push it, fix the next chunk's back link, the state.
-    private static readonly TxCredit FreeCreditValue = ListRemove * 2 + HeaderWrite + ListPush + LinkWrite + StateWrite;
+    // Unlink both free neighbours, write the merged header, push it, fix the next chunk's back link, the
+    // state; and cancel any checksum deferred for the block (Transaction.CancelChecksum).
+    private static readonly TxCredit FreeCreditValue = ListRemove * 2 + HeaderWrite + ListPush + LinkWrite + StateWrite + Transaction.ChecksumCredit;
 
     /// <summary>
     /// Worst-case credit of one <see cref="TryAlloc"/> or <see cref="Alloc"/> call, growth and
@@ -89,7 +90,7 @@ public sealed unsafe partial class Allocator
     /// </summary>
     public static TxCredit AllocCredit => AllocCreditValue;
 
-    /// <summary>Worst-case credit of one <see cref="Free"/> call, coalescing on both sides included (11 regions, 164 bytes).</summary>
+    /// <summary>Worst-case credit of one <see cref="Free"/> call, coalescing on both sides and the checksum cancel included (12 regions, 168 bytes).</summary>
     public static TxCredit FreeCredit => FreeCreditValue;
 
     // ---- raw access --------------------------------------------------------------------------------
@@ -410,6 +411,8 @@ public sealed unsafe partial class Allocator
             if (H(end)->Prev != start) SetPrevLink(tx, end, start);
         }
         SealState(tx);
+        // The place may soon hold other data: no checksum deferred for the block may be written over it.
+        tx.CancelChecksum(offset);
     }
 
     /// <summary>Bytes usable at <paramref name="offset"/> (an allocated block): at least what was asked for.</summary>

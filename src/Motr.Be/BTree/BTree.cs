@@ -226,7 +226,7 @@ public sealed unsafe partial class BTree
             Tree = _hdr,
             Seq = 1,
         };
-        tx.DeferChecksum(off, size, NodeHeader.CrcOffset, NodeMagic);
+        tx.DeferPlacedChecksum(off, size, NodeHeader.CrcOffset, NodeMagic);
         _seg.MarkVerified(off);
         Remember(off);
         TouchTree(tx).Nodes++;
@@ -238,7 +238,7 @@ public sealed unsafe partial class BTree
     {
         Touch(tx, off);
         tx.Capture(off, 4);
-        *(uint*)(_seg.Base + off) = 0; // a cleared magic also tells the seal not to checksum it
+        *(uint*)(_seg.Base + off) = 0; // a node is never mistaken for one once freed
         _seg.Allocator.Free(tx, off);
         TouchTree(tx).Nodes--;
     }
@@ -270,7 +270,7 @@ public sealed unsafe partial class BTree
         var n = new Node(_seg.Base, off);
         tx.Capture(off + NodeHeader.MutableOffset, NodeHeader.MutableLength);
         n.H.Seq++;
-        tx.DeferChecksum(off, n.Size, NodeHeader.CrcOffset, NodeMagic);
+        tx.DeferPlacedChecksum(off, n.Size, NodeHeader.CrcOffset, NodeMagic);
         return n;
     }
 

@@ -107,8 +107,8 @@ internal struct GroupHeader
     [FieldOffset(44)] public uint Flags;
     /// <summary>[48, i64] size of the segment's address space when the group was sealed.</summary>
     [FieldOffset(48)] public long SegmentSize;
-    /// <summary>[56, u32] reserved, zero.</summary>
-    [FieldOffset(56)] public uint Reserved;
+    /// <summary>[56, u32] number of <see cref="ChecksumDesc"/>s, the last MarkCount * 24 bytes of the chunk.</summary>
+    [FieldOffset(56)] public uint MarkCount;
     /// <summary>[60, u32] CRC32C of [0, 60) and [64, Length).</summary>
     [FieldOffset(60)] public uint Crc;
 }
@@ -124,6 +124,37 @@ internal struct RegionDesc
     [FieldOffset(8)] public uint Length;
     /// <summary>[12, u32] reserved, zero.</summary>
     [FieldOffset(12)] public uint Reserved;
+}
+
+/// <summary>Kinds of <see cref="ChecksumDesc"/>.</summary>
+internal static class ChecksumDescKind
+{
+    /// <summary>Recompute the block's checksum in the segment file when it is placed.</summary>
+    public const uint Placed = 1;
+    /// <summary>The block was freed: drop any checksum pending for it.</summary>
+    public const uint Cancel = 2;
+}
+
+/// <summary>
+/// A checksum the placer computes in the segment file (b+tree nodes): after the group's regions are placed,
+/// and before the next checkpoint is recorded, the CRC32C of [Block, Block + Length) without the 4-byte field
+/// at Block + CrcOffset is written into that field, if the block still starts with Magic. Recovery does the
+/// same for every replayed group, so the file's checksums are valid whenever a checkpoint says it is current.
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = SizeOf)]
+internal struct ChecksumDesc
+{
+    public const int SizeOf = 24;
+    /// <summary>[0, i64] offset of the block in the segment.</summary>
+    [FieldOffset(0)] public long Block;
+    /// <summary>[8, u32] length of the block (0 for <see cref="ChecksumDescKind.Cancel"/>).</summary>
+    [FieldOffset(8)] public uint Length;
+    /// <summary>[12, u32] offset of the CRC field within the block.</summary>
+    [FieldOffset(12)] public uint CrcOffset;
+    /// <summary>[16, u32] the block's magic, its first 4 bytes (0 for a cancel).</summary>
+    [FieldOffset(16)] public uint Magic;
+    /// <summary>[20, u32] <see cref="ChecksumDescKind"/>.</summary>
+    [FieldOffset(20)] public uint Kind;
 }
 
 /// <summary>Header of one tx's payload.</summary>

@@ -54,6 +54,7 @@ internal static class LogRecord
     {
         long pos = GroupHeader.SizeOf + (long)gh.RegionCount * RegionDesc.SizeOf;
         if (pos > chunk.Length) return "region descriptors overrun the group";
+        if ((long)gh.MarkCount * ChecksumDesc.SizeOf > chunk.Length - pos) return "checksum descriptors overrun the group";
         var descs = MemoryMarshal.Cast<byte, RegionDesc>(chunk.Slice(GroupHeader.SizeOf, (int)gh.RegionCount * RegionDesc.SizeOf));
         foreach (var d in descs)
         {
@@ -68,8 +69,24 @@ internal static class LogRecord
             pos += PayloadHeader.SizeOf + LogFormat.Align8((int)ph.Length);
             if (pos > chunk.Length) return "payload overruns the group";
         }
-        return pos == chunk.Length ? null : "group length does not match its contents";
+        long marksAt = chunk.Length - (long)gh.MarkCount * ChecksumDesc.SizeOf;
+        if (pos != marksAt) return "group length does not match its contents";
+        foreach (var m in Marks(chunk, gh))
+        {
+            if (m.Kind == ChecksumDescKind.Cancel)
+            {
+                if (m.Block < 0 || m.Block >= gh.SegmentSize) return $"checksum cancel at 0x{m.Block:X} is outside the segment size {gh.SegmentSize}";
+            }
+            else if (m.Kind != ChecksumDescKind.Placed) return $"checksum descriptor of block 0x{m.Block:X} has unknown kind {m.Kind}";
+            else if (m.Block < 0 || m.Length < 4 || m.Block + m.Length > gh.SegmentSize || m.CrcOffset > m.Length - 4 || m.Magic == 0)
+                return $"checksum descriptor of block [0x{m.Block:X}, +{m.Length}) (crc at +{m.CrcOffset}) is invalid for segment size {gh.SegmentSize}";
+        }
+        return null;
     }
+
+    /// <summary>The checksum descriptors of a group chunk whose shape is valid: its last MarkCount * 24 bytes.</summary>
+    public static ReadOnlySpan<ChecksumDesc> Marks(ReadOnlySpan<byte> chunk, in GroupHeader gh) =>
+        MemoryMarshal.Cast<byte, ChecksumDesc>(chunk[(chunk.Length - (int)gh.MarkCount * ChecksumDesc.SizeOf)..]);
 
     /// <summary>Walks the group chunks of a validated record.</summary>
     public ref struct Groups(ReadOnlySpan<byte> record, uint count)

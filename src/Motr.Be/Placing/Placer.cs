@@ -1,5 +1,7 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
 using Motr.Be.Log;
+using Motr.Be.Segments;
 using Motr.Be.Storage;
 
 namespace Motr.Be.Placing;
@@ -17,6 +19,8 @@ internal sealed class Placer : IDisposable
         public readonly IStorageFile File = file;
         public long Length = file.Length;
         public bool Dirty;
+        // Checksums to compute in the file before the next checkpoint (ChecksumDesc), by block; latest wins.
+        public readonly Dictionary<long, ChecksumDesc> PendingChecksums = new();
     }
 
     private readonly Domain _domain;
@@ -46,7 +50,8 @@ internal sealed class Placer : IDisposable
     private readonly List<TaskCompletionSource> _syncWaiters = new();
 
     // Counters.
-    private long _recordsPlaced, _regionsPlaced, _bytesPlaced, _checkpoints;
+    private long _recordsPlaced, _regionsPlaced, _bytesPlaced, _checkpoints, _checksums;
+    private byte[] _block = new byte[4096];
 
     public Placer(Domain domain, LogFile log, IStorage storage, IEnumerable<ulong> segmentIds, long position, ulong lsn)
     {
@@ -58,7 +63,8 @@ internal sealed class Placer : IDisposable
         _placedNextLsn = lsn;
     }
 
-    public PlacerStats Stats => new(Volatile.Read(ref _recordsPlaced), Volatile.Read(ref _regionsPlaced), Volatile.Read(ref _bytesPlaced), Volatile.Read(ref _checkpoints));
+    public PlacerStats Stats => new(Volatile.Read(ref _recordsPlaced), Volatile.Read(ref _regionsPlaced), Volatile.Read(ref _bytesPlaced),
+        Volatile.Read(ref _checkpoints), Volatile.Read(ref _checksums));
 
     public long CheckpointPosition => Volatile.Read(ref _checkpointed);
 
@@ -167,6 +173,7 @@ internal sealed class Placer : IDisposable
         foreach (var f in _files.Values)
         {
             if (!f.Dirty) continue;
+            WriteChecksums(f);
             _syncFiles.Add(f);
             f.Dirty = false;
         }
@@ -234,6 +241,11 @@ internal sealed class Placer : IDisposable
                 _regionsPlaced++;
                 _bytesPlaced += bytes.Length;
             }
+            foreach (ref readonly var m in LogRecord.Marks(chunk, gh))
+            {
+                if (m.Kind == ChecksumDescKind.Placed) f.PendingChecksums[m.Block] = m;
+                else f.PendingChecksums.Remove(m.Block);
+            }
             f.Dirty = true;
         }
         _placedEnd = r.End;
@@ -248,10 +260,37 @@ internal sealed class Placer : IDisposable
         foreach (var f in _files.Values)
         {
             if (!f.Dirty) continue;
+            WriteChecksums(f);
             f.File.Flush();
             f.Dirty = false;
         }
         RecordCheckpoint(_placedEnd, _placedNextLsn);
+    }
+
+    /// <summary>
+    /// Computes into the file the checksums the placed groups asked for (b+tree nodes), over the blocks as
+    /// placing left them: once per block per checkpoint, however many groups changed it. Runs before the
+    /// file is synced for a checkpoint, so a checkpoint never claims a file whose checksums are stale; a
+    /// block changed again by a later group gets its checksum at the next checkpoint, or from recovery.
+    /// </summary>
+    private void WriteChecksums(SegmentFile f)
+    {
+        if (f.PendingChecksums.Count == 0) return;
+        Span<byte> crc = stackalloc byte[4];
+        foreach (var m in f.PendingChecksums.Values)
+        {
+            int length = (int)m.Length;
+            if (m.Block + length > f.Length) continue; // the group's size was validated; the file has grown to at least that
+            if (_block.Length < length) _block = new byte[Math.Max(length, _block.Length * 2)];
+            var block = _block.AsSpan(0, length);
+            if (f.File.Read(m.Block, block) < length) continue;
+            // A place that no longer starts with the block's magic does not hold the block: leave it alone.
+            if (BinaryPrimitives.ReadUInt32LittleEndian(block) != m.Magic) continue;
+            BinaryPrimitives.WriteUInt32LittleEndian(crc, BlockChecksum.Compute(block, (int)m.CrcOffset));
+            f.File.Write(m.Block + m.CrcOffset, crc);
+            _checksums++;
+        }
+        f.PendingChecksums.Clear();
     }
 
     /// <summary>The segment files hold everything before <paramref name="position"/>: record it in the log header, then free the space.</summary>
@@ -278,4 +317,5 @@ internal sealed class Placer : IDisposable
 /// <param name="Regions">Regions written into segment files.</param>
 /// <param name="Bytes">Bytes written into segment files.</param>
 /// <param name="Checkpoints">Checkpoints written.</param>
-public readonly record struct PlacerStats(long Records, long Regions, long Bytes, long Checkpoints);
+/// <param name="Checksums">Block checksums computed in the segment files at placing (b+tree nodes, once per checkpoint each).</param>
+public readonly record struct PlacerStats(long Records, long Regions, long Bytes, long Checkpoints, long Checksums);

@@ -94,6 +94,7 @@ internal sealed class LogRecovery
                 }
                 break;
             }
+            SealPlacedChecksums();
             if (records > 0) _placer.Checkpoint();
             // Only once everything before is placed and checkpointed may the rest of the log go.
             if (truncated != null) WipeAfter(pos);
@@ -215,8 +216,37 @@ internal sealed class LogRecovery
                     p += PayloadHeader.SizeOf + LogFormat.Align8((int)ph.Length);
                 }
             }
+            // Checksums computed at placing: the placer writes them into the file; memory, which the log
+            // gave the bytes as they were captured, needs the same ones once every record is replayed.
+            if (gh.MarkCount > 0)
+            {
+                if (!_pending.TryGetValue(gh.SegmentId, out var pending)) _pending.Add(gh.SegmentId, pending = new());
+                foreach (ref readonly var m in LogRecord.Marks(chunk, gh))
+                {
+                    if (m.Kind == ChecksumDescKind.Placed) pending[m.Block] = m;
+                    else pending.Remove(m.Block);
+                }
+            }
             groups++;
             txs += gh.TxCount;
         }
+    }
+
+    // Checksums the replayed groups left to placing, by segment and block (latest wins).
+    private readonly Dictionary<ulong, Dictionary<long, ChecksumDesc>> _pending = new();
+
+    /// <summary>Computes in the segment images the checksums the replayed groups left to placing, as the placer does in the files.</summary>
+    private unsafe void SealPlacedChecksums()
+    {
+        foreach (var (id, pending) in _pending)
+        {
+            var seg = _segments[id];
+            foreach (var m in pending.Values)
+            {
+                if (m.Block + m.Length > seg.Size || *(uint*)(seg.Base + m.Block) != m.Magic) continue;
+                BlockChecksum.Seal(new Span<byte>(seg.Base + m.Block, (int)m.Length), (int)m.CrcOffset);
+            }
+        }
+        _pending.Clear();
     }
 }

@@ -29,4 +29,33 @@ public sealed unsafe partial class Segment
         if (word >= _verified.Length) Array.Resize(ref _verified, (int)Math.Max(word + 1, (Size >> 12) + 1));
         _verified[word] |= 1UL << (int)bit;
     }
+
+    // One bit per 64 bytes: blocks whose checksum is computed at placing (Transaction.DeferPlacedChecksum)
+    // and that changed this session, so the checksum in memory is the one they were loaded with.
+    private ulong[] _stale = [];
+
+    /// <summary>
+    /// Records that the block's checksum in memory no longer matches its bytes (it is computed when placed).
+    /// It also counts as verified: it was read (and verified) before it changed, or created this session.
+    /// </summary>
+    internal void MarkChecksumStale(long block)
+    {
+        MarkVerified(block);
+        long bit = block >> 6;
+        long word = bit >> 6;
+        if (word >= _stale.Length) Array.Resize(ref _stale, (int)Math.Max(word + 1, (Size >> 12) + 1));
+        _stale[word] |= 1UL << (int)bit;
+    }
+
+    /// <summary>
+    /// Whether the block at <paramref name="block"/> changed this session under a checksum computed at
+    /// placing: its checksum in memory is stale and cannot be verified there (the copy in the segment file
+    /// gets a current one at each checkpoint; the block is verified when next loaded).
+    /// </summary>
+    public bool ChecksumStale(long block)
+    {
+        long bit = block >> 6;
+        long word = bit >> 6;
+        return word < _stale.Length && (_stale[word] & (1UL << (int)bit)) != 0;
+    }
 }

@@ -43,7 +43,8 @@ public enum TxState
 /// <remarks>
 /// Every change is captured with its old bytes, and <see cref="Abort"/> restores them all, so memory
 /// outside the captured regions always equals the durable state. Deferred checksums rely on that: a
-/// block's checksum is computed from memory at seal and must match what recovery rebuilds from disk.
+/// block's checksum is computed from memory at seal (<see cref="DeferChecksum"/>), or from the segment
+/// file at placing (<see cref="DeferPlacedChecksum"/>), and must match what recovery rebuilds from disk.
 /// Transaction objects are pooled per segment: <see cref="Dispose"/> returns one to the pool (aborting
 /// it if still open), after which it must not be used. A closed transaction's
 /// <see cref="Persisted"/> stays valid until then.
@@ -57,12 +58,24 @@ public sealed unsafe class Transaction : IDisposable
         public int UndoPos;
     }
 
+    /// <summary>When a deferred checksum is computed.</summary>
+    internal enum MarkKind : byte
+    {
+        /// <summary>At seal, in memory; the checksum travels in the group as a captured region.</summary>
+        Seal = 0,
+        /// <summary>At placing, in the segment file; the group carries a <see cref="Log.ChecksumDesc"/>.</summary>
+        Placed = 1,
+        /// <summary>The block was freed: forget any checksum pending for it.</summary>
+        Cancel = 2,
+    }
+
     internal struct ChecksumMark
     {
         public long Block;
         public int Length;
         public int CrcOffset;
         public uint Magic;
+        public MarkKind Kind;
     }
 
     internal readonly TxManager M;
@@ -103,7 +116,7 @@ public sealed unsafe class Transaction : IDisposable
     /// <summary>How much of the credit has been used.</summary>
     public TxCredit Used => new(_usedRegions, _usedBytes);
 
-    /// <summary>Credit of one <see cref="DeferChecksum"/> call.</summary>
+    /// <summary>Credit of one <see cref="DeferChecksum"/>, <see cref="DeferPlacedChecksum"/> or <see cref="CancelChecksum"/> call.</summary>
     public static TxCredit ChecksumCredit => new(1, 4);
 
     internal void Reset(TxCredit credit, long reservation)
@@ -187,24 +200,61 @@ public sealed unsafe class Transaction : IDisposable
     /// the group is sealed, once for all transactions of the group that changed it. If
     /// <paramref name="magic"/> is not 0 the block is checksummed only if it still starts with that
     /// 32-bit value at seal time, so a block freed meanwhile (magic cleared) is left alone.
+    /// Needs <see cref="ChecksumCredit"/>. Suits small blocks; see <see cref="DeferPlacedChecksum"/> for large ones.
+    /// </summary>
+    public void DeferChecksum(long blockOffset, int blockLength, int crcOffset, uint magic = 0) =>
+        AddMark(blockOffset, blockLength, crcOffset, magic, MarkKind.Seal);
+
+    /// <summary>
+    /// Like <see cref="DeferChecksum"/>, but the checksum is computed when the block is placed into the
+    /// segment file — once per checkpoint (and again by recovery), however many groups changed the block —
+    /// instead of from memory at every seal. The group carries only a 24-byte descriptor. For large blocks
+    /// changed often (b+tree nodes): reading a whole node at every seal costs more than the change itself.
+    /// The copy in memory keeps the checksum it was loaded with, so it is stale once the block changes:
+    /// <see cref="Segment.ChecksumStale"/> tells which blocks fsck cannot verify in memory. The block must
+    /// start with <paramref name="magic"/> (not 0) when placed, or it is left alone.
     /// Needs <see cref="ChecksumCredit"/>.
     /// </summary>
-    public void DeferChecksum(long blockOffset, int blockLength, int crcOffset, uint magic = 0)
+    public void DeferPlacedChecksum(long blockOffset, int blockLength, int crcOffset, uint magic)
     {
-        if (_state != TxState.Open) ThrowState("defer a checksum in");
+        if (magic == 0) throw new ArgumentException("a placed checksum needs the block's magic", nameof(magic));
+        AddMark(blockOffset, blockLength, crcOffset, magic, MarkKind.Placed);
+        M.Segment.MarkChecksumStale(blockOffset);
+    }
+
+    /// <summary>
+    /// The block at <paramref name="blockOffset"/> is being freed: no checksum deferred for it (in this
+    /// transaction, its group or, for placed checksums, any group not yet checkpointed) may be written any
+    /// more, as the place may soon hold other data. The allocator calls this on every free.
+    /// Needs <see cref="ChecksumCredit"/> unless this transaction already deferred a checksum of the block.
+    /// </summary>
+    public void CancelChecksum(long blockOffset) => AddMark(blockOffset, 0, 0, 0, MarkKind.Cancel);
+
+    private void AddMark(long blockOffset, int blockLength, int crcOffset, uint magic, MarkKind kind)
+    {
+        if (_state != TxState.Open) ThrowState(kind == MarkKind.Cancel ? "cancel a checksum in" : "defer a checksum in");
         long size = M.Segment.Size;
-        if (blockOffset < SegmentHeader.StaticLength || blockLength < 4 || blockOffset > size - blockLength || (uint)crcOffset > (uint)(blockLength - 4))
-            ThrowOutside(blockOffset, blockLength, size);
-        if (_usedRegions >= _credit.Regions || _usedBytes + 4 > _credit.Bytes) ThrowCredit($"deferred checksum of block 0x{blockOffset:X}", 1, 4);
-        for (int i = 0; i < _markCount; i++)
+        if (kind == MarkKind.Cancel)
         {
-            if (_marks[i].Block != blockOffset) continue;
-            // The same place may hold a different block by now (freed and reallocated): the latest mark wins.
-            _marks[i] = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic };
-            return;
+            if (blockOffset < SegmentHeader.StaticLength || blockOffset >= size) ThrowOutside(blockOffset, 1, size);
         }
+        else if (blockOffset < SegmentHeader.StaticLength || blockLength < 4 || blockOffset > size - blockLength || (uint)crcOffset > (uint)(blockLength - 4))
+            ThrowOutside(blockOffset, blockLength, size);
+        var mark = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic, Kind = kind };
+        // A repeat is free. A different mark for the same place (freed, perhaps reallocated with another
+        // size) is added, never written over an older one, so RollbackTo can drop exactly the marks made
+        // after its savepoint; the seal sorts them and the latest wins.
+        for (int i = _markCount - 1; i >= 0; i--)
+        {
+            ref var o = ref _marks[i];
+            if (o.Block != blockOffset) continue;
+            if (o.Length == blockLength && o.CrcOffset == crcOffset && o.Magic == magic && o.Kind == kind) return;
+            break;
+        }
+        if (_usedRegions >= _credit.Regions || _usedBytes + 4 > _credit.Bytes)
+            ThrowCredit(kind == MarkKind.Cancel ? $"checksum cancel of block 0x{blockOffset:X}" : $"deferred checksum of block 0x{blockOffset:X}", 1, 4);
         if (_markCount == _marks.Length) Array.Resize(ref _marks, _marks.Length * 2);
-        _marks[_markCount++] = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic };
+        _marks[_markCount++] = mark;
         _usedRegions++;
         _usedBytes += 4;
     }

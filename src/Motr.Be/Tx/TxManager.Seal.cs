@@ -27,6 +27,7 @@ internal sealed unsafe partial class TxManager
     private int _payloadCount;
     private Transaction.ChecksumMark[] _marks = new Transaction.ChecksumMark[16];
     private long[] _markBlocks = new long[16];
+    private ChecksumDesc[] _descs = new ChecksumDesc[16];
     private int _markCount;
     private bool _groupUrgent;
     private int _hasPendingGroup;
@@ -105,7 +106,9 @@ internal sealed unsafe partial class TxManager
         byte* b = Segment.Base;
         long size = Segment.Size;
 
-        // Deferred checksums, once per block, over the block as the group leaves it.
+        // Deferred checksums, once per block, over the block as the group leaves it; placed ones (and
+        // cancels) become descriptors for the placer instead.
+        int descCount = 0;
         if (_markCount > 0)
         {
             // Sort by block, and within a block by the order the marks came in: the same place may hold
@@ -114,10 +117,21 @@ internal sealed unsafe partial class TxManager
             var keys = _markBlocks.AsSpan(0, _markCount);
             for (int i = 0; i < keys.Length; i++) keys[i] = (marks[i].Block << 20) | (long)(uint)i;
             keys.Sort(marks);
+            if (_descs.Length < marks.Length) _descs = new ChecksumDesc[Math.Max(marks.Length, _descs.Length * 2)];
+            bool placedInRun = false;
             for (int i = 0; i < marks.Length; i++)
             {
                 ref var m = ref marks[i];
+                placedInRun |= m.Kind != Transaction.MarkKind.Seal;
                 if (i + 1 < marks.Length && marks[i + 1].Block == m.Block) continue;
+                if (m.Kind == Transaction.MarkKind.Placed)
+                    _descs[descCount++] = new ChecksumDesc { Block = m.Block, Length = (uint)m.Length, CrcOffset = (uint)m.CrcOffset, Magic = m.Magic, Kind = ChecksumDescKind.Placed };
+                else if (placedInRun)
+                    // Freed, or freed and reused for a block checksummed at seal: a placed checksum pending from
+                    // an earlier group must not be written over whatever the place holds now.
+                    _descs[descCount++] = new ChecksumDesc { Block = m.Block, Kind = ChecksumDescKind.Cancel };
+                placedInRun = false;
+                if (m.Kind != Transaction.MarkKind.Seal) continue;
                 if (m.Block + m.Length > size) continue;
                 if (m.Magic != 0 && *(uint*)(b + m.Block) != m.Magic) continue;
                 BlockChecksum.Seal(new Span<byte>(b + m.Block, m.Length), m.CrcOffset);
@@ -158,7 +172,7 @@ internal sealed unsafe partial class TxManager
 
         if (_shadow != null) VerifyAgainstShadow(starts[..regionCount], ends[..regionCount]);
 
-        long length = GroupHeader.SizeOf + (long)regionCount * RegionDesc.SizeOf + dataBytes + _payloadBytes;
+        long length = GroupHeader.SizeOf + (long)regionCount * RegionDesc.SizeOf + dataBytes + _payloadBytes + (long)descCount * ChecksumDesc.SizeOf;
         if (length > int.MaxValue) throw new BeException($"segment {Segment.Id}: group of {length} bytes is too large");
         byte[] buf = BufferPool.Rent((int)length);
         var chunk = buf.AsSpan(0, (int)length);
@@ -173,6 +187,7 @@ internal sealed unsafe partial class TxManager
             TxCount = (uint)_groupTxCount,
             RegionCount = (uint)regionCount,
             PayloadCount = (uint)_payloadCount,
+            MarkCount = (uint)descCount,
             SegmentSize = size,
         };
         var descs = MemoryMarshal.Cast<byte, RegionDesc>(chunk.Slice(GroupHeader.SizeOf, regionCount * RegionDesc.SizeOf));
@@ -187,6 +202,8 @@ internal sealed unsafe partial class TxManager
             pos += padded;
         }
         _payloads.AsSpan(0, _payloadBytes).CopyTo(chunk[pos..]);
+        pos += _payloadBytes;
+        MemoryMarshal.AsBytes(_descs.AsSpan(0, descCount)).CopyTo(chunk[pos..]);
         gh.Crc = Crc32C.Compute(chunk[..60], chunk[GroupHeader.SizeOf..]);
 
         var sealedGroup = new SealedGroup(this, _groupSeq, buf, (int)length, _groupReserved, _groupTxCount, gh.Crc);
