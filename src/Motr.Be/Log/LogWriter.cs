@@ -191,7 +191,9 @@ internal sealed class LogWriter
         _recordBytes += length;
         _syncs++;
         _groups += end - first;
-        // Durable: complete every group on its own locality, then let the placer have the bytes.
+        // Durable: let the placer have the bytes, then complete every group on its own locality — in this
+        // order, so a checkpoint asked for by anyone who saw a transaction persist includes it.
+        _placer.Enqueue(new DurableRecord(buf, length, lsn, position));
         for (int g = first; g < end; g++)
         {
             var sg = _batch[g];
@@ -199,7 +201,6 @@ internal sealed class LogWriter
             BufferPool.Return(sg.Buffer);
             _batch[g] = null!;
         }
-        _placer.Enqueue(new DurableRecord(buf, length, lsn, position));
     }
 }
 
