@@ -49,6 +49,8 @@ internal sealed class Placer : IDisposable
     private readonly List<SegmentFile> _syncFiles = new();
     private readonly List<TaskCompletionSource> _syncWaiters = new();
 
+    private const int PrefetchDistance = 8;
+
     // Counters.
     private long _recordsPlaced, _regionsPlaced, _bytesPlaced, _checkpoints, _checksums;
     private byte[] _block = new byte[4096];
@@ -235,8 +237,12 @@ internal sealed class Placer : IDisposable
                 f.Length = gh.SegmentSize;
             }
             var regions = new LogRecord.Regions(chunk, gh);
+            // Regions land at random places in the file: ask for each destination a few regions ahead.
+            var ahead = regions;
+            for (int i = 0; i < PrefetchDistance && ahead.MoveNext(out long next, out _); i++) f.File.Prefetch(next);
             while (regions.MoveNext(out long offset, out var bytes))
             {
+                if (ahead.MoveNext(out long next, out _)) f.File.Prefetch(next);
                 f.File.Write(offset, bytes);
                 _regionsPlaced++;
                 _bytesPlaced += bytes.Length;

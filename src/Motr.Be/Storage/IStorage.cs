@@ -68,4 +68,10 @@ public interface IStorageFile : IDisposable
 
     /// <summary>Makes every earlier write and length change of this file durable (fdatasync).</summary>
     void Flush();
+
+    /// <summary>
+    /// A hint that a write at <paramref name="offset"/> follows soon, so a mapped file can start bringing that
+    /// memory into the cache (placing writes at random places: the misses overlap instead of queueing).
+    /// </summary>
+    void Prefetch(long offset) { }
 }

@@ -35,6 +35,12 @@ internal sealed unsafe class MappedFile : IStorageFile
 
     public int Read(long offset, Span<byte> destination)
     {
+        // The mapping is the page cache itself: a copy out of it costs no system call.
+        if ((ulong)offset <= (ulong)_mapped && (ulong)destination.Length <= (ulong)(_mapped - offset))
+        {
+            new ReadOnlySpan<byte>(_base + offset, destination.Length).CopyTo(destination);
+            return destination.Length;
+        }
         int total = 0;
         while (total < destination.Length)
         {
@@ -51,6 +57,11 @@ internal sealed unsafe class MappedFile : IStorageFile
             source.CopyTo(new Span<byte>(_base + offset, source.Length));
         else
             RandomAccess.Write(_handle, source, offset);
+    }
+
+    public void Prefetch(long offset)
+    {
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported && (ulong)offset < (ulong)_mapped) System.Runtime.Intrinsics.X86.Sse.Prefetch0(_base + offset);
     }
 
     public void SetLength(long length)
