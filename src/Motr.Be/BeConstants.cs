@@ -9,6 +9,12 @@ public static class BeConstants
     /// <summary>Page size: segment header size, segment size granularity, growth unit.</summary>
     public const int PageSize = 4096;
 
+    /// <summary>
+    /// Largest segment address space: 8 TiB. Offsets then fit in 43 bits, so a seal sorts a group's ranges
+    /// and checksum marks as one 64-bit key each (offset, then arrival order in the low 20 bits).
+    /// </summary>
+    public const long MaxSegmentSize = 1L << 43;
+
     /// <summary>The unit a crash may tear a write at; log records are aligned to it.</summary>
     public const int SectorSize = 512;
 

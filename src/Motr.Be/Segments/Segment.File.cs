@@ -13,8 +13,8 @@ public sealed unsafe partial class Segment
     {
         if (size < 2 * BeConstants.PageSize || size % BeConstants.PageSize != 0)
             throw new ArgumentOutOfRangeException(nameof(size), $"segment size {size} must be a multiple of {BeConstants.PageSize} and at least two pages");
-        if (maxSize < size || maxSize % BeConstants.PageSize != 0)
-            throw new ArgumentOutOfRangeException(nameof(maxSize), $"segment growth limit {maxSize} must be a page multiple and at least the size {size}");
+        if (maxSize < size || maxSize % BeConstants.PageSize != 0 || maxSize > BeConstants.MaxSegmentSize)
+            throw new ArgumentOutOfRangeException(nameof(maxSize), $"segment growth limit {maxSize} must be a page multiple, at least the size {size} and at most {BeConstants.MaxSegmentSize} (8 TiB)");
         var page = new byte[SegmentHeader.SizeOf];
         ref SegmentHeader h = ref MemoryMarshal.AsRef<SegmentHeader>(page.AsSpan());
         h.Magic = BeConstants.SegmentMagic;
@@ -81,7 +81,7 @@ public sealed unsafe partial class Segment
         if (h.DomainId != expectedDomainId)
             throw new BeCorruptionException(where, 24, $"segment belongs to domain {h.DomainId:X16}, not to this domain {expectedDomainId:X16}");
         if (h.PageSize != BeConstants.PageSize || h.HeaderSize != SegmentHeader.SizeOf || h.Size < 2 * BeConstants.PageSize
-            || h.Size % BeConstants.PageSize != 0 || h.MaxSize < h.Size || h.MaxSize % BeConstants.PageSize != 0)
+            || h.Size % BeConstants.PageSize != 0 || h.MaxSize < h.Size || h.MaxSize % BeConstants.PageSize != 0 || h.MaxSize > BeConstants.MaxSegmentSize)
             throw new BeCorruptionException(where, 32, $"segment geometry is invalid (page {h.PageSize}, header {h.HeaderSize}, size {h.Size}, max {h.MaxSize})");
         if (name != BeConstants.SegmentFileName(h.SegmentId))
             throw new BeCorruptionException(where, 16, $"segment id {h.SegmentId} does not match the file name");
