@@ -10,8 +10,8 @@ public static class BeConstants
     public const int PageSize = 4096;
 
     /// <summary>
-    /// Largest segment address space: 8 TiB. Offsets then fit in 43 bits, so a seal sorts a group's ranges
-    /// and checksum marks as one 64-bit key each (offset, then arrival order in the low 20 bits).
+    /// Largest segment address space: 8 TiB. A segment reserves its whole address space at open; this keeps
+    /// a mistyped limit from asking for more than a 64-bit process can map (x86-64 user space is 128 TiB).
     /// </summary>
     public const long MaxSegmentSize = 1L << 43;
 

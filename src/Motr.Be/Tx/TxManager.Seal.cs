@@ -82,57 +82,40 @@ internal sealed unsafe partial class TxManager
         }
     }
 
-    // Sorting one 64-bit key per item — offset (< 2^43, BeConstants.MaxSegmentSize) above the item's index
-    // in the low 20 bits — moves half the data of sorting keys with items, and compares no structs.
-    private const int SortIndexBits = 20;
-    private const long SortIndexMask = (1L << SortIndexBits) - 1;
-    private long[] _sortKeys = new long[256];
-    private long[] _sortEnds = new long[256];
+    // Seal ordering (RadixSort): index order for ranges and marks, and the ranges' sorted copies.
+    private int[] _order = new int[256];
+    private int[] _orderScratch = new int[256];
+    private long[] _sortedStarts = new long[256];
+    private long[] _sortedEnds = new long[256];
+
+    private void EnsureOrder(int n)
+    {
+        if (_order.Length >= n) return;
+        _order = new int[Math.Max(n, _order.Length * 2)];
+        _orderScratch = new int[_order.Length];
+    }
 
     /// <summary>Sorts ranges by start (ends follow).</summary>
     private void SortRanges(Span<long> starts, Span<long> ends)
     {
         int n = starts.Length;
-        if (n > SortIndexMask + 1)
+        EnsureOrder(n);
+        if (_sortedStarts.Length < n)
         {
-            starts.Sort(ends); // one enormous transaction: the general sort
-            return;
+            _sortedStarts = new long[_order.Length];
+            _sortedEnds = new long[_order.Length];
         }
-        if (_sortKeys.Length < n)
-        {
-            _sortKeys = new long[Math.Max(n, _sortKeys.Length * 2)];
-            _sortEnds = new long[_sortKeys.Length];
-        }
-        var keys = _sortKeys.AsSpan(0, n);
-        for (int i = 0; i < n; i++) keys[i] = (starts[i] << SortIndexBits) | (long)i;
-        keys.Sort();
-        var sortedEnds = _sortEnds.AsSpan(0, n);
+        var order = _order.AsSpan(0, n);
+        RadixSort.Order(starts, order, _orderScratch);
+        var s = _sortedStarts.AsSpan(0, n);
+        var e = _sortedEnds.AsSpan(0, n);
         for (int j = 0; j < n; j++)
         {
-            starts[j] = keys[j] >> SortIndexBits;
-            sortedEnds[j] = ends[(int)(keys[j] & SortIndexMask)];
+            s[j] = starts[order[j]];
+            e[j] = ends[order[j]];
         }
-        sortedEnds.CopyTo(ends);
-    }
-
-    /// <summary>
-    /// Fills <paramref name="order"/> with the open group's mark indexes sorted by block, and within a block by
-    /// arrival, so the latest mark for a place comes last; returns the mask that extracts an index from an entry.
-    /// </summary>
-    private long SortMarks(Span<long> order)
-    {
-        var marks = _marks;
-        int n = order.Length;
-        if (n > SortIndexMask + 1)
-        {
-            // Only if many transactions with marks were open at once: the general sort.
-            for (int i = 0; i < n; i++) order[i] = i;
-            order.Sort((a, b) => marks[a].Block != marks[b].Block ? marks[a].Block.CompareTo(marks[b].Block) : a.CompareTo(b));
-            return -1;
-        }
-        for (int i = 0; i < n; i++) order[i] = (marks[i].Block << SortIndexBits) | (long)i;
-        order.Sort();
-        return SortIndexMask;
+        s.CopyTo(starts);
+        e.CopyTo(ends);
     }
 
     private void AddRange(long offset, long length)
@@ -167,15 +150,18 @@ internal sealed unsafe partial class TxManager
             // Sort by block, and within a block by the order the marks came in: the same place may hold
             // a different block by now (freed and reallocated, perhaps with another size), so the latest wins.
             var marks = _marks.AsSpan(0, _markCount);
-            var order = _markBlocks.AsSpan(0, _markCount);
-            long mask = SortMarks(order);
+            var blocks = _markBlocks.AsSpan(0, _markCount);
+            for (int i = 0; i < marks.Length; i++) blocks[i] = marks[i].Block;
+            EnsureOrder(marks.Length);
+            var order = _order.AsSpan(0, marks.Length);
+            RadixSort.Order(blocks, order, _orderScratch);
             if (_descs.Length < marks.Length) _descs = new ChecksumDesc[Math.Max(marks.Length, _descs.Length * 2)];
             bool placedInRun = false;
             for (int i = 0; i < marks.Length; i++)
             {
-                ref var m = ref marks[(int)(order[i] & mask)];
+                ref var m = ref marks[order[i]];
                 placedInRun |= m.Kind != Transaction.MarkKind.Seal;
-                if (i + 1 < marks.Length && marks[(int)(order[i + 1] & mask)].Block == m.Block) continue;
+                if (i + 1 < marks.Length && marks[order[i + 1]].Block == m.Block) continue;
                 if (m.Kind == Transaction.MarkKind.Placed)
                     _descs[descCount++] = new ChecksumDesc { Block = m.Block, Length = (uint)m.Length, CrcOffset = (uint)m.CrcOffset, Magic = m.Magic, Kind = ChecksumDescKind.Placed };
                 else if (placedInRun)

@@ -157,7 +157,7 @@ internal sealed partial class TxManager
         return persisted;
     }
 
-    /// <summary>Deferred checksums a group may hold (the seal orders them by block and arrival in one 64-bit key).</summary>
+    /// <summary>Deferred checksums after which a group is sealed as soon as no transaction is mid-way.</summary>
     private const int MaxGroupMarks = 1 << 19;
 
     internal void EndTx(Transaction tx, bool aborted)

@@ -1,0 +1,48 @@
+namespace Motr.Be.Tests.Core;
+
+public class RadixSortTests
+{
+    /// <summary>The reference: a stable sort of the indexes by key.</summary>
+    private static int[] Expected(long[] keys) =>
+        Enumerable.Range(0, keys.Length).OrderBy(i => keys[i]).ThenBy(i => i).ToArray();
+
+    private static int[] Order(long[] keys)
+    {
+        var order = new int[keys.Length];
+        RadixSort.Order(keys, order, new int[keys.Length]);
+        return order;
+    }
+
+    [Theory]
+    [InlineData(0, 1L << 30, 1)]
+    [InlineData(1, 1L << 30, 2)]
+    [InlineData(640, 1L << 29, 3)]        // a seal's worth of ranges in a 512 MiB segment
+    [InlineData(5000, 1L << 43, 4)]       // the largest segment
+    [InlineData(3000, 300, 5)]            // many equal keys: arrival order kept
+    [InlineData(1000, long.MaxValue, 6)]  // every digit in play
+    public void Orders_like_a_stable_sort(int n, long bound, int seed)
+    {
+        var rng = new Random(seed);
+        var keys = new long[n];
+        for (int i = 0; i < n; i++) keys[i] = rng.NextInt64(bound);
+        Assert.Equal(Expected(keys), Order(keys));
+    }
+
+    [Fact]
+    public void Keys_sharing_every_digit_but_one_and_already_sorted_input()
+    {
+        var keys = new long[] { 0x7000_0000_0100, 0x7000_0000_0000, 0x7000_0000_0100, 0x7000_0000_0000 };
+        Assert.Equal(new[] { 1, 3, 0, 2 }, Order(keys));
+        var sorted = Enumerable.Range(0, 700).Select(i => (long)i * 64).ToArray();
+        Assert.Equal(Enumerable.Range(0, 700).ToArray(), Order(sorted));
+        var same = new long[50];
+        Array.Fill(same, 12345L);
+        Assert.Equal(Enumerable.Range(0, 50).ToArray(), Order(same));
+    }
+
+    [Fact]
+    public void Negative_keys_are_refused()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => Order(new long[] { 5, -1 }));
+    }
+}
