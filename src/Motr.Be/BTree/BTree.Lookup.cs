@@ -49,8 +49,23 @@ public sealed unsafe partial class BTree
             int i = SearchInternal(n, key);
             _path[d].Index = i;
             off = n.Child(i);
+            Prefetch(off, n.Level == 1 ? (int)Hdr.LeafSize : (int)Hdr.InternalSize);
             if (++d >= MaxHeight) throw new BeCorruptionException(_seg.FileName, off, $"{Where}: deeper than {MaxHeight} levels: a cycle");
         }
+    }
+
+    /// <summary>
+    /// Asks for a node's first 4 KiB at once, before its header is read: a binary search over a node out of
+    /// cache otherwise waits for one miss per probe, in turn; this way the probes find their lines on the way.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Prefetch(long off, int size)
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        size = Math.Min(size, 4096);
+        if ((ulong)off > (ulong)(_seg.Size - size)) return;
+        byte* p = _seg.Base + off;
+        for (int o = 0; o < size; o += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + o);
     }
 
     /// <summary>Finds <paramref name="key"/>; <paramref name="value"/> points into the segment until the tree next changes.</summary>
