@@ -33,6 +33,13 @@ public static class BeConstants
     /// <summary>Log format version written by this build (2: groups carry checksum descriptors).</summary>
     public const uint LogVersion = 2;
 
+    /// <summary>
+    /// Oldest log format version this build reads. A version 1 group is a version 2 group without checksum
+    /// descriptors (its MarkCount field was reserved, zero), so a log left by version 1 is replayed as is;
+    /// the next checkpoint rewrites the header slots as version 2.
+    /// </summary>
+    public const uint MinLogVersion = 1;
+
     /// <summary>"GRP1" — magic of one tx group inside a log record.</summary>
     public const uint GroupMagic = 0x31505247;
 

@@ -90,7 +90,8 @@ internal sealed class LogFile : IDisposable
                 string? problem = null;
                 if (s.Magic != BeConstants.LogHeaderMagic) problem = $"header slot {i}: not a Motr log (magic 0x{s.Magic:X16}, expected 0x{BeConstants.LogHeaderMagic:X16})";
                 else if (s.Crc != Crc32C.Compute(buf[..LogHeaderSlot.CrcOffset])) problem = $"header slot {i}: checksum mismatch";
-                else if (s.Version != BeConstants.LogVersion) problem = $"header slot {i}: log format version {s.Version} is not supported; this build reads version {BeConstants.LogVersion}";
+                else if (s.Version < BeConstants.MinLogVersion || s.Version > BeConstants.LogVersion)
+                    problem = $"header slot {i}: log format version {s.Version} is not supported; this build reads versions {BeConstants.MinLogVersion} to {BeConstants.LogVersion}";
                 if (problem != null)
                 {
                     firstProblem ??= problem;
@@ -126,6 +127,7 @@ internal sealed class LogFile : IDisposable
     public void WriteCheckpoint(long position, ulong lsn)
     {
         var next = _slot;
+        next.Version = BeConstants.LogVersion; // a log opened at an older version is written at this one from now on
         next.SlotSeq++;
         next.CheckpointPosition = position;
         next.CheckpointLsn = lsn;

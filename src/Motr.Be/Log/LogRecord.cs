@@ -13,7 +13,8 @@ internal static class LogRecord
         h = MemoryMarshal.Read<RecordHeader>(header);
         if (h.Magic != BeConstants.LogRecordMagic) return "no record header (magic mismatch)";
         if (h.HeaderCrc != HeaderCrc(header)) return "record header checksum mismatch";
-        if (h.Version != BeConstants.LogVersion) return $"record format version {h.Version} is not supported";
+        if (h.Version < BeConstants.MinLogVersion || h.Version > BeConstants.LogVersion)
+            return $"record format version {h.Version} is not supported (this build reads {BeConstants.MinLogVersion} to {BeConstants.LogVersion})";
         if (h.DomainId != domainId) return "record of another domain";
         if (h.Length < RecordHeader.SizeOf || h.Length % BeConstants.SectorSize != 0 || h.Length > areaSize
             || h.BodyLength > h.Length - RecordHeader.SizeOf)

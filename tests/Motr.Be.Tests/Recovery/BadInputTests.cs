@@ -79,6 +79,50 @@ public class BadInputTests
         Assert.Null(report.TornTail);
     }
 
+    /// <summary>Rewrites the version of both header slots and of every record header, with their checksums.</summary>
+    private static void SetLogVersion(SimStorage s, uint version)
+    {
+        var log = s.ReadAll(LogName);
+        for (int slot = 0; slot < 2; slot++)
+        {
+            var b = log.AsSpan(slot * BeConstants.SectorSize, LogHeaderSlot.SizeOf).ToArray();
+            BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(8), version);
+            BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(LogHeaderSlot.CrcOffset), Crc32C.Compute(b.AsSpan(0, LogHeaderSlot.CrcOffset)));
+            s.Overwrite(LogName, slot * BeConstants.SectorSize, b);
+        }
+        foreach (var r in Records(s))
+        {
+            var h = log.AsSpan((int)r.Offset, RecordHeader.SizeOf).ToArray();
+            BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(8), version);
+            BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(60), LogRecord.HeaderCrc(h));
+            s.Overwrite(LogName, r.Offset, h);
+        }
+    }
+
+    [Fact]
+    public async Task A_log_left_by_format_version_1_is_replayed_and_then_written_as_version_2()
+    {
+        var s = await CrashedWithTenRecords();
+        SetLogVersion(s, 1);
+        var (v, last, report) = await OpenAndRead(s);
+        Assert.Equal(10, v);
+        Assert.Equal(10, last);
+        Assert.Equal(10, report.RecordsReplayed);
+        var log = s.ReadAll(LogName);
+        uint v0 = BinaryPrimitives.ReadUInt32LittleEndian(log.AsSpan(8)), v1 = BinaryPrimitives.ReadUInt32LittleEndian(log.AsSpan(BeConstants.SectorSize + 8));
+        Assert.Equal(BeConstants.LogVersion, Math.Max(v0, v1)); // the checkpoints after recovery wrote the current version
+    }
+
+    [Fact]
+    public async Task A_log_of_a_newer_format_version_is_refused_naming_the_versions()
+    {
+        var s = await CrashedWithTenRecords();
+        SetLogVersion(s, BeConstants.LogVersion + 1);
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains($"log format version {BeConstants.LogVersion + 1} is not supported", ex.Message);
+        Assert.EndsWith(LogName, ex.File);
+    }
+
     [Fact]
     public async Task Flipped_byte_in_the_middle_of_the_log_is_reported_as_corruption_with_file_offset_and_lsn()
     {
