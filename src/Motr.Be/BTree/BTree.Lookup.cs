@@ -59,7 +59,7 @@ public sealed unsafe partial class BTree
     /// cache otherwise waits for one miss per probe, in turn; this way the probes find their lines on the way.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Prefetch(long off, int size)
+    internal void Prefetch(long off, int size)
     {
         if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
         size = Math.Min(size, 4096);

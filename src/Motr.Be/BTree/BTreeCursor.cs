@@ -1,4 +1,3 @@
-using System.Runtime.Intrinsics.X86;
 using static Motr.Be.BTree.BTreeFormatConstants;
 
 namespace Motr.Be.BTree;
@@ -112,7 +111,7 @@ public sealed unsafe class BTreeCursor
         if (++_i < _leafCount)
         {
             // Same leaf: the scan's hot path.
-            _rec = _leaf + (((ushort*)(_leaf + NodeHeader.SizeOf))[_i] << 3);
+            _rec = Node.RecIn(_leaf, _i);
             _saved = false;
             return true;
         }
@@ -133,7 +132,7 @@ public sealed unsafe class BTreeCursor
         }
         if (--_i >= 0)
         {
-            _rec = _leaf + (((ushort*)(_leaf + NodeHeader.SizeOf))[_i] << 3);
+            _rec = Node.RecIn(_leaf, _i);
             _saved = false;
             return true;
         }
@@ -224,15 +223,10 @@ public sealed unsafe class BTreeCursor
     /// </summary>
     private void PrefetchSibling(int step)
     {
-        if (!Sse.IsSupported || _depth < 2) return;
+        if (_depth < 2) return;
         var parent = new Node(_t.Segment.Base, _nodes[_depth - 2]);
         int i = _idx[_depth - 2] + step;
-        if ((uint)i >= (uint)parent.Count) return;
-        long off = parent.Child(i);
-        int size = Math.Min(_t.LeafNodeSize, 4096);
-        if ((ulong)off > (ulong)(_t.Segment.Size - size)) return;
-        byte* p = _t.Segment.Base + off;
-        for (int o = 0; o < size; o += 64) Sse.Prefetch0(p + o);
+        if ((uint)i < (uint)parent.Count) _t.Prefetch(parent.Child(i), _t.LeafNodeSize);
     }
 
     /// <summary>At a record now: cache its leaf. (Its key is copied only if the tree is about to change: <see cref="SaveKey"/>.)</summary>
@@ -242,7 +236,7 @@ public sealed unsafe class BTreeCursor
         if (leaf != _leaf) CacheLeaf(leaf);
         _leafCount = ((NodeHeader*)leaf)->Count;
         _i = _idx[_depth - 1];
-        _rec = leaf + (((ushort*)(leaf + NodeHeader.SizeOf))[_i] << 3);
+        _rec = Node.RecIn(leaf, _i);
         _valid = true;
         _saved = false;
         return true;

@@ -43,7 +43,11 @@ internal readonly unsafe struct Node
     public int RecOffset(int i) => Index[i] << 3;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public byte* Rec(int i) => P + (Index[i] << 3);
+    public byte* Rec(int i) => RecIn(P, i);
+
+    /// <summary>Record <paramref name="i"/> of the node at <paramref name="node"/> (for callers that keep a raw pointer, like cursors).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static byte* RecIn(byte* node, int i) => node + (((ushort*)(node + NodeHeader.SizeOf))[i] << 3);
 
     // ---- record encoding ---------------------------------------------------------------------------
 

@@ -89,6 +89,19 @@ internal static class LogRecord
     public static ReadOnlySpan<ChecksumDesc> Marks(ReadOnlySpan<byte> chunk, in GroupHeader gh) =>
         MemoryMarshal.Cast<byte, ChecksumDesc>(chunk[(chunk.Length - (int)gh.MarkCount * ChecksumDesc.SizeOf)..]);
 
+    /// <summary>
+    /// Folds a valid group's checksum descriptors into <paramref name="pending"/>, by block: a placed one
+    /// replaces any earlier one for its block, a cancel drops it. Placing and recovery keep the same map.
+    /// </summary>
+    public static void CollectMarks(ReadOnlySpan<byte> chunk, in GroupHeader gh, Dictionary<long, ChecksumDesc> pending)
+    {
+        foreach (ref readonly var m in Marks(chunk, gh))
+        {
+            if (m.Kind == ChecksumDescKind.Placed) pending[m.Block] = m;
+            else pending.Remove(m.Block);
+        }
+    }
+
     /// <summary>Walks the group chunks of a validated record.</summary>
     public ref struct Groups(ReadOnlySpan<byte> record, uint count)
     {

@@ -247,11 +247,7 @@ internal sealed class Placer : IDisposable
                 _regionsPlaced++;
                 _bytesPlaced += bytes.Length;
             }
-            foreach (ref readonly var m in LogRecord.Marks(chunk, gh))
-            {
-                if (m.Kind == ChecksumDescKind.Placed) f.PendingChecksums[m.Block] = m;
-                else f.PendingChecksums.Remove(m.Block);
-            }
+            LogRecord.CollectMarks(chunk, gh, f.PendingChecksums);
             f.Dirty = true;
         }
         _placedEnd = r.End;

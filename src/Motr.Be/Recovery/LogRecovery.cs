@@ -221,11 +221,7 @@ internal sealed class LogRecovery
             if (gh.MarkCount > 0)
             {
                 if (!_pending.TryGetValue(gh.SegmentId, out var pending)) _pending.Add(gh.SegmentId, pending = new());
-                foreach (ref readonly var m in LogRecord.Marks(chunk, gh))
-                {
-                    if (m.Kind == ChecksumDescKind.Placed) pending[m.Block] = m;
-                    else pending.Remove(m.Block);
-                }
+                LogRecord.CollectMarks(chunk, gh, pending);
             }
             groups++;
             txs += gh.TxCount;

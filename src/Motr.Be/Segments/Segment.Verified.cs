@@ -13,22 +13,14 @@ public sealed unsafe partial class Segment
     /// </summary>
     public bool VerifyOnce(long block, int length, int crcOffset)
     {
-        long bit = block >> 6;
-        long word = bit >> 6;
-        if (word < _verified.Length && (_verified[word] & (1UL << (int)bit)) != 0) return true;
+        if (IsSet(_verified, block)) return true;
         if (!BlockChecksum.Verify(Bytes(block, length), crcOffset)) return false;
         MarkVerified(block);
         return true;
     }
 
     /// <summary>Records that the block at <paramref name="block"/> needs no verification this session (it was created in it).</summary>
-    public void MarkVerified(long block)
-    {
-        long bit = block >> 6;
-        long word = bit >> 6;
-        if (word >= _verified.Length) Array.Resize(ref _verified, (int)Math.Max(word + 1, (Size >> 12) + 1));
-        _verified[word] |= 1UL << (int)bit;
-    }
+    public void MarkVerified(long block) => Set(ref _verified, block);
 
     // One bit per 64 bytes: blocks whose checksum is computed at placing (Transaction.DeferPlacedChecksum)
     // and that changed this session, so the checksum in memory is the one they were loaded with.
@@ -41,10 +33,7 @@ public sealed unsafe partial class Segment
     internal void MarkChecksumStale(long block)
     {
         MarkVerified(block);
-        long bit = block >> 6;
-        long word = bit >> 6;
-        if (word >= _stale.Length) Array.Resize(ref _stale, (int)Math.Max(word + 1, (Size >> 12) + 1));
-        _stale[word] |= 1UL << (int)bit;
+        Set(ref _stale, block);
     }
 
     /// <summary>
@@ -52,10 +41,21 @@ public sealed unsafe partial class Segment
     /// placing: its checksum in memory is stale and cannot be verified there (the copy in the segment file
     /// gets a current one at each checkpoint; the block is verified when next loaded).
     /// </summary>
-    public bool ChecksumStale(long block)
+    public bool ChecksumStale(long block) => IsSet(_stale, block);
+
+    // The two maps above: bit (block / 64), grown on demand to cover the segment.
+    private static bool IsSet(ulong[] map, long block)
     {
         long bit = block >> 6;
         long word = bit >> 6;
-        return word < _stale.Length && (_stale[word] & (1UL << (int)bit)) != 0;
+        return word < map.Length && (map[word] & (1UL << (int)bit)) != 0;
+    }
+
+    private void Set(ref ulong[] map, long block)
+    {
+        long bit = block >> 6;
+        long word = bit >> 6;
+        if (word >= map.Length) Array.Resize(ref map, (int)Math.Max(word + 1, (Size >> 12) + 1));
+        map[word] |= 1UL << (int)bit;
     }
 }
