@@ -69,7 +69,7 @@ public class BTreeCorruptionTests
         await h.Run(async seg =>
         {
             var t = Ops.Open(seg);
-            var damaged = new HashSet<byte[]>(damagedKeys, new BytesEq());
+            var damaged = new HashSet<byte[]>(damagedKeys, ByteArrayComparer.Instance);
             foreach (var k in damagedKeys)
             {
                 var e = Assert.Throws<BeCorruptionException>(() => t.Lookup(k, out _));
@@ -201,7 +201,7 @@ public class BTreeCorruptionTests
         await h.Run(seg =>
         {
             var t = Ops.Open(seg);
-            var under = new HashSet<byte[]>(below, new BytesEq());
+            var under = new HashSet<byte[]>(below, ByteArrayComparer.Instance);
             foreach (var k in below)
             {
                 var e = Assert.Throws<BeCorruptionException>(() => t.Lookup(k, out _));
@@ -311,16 +311,12 @@ public class BTreeCorruptionTests
         await h.Run(seg => leaf = Leaves(seg, Ops.Open(seg))[3].Node);
         await h.Close();
         // Flip a value byte of record 0 on disk and repair the node checksum, so only the record CRC can tell.
-        using (var f = File.OpenHandle(h.SegmentFile, FileMode.Open, FileAccess.ReadWrite))
+        Raw.RewriteNode(h.SegmentFile, leaf, 512, node =>
         {
-            var node = new byte[512];
-            RandomAccess.Read(f, node, leaf);
             int rec = BinaryPrimitives.ReadUInt16LittleEndian(node.AsSpan(NodeHeader.SizeOf)) << 3;
             int klen = (int)BinaryPrimitives.ReadUInt32LittleEndian(node.AsSpan(rec));
             node[rec + 8 + klen + 1] ^= 0x40;
-            Motr.Be.Segments.BlockChecksum.Seal(node, NodeHeader.CrcOffset);
-            RandomAccess.Write(f, node, leaf);
-        }
+        });
         await h.Open();
         await h.Run(seg =>
         {
@@ -354,15 +350,11 @@ public class BTreeCorruptionTests
         long leaf = 0;
         await h.Run(seg => leaf = Leaves(seg, Ops.Open(seg))[5].Node);
         await h.Close();
-        using (var f = File.OpenHandle(h.SegmentFile, FileMode.Open, FileAccess.ReadWrite))
+        Raw.RewriteNode(h.SegmentFile, leaf, 512, node =>
         {
-            var node = new byte[512];
-            RandomAccess.Read(f, node, leaf);
             int rec = BinaryPrimitives.ReadUInt16LittleEndian(node.AsSpan(NodeHeader.SizeOf + 2)) << 3; // record 1
             BinaryPrimitives.WriteUInt32LittleEndian(node.AsSpan(rec + (field == "key" ? 0 : 4)), length);
-            Motr.Be.Segments.BlockChecksum.Seal(node, NodeHeader.CrcOffset);
-            RandomAccess.Write(f, node, leaf);
-        }
+        });
         await h.Open();
         await h.Run(seg =>
         {
@@ -370,16 +362,5 @@ public class BTreeCorruptionTests
             Assert.False(rep.Healthy, $"{field} length 0x{length:X8}: fsck found nothing");
             Assert.Contains(rep.Problems, p => p.Contains($"node 0x{leaf:X}"));
         });
-    }
-
-    private sealed class BytesEq : IEqualityComparer<byte[]>
-    {
-        public bool Equals(byte[]? a, byte[]? b) => a.AsSpan().SequenceEqual(b);
-        public int GetHashCode(byte[] a)
-        {
-            var hc = new HashCode();
-            hc.AddBytes(a);
-            return hc.ToHashCode();
-        }
     }
 }

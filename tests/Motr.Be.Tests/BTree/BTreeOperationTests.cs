@@ -172,12 +172,7 @@ public class BTreeOperationTests(ITestOutputHelper output)
             Assert.False(c.MoveNext());
             Assert.False(c.MovePrev());
             Assert.Throws<InvalidOperationException>(() => c.Key.Length);
-            for (int i = 0; i < 3000; i++)
-            {
-                var k = shape.Key(rng, 5000);
-                var v = shape.Value(rng);
-                if (await Ops.Insert(t, k, v) == BTreeStatus.Ok) model[k] = v;
-            }
+            await Ops.Fill(t, model, shape, rng, 3000, 5000);
             var keys = model.Keys.ToList();
             Ops.AssertEqual(t, model, "filled");
             for (int probe = 0; probe < 400; probe++)
@@ -240,12 +235,7 @@ public class BTreeOperationTests(ITestOutputHelper output)
         {
             var t = await Ops.Create(seg, shape.Config);
             var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
-            for (int i = 0; i < 2000; i++)
-            {
-                var k = shape.Key(rng, 3000);
-                var v = shape.Value(rng);
-                if (await Ops.Insert(t, k, v) == BTreeStatus.Ok) model[k] = v;
-            }
+            await Ops.Fill(t, model, shape, rng, 2000, 3000);
             // The deleted-current-key case, explicitly.
             var keys = model.Keys.ToList();
             var c = t.OpenCursor();

@@ -132,6 +132,20 @@ internal static class Ops
         return s;
     }
 
+    /// <summary>
+    /// Inserts <paramref name="count"/> random records of <paramref name="shape"/>, keys drawn from
+    /// <paramref name="keySpace"/>, into <paramref name="model"/> too when the insert took.
+    /// </summary>
+    public static async Task Fill(Tree t, SortedDictionary<byte[], byte[]> model, TreeShape shape, Random rng, int count, int keySpace)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            var k = shape.Key(rng, keySpace);
+            var v = shape.Value(rng);
+            if (await Insert(t, k, v) == BTreeStatus.Ok) model[k] = v;
+        }
+    }
+
     /// <summary>The value of <paramref name="k"/>, copied, or null.</summary>
     public static byte[]? Get(Tree t, byte[] k) => t.Lookup(k, out ReadOnlySpan<byte> v) == BTreeStatus.Ok ? v.ToArray() : null;
 
@@ -260,6 +274,21 @@ internal static class Raw
         var r = VarRecord(seg, node, i);
         int keyPart = r.KeyLarge ? 16 : r.KeyLength;
         return BinaryPrimitives.ReadInt64LittleEndian(seg.Bytes(node + r.Rec + 8 + keyPart, 8));
+    }
+
+    /// <summary>
+    /// Reads the <paramref name="size"/>-byte node at <paramref name="offset"/> of a closed segment file, lets
+    /// <paramref name="edit"/> change it, seals its node checksum again and writes it back: damage that only
+    /// deeper checks (record checksums, record lengths) can find.
+    /// </summary>
+    public static void RewriteNode(string file, long offset, int size, Action<byte[]> edit)
+    {
+        using var f = File.OpenHandle(file, FileMode.Open, FileAccess.ReadWrite);
+        var node = new byte[size];
+        Assert.Equal(size, RandomAccess.Read(f, node, offset));
+        edit(node);
+        Motr.Be.Segments.BlockChecksum.Seal(node, NodeHeader.CrcOffset);
+        RandomAccess.Write(f, node, offset);
     }
 
     /// <summary>Flips one bit of the byte at <paramref name="offset"/> of a closed segment file.</summary>

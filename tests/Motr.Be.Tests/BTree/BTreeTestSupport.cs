@@ -2,11 +2,21 @@ using Motr.Be.BTree;
 
 namespace Motr.Be.Tests.BTree;
 
-/// <summary>Bytewise order for the model (unsigned lexicographic, shorter first), as the tree's default comparer.</summary>
-public sealed class ByteArrayComparer : IComparer<byte[]>
+/// <summary>
+/// Bytewise order for the model (unsigned lexicographic, shorter first), as the tree's default comparer;
+/// and the matching equality, for sets and dictionaries of keys.
+/// </summary>
+public sealed class ByteArrayComparer : IComparer<byte[]>, IEqualityComparer<byte[]>
 {
     public static readonly ByteArrayComparer Instance = new();
     public int Compare(byte[]? a, byte[]? b) => a.AsSpan().SequenceCompareTo(b);
+    public bool Equals(byte[]? a, byte[]? b) => a.AsSpan().SequenceEqual(b);
+    public int GetHashCode(byte[] a)
+    {
+        var hc = new HashCode();
+        hc.AddBytes(a);
+        return hc.ToHashCode();
+    }
 }
 
 /// <summary>Key/value shapes for the three leaf formats, with some large parts for small nodes.</summary>

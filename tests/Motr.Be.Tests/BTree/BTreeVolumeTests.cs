@@ -30,11 +30,11 @@ public class BTreeVolumeTests(ITestOutputHelper output)
         const int Space = 20_000;
         var keys = new byte[Space][];
         for (int i = 0; i < Space; i++) keys[i] = shape.Key(new Random(i), int.MaxValue);
-        keys = keys.Distinct(new BytesEq()).ToArray();
+        keys = keys.Distinct(ByteArrayComparer.Instance).ToArray();
         var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
         // The keys in the model, for picking a present key in O(1).
         var present = new List<byte[]>();
-        var where = new Dictionary<byte[], int>(new BytesEq());
+        var where = new Dictionary<byte[], int>(ByteArrayComparer.Instance);
         void Added(byte[] k)
         {
             where[k] = present.Count;
@@ -174,16 +174,5 @@ public class BTreeVolumeTests(ITestOutputHelper output)
             $"{cursorSteps} cursor steps, {reopens} reopens; max height {maxHeight}, back down to {minHeightAfterPeak}; {model.Count} records at the end; {sw.Elapsed.TotalSeconds:F1} s");
         Assert.True(maxHeight >= 4, $"max height {maxHeight}");
         Assert.True(minHeightAfterPeak <= maxHeight - 1, "the tree never shrank");
-    }
-
-    private sealed class BytesEq : IEqualityComparer<byte[]>
-    {
-        public bool Equals(byte[]? a, byte[]? b) => a.AsSpan().SequenceEqual(b);
-        public int GetHashCode(byte[] a)
-        {
-            var hc = new HashCode();
-            hc.AddBytes(a);
-            return hc.ToHashCode();
-        }
     }
 }
