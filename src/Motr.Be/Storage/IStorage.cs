@@ -14,7 +14,7 @@ public enum StorageAccess
 {
     /// <summary>Positional reads and writes of sizeable pieces (the log).</summary>
     Positional,
-    /// <summary>Many small writes at scattered offsets (placing into segment files): <see cref="FileStorage"/> maps such files and copies instead of one system call per write.</summary>
+    /// <summary>Many small writes at scattered offsets (placing into segment files): <see cref="FileStorage"/> keeps such a file whole in memory, copies each write there, and writes the changed pages out at <see cref="IStorageFile.Flush"/>, instead of one system call per write.</summary>
     ScatteredWrites,
 }
 

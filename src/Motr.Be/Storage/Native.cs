@@ -24,18 +24,18 @@ internal static partial class Native
     internal static unsafe partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, nint offset);
 
     [LibraryImport("libc", SetLastError = true)]
+    internal static unsafe partial void* mremap(void* oldAddress, nuint oldSize, nuint newSize, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
     internal static unsafe partial int mprotect(void* addr, nuint length, int prot);
 
     [LibraryImport("libc", SetLastError = true)]
     internal static unsafe partial int munmap(void* addr, nuint length);
 
     [LibraryImport("libc", SetLastError = true)]
-    internal static unsafe partial int msync(void* addr, nuint length, int flags);
-
-    [LibraryImport("libc", SetLastError = true)]
     internal static unsafe partial int madvise(void* addr, nuint length, int advice);
 
-    internal const int MADV_HUGEPAGE = 14;
+    internal const int MADV_HUGEPAGE = 14, MREMAP_MAYMOVE = 1;
     internal const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
     internal const int MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
 

@@ -1,0 +1,192 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace Motr.Be.Storage;
+
+/// <summary>
+/// A file kept whole in a private copy in memory (the stage): writes land in the stage and reach the
+/// file only at <see cref="Flush"/>, one pwrite(2) per run of pages written since the last flush, then
+/// fdatasync — Linux only. Placing writes hundreds of thousands of small regions a second at scattered
+/// offsets of segment files: a system call per region would cost more than the copy, and a shared
+/// mapping of the file makes every checkpoint write-protect each dirty page again (a TLB shootdown to
+/// every core running the process) and the next write to it fault. Nobody else maps the stage, so a
+/// write is a memcpy and a dirty bit, and a flush copies into the page cache with nothing to unmap.
+/// </summary>
+/// <remarks>
+/// The price is memory: the stage holds the whole file (read at open) for as long as it is open.
+/// Writes and length changes come from one thread (the placer); <see cref="Flush"/> may run on another
+/// (the checkpoint thread) concurrently with writes. A write that races a flush is either in the
+/// flushed copy of its page or leaves the page dirty for the next flush: the writer sets a page's
+/// dirty bit after copying, the flusher clears a word of bits before copying its pages out.
+/// </remarks>
+internal sealed unsafe class StagedFile : IStorageFile
+{
+    private const int PageShift = 12;
+    private const int Page = 1 << PageShift;
+    // A run of dirty pages goes out in pieces of at most this many pages.
+    private const int MaxRunPages = 256;
+
+    private readonly string _path;
+    private readonly SafeFileHandle _handle;
+    private byte* _base;
+    private long _length;   // the file's length as writers see it
+    private long _mapped;   // bytes mapped for the stage: _length rounded up to a page
+    private ulong[] _dirty = [];
+    // A length change replaces the mapping and the bits; a flush must not use them meanwhile.
+    private readonly Lock _lock = new();
+
+    public StagedFile(string name, string path, SafeFileHandle handle)
+    {
+        Name = name;
+        _path = path;
+        _handle = handle;
+        long length = RandomAccess.GetLength(handle);
+        Resize(length);
+        try
+        {
+            long done = 0;
+            while (done < length)
+            {
+                int n = RandomAccess.Read(handle, new Span<byte>(_base + done, (int)Math.Min(1 << 30, length - done)), done);
+                if (n == 0) throw new IOException($"{path} ended at {done} bytes while loading {length}");
+                done += n;
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public string Name { get; }
+
+    public long Length => _length;
+
+    public int Read(long offset, Span<byte> destination)
+    {
+        if (offset < 0) throw new ArgumentOutOfRangeException(nameof(offset));
+        int n = (int)Math.Clamp(_length - offset, 0, destination.Length);
+        new ReadOnlySpan<byte>(_base + offset, n).CopyTo(destination);
+        return n;
+    }
+
+    public void Write(long offset, ReadOnlySpan<byte> source)
+    {
+        if (offset < 0) throw new ArgumentOutOfRangeException(nameof(offset));
+        if (source.IsEmpty) return;
+        long end = offset + source.Length;
+        if (end > _length) SetLength(end);
+        source.CopyTo(new Span<byte>(_base + offset, source.Length));
+        for (long p = offset >> PageShift, last = (end - 1) >> PageShift; p <= last; p++)
+            Interlocked.Or(ref _dirty[p >> 6], 1UL << (int)(p & 63));
+    }
+
+    public void Prefetch(long offset)
+    {
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported && (ulong)offset < (ulong)_length)
+            System.Runtime.Intrinsics.X86.Sse.Prefetch0(_base + offset);
+    }
+
+    public void SetLength(long length)
+    {
+        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length));
+        lock (_lock)
+        {
+            RandomAccess.SetLength(_handle, length);
+            // Past the old end the file reads as zeros, and so do the stage's new pages; past a new,
+            // shorter end the stage must read as zeros too should the file grow again.
+            if (length < _length && (length & (Page - 1)) != 0)
+                new Span<byte>(_base + length, (int)(Page - (length & (Page - 1)))).Clear();
+            Resize(length);
+        }
+    }
+
+    public void Flush()
+    {
+        lock (_lock)
+        {
+            long pages = PageCount(_length);
+            for (int w = 0; w < _dirty.Length; w++)
+            {
+                if (Volatile.Read(ref _dirty[w]) == 0) continue;
+                ulong bits = Interlocked.Exchange(ref _dirty[w], 0);
+                while (bits != 0)
+                {
+                    int b = BitOperations.TrailingZeroCount(bits);
+                    int run = BitOperations.TrailingZeroCount(~(bits >> b)); // pages b .. b+run-1 are dirty
+                    bits = run == 64 ? 0 : bits & ~(((1UL << run) - 1) << b);
+                    long page = ((long)w << 6) + b;
+                    if (page >= pages) break;
+                    WriteBack(page, Math.Min(run, pages - page));
+                }
+            }
+        }
+        Native.DataSync(_handle, _path);
+    }
+
+    private void WriteBack(long page, long count)
+    {
+        while (count > 0)
+        {
+            int n = (int)Math.Min(count, MaxRunPages);
+            long at = page << PageShift;
+            int bytes = (int)Math.Min((long)n << PageShift, _length - at);
+            RandomAccess.Write(_handle, new ReadOnlySpan<byte>(_base + at, bytes), at);
+            page += n;
+            count -= n;
+        }
+    }
+
+    private static long PageCount(long length) => (length + Page - 1) >> PageShift;
+
+    /// <summary>Maps the stage for <paramref name="length"/> bytes, keeping what it holds below that.</summary>
+    private void Resize(long length)
+    {
+        long want = PageCount(length) << PageShift;
+        if (want != _mapped)
+        {
+            void* p;
+            if (want == 0)
+            {
+                Native.munmap(_base, (nuint)_mapped);
+                p = null;
+            }
+            else
+            {
+                // mremap moves pages rather than copying them; either way the stage's address may change,
+                // which is safe because only this thread (and a flush, excluded by the lock) uses it.
+                p = _base == null
+                    ? Native.mmap(null, (nuint)want, Native.PROT_READ | Native.PROT_WRITE, Native.MAP_PRIVATE | Native.MAP_ANONYMOUS, -1, 0)
+                    : Native.mremap(_base, (nuint)_mapped, (nuint)want, Native.MREMAP_MAYMOVE);
+                if (p == (void*)-1)
+                    throw new IOException($"cannot map {want} bytes of memory to stage the writes of {_path}: errno {Marshal.GetLastPInvokeError()}");
+                // Placing writes at random over the whole file: huge pages spare most of the TLB misses.
+                Native.madvise(p, (nuint)want, Native.MADV_HUGEPAGE);
+            }
+            _base = (byte*)p;
+            _mapped = want;
+            long words = (PageCount(want) + 63) >> 6;
+            if (words > _dirty.Length) Array.Resize(ref _dirty, (int)Math.Max(words, _dirty.Length * 2L));
+        }
+        // Pages past the end must not be written back by a later flush.
+        for (long p = PageCount(length); p < (long)_dirty.Length << 6; p++)
+            if ((p & 63) == 0 && _dirty[p >> 6] == 0) p += 63;
+            else _dirty[p >> 6] &= ~(1UL << (int)(p & 63));
+        _length = length;
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_base != null) Native.munmap(_base, (nuint)_mapped);
+            _base = null;
+            _mapped = 0;
+        }
+        _handle.Dispose();
+    }
+
+    public override string ToString() => _path;
+}
