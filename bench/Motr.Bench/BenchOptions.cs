@@ -20,7 +20,7 @@ internal sealed class BenchOptions
           --warmup S         warm-up per row (tx: default 2, --quick 0.5) or per system (btree: default 5, --quick 2;
                              longer while the JIT is still busy)
           --writers N[,N..]  concurrent writers per locality. tx: a list runs one motr row per count (default 512);
-                             btree: motr inserts and deletes (default 256, one count only)
+                             btree: motr inserts and deletes (default 1024, one count only)
           --keys N           btree: number of keys (default 1000000, --quick 200000)
           --workloads A,B    only these workloads (default all of the command)
           --systems A,B      only these systems (tx: motr, sqlite-full; btree: motr-1loc, motr-2loc, lmdb, sqlite)

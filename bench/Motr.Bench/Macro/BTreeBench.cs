@@ -20,7 +20,7 @@ internal static class BTreeBench
     public static readonly string[] Systems = [Motr1, Motr2, LmdbPeer.SystemName, SqliteKvPeer.SystemName];
 
     public const int DefaultKeys = 1_000_000, QuickKeys = 200_000;
-    public const int DefaultWriters = 256;
+    public const int DefaultWriters = 1024;
     private const int WarmKeys = 20_000;
     private const ulong Seed = 0x5EED_B7EE_0000_0001UL;
 
