@@ -38,7 +38,10 @@ public sealed class DomainOptions
     /// <summary>Number of segments (one per locality); default: one per processor. An existing domain keeps its segments and gains any missing ones.</summary>
     public int Segments { get; set; } = Environment.ProcessorCount;
 
-    /// <summary>Initial size of a new segment in bytes (default 64 MiB).</summary>
+    /// <summary>
+    /// Initial size of a new segment in bytes (default 64 MiB). An open segment takes twice its current size
+    /// in memory: its image, and the placer's copy of its file (on Linux with a real folder).
+    /// </summary>
     public long SegmentSize { get; set; } = 64L << 20;
 
     /// <summary>Largest size a new segment may grow to (default 64 GiB; address space only is reserved).</summary>
