@@ -116,14 +116,37 @@ internal sealed unsafe class StagedFile : IStorageFile
                 {
                     int b = BitOperations.TrailingZeroCount(bits);
                     int run = BitOperations.TrailingZeroCount(~(bits >> b)); // pages b .. b+run-1 are dirty
-                    bits = run == 64 ? 0 : bits & ~(((1UL << run) - 1) << b);
                     long page = ((long)w << 6) + b;
                     if (page >= pages) break;
-                    WriteBack(page, Math.Min(run, pages - page));
+                    try
+                    {
+                        WriteBack(page, Math.Min(run, pages - page));
+                    }
+                    catch
+                    {
+                        // What was not written stays dirty: a later flush, or close, still owes it to the file.
+                        Interlocked.Or(ref _dirty[w], bits);
+                        throw;
+                    }
+                    bits = run == 64 ? 0 : bits & ~(((1UL << run) - 1) << b);
                 }
             }
         }
         Native.DataSync(_handle, _path);
+    }
+
+    /// <summary>Pages written since they last went to the file (for tests).</summary>
+    internal int DirtyPageCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                int n = 0;
+                foreach (ulong w in _dirty) n += BitOperations.PopCount(w);
+                return n;
+            }
+        }
     }
 
     private void WriteBack(long page, long count)

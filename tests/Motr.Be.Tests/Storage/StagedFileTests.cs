@@ -144,6 +144,23 @@ public sealed class StagedFileTests
     }
 
     [Fact]
+    public void A_flush_that_fails_leaves_its_pages_dirty()
+    {
+        using var dir = new TempDir();
+        string path = Path.Combine(dir.Path, "seg");
+        File.WriteAllBytes(path, new byte[5 * 4096]);
+        // A descriptor the kernel refuses writes through: every pwrite of the flush fails.
+        using var f = new StagedFile("seg", path, File.OpenHandle(path, FileMode.Open, FileAccess.Read));
+        f.Write(100, "a"u8);
+        f.Write(2 * 4096 + 5, "b"u8);
+        f.Write(4 * 4096 - 1, "cd"u8); // two pages
+        Assert.Equal(4, f.DirtyPageCount);
+        Assert.ThrowsAny<Exception>(() => f.Flush());
+        Assert.Equal(4, f.DirtyPageCount);
+        Assert.Equal(new byte[5 * 4096], File.ReadAllBytes(path));
+    }
+
+    [Fact]
     public void A_reopened_file_stages_what_the_last_flush_wrote()
     {
         using var dir = new TempDir();
