@@ -70,6 +70,18 @@ public interface IStorageFile : IDisposable
     void Flush();
 
     /// <summary>
+    /// The next stretch at or after <paramref name="offset"/> that may hold data: [<paramref name="start"/>,
+    /// <paramref name="end"/>). Outside such stretches the file is a hole and reads as zeros, so a loader can
+    /// skip it. False when nothing but holes follows. The default claims everything up to the length.
+    /// </summary>
+    bool NextData(long offset, out long start, out long end)
+    {
+        start = offset;
+        end = Length;
+        return offset < end;
+    }
+
+    /// <summary>
     /// A hint that a write at <paramref name="offset"/> follows soon, so a mapped file can start bringing that
     /// memory into the cache (placing writes at random places: the misses overlap instead of queueing).
     /// </summary>

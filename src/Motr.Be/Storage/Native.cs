@@ -21,6 +21,40 @@ internal static partial class Native
     private static partial int close(int fd);
 
     [LibraryImport("libc", SetLastError = true)]
+    private static partial long lseek(int fd, long offset, int whence);
+
+    private const int SEEK_DATA = 3, SEEK_HOLE = 4, ENXIO = 6;
+
+    /// <summary>
+    /// The next data stretch of a file at or after <paramref name="offset"/> (lseek SEEK_DATA / SEEK_HOLE);
+    /// on a file system that does not track holes, the whole rest of the file.
+    /// </summary>
+    public static bool NextData(SafeFileHandle handle, long offset, long length, out long start, out long end)
+    {
+        start = offset;
+        end = length;
+        if (offset >= length) return false;
+        if (!IsLinux) return true;
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            int fd = (int)handle.DangerousGetHandle();
+            long s = lseek(fd, offset, SEEK_DATA);
+            if (s < 0) return Marshal.GetLastPInvokeError() == ENXIO ? false : true; // ENXIO: only holes follow
+            if (s >= length) return false;
+            long e = lseek(fd, s, SEEK_HOLE);
+            start = s;
+            end = e < 0 ? length : Math.Min(e, length);
+            return true;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
     internal static unsafe partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, nint offset);
 
     [LibraryImport("libc", SetLastError = true)]
@@ -35,7 +69,7 @@ internal static partial class Native
     [LibraryImport("libc", SetLastError = true)]
     internal static unsafe partial int madvise(void* addr, nuint length, int advice);
 
-    internal const int MADV_HUGEPAGE = 14, MREMAP_MAYMOVE = 1;
+    internal const int MADV_HUGEPAGE = 14, MADV_POPULATE_WRITE = 23, MREMAP_MAYMOVE = 1;
     internal const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
     internal const int MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
 

@@ -45,13 +45,20 @@ internal sealed unsafe class StagedFile : IStorageFile
         Resize(length);
         try
         {
-            long done = 0;
-            while (done < length)
+            // Holes read as zeros, which the fresh stage already is: read only the data, then touch the rest
+            // now rather than on the placer's first write to each page.
+            long at = 0;
+            while (Native.NextData(handle, at, length, out long start, out long end))
             {
-                int n = RandomAccess.Read(handle, new Span<byte>(_base + done, (int)Math.Min(1 << 30, length - done)), done);
-                if (n == 0) throw new IOException($"{path} ended at {done} bytes while loading {length}");
-                done += n;
+                for (long done = start; done < end;)
+                {
+                    int n = RandomAccess.Read(handle, new Span<byte>(_base + done, (int)Math.Min(1 << 30, end - done)), done);
+                    if (n == 0) throw new IOException($"{path} ended at {done} bytes while loading {length}");
+                    done += n;
+                }
+                at = end;
             }
+            if (_mapped > 0) Native.madvise(_base, (nuint)_mapped, Native.MADV_POPULATE_WRITE);
         }
         catch
         {
