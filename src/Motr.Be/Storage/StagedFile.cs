@@ -42,9 +42,9 @@ internal sealed unsafe class StagedFile : IStorageFile
         _path = path;
         _handle = handle;
         long length = RandomAccess.GetLength(handle);
-        Resize(length);
         try
         {
+            Resize(length);
             // Holes read as zeros, which the fresh stage already is: read only the data, then touch the rest
             // now rather than on the placer's first write to each page.
             long at = 0;
