@@ -49,7 +49,9 @@ public sealed unsafe partial class BTree
             int i = SearchInternal(n, key);
             _path[d].Index = i;
             off = n.Child(i);
-            Prefetch(off, n.Level == 1 ? (int)Hdr.LeafSize : (int)Hdr.InternalSize);
+            // Only the leaf: internal nodes above it are few and mostly cached, and asking for all of such a
+            // node's lines crowds out the probes the search needs first (lookups ~7% slower measured).
+            if (n.Level == 1) Prefetch(off, (int)Hdr.LeafSize);
             if (++d >= MaxHeight) throw new BeCorruptionException(_seg.FileName, off, $"{Where}: deeper than {MaxHeight} levels: a cycle");
         }
     }
