@@ -93,21 +93,9 @@ public sealed unsafe partial class Segment
         var mem = new SegmentMemory(h.MaxSize, h.Size);
         try
         {
-            // Holes of the file (space a new segment has never used) read as zeros, as fresh segment memory
-            // already does: only the data is read.
-            long at = 0;
-            while (at < h.Size && f.NextData(at, out long start, out long end))
-            {
-                end = Math.Min(end, h.Size);
-                for (long done = start; done < end;)
-                {
-                    int chunk = (int)Math.Min(1 << 30, end - done);
-                    int n = f.Read(done, new Span<byte>(mem.Base + done, chunk));
-                    if (n != chunk) throw new BeCorruptionException(where, done + n, "segment file ended while loading");
-                    done += chunk;
-                }
-                at = end;
-            }
+            // Holes of the file (space a new segment has never used) are skipped: fresh memory is zero already.
+            long loaded = f.ReadData(h.Size, mem.Base);
+            if (loaded < h.Size) throw new BeCorruptionException(where, loaded, "segment file ended while loading");
             mem.Populate();
             return new Segment(h.SegmentId, name, mem, domain);
         }

@@ -24,7 +24,8 @@ public sealed class FileStorage : IStorage
         var fm = mode == StorageOpenMode.CreateNew ? FileMode.CreateNew : FileMode.Open;
         var handle = File.OpenHandle(path, fm, FileAccess.ReadWrite, FileShare.Read);
         if (mode == StorageOpenMode.CreateNew) Native.SyncDirectory(_dir);
-        return access == StorageAccess.ScatteredWrites && Native.IsLinux ? new StagedFile(name, path, handle) : new RealFile(name, path, handle);
+        var file = new RealFile(name, path, handle);
+        return access == StorageAccess.ScatteredWrites && Native.IsLinux ? new StagedFile(file) : file;
     }
 
     /// <inheritdoc />

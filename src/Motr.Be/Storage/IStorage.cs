@@ -82,8 +82,34 @@ public interface IStorageFile : IDisposable
     }
 
     /// <summary>
-    /// A hint that a write at <paramref name="offset"/> follows soon, so a mapped file can start bringing that
+    /// A hint that a write at <paramref name="offset"/> follows soon, so a staged file can start bringing that
     /// memory into the cache (placing writes at random places: the misses overlap instead of queueing).
     /// </summary>
     void Prefetch(long offset) { }
+}
+
+/// <summary>Loading a whole file into memory.</summary>
+internal static unsafe class StorageFileLoad
+{
+    /// <summary>
+    /// Copies every data stretch of the first <paramref name="length"/> bytes of <paramref name="file"/> to the
+    /// same offsets at <paramref name="destination"/>, skipping holes (they read as zeros, which fresh memory
+    /// already is). Returns <paramref name="length"/>, or the offset where the file ended early.
+    /// </summary>
+    public static long ReadData(this IStorageFile file, long length, byte* destination)
+    {
+        long at = 0;
+        while (at < length && file.NextData(at, out long start, out long end))
+        {
+            end = Math.Min(end, length);
+            for (long done = start; done < end;)
+            {
+                int n = file.Read(done, new Span<byte>(destination + done, (int)Math.Min(1 << 30, end - done)));
+                if (n == 0) return done;
+                done += n;
+            }
+            at = end;
+        }
+        return length;
+    }
 }

@@ -41,7 +41,7 @@ internal static partial class Native
         {
             int fd = (int)handle.DangerousGetHandle();
             long s = lseek(fd, offset, SEEK_DATA);
-            if (s < 0) return Marshal.GetLastPInvokeError() == ENXIO ? false : true; // ENXIO: only holes follow
+            if (s < 0) return Marshal.GetLastPInvokeError() != ENXIO; // ENXIO: only holes follow; other errors: no hole tracking
             if (s >= length) return false;
             long e = lseek(fd, s, SEEK_HOLE);
             start = s;

@@ -1,13 +1,12 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
-using Microsoft.Win32.SafeHandles;
 
 namespace Motr.Be.Storage;
 
 /// <summary>
 /// A file kept whole in a private copy in memory (the stage): writes land in the stage and reach the
-/// file only at <see cref="Flush"/>, one pwrite(2) per run of pages written since the last flush, then
-/// fdatasync — Linux only. Placing writes hundreds of thousands of small regions a second at scattered
+/// underlying file only at <see cref="Flush"/>, one write (pwrite) per run of pages written since the
+/// last flush, then its flush (fdatasync) — Linux only. Placing writes hundreds of thousands of small regions a second at scattered
 /// offsets of segment files: a system call per region would cost more than the copy, and a shared
 /// mapping of the file makes every checkpoint write-protect each dirty page again (a TLB shootdown to
 /// every core running the process) and the next write to it fault. Nobody else maps the stage, so a
@@ -27,8 +26,7 @@ internal sealed unsafe class StagedFile : IStorageFile
     // A run of dirty pages goes out in pieces of at most this many pages.
     private const int MaxRunPages = 256;
 
-    private readonly string _path;
-    private readonly SafeFileHandle _handle;
+    private readonly IStorageFile _file;
     private byte* _base;
     private long _length;   // the file's length as writers see it
     private long _mapped;   // bytes mapped for the stage: _length rounded up to a page
@@ -36,28 +34,17 @@ internal sealed unsafe class StagedFile : IStorageFile
     // A length change replaces the mapping and the bits; a flush must not use them meanwhile.
     private readonly Lock _lock = new();
 
-    public StagedFile(string name, string path, SafeFileHandle handle)
+    /// <summary>Stages <paramref name="file"/>, which it owns from now on.</summary>
+    public StagedFile(IStorageFile file)
     {
-        Name = name;
-        _path = path;
-        _handle = handle;
-        long length = RandomAccess.GetLength(handle);
+        _file = file;
+        long length = file.Length;
         try
         {
             Resize(length);
-            // Holes read as zeros, which the fresh stage already is: read only the data, then touch the rest
-            // now rather than on the placer's first write to each page.
-            long at = 0;
-            while (Native.NextData(handle, at, length, out long start, out long end))
-            {
-                for (long done = start; done < end;)
-                {
-                    int n = RandomAccess.Read(handle, new Span<byte>(_base + done, (int)Math.Min(1 << 30, end - done)), done);
-                    if (n == 0) throw new IOException($"{path} ended at {done} bytes while loading {length}");
-                    done += n;
-                }
-                at = end;
-            }
+            long loaded = file.ReadData(length, _base);
+            if (loaded < length) throw new IOException($"{file} ended at {loaded} bytes while loading {length}");
+            // Touch what the load skipped (holes) now rather than on the placer's first write to each page.
             if (_mapped > 0) Native.madvise(_base, (nuint)_mapped, Native.MADV_POPULATE_WRITE);
         }
         catch
@@ -67,7 +54,7 @@ internal sealed unsafe class StagedFile : IStorageFile
         }
     }
 
-    public string Name { get; }
+    public string Name => _file.Name;
 
     public long Length => _length;
 
@@ -101,7 +88,7 @@ internal sealed unsafe class StagedFile : IStorageFile
         if (length < 0) throw new ArgumentOutOfRangeException(nameof(length));
         lock (_lock)
         {
-            RandomAccess.SetLength(_handle, length);
+            _file.SetLength(length);
             // Past the old end the file reads as zeros, and so do the stage's new pages; past a new,
             // shorter end the stage must read as zeros too should the file grow again.
             if (length < _length && (length & (Page - 1)) != 0)
@@ -139,8 +126,10 @@ internal sealed unsafe class StagedFile : IStorageFile
                 }
             }
         }
-        Native.DataSync(_handle, _path);
+        _file.Flush();
     }
+
+    public bool NextData(long offset, out long start, out long end) => _file.NextData(offset, out start, out end);
 
     /// <summary>Pages written since they last went to the file (for tests).</summary>
     internal int DirtyPageCount
@@ -163,7 +152,7 @@ internal sealed unsafe class StagedFile : IStorageFile
             int n = (int)Math.Min(count, MaxRunPages);
             long at = page << PageShift;
             int bytes = (int)Math.Min((long)n << PageShift, _length - at);
-            RandomAccess.Write(_handle, new ReadOnlySpan<byte>(_base + at, bytes), at);
+            _file.Write(at, new ReadOnlySpan<byte>(_base + at, bytes));
             page += n;
             count -= n;
         }
@@ -191,7 +180,7 @@ internal sealed unsafe class StagedFile : IStorageFile
                     ? Native.mmap(null, (nuint)want, Native.PROT_READ | Native.PROT_WRITE, Native.MAP_PRIVATE | Native.MAP_ANONYMOUS, -1, 0)
                     : Native.mremap(_base, (nuint)_mapped, (nuint)want, Native.MREMAP_MAYMOVE);
                 if (p == (void*)-1)
-                    throw new IOException($"cannot map {want} bytes of memory to stage the writes of {_path}: errno {Marshal.GetLastPInvokeError()}");
+                    throw new IOException($"cannot map {want} bytes of memory to stage the writes of {_file}: errno {Marshal.GetLastPInvokeError()}");
                 // Placing writes at random over the whole file: huge pages spare most of the TLB misses.
                 Native.madvise(p, (nuint)want, Native.MADV_HUGEPAGE);
             }
@@ -215,8 +204,8 @@ internal sealed unsafe class StagedFile : IStorageFile
             _base = null;
             _mapped = 0;
         }
-        _handle.Dispose();
+        _file.Dispose();
     }
 
-    public override string ToString() => _path;
+    public override string ToString() => _file.ToString()!;
 }

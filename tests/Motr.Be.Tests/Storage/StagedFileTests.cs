@@ -149,8 +149,9 @@ public sealed class StagedFileTests
         using var dir = new TempDir();
         string path = Path.Combine(dir.Path, "seg");
         File.WriteAllBytes(path, new byte[5 * 4096]);
-        // A descriptor the kernel refuses writes through: every pwrite of the flush fails.
-        using var f = new StagedFile("seg", path, File.OpenHandle(path, FileMode.Open, FileAccess.Read));
+        // A device that refuses every write: each write of the flush fails.
+        var real = new FileStorage(dir.Path).Open("seg", StorageOpenMode.OpenExisting);
+        using var f = new StagedFile(new RefusingWrites(real));
         f.Write(100, "a"u8);
         f.Write(2 * 4096 + 5, "b"u8);
         f.Write(4 * 4096 - 1, "cd"u8); // two pages
@@ -158,6 +159,18 @@ public sealed class StagedFileTests
         Assert.ThrowsAny<Exception>(() => f.Flush());
         Assert.Equal(4, f.DirtyPageCount);
         Assert.Equal(new byte[5 * 4096], File.ReadAllBytes(path));
+    }
+
+    /// <summary>A file whose writes all fail, as a device out of space or gone would.</summary>
+    private sealed class RefusingWrites(IStorageFile inner) : IStorageFile
+    {
+        public string Name => inner.Name;
+        public long Length => inner.Length;
+        public int Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
+        public void Write(long offset, ReadOnlySpan<byte> source) => throw new IOException($"{inner}: write of {source.Length} bytes at {offset} refused");
+        public void SetLength(long length) => inner.SetLength(length);
+        public void Flush() => inner.Flush();
+        public void Dispose() => inner.Dispose();
     }
 
     [Fact]
