@@ -84,7 +84,7 @@ internal sealed unsafe partial class TxManager
 
     // Seal ordering (RadixSort): index order for ranges and marks, and the ranges' sorted copies.
     private int[] _order = new int[256];
-    private int[] _orderScratch = new int[256];
+    private ulong[] _orderScratch = new ulong[512];
     private long[] _sortedStarts = new long[256];
     private long[] _sortedEnds = new long[256];
 
@@ -92,7 +92,7 @@ internal sealed unsafe partial class TxManager
     {
         if (_order.Length >= n) return;
         _order = new int[Math.Max(n, _order.Length * 2)];
-        _orderScratch = new int[_order.Length];
+        _orderScratch = new ulong[2 * _order.Length];
     }
 
     /// <summary>Sorts ranges by start (ends follow).</summary>

@@ -9,7 +9,7 @@ public class RadixSortTests
     private static int[] Order(long[] keys)
     {
         var order = new int[keys.Length];
-        RadixSort.Order(keys, order, new int[keys.Length]);
+        RadixSort.Order(keys, order, new ulong[2 * keys.Length]);
         return order;
     }
 
@@ -19,7 +19,8 @@ public class RadixSortTests
     [InlineData(640, 1L << 29, 3)]        // a seal's worth of ranges in a 512 MiB segment
     [InlineData(5000, 1L << 43, 4)]       // the largest segment
     [InlineData(3000, 300, 5)]            // many equal keys: arrival order kept
-    [InlineData(1000, long.MaxValue, 6)]  // every digit in play
+    [InlineData(1000, long.MaxValue, 6)]  // every digit in play: too wide to pack with the index
+    [InlineData(70000, 1L << 45, 7)]      // 17 index bits and 45 key bits in one word
     public void Orders_like_a_stable_sort(int n, long bound, int seed)
     {
         var rng = new Random(seed);
@@ -38,6 +39,16 @@ public class RadixSortTests
         var same = new long[50];
         Array.Fill(same, 12345L);
         Assert.Equal(Enumerable.Range(0, 50).ToArray(), Order(same));
+    }
+
+    [Fact]
+    public void Keys_differing_only_in_middle_bits()
+    {
+        // Shared high bits and shared low zero bits (64-byte aligned offsets above a common base).
+        var rng = new Random(8);
+        var keys = new long[2000];
+        for (int i = 0; i < keys.Length; i++) keys[i] = 0x5_0000_0000L + rng.Next(1 << 14) * 64L + 7;
+        Assert.Equal(Expected(keys), Order(keys));
     }
 
     [Fact]
