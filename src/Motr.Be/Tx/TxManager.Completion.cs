@@ -78,6 +78,11 @@ internal sealed partial class TxManager
         bool failed = _domain.Failure is not null;
         if (durable > _durableSeq) _durableSeq = durable;
         if (_waiterCount == 0) return;
+        // The log writer has just finished a record and will want the next one: hand it what closed
+        // meanwhile before running the continuations, so it writes while they run. Sealed after them,
+        // the group would wait for all of them with the writer idle, and the continuations' own
+        // transactions would then wait for that write with this locality idle.
+        if (_groupTxCount > 0 && _dirtyCount == 0 && !failed) Seal();
 
         var run = _waiters;
         int n = _waiterCount;
