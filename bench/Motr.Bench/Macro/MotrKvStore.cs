@@ -193,10 +193,11 @@ internal sealed class MotrKvStore : KvStore
     private static async Task WriterAsync(Segment segment, BTree tree, WriteShare share, bool insert)
     {
         var value = new byte[BTreeValues.ValueSize];
+        // One clock read per operation: the one ending an operation begins the next (as the peers' loops do).
+        long t0 = Stopwatch.GetTimestamp();
         while (share.Next < share.Keys.Count)
         {
             int i = share.Next++;
-            long t0 = Stopwatch.GetTimestamp();
             TxPersistence persisted;
             while (true)
             {
@@ -222,8 +223,10 @@ internal sealed class MotrKvStore : KvStore
                 }
             }
             await persisted;
-            share.Latency.Record(Stopwatch.GetTimestamp() - t0);
+            long now = Stopwatch.GetTimestamp();
+            share.Latency.Record(now - t0);
             share.Done++;
+            t0 = now;
         }
     }
 
