@@ -54,8 +54,18 @@ internal sealed unsafe partial class TxManager
         var regions = tx._regions;
         for (int i = 0; i < n; i++)
         {
-            _rangeStart[_rangeCount] = regions[i].Offset;
-            _rangeEnd[_rangeCount++] = regions[i].Offset + regions[i].Length;
+            long start = regions[i].Offset, end = start + regions[i].Length;
+            // A place every transaction of the group captures (a tree's header) is kept once: the seal
+            // copies the bytes from memory, so a repeat adds nothing but sorting.
+            ref Memo m = ref _rangeMemo[MemoSlot(start)];
+            if (m.Group == _groupSeq && _rangeStart[m.Index] == start)
+            {
+                if (end > _rangeEnd[m.Index]) _rangeEnd[m.Index] = end;
+                continue;
+            }
+            m = new Memo { Group = _groupSeq, Index = _rangeCount };
+            _rangeStart[_rangeCount] = start;
+            _rangeEnd[_rangeCount++] = end;
         }
 
         if (tx._payloadLen >= 0)
@@ -72,15 +82,39 @@ internal sealed unsafe partial class TxManager
 
         for (int i = 0; i < tx._markCount; i++)
         {
+            ref var t = ref tx._marks[i];
+            // The same as the group's latest mark for the block: the seal would find the same last word.
+            ref Memo m = ref _markMemo[MemoSlot(t.Block)];
+            if (m.Group == _groupSeq)
+            {
+                ref var o = ref _marks[m.Index];
+                if (o.Block == t.Block && o.Length == t.Length && o.CrcOffset == t.CrcOffset && o.Magic == t.Magic && o.Kind == t.Kind) continue;
+            }
             if (_markCount == _marks.Length)
             {
                 Array.Resize(ref _marks, _marks.Length * 2);
                 Array.Resize(ref _markBlocks, _marks.Length);
             }
-            _markBlocks[_markCount] = tx._marks[i].Block;
-            _marks[_markCount++] = tx._marks[i];
+            m = new Memo { Group = _groupSeq, Index = _markCount };
+            _markBlocks[_markCount] = t.Block;
+            _marks[_markCount++] = t;
         }
     }
+
+    // The latest range and mark the open group holds for a few places (direct-mapped by offset; an entry
+    // of an older group is stale), so what every transaction repeats is kept once.
+    private struct Memo
+    {
+        public long Group;
+        public int Index;
+    }
+
+    private const int MemoBits = 6;
+    private readonly Memo[] _rangeMemo = new Memo[1 << MemoBits];
+    private readonly Memo[] _markMemo = new Memo[1 << MemoBits];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int MemoSlot(long offset) => (int)(((ulong)offset * 0x9E3779B97F4A7C15UL) >> (64 - MemoBits));
 
     // Seal ordering (RadixSort): index order for ranges and marks, and the ranges' sorted copies.
     private int[] _order = new int[256];
