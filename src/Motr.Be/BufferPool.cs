@@ -12,7 +12,9 @@ internal static class BufferPool
 {
     private const int MinShift = 12;          // 4 KiB
     private const int MaxShift = 28;          // 256 MiB, the largest record
-    private const int KeepPerClass = 32;
+    // Group chunks stay out until placed; the placer falls some tens of records behind while it computes a
+    // checkpoint's deferred checksums, so two localities' groups need about a hundred buffers of a size.
+    private const int KeepPerClass = 128;
     private static readonly ConcurrentQueue<byte[]>[] s_classes = CreateClasses();
     private static readonly int[] s_counts = new int[MaxShift - MinShift + 1];
 

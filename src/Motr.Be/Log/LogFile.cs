@@ -121,6 +121,9 @@ internal sealed class LogFile : IDisposable
 
     public void WriteRecord(long position, ReadOnlySpan<byte> record) => _file.Write(Physical(position), record);
 
+    /// <summary>Writes a record given as parts (header, group chunks, padding) at <paramref name="position"/>.</summary>
+    public void WriteRecord(long position, IReadOnlyList<ReadOnlyMemory<byte>> parts) => _file.Write(Physical(position), parts);
+
     public void Flush() => _file.Flush();
 
     /// <summary>Records a new checkpoint in the older slot and syncs it (the caller then frees the space).</summary>

@@ -140,6 +140,11 @@ internal sealed class LogWriter
         _batch.Clear();
     }
 
+    // The parts of the record being written: header, each group's chunk as its locality sealed it, padding.
+    private readonly List<ReadOnlyMemory<byte>> _parts = new();
+    private readonly byte[] _header = new byte[RecordHeader.SizeOf];
+    private static readonly byte[] s_padding = new byte[BeConstants.SectorSize];
+
     private void WriteRecord(int first, int end, long body, long reserved)
     {
         int length = (int)LogFormat.AlignSector(RecordHeader.SizeOf + body);
@@ -150,21 +155,25 @@ internal sealed class LogWriter
             skip = _log.ToLapEnd(position);
             position += skip;
         }
-        byte[] buf = BufferPool.Rent(length);
-        var rec = buf.AsSpan(0, length);
-        int pos = RecordHeader.SizeOf;
+        // The groups go to the file where they are (one pwritev), not copied into one buffer first; the
+        // placer then reads them from the same buffers and returns them.
+        var groups = new SealedGroup[end - first];
+        byte[] header = _header;
         uint crcs = ~0u;
         Span<byte> crcBytes = stackalloc byte[4];
+        _parts.Clear();
+        _parts.Add(header.AsMemory(0, RecordHeader.SizeOf));
         for (int g = first; g < end; g++)
         {
             var sg = _batch[g];
-            sg.Buffer.AsSpan(0, sg.Length).CopyTo(rec[pos..]);
-            pos += sg.Length;
+            groups[g - first] = sg;
+            _parts.Add(sg.Buffer.AsMemory(0, sg.Length));
             MemoryMarshal.Write(crcBytes, sg.Crc);
             crcs = Crc32C.Append(crcs, crcBytes);
         }
-        rec[pos..].Clear();
-        ref RecordHeader h = ref MemoryMarshal.AsRef<RecordHeader>(rec);
+        int padding = length - RecordHeader.SizeOf - (int)body;
+        if (padding > 0) _parts.Add(s_padding.AsMemory(0, padding));
+        ref RecordHeader h = ref MemoryMarshal.AsRef<RecordHeader>(header.AsSpan(0, RecordHeader.SizeOf));
         h = new RecordHeader
         {
             Magic = BeConstants.LogRecordMagic,
@@ -177,9 +186,10 @@ internal sealed class LogWriter
             GroupCrcs = ~crcs,
             DomainId = _log.DomainId,
         };
-        h.HeaderCrc = LogRecord.HeaderCrc(rec);
+        h.HeaderCrc = LogRecord.HeaderCrc(header.AsSpan(0, RecordHeader.SizeOf));
 
-        _log.WriteRecord(position, rec);
+        _log.WriteRecord(position, _parts);
+        _parts.Clear();
         long t0 = Stopwatch.GetTimestamp();
         _log.Flush();
         _syncTicks += Stopwatch.GetTimestamp() - t0;
@@ -193,20 +203,45 @@ internal sealed class LogWriter
         _groups += end - first;
         // Durable: let the placer have the bytes, then complete every group on its own locality — in this
         // order, so a checkpoint asked for by anyone who saw a transaction persist includes it.
-        _placer.Enqueue(new DurableRecord(buf, length, lsn, position));
+        _placer.Enqueue(new DurableRecord(groups, length, lsn, position));
         for (int g = first; g < end; g++)
         {
-            var sg = _batch[g];
-            sg.Manager.OnGroupDurable(sg.Seq);
-            BufferPool.Return(sg.Buffer);
+            _batch[g].Manager.OnGroupDurable(_batch[g].Seq);
             _batch[g] = null!;
         }
     }
 }
 
-/// <summary>A record that is durable in the log, waiting to be placed.</summary>
-internal readonly record struct DurableRecord(byte[] Buffer, int Length, ulong Lsn, long Position)
+/// <summary>
+/// A record that is durable in the log, waiting to be placed: as read back from the log (<see cref="Buffer"/>,
+/// recovery) or as the log writer wrote it (<see cref="Groups"/>, each chunk in the buffer its locality sealed).
+/// </summary>
+internal readonly struct DurableRecord
 {
+    public readonly byte[]? Buffer;
+    public readonly SealedGroup[]? Groups;
+    public readonly int Length;
+    public readonly ulong Lsn;
+    public readonly long Position;
+
+    /// <summary>A whole record in <paramref name="buffer"/> (header, group chunks, padding).</summary>
+    public DurableRecord(byte[] buffer, int length, ulong lsn, long position)
+    {
+        Buffer = buffer;
+        Length = length;
+        Lsn = lsn;
+        Position = position;
+    }
+
+    /// <summary>A record written from <paramref name="groups"/>.</summary>
+    public DurableRecord(SealedGroup[] groups, int length, ulong lsn, long position)
+    {
+        Groups = groups;
+        Length = length;
+        Lsn = lsn;
+        Position = position;
+    }
+
     public long End => Position + Length;
 }
 

@@ -128,7 +128,7 @@ internal sealed class Placer : IDisposable
                         // Free log space as soon as enough is placed, not after the whole backlog.
                         if (_placedEnd - _checkpointed >= _domain.CheckpointBytes || _domain.LogSpace.HasWaiters) StartCheckpoint();
                     }
-                    BufferPool.Return(r.Buffer);
+                    ReturnBuffers(r);
                 }
                 _work.Clear();
                 if (_domain.Failure is null)
@@ -222,37 +222,58 @@ internal sealed class Placer : IDisposable
     /// <summary>Writes a durable record's regions into the segment files.</summary>
     public void Place(in DurableRecord r)
     {
-        var rec = r.Buffer.AsSpan(0, r.Length);
-        var h = System.Runtime.InteropServices.MemoryMarshal.Read<RecordHeader>(rec);
-        var groups = new LogRecord.Groups(rec, h.GroupCount);
-        while (groups.MoveNext(out var gh, out var chunk))
+        if (r.Groups is { } sealedGroups)
         {
-            if (!_files.TryGetValue(gh.SegmentId, out var f))
-                throw new BeCorruptionException(_log.Where, _log.Physical(r.Position), $"record lsn {r.Lsn} names segment {gh.SegmentId}, which the domain does not have");
-            if (gh.SegmentSize > f.Length)
+            foreach (var g in sealedGroups)
             {
-                // Growth is made durable before any header saying so can reach the file.
-                f.File.SetLength(gh.SegmentSize);
-                f.File.Flush();
-                f.Length = gh.SegmentSize;
+                var chunk = g.Buffer.AsSpan(0, g.Length);
+                PlaceGroup(r, System.Runtime.InteropServices.MemoryMarshal.Read<GroupHeader>(chunk), chunk);
             }
-            var regions = new LogRecord.Regions(chunk, gh);
-            // Regions land at random places in the file: ask for each destination a few regions ahead.
-            var ahead = regions;
-            for (int i = 0; i < PrefetchDistance && ahead.MoveNext(out long next, out _); i++) f.File.Prefetch(next);
-            while (regions.MoveNext(out long offset, out var bytes))
-            {
-                if (ahead.MoveNext(out long next, out _)) f.File.Prefetch(next);
-                f.File.Write(offset, bytes);
-                _regionsPlaced++;
-                _bytesPlaced += bytes.Length;
-            }
-            LogRecord.CollectMarks(chunk, gh, f.PendingChecksums);
-            f.Dirty = true;
+        }
+        else
+        {
+            var rec = r.Buffer!.AsSpan(0, r.Length);
+            var h = System.Runtime.InteropServices.MemoryMarshal.Read<RecordHeader>(rec);
+            var groups = new LogRecord.Groups(rec, h.GroupCount);
+            while (groups.MoveNext(out var gh, out var chunk)) PlaceGroup(r, gh, chunk);
         }
         _placedEnd = r.End;
         _placedNextLsn = r.Lsn + 1;
         _recordsPlaced++;
+    }
+
+    private void PlaceGroup(in DurableRecord r, in GroupHeader gh, ReadOnlySpan<byte> chunk)
+    {
+        if (!_files.TryGetValue(gh.SegmentId, out var f))
+            throw new BeCorruptionException(_log.Where, _log.Physical(r.Position), $"record lsn {r.Lsn} names segment {gh.SegmentId}, which the domain does not have");
+        if (gh.SegmentSize > f.Length)
+        {
+            // Growth is made durable before any header saying so can reach the file.
+            f.File.SetLength(gh.SegmentSize);
+            f.File.Flush();
+            f.Length = gh.SegmentSize;
+        }
+        var regions = new LogRecord.Regions(chunk, gh);
+        // Regions land at random places in the file: ask for each destination a few regions ahead.
+        var ahead = regions;
+        for (int i = 0; i < PrefetchDistance && ahead.MoveNext(out long next, out _); i++) f.File.Prefetch(next);
+        while (regions.MoveNext(out long offset, out var bytes))
+        {
+            if (ahead.MoveNext(out long next, out _)) f.File.Prefetch(next);
+            f.File.Write(offset, bytes);
+            _regionsPlaced++;
+            _bytesPlaced += bytes.Length;
+        }
+        LogRecord.CollectMarks(chunk, gh, f.PendingChecksums);
+        f.Dirty = true;
+    }
+
+    /// <summary>Gives back the buffers of a record handed over by the log writer.</summary>
+    private static void ReturnBuffers(in DurableRecord r)
+    {
+        if (r.Groups is { } groups)
+            foreach (var g in groups) BufferPool.Return(g.Buffer);
+        else if (r.Buffer is { } b) BufferPool.Return(b);
     }
 
     /// <summary>Syncs the segment files written since the last checkpoint and records a checkpoint, on the calling thread (recovery, close).</summary>

@@ -81,6 +81,8 @@ public sealed class FileStorage : IStorage
 
         public void Write(long offset, ReadOnlySpan<byte> source) => RandomAccess.Write(handle, source, offset);
 
+        public void Write(long offset, IReadOnlyList<ReadOnlyMemory<byte>> parts) => RandomAccess.Write(handle, parts, offset);
+
         public bool NextData(long offset, out long start, out long end) => Native.NextData(handle, offset, Length, out start, out end);
 
         public void SetLength(long length) => RandomAccess.SetLength(handle, length);

@@ -63,6 +63,20 @@ public interface IStorageFile : IDisposable
     /// <summary>Writes <paramref name="source"/> at <paramref name="offset"/>, extending the file if needed. Not durable until <see cref="Flush"/>.</summary>
     void Write(long offset, ReadOnlySpan<byte> source);
 
+    /// <summary>
+    /// Writes <paramref name="parts"/> one after another from <paramref name="offset"/>, as <see cref="Write(long, ReadOnlySpan{byte})"/>
+    /// would each in turn; a real file does it in one call (pwritev), so a log record need not be copied
+    /// together first. Not durable until <see cref="Flush"/>.
+    /// </summary>
+    void Write(long offset, IReadOnlyList<ReadOnlyMemory<byte>> parts)
+    {
+        for (int i = 0; i < parts.Count; i++)
+        {
+            Write(offset, parts[i].Span);
+            offset += parts[i].Length;
+        }
+    }
+
     /// <summary>Sets the file's length (zero-filling on growth). Not durable until <see cref="Flush"/>.</summary>
     void SetLength(long length);
 

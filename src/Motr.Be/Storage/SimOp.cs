@@ -130,7 +130,7 @@ public enum SimFault
 {
     /// <summary>Nothing fails.</summary>
     None = 0,
-    /// <summary><see cref="IStorageFile.Write"/> and <see cref="IStorageFile.SetLength"/> fail.</summary>
+    /// <summary><see cref="IStorageFile.Write(long, ReadOnlySpan{byte})"/> and <see cref="IStorageFile.SetLength"/> fail.</summary>
     Write = 1,
     /// <summary><see cref="IStorageFile.Flush"/> fails.</summary>
     Flush = 2,

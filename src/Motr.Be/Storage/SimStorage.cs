@@ -7,7 +7,7 @@ namespace Motr.Be.Storage;
 /// unsynced writes; <see cref="FailAfter"/> and <see cref="PowerOff"/> inject device faults.
 /// </summary>
 /// <remarks>
-/// <para>Durability model. Content changes (<see cref="IStorageFile.Write"/>, <see cref="IStorageFile.SetLength"/>)
+/// <para>Durability model. Content changes (<see cref="IStorageFile.Write(long, ReadOnlySpan{byte})"/>, <see cref="IStorageFile.SetLength"/>)
 /// are volatile until a <see cref="IStorageFile.Flush"/> of the same file, which makes every earlier change of
 /// that file durable and no other file's. Creating, renaming and deleting a file are durable at once (the
 /// real storage syncs the directory after each); they are recorded in the op log too

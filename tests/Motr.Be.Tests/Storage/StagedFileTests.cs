@@ -230,3 +230,36 @@ public sealed class FileDataExtentTests
         if (OperatingSystem.IsLinux()) Assert.True(covered < size / 2, $"extents cover {covered} of {size} bytes: the holes were not skipped");
     }
 }
+
+/// <summary>A gather write (the log writer's record: header, group chunks, padding) lands as its parts written in turn would.</summary>
+public sealed class GatherWriteTests
+{
+    [Fact]
+    public void Parts_land_one_after_another_on_a_real_file_and_on_the_simulated_one()
+    {
+        var rng = new Random(11);
+        var parts = new List<ReadOnlyMemory<byte>>();
+        var expected = new List<byte>();
+        foreach (int len in new[] { 128, 4096 + 40, 1, 0, 9000, 344 })
+        {
+            var p = new byte[len + 3];
+            rng.NextBytes(p);
+            parts.Add(p.AsMemory(3, len)); // not at the start of its array
+            expected.AddRange(p.AsSpan(3, len).ToArray());
+        }
+        const long at = 1000;
+
+        using var dir = new TempDir();
+        var sim = new SimStorage();
+        foreach (IStorage storage in new IStorage[] { new FileStorage(dir.Path), sim })
+        {
+            using var f = storage.Open("log", StorageOpenMode.CreateNew);
+            f.Write(at, parts);
+            f.Flush();
+            Assert.Equal(at + expected.Count, f.Length);
+            var back = new byte[expected.Count];
+            Assert.Equal(back.Length, f.Read(at, back));
+            Assert.Equal(expected.ToArray(), back);
+        }
+    }
+}
