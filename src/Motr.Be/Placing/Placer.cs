@@ -256,10 +256,10 @@ internal sealed class Placer : IDisposable
         var regions = new LogRecord.Regions(chunk, gh);
         // Regions land at random places in the file: ask for each destination a few regions ahead.
         var ahead = regions;
-        for (int i = 0; i < PrefetchDistance && ahead.MoveNext(out long next, out _); i++) f.File.Prefetch(next);
+        for (int i = 0; i < PrefetchDistance && ahead.MoveNext(out long next, out var nextBytes); i++) f.File.Prefetch(next, nextBytes.Length);
         while (regions.MoveNext(out long offset, out var bytes))
         {
-            if (ahead.MoveNext(out long next, out _)) f.File.Prefetch(next);
+            if (ahead.MoveNext(out long next, out var nextBytes)) f.File.Prefetch(next, nextBytes.Length);
             f.File.Write(offset, bytes);
             _regionsPlaced++;
             _bytesPlaced += bytes.Length;

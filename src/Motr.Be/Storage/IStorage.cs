@@ -96,10 +96,11 @@ public interface IStorageFile : IDisposable
     }
 
     /// <summary>
-    /// A hint that a write at <paramref name="offset"/> follows soon, so a staged file can start bringing that
-    /// memory into the cache (placing writes at random places: the misses overlap instead of queueing).
+    /// A hint that a write of <paramref name="length"/> bytes at <paramref name="offset"/> follows soon, so a
+    /// staged file can start bringing that memory into the cache (placing writes at random places: the misses
+    /// overlap instead of queueing).
     /// </summary>
-    void Prefetch(long offset) { }
+    void Prefetch(long offset, int length) { }
 }
 
 /// <summary>Loading a whole file into memory.</summary>

@@ -77,11 +77,15 @@ internal sealed unsafe class StagedFile : IStorageFile
             Interlocked.Or(ref _dirty[p >> 6], 1UL << (int)(p & 63));
     }
 
-    public void Prefetch(long offset)
+    public void Prefetch(long offset, int length)
     {
-        if (System.Runtime.Intrinsics.X86.Sse.IsSupported && (ulong)offset < (ulong)_length)
-            System.Runtime.Intrinsics.X86.Sse.Prefetch0(_base + offset);
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported || (ulong)offset >= (ulong)_length) return;
+        // Every line of a short region (a record, an index shift, a header), the first few of a long one.
+        long end = Math.Min(offset + Math.Min(length, MaxPrefetch), _length);
+        for (long p = offset & ~63L; p < end; p += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(_base + p);
     }
+
+    private const int MaxPrefetch = 256;
 
     public void SetLength(long length)
     {
