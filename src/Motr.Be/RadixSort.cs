@@ -43,7 +43,7 @@ internal static class RadixSort
         int indexBits = Math.Max(1, 32 - BitOperations.LeadingZeroCount((uint)(n - 1)));
         if (bits + indexBits > 64)
         {
-            OrderWide(keys, order[..n], MemoryMarshal.Cast<ulong, int>(scratch)[..n]);
+            OrderWide(keys, all, order[..n], MemoryMarshal.Cast<ulong, int>(scratch)[..n]);
             return;
         }
 
@@ -64,13 +64,7 @@ internal static class RadixSort
             var start = counts.Slice(p << 8, 256);
             int shift = indexBits + 8 * p;
             if (start[(int)(from[0] >> shift) & 0xFF] == n) continue; // every key has this digit
-            int sum = 0;
-            for (int d = 0; d < 256; d++)
-            {
-                int c = start[d];
-                start[d] = sum;
-                sum += c;
-            }
+            CountsToStarts(start);
             for (int j = 0; j < n; j++)
             {
                 ulong v = from[j];
@@ -84,30 +78,19 @@ internal static class RadixSort
         for (int i = 0; i < n; i++) order[i] = (int)(from[i] & indexMask);
     }
 
-    /// <summary>Keys too wide to share a word with their index: indexes ordered through gathers of the keys.</summary>
-    private static void OrderWide(ReadOnlySpan<long> keys, Span<int> result, Span<int> scratch)
+    /// <summary>Keys too wide to share a word with their index (<paramref name="all"/>: every key OR-ed): indexes ordered through gathers of the keys.</summary>
+    private static void OrderWide(ReadOnlySpan<long> keys, long all, Span<int> result, Span<int> scratch)
     {
         int n = keys.Length;
         Span<int> from = result, to = scratch;
-        long all = 0;
-        for (int i = 0; i < n; i++)
-        {
-            from[i] = i;
-            all |= keys[i];
-        }
+        for (int i = 0; i < n; i++) from[i] = i;
         Span<int> start = stackalloc int[256];
         for (int shift = 0; shift < 64 && (all >> shift) != 0; shift += 8)
         {
             start.Clear();
             for (int i = 0; i < n; i++) start[(int)(keys[i] >> shift) & 0xFF]++;
-            if (start[(int)(keys[0] >> shift) & 0xFF] == n) continue;
-            int sum = 0;
-            for (int d = 0; d < 256; d++)
-            {
-                int c = start[d];
-                start[d] = sum;
-                sum += c;
-            }
+            if (start[(int)(keys[0] >> shift) & 0xFF] == n) continue; // every key has this digit
+            CountsToStarts(start);
             for (int j = 0; j < n; j++)
             {
                 int i = from[j];
@@ -118,5 +101,17 @@ internal static class RadixSort
             to = t;
         }
         if (from != result) from.CopyTo(result);
+    }
+
+    /// <summary>Turns a pass's digit counts into where each digit's keys start in the pass's output.</summary>
+    private static void CountsToStarts(Span<int> counts)
+    {
+        int sum = 0;
+        for (int d = 0; d < counts.Length; d++)
+        {
+            int c = counts[d];
+            counts[d] = sum;
+            sum += c;
+        }
     }
 }
