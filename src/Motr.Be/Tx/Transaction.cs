@@ -76,6 +76,10 @@ public sealed unsafe class Transaction : IDisposable
         public int CrcOffset;
         public uint Magic;
         public MarkKind Kind;
+
+        /// <summary>The same mark: same block, size, checksum place, magic and kind.</summary>
+        public readonly bool SameAs(in ChecksumMark o) =>
+            Block == o.Block && Length == o.Length && CrcOffset == o.CrcOffset && Magic == o.Magic && Kind == o.Kind;
     }
 
     internal readonly TxManager M;
@@ -248,7 +252,7 @@ public sealed unsafe class Transaction : IDisposable
         {
             ref var o = ref _marks[i];
             if (o.Block != blockOffset) continue;
-            if (o.Length == blockLength && o.CrcOffset == crcOffset && o.Magic == magic && o.Kind == kind) return;
+            if (o.SameAs(mark)) return;
             break;
         }
         if (_usedRegions >= _credit.Regions || _usedBytes + 4 > _credit.Bytes)

@@ -82,7 +82,7 @@ internal sealed partial class TxManager
         // meanwhile before running the continuations, so it writes while they run. Sealed after them,
         // the group would wait for all of them with the writer idle, and the continuations' own
         // transactions would then wait for that write with this locality idle.
-        if (_groupTxCount > 0 && _dirtyCount == 0 && !failed) Seal();
+        if (CanSeal && !failed) Seal();
 
         var run = _waiters;
         int n = _waiterCount;

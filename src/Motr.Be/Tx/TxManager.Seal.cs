@@ -85,11 +85,7 @@ internal sealed unsafe partial class TxManager
             ref var t = ref tx._marks[i];
             // The same as the group's latest mark for the block: the seal would find the same last word.
             ref Memo m = ref _markMemo[MemoSlot(t.Block)];
-            if (m.Group == _groupSeq)
-            {
-                ref var o = ref _marks[m.Index];
-                if (o.Block == t.Block && o.Length == t.Length && o.CrcOffset == t.CrcOffset && o.Magic == t.Magic && o.Kind == t.Kind) continue;
-            }
+            if (m.Group == _groupSeq && _marks[m.Index].SameAs(t)) continue;
             if (_markCount == _marks.Length)
             {
                 Array.Resize(ref _marks, _marks.Length * 2);
@@ -306,7 +302,7 @@ internal sealed unsafe partial class TxManager
     {
         var m = (TxManager)state!;
         Volatile.Write(ref m._sealRequested, 0);
-        if (m._groupTxCount > 0 && m._dirtyCount == 0) m.Seal();
+        if (m.CanSeal) m.Seal();
     };
 
     /// <summary>Closing with the owner stopped: seal what is left, from the closing thread.</summary>
@@ -318,6 +314,9 @@ internal sealed unsafe partial class TxManager
     }
 
     internal bool HasOpenGroup => _groupTxCount > 0;
+
+    /// <summary>A group is open and no transaction holds captures: live memory is the state after every closed one.</summary>
+    private bool CanSeal => _groupTxCount > 0 && _dirtyCount == 0;
 
     // DomainOptions.VerifyCaptures: the segment as the sealed groups left it.
     private byte[]? _shadow;
@@ -360,7 +359,7 @@ internal sealed unsafe partial class TxManager
     /// </summary>
     internal void SealForCheck()
     {
-        if (_dirtyCount == 0 && _groupTxCount > 0) Seal();
+        if (CanSeal) Seal();
     }
 
     /// <summary>Whether every deferred checksum in memory is current (no closed change awaits a seal, none is mid-way).</summary>

@@ -193,7 +193,7 @@ internal sealed partial class TxManager
     /// <summary>Owner's queue ran empty: seal now if the log writer is waiting for work.</summary>
     public void OnOwnerIdle()
     {
-        if (_groupTxCount > 0 && _dirtyCount == 0 && (_groupUrgent || _domain.Writer.IsIdle)) Seal();
+        if (CanSeal && (_groupUrgent || _domain.Writer.IsIdle)) Seal();
         if (_localSpace > 0 && _domain.LogSpace.HasWaiters) ReleaseLocalSpace();
     }
 
