@@ -158,11 +158,10 @@ internal sealed class LogWriter
         // The groups go to the file where they are (one pwritev), not copied into one buffer first; the
         // placer then reads them from the same buffers and returns them.
         var groups = new SealedGroup[end - first];
-        byte[] header = _header;
         uint crcs = ~0u;
         Span<byte> crcBytes = stackalloc byte[4];
         _parts.Clear();
-        _parts.Add(header.AsMemory(0, RecordHeader.SizeOf));
+        _parts.Add(_header);
         for (int g = first; g < end; g++)
         {
             var sg = _batch[g];
@@ -173,7 +172,7 @@ internal sealed class LogWriter
         }
         int padding = length - RecordHeader.SizeOf - (int)body;
         if (padding > 0) _parts.Add(s_padding.AsMemory(0, padding));
-        ref RecordHeader h = ref MemoryMarshal.AsRef<RecordHeader>(header.AsSpan(0, RecordHeader.SizeOf));
+        ref RecordHeader h = ref MemoryMarshal.AsRef<RecordHeader>(_header.AsSpan());
         h = new RecordHeader
         {
             Magic = BeConstants.LogRecordMagic,
@@ -186,7 +185,7 @@ internal sealed class LogWriter
             GroupCrcs = ~crcs,
             DomainId = _log.DomainId,
         };
-        h.HeaderCrc = LogRecord.HeaderCrc(header.AsSpan(0, RecordHeader.SizeOf));
+        h.HeaderCrc = LogRecord.HeaderCrc(_header);
 
         _log.WriteRecord(position, _parts);
         _parts.Clear();
