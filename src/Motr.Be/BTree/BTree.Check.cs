@@ -102,6 +102,7 @@ public sealed unsafe partial class BTree
                 rep.MinimumFill = Math.Min(rep.MinimumFill, fill);
                 if (n.UsedBytes * UnderfullDivisor < n.Size) rep.Underfull++;
             }
+            bool prefixOk = CheckPrefix(n, at, rep);
             // Keys in order, within the bounds set by the separators above.
             ReadOnlySpan<byte> prev = default;
             for (int i = 0; i < count; i++)
@@ -119,6 +120,7 @@ public sealed unsafe partial class BTree
                 }
                 else if (first != null && !k.SequenceEqual(first))
                     rep.Problems.Add($"{at}: first key differs from the parent's separator for it");
+                if (prefixOk) CheckTag(n, i, k, compared, at, rep);
                 if (_recordCrc)
                 {
                     try { CheckRecord(n, i); }
@@ -146,6 +148,40 @@ public sealed unsafe partial class BTree
             rep.Problems.Add($"tree header says {h.LargeChunks} out-of-node chunks of {h.LargeBytes} bytes, found {large} of {largeBytes}");
         for (int i = 0; i < rep.Problems.Count; i++) rep.Problems[i] = $"{Where}: {rep.Problems[i]}";
         return rep;
+    }
+
+    /// <summary>The node's key prefix: within its limit, zeros after it; none at all under a custom comparer.</summary>
+    private bool CheckPrefix(Node n, string at, BTreeCheckReport rep)
+    {
+        int bits = n.PrefixBits;
+        if (bits > (Tagged ? MaxPrefixBits : 0))
+        {
+            rep.Problems.Add($"{at}: key prefix of {bits} bits (at most {(Tagged ? MaxPrefixBits : 0)})");
+            return false;
+        }
+        for (int b = 0; b < NodeHeader.PrefixLength; b++)
+        {
+            int keep = b < bits >> 3 ? 0xFF : b == bits >> 3 ? (0xFF00 >> (bits & 7)) & 0xFF : 0;
+            if ((n.Prefix[b] & ~keep) != 0)
+            {
+                rep.Problems.Add($"{at}: key prefix byte {b} has bits past the prefix's {bits}");
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Record <paramref name="i"/>'s key begins with the node's prefix and its index entry holds its tag (0 where keys are not compared or not tagged).</summary>
+    private void CheckTag(Node n, int i, ReadOnlySpan<byte> k, bool compared, string at, BTreeCheckReport rep)
+    {
+        int bits = n.PrefixBits;
+        if (Tagged && compared && bits != 0 && ComparePrefix(k, n.Prefix, bits) != 0)
+        {
+            rep.Problems.Add($"{at}: record {i}: key does not begin with the node's {bits}-bit key prefix");
+            return;
+        }
+        ushort want = Tagged && compared ? TagOf(k, bits) : (ushort)0;
+        if (n.Tag(i) != want) rep.Problems.Add($"{at}: record {i}: index tag 0x{n.Tag(i):X4}, the key's is 0x{want:X4}");
     }
 
     private void CheckLargeRef(byte* p, int length, string at, int i, BTreeCheckReport rep)

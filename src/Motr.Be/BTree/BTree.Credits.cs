@@ -15,9 +15,15 @@ public sealed partial class BTree
     /// <summary>The tree header's fields and checksum, once per operation.</summary>
     private static TxCredit TreeCost => TxCredit.Region(TreeHeader.MutableLength) + Transaction.ChecksumCredit;
 
-    /// <summary>Room for a record (a hole's link or size, or a compaction), the record, and the index shift.</summary>
+    /// <summary>A node's key prefix.</summary>
+    private static TxCredit PrefixCost => TxCredit.Region(NodeHeader.PrefixLength);
+
+    /// <summary>A new prefix and every tag of a node's index.</summary>
+    private static TxCredit RetagCost(int nodeSize) => TxCredit.Region(nodeSize) + PrefixCost;
+
+    /// <summary>Room for a record (a hole's link or size, or a compaction), the record, the index shift, and a retag if the key leaves the node's prefix.</summary>
     private static TxCredit PlaceCost(int nodeSize, int recordSize) =>
-        TxCredit.Region(nodeSize) + TxCredit.Region(recordSize) + TxCredit.Region(nodeSize);
+        TxCredit.Region(nodeSize) + TxCredit.Region(recordSize) + TxCredit.Region(nodeSize) + RetagCost(nodeSize);
 
     /// <summary>Removing a record: index shift and a hole.</summary>
     private static TxCredit RemoveCost(int nodeSize) => TxCredit.Region(nodeSize) + TxCredit.Region(4);
@@ -26,8 +32,8 @@ public sealed partial class BTree
     private static TxCredit NewNodeCost(int nodeSize) =>
         Allocator.AllocCredit + TxCredit.Region(NodeHeader.SizeOf) + TxCredit.Region(nodeSize) * 2 + Transaction.ChecksumCredit;
 
-    /// <summary>Splitting a node: the new node, and the old one's holes (at most 32) or its compaction.</summary>
-    private static TxCredit SplitCost(int nodeSize) => NewNodeCost(nodeSize) + new TxCredit(32, nodeSize);
+    /// <summary>Splitting a node: the new node, the old one's holes (at most 32) or its compaction, and both halves' prefixes and tags.</summary>
+    private static TxCredit SplitCost(int nodeSize) => NewNodeCost(nodeSize) + new TxCredit(32, nodeSize) + RetagCost(nodeSize) + PrefixCost;
 
     private static TxCredit LargeCost(int length) => Allocator.AllocCredit + TxCredit.Region(length);
 
@@ -74,10 +80,10 @@ public sealed partial class BTree
         var sep = InternalSpec(keyLength);
         var freeParts = Allocator.FreeCredit * 2;
         var leafRemove = TouchCost + RemoveCost(big) + freeParts;
-        var merge = TouchCost + TxCredit.Region(big)                                     // rebuild the left node
+        var merge = TouchCost + TxCredit.Region(big) + PrefixCost                        // rebuild the left node
             + TouchCost + TxCredit.Region(4) + Allocator.FreeCredit                      // free the right node
             + TouchCost + TxCredit.Region(8) + TxCredit.Region(4) + RemoveCost(big) + Allocator.FreeCredit; // drop its entry
-        var rebalance = TouchCost * 2 + TxCredit.Region(big) * 3                          // rebuild both leaves
+        var rebalance = TouchCost * 2 + TxCredit.Region(big) * 3 + PrefixCost * 2         // rebuild both leaves
             + TouchCost + RemoveCost(big) + Allocator.FreeCredit                         // old separator out
             + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(keyLength) : default); // new one in
         var perLevel = TxCredit.Max(merge, rebalance);

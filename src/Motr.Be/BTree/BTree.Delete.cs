@@ -52,11 +52,11 @@ public sealed unsafe partial class BTree
             var b = N(p.Child(ri));
             if (CanMerge(a, b))
             {
-                Merge(tx, p, ri, a, b);
+                Merge(tx, d - 1, p, ri, a, b);
                 d--;
                 continue;
             }
-            if (x.IsLeaf) Rebalance(tx, p, ri, a, b);
+            if (x.IsLeaf) Rebalance(tx, d - 1, p, ri, a, b);
             break;
         }
         CollapseRoot(tx);
@@ -93,8 +93,11 @@ public sealed unsafe partial class BTree
     private static bool CanMerge(Node a, Node b) =>
         a.UsedBytes + b.UsedBytes - NodeHeader.SizeOf <= a.Size;
 
-    /// <summary>Moves every record of <paramref name="b"/> into <paramref name="a"/> (its left sibling), frees <paramref name="b"/> and drops its entry <paramref name="ri"/> from the parent.</summary>
-    private void Merge(Transaction tx, Node p, int ri, Node a, Node b)
+    /// <summary>
+    /// Moves every record of <paramref name="b"/> into <paramref name="a"/> (its left sibling), frees <paramref name="b"/>
+    /// and drops its entry <paramref name="ri"/> from the parent <paramref name="p"/>, at path depth <paramref name="pd"/>.
+    /// </summary>
+    private void Merge(Transaction tx, int pd, Node p, int ri, Node a, Node b)
     {
         _merges++;
         a = Touch(tx, a.Off);
@@ -102,24 +105,31 @@ public sealed unsafe partial class BTree
         // b's record 0 (internal nodes) carries the same key as the parent's separator for b, so the
         // records can move as they are.
         Rebuild(tx, a, a, 0, na, b, 0, nb);
+        if (Tagged)
+        {
+            // a now spans both ranges: the prefix of their outer bounds.
+            ChildFences(pd, p, ri - 1, out var low, out bool hasLow, out _, out _);
+            ChildFences(pd, p, ri, out _, out _, out var high, out bool hasHigh);
+            PrefixFromFences(tx, a, low, hasLow, high, hasHigh, indexCaptured: true);
+        }
         FreeNode(tx, b.Off);
         RemoveEntry(tx, p, ri);
     }
 
-    /// <summary>Spreads the records of leaves <paramref name="a"/> and <paramref name="b"/> evenly (by bytes) and updates the separator.</summary>
-    private void Rebalance(Transaction tx, Node p, int ri, Node a, Node b)
+    /// <summary>Spreads the records of leaves <paramref name="a"/> and <paramref name="b"/> evenly (by bytes) and updates the separator in their parent <paramref name="p"/> (at path depth <paramref name="pd"/>).</summary>
+    private void Rebalance(Transaction tx, int pd, Node p, int ri, Node a, Node b)
     {
         int na = a.Count, nb = b.Count;
         int total = 0;
-        for (int j = 0; j < na; j++) total += a.RecordSizeAt(j) + 2;
-        for (int j = 0; j < nb; j++) total += b.RecordSizeAt(j) + 2;
+        for (int j = 0; j < na; j++) total += a.RecordSizeAt(j) + NodeHeader.EntrySize;
+        for (int j = 0; j < nb; j++) total += b.RecordSizeAt(j) + NodeHeader.EntrySize;
         // First index (over a's records then b's) that goes to b: as even as possible by bytes, but each
         // side within its own node (siblings may have different sizes).
         int capA = a.Size - NodeHeader.SizeOf, capB = b.Size - NodeHeader.SizeOf;
         int acc = 0, m = 0;
         while (m < na + nb - 1)
         {
-            int s = (m < na ? a.RecordSizeAt(m) : b.RecordSizeAt(m - na)) + 2;
+            int s = (m < na ? a.RecordSizeAt(m) : b.RecordSizeAt(m - na)) + NodeHeader.EntrySize;
             if ((acc + s > total / 2 && m > 0) || acc + s > capA) break;
             acc += s;
             m++;
@@ -139,7 +149,7 @@ public sealed unsafe partial class BTree
             // a gives its tail to the front of b.
             Rebuild(tx, b, a, m, na - m, b, 0, nb, second: _scratch2);
             a.H.Count = (ushort)m;
-            a.Compact(tx, _scratch);
+            a.Compact(tx, _scratch); // a's keys are a subset of what it had: its prefix still holds
         }
         else
         {
@@ -147,6 +157,13 @@ public sealed unsafe partial class BTree
             int k = m - na;
             Rebuild(tx, a, a, 0, na, b, 0, k);
             Rebuild(tx, b, b, k, nb - k, b, 0, 0);
+        }
+        if (Tagged)
+        {
+            ChildFences(pd, p, ri - 1, out var low, out bool hasLow, out _, out _);
+            ChildFences(pd, p, ri, out _, out _, out var high, out bool hasHigh);
+            if (m >= na) PrefixFromFences(tx, a, low, hasLow, sep, true, indexCaptured: true);
+            PrefixFromFences(tx, b, sep, true, high, hasHigh, indexCaptured: true);
         }
         var pn = Touch(tx, p.Off);
         FreeLargeParts(tx, pn, ri);
@@ -168,7 +185,7 @@ public sealed unsafe partial class BTree
         int size = dst.Size, top = size, k = 0;
         fixed (byte* s = scratch)
         {
-            ushort* idx = (ushort*)(s + NodeHeader.SizeOf);
+            uint* idx = (uint*)(s + NodeHeader.SizeOf);
             for (int pass = 0; pass < 2; pass++)
             {
                 var src = pass == 0 ? from1 : from2;
@@ -177,14 +194,14 @@ public sealed unsafe partial class BTree
                 {
                     int len = src.RecordSizeAt(j);
                     top -= len;
-                    if (top < NodeHeader.SizeOf + 2 * (k + 1))
+                    if (top < NodeHeader.SizeOf + NodeHeader.EntrySize * (k + 1))
                         throw new BeException($"{Where}: records do not fit node 0x{dst.Off:X} ({size} bytes) while rebalancing");
                     Buffer.MemoryCopy(src.Rec(j), s + top, len, len);
-                    idx[k++] = (ushort)(top >> 3);
+                    idx[k++] = Node.Entry(top, 0); // the caller retags the node
                 }
             }
             tx.Capture(dst.Off + NodeHeader.SizeOf, size - NodeHeader.SizeOf);
-            Buffer.MemoryCopy(s + NodeHeader.SizeOf, dst.P + NodeHeader.SizeOf, 2 * k, 2 * k);
+            Buffer.MemoryCopy(s + NodeHeader.SizeOf, dst.P + NodeHeader.SizeOf, NodeHeader.EntrySize * k, NodeHeader.EntrySize * k);
             Buffer.MemoryCopy(s + top, dst.P + top, size - top, size - top);
         }
         ref NodeHeader h = ref dst.H;

@@ -104,10 +104,18 @@ public sealed unsafe partial class BTree
         var n = Touch(tx, _path[d].Node);
         var r = Split(tx, n, out int m);
         Node target = i < m ? n : r;
-        if (!TryInsert(tx, target, i < m ? i : i - m, key, spec, out value, out int rec))
+        if (!TryInsert(tx, target, i < m ? i : i - m, key, spec, out value, out int rec, tag: !Tagged))
             throw new BeException($"{Where}: no room for a {spec.Size}-byte record in a half-full node 0x{target.Off:X}; the node sizes are inconsistent");
         // The right half's first key is the separator; internal nodes keep it as their (uncompared) record 0 key.
-        InsertSeparator(tx, d, CopySeparator(KeyAt(r, 0)), r.Off);
+        var sep = CopySeparator(KeyAt(r, 0));
+        if (Tagged)
+        {
+            // Each half gets the prefix of its new bounds (the ancestors are not changed yet).
+            Fences(d, out var low, out bool hasLow, out var high, out bool hasHigh);
+            PrefixFromFences(tx, n, low, hasLow, sep, true, indexCaptured: false);
+            PrefixFromFences(tx, r, sep, true, high, hasHigh, indexCaptured: true); // Split and the insert captured r's index
+        }
+        InsertSeparator(tx, d, sep, r.Off);
         return (target, rec);
     }
 
@@ -137,36 +145,38 @@ public sealed unsafe partial class BTree
         _splits++;
         int count = n.Count;
         int total = 0;
-        for (int j = 0; j < count; j++) total += n.RecordSizeAt(j) + 2;
+        for (int j = 0; j < count; j++) total += n.RecordSizeAt(j) + NodeHeader.EntrySize;
         int acc = 0;
         m = 0;
         while (m < count - 1)
         {
-            int s = n.RecordSizeAt(m) + 2;
+            int s = n.RecordSizeAt(m) + NodeHeader.EntrySize;
             if (acc + s > total / 2 && m > 0) break;
             acc += s;
             m++;
         }
         int moved = count - m, movedBytes = total - acc;
         int size = (int)(n.IsLeaf ? Hdr.LeafSize : Hdr.InternalSize);
-        if (NodeHeader.SizeOf + movedBytes + _inline + 2 > size) size = n.Size; // a smaller configured size would not hold this half
+        if (NodeHeader.SizeOf + movedBytes + _inline + NodeHeader.EntrySize > size) size = n.Size; // a smaller configured size would not hold this half
         long roff = NewNode(tx, n.Level, size);
         var r = new Node(_seg.Base, roff);
 
-        int top = size - (movedBytes - 2 * moved);
+        int top = size - (movedBytes - NodeHeader.EntrySize * moved);
         // Capture before writing (the header was captured whole when the node was made): an abort must
         // restore these bytes too, or freed memory would differ from the disk under later checksums.
-        tx.Capture(roff + NodeHeader.SizeOf, 2 * moved);
+        tx.Capture(roff + NodeHeader.SizeOf, NodeHeader.EntrySize * moved);
         tx.Capture(roff + top, size - top);
         int pos = size;
-        ushort* ridx = r.Index;
+        uint* ridx = r.Index;
         for (int j = 0; j < moved; j++)
         {
             int len = n.RecordSizeAt(m + j);
             pos -= len;
             Buffer.MemoryCopy(n.Rec(m + j), r.P + pos, len, len);
-            ridx[j] = (ushort)(pos >> 3);
+            ridx[j] = Node.Entry(pos, n.Tag(m + j)); // tags under n's prefix, which r starts with
         }
+        new ReadOnlySpan<byte>(n.Prefix, NodeHeader.PrefixLength).CopyTo(new Span<byte>(r.Prefix, NodeHeader.PrefixLength));
+        r.H.PrefixBits = n.H.PrefixBits;
         r.H.Count = (ushort)moved;
         r.H.HeapTop = (uint)top;
 

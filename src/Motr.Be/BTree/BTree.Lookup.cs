@@ -49,16 +49,22 @@ public sealed unsafe partial class BTree
             int i = SearchInternal(n, key);
             _path[d].Index = i;
             off = n.Child(i);
-            // Only the leaf: internal nodes above it are few and mostly cached, and asking for all of such a
-            // node's lines crowds out the probes the search needs first (lookups ~7% slower measured).
-            if (n.Level == 1) Prefetch(off, (int)Hdr.LeafSize);
+            // The child's header and index, before its header is read: a search runs on the index's tags and
+            // then reads one record, so these lines are most of what it waits for. A leaf's index is short
+            // (records carry values); an internal node's is most of what it holds.
+            Prefetch(off, n.Level == 1 ? LeafIndexPrefetch : InternalIndexPrefetch);
             if (++d >= MaxHeight) throw new BeCorruptionException(_seg.FileName, off, $"{Where}: deeper than {MaxHeight} levels: a cycle");
         }
     }
 
+    // Bytes of a child prefetched on the way down: header and 48 index entries of a leaf, 240 of an internal
+    // node (measured on the btree bench's 4 KiB nodes against whole-node and no prefetch: lookups ~15% and
+    // inserts ~9% less locality CPU than prefetching the whole leaf; more lines only crowd the cache).
+    private const int LeafIndexPrefetch = 256, InternalIndexPrefetch = 1024;
+
     /// <summary>
-    /// Asks for a node's first 4 KiB at once, before its header is read: a binary search over a node out of
-    /// cache otherwise waits for one miss per probe, in turn; this way the probes find their lines on the way.
+    /// Asks for a node's first <paramref name="size"/> bytes (at most 4 KiB) at once, before its header is read:
+    /// a search over a node out of cache otherwise waits for one miss per line, in turn.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Prefetch(long off, int size)

@@ -51,8 +51,9 @@ public sealed unsafe partial class BTree
     /// <summary>
     /// Inserts a record for <paramref name="key"/> at index <paramref name="i"/> of touched node
     /// <paramref name="n"/> if it has room; <paramref name="value"/> is where the value bytes go.
+    /// <paramref name="tag"/> false: leave the entry untagged (the caller retags the whole node next).
     /// </summary>
-    private bool TryInsert(Transaction tx, Node n, int i, ReadOnlySpan<byte> key, RecordSpec s, out Span<byte> value, out int recOffset)
+    private bool TryInsert(Transaction tx, Node n, int i, ReadOnlySpan<byte> key, RecordSpec s, out Span<byte> value, out int recOffset, bool tag = true)
     {
         recOffset = n.Allocate(tx, s.Size, _scratch);
         if (recOffset < 0)
@@ -61,7 +62,8 @@ public sealed unsafe partial class BTree
             return false;
         }
         value = WriteRecord(tx, n, recOffset, key, s);
-        n.InsertIndex(tx, i, recOffset);
+        n.InsertIndex(tx, i, recOffset, tag ? TagForInsert(tx, n, i, key) : (ushort)0);
+        if (tag && i == 0 && !n.IsLeaf && n.Count > 1 && Tagged) TagSecond(tx, n);
         return true;
     }
 

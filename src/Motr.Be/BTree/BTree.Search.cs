@@ -32,32 +32,59 @@ public sealed unsafe partial class BTree
         return a.Length - b.Length;
     }
 
+    /// <summary>Key of record <paramref name="i"/>: in place for fixed keys (no record parsing), else <see cref="KeyAt"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ReadOnlySpan<byte> SearchKey(Node n, int i, int at, int k) =>
+        k > 0 ? new ReadOnlySpan<byte>(n.P + n.RecOffset(i) + at, k) : KeyAt(n, i);
+
     /// <summary>The child to follow: the last record whose key is not above <paramref name="key"/> (record 0 stands for everything below record 1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int SearchInternal(Node n, ReadOnlySpan<byte> key)
     {
-        int lo = 1, hi = n.Count - 1, ans = 0;
-        if (n.Format != NodeFormat.Variable)
+        int count = n.Count;
+        if (count <= 1) return 0;
+        // Fixed keys sit at a fixed place in every record: no record parsing per compare.
+        int at = Node.LengthFields(n.Format), k = n.Format != NodeFormat.Variable ? n.H.KeySize : 0;
+        int lo = 1, hi = count - 1;
+        if (Tagged)
         {
-            // Fixed keys sit at a fixed place in every record: no record parsing per compare.
-            int at = Node.LengthFields(n.Format), k = n.H.KeySize;
-            ushort* idx = n.Index;
-            while (lo <= hi)
+            int bits = n.PrefixBits;
+            if (bits != 0)
             {
-                int mid = (lo + hi) >> 1;
-                if (Compare(new ReadOnlySpan<byte>(n.P + (idx[mid] << 3) + at, k), key) <= 0)
-                {
-                    ans = mid;
-                    lo = mid + 1;
-                }
-                else hi = mid - 1;
+                int c = ComparePrefix(key, n.Prefix, bits);
+                if (c != 0) return c < 0 ? 0 : count - 1;
             }
-            return ans;
+            // Tags rise with keys: records tagged below the key's tag are below it, those above are above.
+            uint t = TagOf(key, bits);
+            uint* idx = n.Index;
+            int l = 1, h = count;
+            while (l < h)
+            {
+                int mid = (l + h) >> 1;
+                if (idx[mid] >> 16 <= t) l = mid + 1;
+                else h = mid;
+            }
+            int last = l - 1; // the last record tagged at or below t
+            if (last == 0 || idx[last] >> 16 != t) return last;
+            if (Compare(SearchKey(n, last, at, k), key) <= 0) return last;
+            if (last == 1 || idx[last - 1] >> 16 != t) return last - 1;
+            // Several records share the key's tag: compare whole keys among them.
+            h = last - 1;
+            l = 1;
+            while (l < h)
+            {
+                int mid = (l + h) >> 1;
+                if (idx[mid] >> 16 < t) l = mid + 1;
+                else h = mid;
+            }
+            lo = l;
+            hi = last - 1;
         }
+        int ans = lo - 1;
         while (lo <= hi)
         {
             int mid = (lo + hi) >> 1;
-            if (Compare(KeyAt(n, mid), key) <= 0)
+            if (Compare(SearchKey(n, mid, at, k), key) <= 0)
             {
                 ans = mid;
                 lo = mid + 1;
@@ -71,30 +98,63 @@ public sealed unsafe partial class BTree
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int SearchLeaf(Node n, ReadOnlySpan<byte> key, out bool found)
     {
-        int lo = 0, hi = n.Count - 1;
-        if (n.Format != NodeFormat.Variable)
+        int count = n.Count;
+        int at = Node.LengthFields(n.Format), k = n.Format != NodeFormat.Variable ? n.H.KeySize : 0;
+        int lo = 0, hi = count - 1;
+        if (Tagged)
         {
-            int at = Node.LengthFields(n.Format), k = n.H.KeySize;
-            ushort* idx = n.Index;
-            while (lo <= hi)
+            int bits = n.PrefixBits;
+            if (bits != 0)
             {
-                int mid = (lo + hi) >> 1;
-                int c = Compare(new ReadOnlySpan<byte>(n.P + (idx[mid] << 3) + at, k), key);
-                if (c < 0) lo = mid + 1;
-                else if (c > 0) hi = mid - 1;
-                else
+                int c = ComparePrefix(key, n.Prefix, bits);
+                if (c != 0)
                 {
-                    found = true;
-                    return mid;
+                    found = false;
+                    return c < 0 ? 0 : count;
                 }
             }
-            found = false;
-            return lo;
+            uint t = TagOf(key, bits);
+            uint* idx = n.Index;
+            int l = 0, h = count;
+            while (l < h)
+            {
+                int mid = (l + h) >> 1;
+                if (idx[mid] >> 16 < t) l = mid + 1;
+                else h = mid;
+            }
+            // l: the first record tagged at or above t; the key goes at or after it.
+            if (l == count || idx[l] >> 16 != t)
+            {
+                found = false;
+                return l;
+            }
+            int first = Compare(SearchKey(n, l, at, k), key);
+            if (first >= 0)
+            {
+                found = first == 0;
+                return l;
+            }
+            if (l + 1 == count || idx[l + 1] >> 16 != t)
+            {
+                found = false;
+                return l + 1;
+            }
+            // Several records share the key's tag: compare whole keys among them.
+            lo = l + 1;
+            h = count;
+            l = lo;
+            while (l < h)
+            {
+                int mid = (l + h) >> 1;
+                if (idx[mid] >> 16 <= t) l = mid + 1;
+                else h = mid;
+            }
+            hi = l - 1;
         }
         while (lo <= hi)
         {
             int mid = (lo + hi) >> 1;
-            int c = Compare(KeyAt(n, mid), key);
+            int c = Compare(SearchKey(n, mid, at, k), key);
             if (c < 0) lo = mid + 1;
             else if (c > 0) hi = mid - 1;
             else

@@ -15,8 +15,9 @@ namespace Motr.Be.BTree;
 /// <param name="Nodes">Nodes.</param>
 /// <param name="LargeChunks">Out-of-node chunks.</param>
 /// <param name="LargeBytes">Bytes in out-of-node chunks.</param>
+/// <param name="PrefixShortenings">Nodes retagged because a key arrived that did not begin with their key prefix (after the root shrank or a sibling took over a freed child's range; splits and merges set prefixes that fit).</param>
 public readonly record struct BTreeStats(long Inserts, long Deletes, long Updates, long Lookups, long Splits, long Merges, long Rebalances,
-    long CookieHits, long CookieMisses, long Records, int Height, long Nodes, long LargeChunks, long LargeBytes);
+    long CookieHits, long CookieMisses, long Records, int Height, long Nodes, long LargeChunks, long LargeBytes, long PrefixShortenings = 0);
 
 public sealed partial class BTree
 {
@@ -29,7 +30,7 @@ public sealed partial class BTree
         {
             ref TreeHeader h = ref Hdr;
             return new BTreeStats(_inserts, _deletes, _updates, _lookups, _splits, _merges, _borrows, _cookieHits, _cookieMisses,
-                h.Count, (int)h.Height, h.Nodes, h.LargeChunks, h.LargeBytes);
+                h.Count, (int)h.Height, h.Nodes, h.LargeChunks, h.LargeBytes, _prefixShortened);
         }
     }
 }

@@ -181,8 +181,8 @@ public sealed unsafe partial class BTree
     private static uint ComparerId(IKeyComparer? c) =>
         c is null || c is BytewiseComparer ? 0u : Math.Max(1u, Crc32C.Compute(Encoding.UTF8.GetBytes(c.Name)));
 
-    /// <summary>Largest record kept in a node of <paramref name="nodeSize"/> bytes: four must fit.</summary>
-    internal static int MaxInline(int nodeSize) => ((nodeSize - NodeHeader.SizeOf) / 4 - 2) & ~7;
+    /// <summary>Largest record kept in a node of <paramref name="nodeSize"/> bytes: four must fit, with their index entries.</summary>
+    internal static int MaxInline(int nodeSize) => ((nodeSize - NodeHeader.SizeOf) / 4 - NodeHeader.EntrySize) & ~7;
 
     // ---- nodes -----------------------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ public sealed unsafe partial class BTree
     internal Node N(long offset)
     {
         var n = new Node(_seg.Base, offset);
-        if (n.H.Magic != NodeMagic || n.H.Tree != _hdr || !_seg.VerifyOnce(offset, n.Size, NodeHeader.CrcOffset)) BadNode(offset);
+        if (n.H.Magic != NodeMagic || n.H.Tree != _hdr || n.H.Version != NodeVersion || !_seg.VerifyOnce(offset, n.Size, NodeHeader.CrcOffset)) BadNode(offset);
         return n;
     }
 

@@ -28,7 +28,9 @@ public enum BTreeStatus
 
 // A node (NodeSize bytes, 64-byte aligned, from the segment's allocator):
 //   [0, 64)                 NodeHeader
-//   [64, 64 + 2 * Count)    index: u16 per record, in key order, = record offset / 8
+//   [64, 64 + 4 * Count)    index: one entry per record, in key order:
+//                             [0, u16] record offset / 8
+//                             [2, u16] key tag: the 16 bits of the key after the node's prefix (bytewise trees)
 //   ...                     free space
 //   [HeapTop, Size)         record heap (records 8-aligned, in any order), with holes linked from FirstHole
 // A hole (freed record space, >= 8 bytes): [0, u16] next hole offset / 8 (0: none), [2, u16] size / 8.
@@ -41,6 +43,15 @@ public enum BTreeStatus
 // A length with bit 31 set means the part lives out of node: its in-node bytes are a LargeRef.
 // In internal nodes the value is the 8-byte offset of the child; record 0's key is not compared (it
 // stands for "everything below the next key").
+//
+// Key prefix and tags (bytewise trees; a tree with its own comparer keeps both zero). Every compared key
+// of a node begins with the header's PrefixBits-bit prefix (at most 128 bits), and its index entry holds
+// its tag: bits [PrefixBits, PrefixBits + 16) of the key, zeros past its end (internal record 0: tag 0).
+// Tags rise with keys, so a search narrows by tags on the index lines alone and reads a record only
+// where tags are equal: one record line instead of one per probe. A node's prefix is the common prefix
+// of the separators around it, set at split, merge and rebalance, so keys routed to the node share it;
+// one that does not (the root after it shrank, a sibling that took over a freed child's range) shortens
+// it and the node is retagged.
 
 /// <summary>Header of a b+tree node.</summary>
 [StructLayout(LayoutKind.Explicit, Size = SizeOf)]
@@ -65,10 +76,10 @@ internal struct NodeHeader
     [FieldOffset(14)] public ushort ValueSize;
     /// <summary>[16, i64] offset of the tree header this node belongs to.</summary>
     [FieldOffset(16)] public long Tree;
-    /// <summary>[24, u64] reserved, zero.</summary>
-    [FieldOffset(24)] public ulong Reserved0;
-    /// <summary>[32, u64] reserved, zero.</summary>
-    [FieldOffset(32)] public ulong Reserved1;
+    /// <summary>[24, 16 bytes] the key prefix every compared key of the node begins with: its first <see cref="PrefixBits"/> bits, zeros after.</summary>
+    [FieldOffset(24)] public ulong Prefix0;
+    /// <summary>[32, u64] second half of the prefix.</summary>
+    [FieldOffset(32)] public ulong Prefix1;
     // The fields every change touches, and the checksum, sit together at the end of the header, next to
     // the index: one small captured region, which a short index shift joins.
     /// <summary>[40, u16] number of records.</summary>
@@ -81,14 +92,20 @@ internal struct NodeHeader
     [FieldOffset(48)] public uint HoleBytes;
     /// <summary>[52, u32] changes made to the node (cookies use it).</summary>
     [FieldOffset(52)] public uint Seq;
-    /// <summary>[56, u32] reserved, zero.</summary>
-    [FieldOffset(56)] public uint Reserved2;
+    /// <summary>[56, u8] length in bits of the key prefix (0 to 128).</summary>
+    [FieldOffset(56)] public byte PrefixBits;
+    /// <summary>[57, 3 bytes] reserved, zero.</summary>
+    [FieldOffset(57)] public byte Reserved2;
     /// <summary>[60, u32] CRC32C of the node without this field, recomputed when the group is sealed.</summary>
     [FieldOffset(60)] public uint Crc;
 
-    /// <summary>The header bytes an operation changes: Count .. Seq.</summary>
-    public const int MutableOffset = 40, MutableLength = 56 - 40;
+    /// <summary>The header bytes an operation changes: Count .. PrefixBits.</summary>
+    public const int MutableOffset = 40, MutableLength = 60 - 40;
     public const int CrcOffset = 60;
+    /// <summary>Where the prefix bytes sit, and how many there are.</summary>
+    public const int PrefixOffset = 24, PrefixLength = 16;
+    /// <summary>Bytes per index entry.</summary>
+    public const int EntrySize = 4;
 }
 
 /// <summary>The tree header: an allocator chunk the caller keeps the offset of (e.g. as a named root).</summary>
@@ -161,8 +178,8 @@ public static class BTreeFormatConstants
     public const uint NodeMagic = 0x444E5442;
     /// <summary>"BTRE" — tree header magic.</summary>
     public const uint TreeMagic = 0x45525442;
-    /// <summary>Node format version.</summary>
-    public const byte NodeVersion = 1;
+    /// <summary>Node format version (2: index entries carry key tags, the header a key prefix).</summary>
+    public const byte NodeVersion = 2;
     /// <summary>Tree header version.</summary>
     public const ushort TreeVersion = 1;
     /// <summary>Smallest node size.</summary>

@@ -32,22 +32,33 @@ internal readonly unsafe struct Node
     public int Size => (int)((NodeHeader*)P)->Size;
     public NodeFormat Format => (NodeFormat)((NodeHeader*)P)->Format;
     public bool RecordCrc => (((NodeHeader*)P)->Flags & RecordChecksumFlag) != 0;
-    public ushort* Index => (ushort*)(P + NodeHeader.SizeOf);
-    public int IndexEnd => NodeHeader.SizeOf + 2 * Count;
+    /// <summary>The index: one u32 per record, record offset / 8 in the low half and the key tag in the high half.</summary>
+    public uint* Index => (uint*)(P + NodeHeader.SizeOf);
+    public int IndexEnd => NodeHeader.SizeOf + NodeHeader.EntrySize * Count;
+    public int PrefixBits => ((NodeHeader*)P)->PrefixBits;
+    public byte* Prefix => P + NodeHeader.PrefixOffset;
     public int ContiguousFree => (int)((NodeHeader*)P)->HeapTop - IndexEnd;
     public int FreeBytes => ContiguousFree + (int)((NodeHeader*)P)->HoleBytes;
     /// <summary>Header, index and live records.</summary>
     public int UsedBytes => Size - FreeBytes;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int RecOffset(int i) => Index[i] << 3;
+    public int RecOffset(int i) => (ushort)Index[i] << 3;
+
+    /// <summary>The key tag of record <paramref name="i"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ushort Tag(int i) => (ushort)(Index[i] >> 16);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public byte* Rec(int i) => RecIn(P, i);
 
     /// <summary>Record <paramref name="i"/> of the node at <paramref name="node"/> (for callers that keep a raw pointer, like cursors).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte* RecIn(byte* node, int i) => node + (((ushort*)(node + NodeHeader.SizeOf))[i] << 3);
+    public static byte* RecIn(byte* node, int i) => node + ((ushort)((uint*)(node + NodeHeader.SizeOf))[i] << 3);
+
+    /// <summary>An index entry.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint Entry(int recOffset, ushort tag) => (uint)(recOffset >> 3) | ((uint)tag << 16);
 
     // ---- record encoding ---------------------------------------------------------------------------
 
@@ -132,7 +143,7 @@ internal readonly unsafe struct Node
     public int Allocate(Transaction tx, int size, byte[] scratch)
     {
         ref NodeHeader h = ref H;
-        if (ContiguousFree >= 2)
+        if (ContiguousFree >= NodeHeader.EntrySize)
         {
             // First fit among the holes, a bounded walk.
             ushort* link = &((NodeHeader*)P)->FirstHole;
@@ -160,12 +171,12 @@ internal readonly unsafe struct Node
                 hole = *link;
             }
         }
-        if (ContiguousFree >= size + 2)
+        if (ContiguousFree >= size + NodeHeader.EntrySize)
         {
             h.HeapTop -= (uint)size;
             return (int)h.HeapTop;
         }
-        if (FreeBytes >= size + 2)
+        if (FreeBytes >= size + NodeHeader.EntrySize)
         {
             Compact(tx, scratch);
             h.HeapTop -= (uint)size;
@@ -190,23 +201,24 @@ internal readonly unsafe struct Node
         h.HoleBytes += (uint)size;
     }
 
-    /// <summary>Rewrites the heap without holes (captures the index and heap: one region).</summary>
+    /// <summary>Rewrites the heap without holes, tags kept (captures the index and heap: one region).</summary>
     public void Compact(Transaction tx, byte[] scratch)
     {
         int n = Count, size = Size;
         int top = size;
         fixed (byte* s = scratch)
         {
-            ushort* newIndex = (ushort*)(s + NodeHeader.SizeOf);
+            uint* newIndex = (uint*)(s + NodeHeader.SizeOf);
             for (int i = 0; i < n; i++)
             {
                 int len = RecordSizeAt(i);
                 top -= len;
                 Buffer.MemoryCopy(Rec(i), s + top, len, len);
-                newIndex[i] = (ushort)(top >> 3);
+                newIndex[i] = Entry(top, Tag(i));
             }
             tx.Capture(Off + NodeHeader.SizeOf, size - NodeHeader.SizeOf);
-            Buffer.MemoryCopy(s + NodeHeader.SizeOf, P + NodeHeader.SizeOf, 2 * n, 2 * n);
+            int indexBytes = NodeHeader.EntrySize * n;
+            Buffer.MemoryCopy(s + NodeHeader.SizeOf, P + NodeHeader.SizeOf, indexBytes, indexBytes);
             Buffer.MemoryCopy(s + top, P + top, size - top, size - top);
         }
         ref NodeHeader h = ref H;
@@ -217,14 +229,14 @@ internal readonly unsafe struct Node
 
     // ---- the index -----------------------------------------------------------------------------------
 
-    /// <summary>Makes record offset <paramref name="recOffset"/> the <paramref name="i"/>-th in key order.</summary>
-    public void InsertIndex(Transaction tx, int i, int recOffset)
+    /// <summary>Makes record offset <paramref name="recOffset"/>, with key tag <paramref name="tag"/>, the <paramref name="i"/>-th in key order.</summary>
+    public void InsertIndex(Transaction tx, int i, int recOffset, ushort tag)
     {
         int n = Count;
-        tx.Capture(Off + NodeHeader.SizeOf + 2 * i, 2 * (n + 1 - i));
-        ushort* idx = Index;
+        tx.Capture(Off + NodeHeader.SizeOf + NodeHeader.EntrySize * i, NodeHeader.EntrySize * (n + 1 - i));
+        uint* idx = Index;
         for (int j = n; j > i; j--) idx[j] = idx[j - 1];
-        idx[i] = (ushort)(recOffset >> 3);
+        idx[i] = Entry(recOffset, tag);
         H.Count = (ushort)(n + 1);
     }
 
@@ -234,8 +246,8 @@ internal readonly unsafe struct Node
         int n = Count;
         if (i < n - 1)
         {
-            tx.Capture(Off + NodeHeader.SizeOf + 2 * i, 2 * (n - 1 - i));
-            ushort* idx = Index;
+            tx.Capture(Off + NodeHeader.SizeOf + NodeHeader.EntrySize * i, NodeHeader.EntrySize * (n - 1 - i));
+            uint* idx = Index;
             for (int j = i; j < n - 1; j++) idx[j] = idx[j + 1];
         }
         H.Count = (ushort)(n - 1);

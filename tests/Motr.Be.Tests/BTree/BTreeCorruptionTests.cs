@@ -188,10 +188,10 @@ public class BTreeCorruptionTests
         {
             var t = Ops.Open(seg);
             var nodes = Raw.Nodes(seg, t.Check());
-            // A level-1 node that is not the root, away from the edges.
+            // A level-1 node that is not the root, away from the edges, with free space to damage.
             var level1 = nodes.Where(n => Raw.Level(seg, n) == 1).ToList();
             Assert.True(level1.Count >= 3, $"{level1.Count} level-1 nodes");
-            inner = level1[level1.Count / 2];
+            inner = level1.Skip(1).Take(level1.Count - 2).First(n => Raw.HasFreeSpace(seg, n));
             for (int i = 0; i < Raw.Count(seg, inner); i++) below.AddRange(Raw.VarLeafKeys(seg, Raw.VarChild(seg, inner, i)));
             freeByte = Raw.FreeByte(seg, inner);
         });
@@ -352,7 +352,7 @@ public class BTreeCorruptionTests
         await h.Close();
         Raw.RewriteNode(h.SegmentFile, leaf, 512, node =>
         {
-            int rec = BinaryPrimitives.ReadUInt16LittleEndian(node.AsSpan(NodeHeader.SizeOf + 2)) << 3; // record 1
+            int rec = BinaryPrimitives.ReadUInt16LittleEndian(node.AsSpan(NodeHeader.SizeOf + NodeHeader.EntrySize)) << 3; // record 1
             BinaryPrimitives.WriteUInt32LittleEndian(node.AsSpan(rec + (field == "key" ? 0 : 4)), length);
         });
         await h.Open();

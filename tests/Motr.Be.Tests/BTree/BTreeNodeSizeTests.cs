@@ -109,10 +109,10 @@ public class BTreeNodeSizeTests(ITestOutputHelper output)
         await h.Run(async seg =>
         {
             var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512, KeySize = 8, ValueSize = 16 });
-            for (ulong i = 1; i <= 17; i++) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Ops.U64(i), new byte[16]));
-            Assert.Equal(1, t.Height); // 17 records of 24 bytes fill the 512-byte root leaf
+            for (ulong i = 1; i <= 16; i++) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Ops.U64(i), new byte[16]));
+            Assert.Equal(1, t.Height); // 16 records of 24 bytes and their 4-byte index entries fill the 512-byte root leaf
             await SetSizes(seg, t, 4096, 4096);
-            for (ulong i = 18; i <= 100; i++) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Ops.U64(i), new byte[16]));
+            for (ulong i = 17; i <= 100; i++) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Ops.U64(i), new byte[16]));
             Assert.Equal(2, t.Height);
             var sizes = SizesByCount(seg, t);
             Assert.Equal(1, sizes[512]); // the old root leaf, now the left leaf
