@@ -71,9 +71,9 @@ public sealed unsafe partial class BTree
     {
         if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
         size = Math.Min(size, 4096);
-        if ((ulong)off > (ulong)(_seg.Size - size)) return;
-        byte* p = _seg.Base + off;
-        for (int o = 0; o < size; o += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + o);
+        if (size <= 0 || (ulong)off > (ulong)(_seg.Size - size)) return;
+        byte* p = _seg.Base + off, end = p + size;
+        for (byte* line = (byte*)((nuint)p & ~(nuint)63); line < end; line += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(line);
     }
 
     /// <summary>Finds <paramref name="key"/>; <paramref name="value"/> points into the segment until the tree next changes.</summary>
