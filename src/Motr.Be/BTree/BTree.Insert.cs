@@ -104,11 +104,17 @@ public sealed unsafe partial class BTree
     /// Asks for the lines a new record of <paramref name="size"/> bytes will most likely go to in leaf
     /// <paramref name="n"/> (the first hole, else below the heap top), as soon as its header is in: the
     /// search then waits for its record line while these arrive, instead of the record's write waiting after.
+    /// A leaf without room will be split, which reads all of it: then the whole leaf.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void PrefetchPlace(Node n, int size)
     {
         ref NodeHeader h = ref n.H;
+        if (n.FreeBytes < size + NodeHeader.EntrySize)
+        {
+            Prefetch(n.Off, n.Size);
+            return;
+        }
         int at = h.FirstHole != 0 ? h.FirstHole << 3 : (int)h.HeapTop - size;
         Prefetch(n.Off + at, size);
     }
