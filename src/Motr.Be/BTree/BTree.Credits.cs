@@ -16,7 +16,7 @@ public sealed partial class BTree
     private static TxCredit TreeCost => TxCredit.Region(TreeHeader.MutableLength) + Transaction.ChecksumCredit;
 
     /// <summary>A node's key prefix.</summary>
-    private static TxCredit PrefixCost => TxCredit.Region(NodeHeader.PrefixLength);
+    private static TxCredit PrefixCost => TxCredit.Region(NodeHeader.PrefixRegionLength);
 
     /// <summary>A new prefix and every tag of a node's index.</summary>
     private static TxCredit RetagCost(int nodeSize) => TxCredit.Region(nodeSize) + PrefixCost;

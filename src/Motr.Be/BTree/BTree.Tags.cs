@@ -125,12 +125,12 @@ public sealed unsafe partial class BTree
         from[..full].CopyTo(pre);
         if (rem != 0) pre[full] = (byte)(from[full] & (0xFF00 >> rem));
         var have = new Span<byte>(n.Prefix, NodeHeader.PrefixLength);
-        if (!pre.SequenceEqual(have))
+        if (!pre.SequenceEqual(have) || n.PrefixBits != bits)
         {
-            tx.Capture(n.Off + NodeHeader.PrefixOffset, NodeHeader.PrefixLength);
+            tx.Capture(n.Off + NodeHeader.PrefixOffset, NodeHeader.PrefixRegionLength);
             pre.CopyTo(have);
+            n.H.PrefixBits = (byte)bits;
         }
-        n.H.PrefixBits = (byte)bits;
         int count = n.Count;
         if (count == 0) return;
         if (!indexCaptured) tx.Capture(n.Off + NodeHeader.SizeOf, NodeHeader.EntrySize * count);

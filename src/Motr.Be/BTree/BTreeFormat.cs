@@ -45,7 +45,7 @@ public enum BTreeStatus
 // stands for "everything below the next key").
 //
 // Key prefix and tags (bytewise trees; a tree with its own comparer keeps both zero). Every compared key
-// of a node begins with the header's PrefixBits-bit prefix (at most 128 bits), and its index entry holds
+// of a node begins with the header's PrefixBits-bit prefix (at most 120 bits), and its index entry holds
 // its tag: bits [PrefixBits, PrefixBits + 16) of the key, zeros past its end (internal record 0: tag 0).
 // Tags rise with keys, so a search narrows by tags on the index lines alone and reads a record only
 // where tags are equal: one record line instead of one per probe. A node's prefix is the common prefix
@@ -76,10 +76,12 @@ internal struct NodeHeader
     [FieldOffset(14)] public ushort ValueSize;
     /// <summary>[16, i64] offset of the tree header this node belongs to.</summary>
     [FieldOffset(16)] public long Tree;
-    /// <summary>[24, 16 bytes] the key prefix every compared key of the node begins with: its first <see cref="PrefixBits"/> bits, zeros after.</summary>
+    /// <summary>[24, 15 bytes] the key prefix every compared key of the node begins with: its first <see cref="PrefixBits"/> bits, zeros after.</summary>
     [FieldOffset(24)] public ulong Prefix0;
-    /// <summary>[32, u64] second half of the prefix.</summary>
-    [FieldOffset(32)] public ulong Prefix1;
+    /// <summary>[32, 7 bytes] the rest of the prefix (this field holds its first four).</summary>
+    [FieldOffset(32)] public uint Prefix1;
+    /// <summary>[39, u8] length in bits of the key prefix (0 to 120); changes with the prefix, not with every operation.</summary>
+    [FieldOffset(39)] public byte PrefixBits;
     // The fields every change touches, and the checksum, sit together at the end of the header, next to
     // the index: one small captured region, which a short index shift joins.
     /// <summary>[40, u16] number of records.</summary>
@@ -92,18 +94,16 @@ internal struct NodeHeader
     [FieldOffset(48)] public uint HoleBytes;
     /// <summary>[52, u32] changes made to the node (cookies use it).</summary>
     [FieldOffset(52)] public uint Seq;
-    /// <summary>[56, u8] length in bits of the key prefix (0 to 128).</summary>
-    [FieldOffset(56)] public byte PrefixBits;
-    /// <summary>[57, 3 bytes] reserved, zero.</summary>
-    [FieldOffset(57)] public byte Reserved2;
+    /// <summary>[56, u32] reserved, zero.</summary>
+    [FieldOffset(56)] public uint Reserved2;
     /// <summary>[60, u32] CRC32C of the node without this field, recomputed when the group is sealed.</summary>
     [FieldOffset(60)] public uint Crc;
 
-    /// <summary>The header bytes an operation changes: Count .. PrefixBits.</summary>
-    public const int MutableOffset = 40, MutableLength = 60 - 40;
+    /// <summary>The header bytes an operation changes: Count .. Seq.</summary>
+    public const int MutableOffset = 40, MutableLength = 56 - 40;
     public const int CrcOffset = 60;
-    /// <summary>Where the prefix bytes sit, and how many there are.</summary>
-    public const int PrefixOffset = 24, PrefixLength = 16;
+    /// <summary>Where the prefix bytes sit and how many there can be; the region a new prefix captures (bytes and length).</summary>
+    public const int PrefixOffset = 24, PrefixLength = 15, PrefixRegionLength = 16;
     /// <summary>Bytes per index entry.</summary>
     public const int EntrySize = 4;
 }
