@@ -121,6 +121,8 @@ public sealed unsafe partial class BTree
                 else if (first != null && !k.SequenceEqual(first))
                     rep.Problems.Add($"{at}: first key differs from the parent's separator for it");
                 if (prefixOk) CheckTag(n, i, k, compared, at, rep);
+                if (level > 0 && n.Child(i) != n.RecordChild(i))
+                    rep.Problems.Add($"{at}: record {i}: index child 0x{n.Child(i):X}, the record's 0x{n.RecordChild(i):X}");
                 if (_recordCrc)
                 {
                     try { CheckRecord(n, i); }

@@ -75,6 +75,8 @@ public sealed unsafe partial class BTree
             pn.Parts(0, out _, out _, out byte* v0, out _);
             tx.Capture(pn.Off + (v0 - pn.P), 8);
             *(long*)v0 = child;
+            tx.Capture(pn.Off + NodeHeader.SizeOf + 4, 4);
+            pn.SetIndexChild(0, child);
             if (_recordCrc) ResealRecord(tx, pn, 0);
             i = 1;
         }
@@ -121,15 +123,16 @@ public sealed unsafe partial class BTree
     {
         int na = a.Count, nb = b.Count;
         int total = 0;
-        for (int j = 0; j < na; j++) total += a.RecordSizeAt(j) + NodeHeader.EntrySize;
-        for (int j = 0; j < nb; j++) total += b.RecordSizeAt(j) + NodeHeader.EntrySize;
+        int es = a.EntrySize;
+        for (int j = 0; j < na; j++) total += a.RecordSizeAt(j) + es;
+        for (int j = 0; j < nb; j++) total += b.RecordSizeAt(j) + es;
         // First index (over a's records then b's) that goes to b: as even as possible by bytes, but each
         // side within its own node (siblings may have different sizes).
         int capA = a.Size - NodeHeader.SizeOf, capB = b.Size - NodeHeader.SizeOf;
         int acc = 0, m = 0;
         while (m < na + nb - 1)
         {
-            int s = (m < na ? a.RecordSizeAt(m) : b.RecordSizeAt(m - na)) + NodeHeader.EntrySize;
+            int s = (m < na ? a.RecordSizeAt(m) : b.RecordSizeAt(m - na)) + es;
             if ((acc + s > total / 2 && m > 0) || acc + s > capA) break;
             acc += s;
             m++;
@@ -171,6 +174,7 @@ public sealed unsafe partial class BTree
         if (!TryInsert(tx, pn, ri, sep, spec, out var child, out int rec))
             throw new BeException($"{Where}: no room for a separator in node 0x{pn.Off:X} after freeing its old one");
         System.Runtime.InteropServices.MemoryMarshal.Write(child, b.Off);
+        pn.SetIndexChild(ri, b.Off);
         FinishRecord(pn, rec, spec);
     }
 
@@ -182,10 +186,9 @@ public sealed unsafe partial class BTree
     private void Rebuild(Transaction tx, Node dst, Node from1, int s1, int n1, Node from2, int s2, int n2, byte[]? second = null)
     {
         var scratch = second ?? _scratch;
-        int size = dst.Size, top = size, k = 0;
+        int size = dst.Size, top = size, k = 0, es = dst.EntrySize;
         fixed (byte* s = scratch)
         {
-            uint* idx = (uint*)(s + NodeHeader.SizeOf);
             for (int pass = 0; pass < 2; pass++)
             {
                 var src = pass == 0 ? from1 : from2;
@@ -194,14 +197,14 @@ public sealed unsafe partial class BTree
                 {
                     int len = src.RecordSizeAt(j);
                     top -= len;
-                    if (top < NodeHeader.SizeOf + NodeHeader.EntrySize * (k + 1))
+                    if (top < NodeHeader.SizeOf + es * (k + 1))
                         throw new BeException($"{Where}: records do not fit node 0x{dst.Off:X} ({size} bytes) while rebalancing");
                     Buffer.MemoryCopy(src.Rec(j), s + top, len, len);
-                    idx[k++] = Node.Entry(top, 0); // the caller retags the node
+                    Node.CopyEntry(s + NodeHeader.SizeOf + es * k++, src.EntryAt(j), es, top); // tags: the caller retags the node
                 }
             }
             tx.Capture(dst.Off + NodeHeader.SizeOf, size - NodeHeader.SizeOf);
-            Buffer.MemoryCopy(s + NodeHeader.SizeOf, dst.P + NodeHeader.SizeOf, NodeHeader.EntrySize * k, NodeHeader.EntrySize * k);
+            Buffer.MemoryCopy(s + NodeHeader.SizeOf, dst.P + NodeHeader.SizeOf, es * k, es * k);
             Buffer.MemoryCopy(s + top, dst.P + top, size - top, size - top);
         }
         ref NodeHeader h = ref dst.H;

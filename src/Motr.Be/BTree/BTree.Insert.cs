@@ -110,7 +110,7 @@ public sealed unsafe partial class BTree
     private void PrefetchPlace(Node n, int size)
     {
         ref NodeHeader h = ref n.H;
-        if (n.FreeBytes < size + NodeHeader.EntrySize)
+        if (n.FreeBytes < size + NodeHeader.LeafEntrySize)
         {
             Prefetch(n.Off, n.Size);
             return;
@@ -120,12 +120,17 @@ public sealed unsafe partial class BTree
     }
 
     /// <summary>Splits the node at path depth <paramref name="d"/> and inserts the record into the half it belongs to; returns where it landed.</summary>
-    private (Node Node, int Record) SplitInsert(Transaction tx, int d, int i, ReadOnlySpan<byte> key, RecordSpec spec, out Span<byte> value)
+    private (Node Node, int Record) SplitInsert(Transaction tx, int d, int i, ReadOnlySpan<byte> key, RecordSpec spec, out Span<byte> value) =>
+        SplitInsert(tx, d, i, key, spec, out value, out _);
+
+    /// <summary>As above; <paramref name="at"/> is the record's index in the node it landed in.</summary>
+    private (Node Node, int Record) SplitInsert(Transaction tx, int d, int i, ReadOnlySpan<byte> key, RecordSpec spec, out Span<byte> value, out int at)
     {
         var n = Touch(tx, _path[d].Node);
         var r = Split(tx, n, out int m);
         Node target = i < m ? n : r;
-        if (!TryInsert(tx, target, i < m ? i : i - m, key, spec, out value, out int rec, tag: !Tagged))
+        at = i < m ? i : i - m;
+        if (!TryInsert(tx, target, at, key, spec, out value, out int rec, tag: !Tagged))
             throw new BeException($"{Where}: no room for a {spec.Size}-byte record in a half-full node 0x{target.Off:X}; the node sizes are inconsistent");
         // The right half's first key is the separator; internal nodes keep it as their (uncompared) record 0 key.
         var sep = CopySeparator(KeyAt(r, 0));
@@ -152,11 +157,12 @@ public sealed unsafe partial class BTree
         var spec = InternalSpec(sep.Length);
         var p = Touch(tx, _path[d - 1].Node);
         Node node;
-        int rec;
+        int rec, at = pi;
         Span<byte> child;
         if (TryInsert(tx, p, pi, sep, spec, out child, out rec)) node = p;
-        else (node, rec) = SplitInsert(tx, d - 1, pi, sep, spec, out child);
+        else (node, rec) = SplitInsert(tx, d - 1, pi, sep, spec, out child, out at);
         MemoryMarshal.Write(child, right);
+        node.SetIndexChild(at, right); // the entry was captured when it was inserted
         FinishRecord(node, rec, spec);
     }
 
@@ -166,35 +172,35 @@ public sealed unsafe partial class BTree
         _splits++;
         int count = n.Count;
         int total = 0;
-        for (int j = 0; j < count; j++) total += n.RecordSizeAt(j) + NodeHeader.EntrySize;
+        int es = n.EntrySize;
+        for (int j = 0; j < count; j++) total += n.RecordSizeAt(j) + es;
         int acc = 0;
         m = 0;
         while (m < count - 1)
         {
-            int s = n.RecordSizeAt(m) + NodeHeader.EntrySize;
+            int s = n.RecordSizeAt(m) + es;
             if (acc + s > total / 2 && m > 0) break;
             acc += s;
             m++;
         }
         int moved = count - m, movedBytes = total - acc;
         int size = (int)(n.IsLeaf ? Hdr.LeafSize : Hdr.InternalSize);
-        if (NodeHeader.SizeOf + movedBytes + _inline + NodeHeader.EntrySize > size) size = n.Size; // a smaller configured size would not hold this half
+        if (NodeHeader.SizeOf + movedBytes + _inline + es > size) size = n.Size; // a smaller configured size would not hold this half
         long roff = NewNode(tx, n.Level, size);
         var r = new Node(_seg.Base, roff);
 
-        int top = size - (movedBytes - NodeHeader.EntrySize * moved);
+        int top = size - (movedBytes - es * moved);
         // Capture before writing (the header was captured whole when the node was made): an abort must
         // restore these bytes too, or freed memory would differ from the disk under later checksums.
-        tx.Capture(roff + NodeHeader.SizeOf, NodeHeader.EntrySize * moved);
+        tx.Capture(roff + NodeHeader.SizeOf, es * moved);
         tx.Capture(roff + top, size - top);
         int pos = size;
-        uint* ridx = r.Index;
         for (int j = 0; j < moved; j++)
         {
             int len = n.RecordSizeAt(m + j);
             pos -= len;
             Buffer.MemoryCopy(n.Rec(m + j), r.P + pos, len, len);
-            ridx[j] = Node.Entry(pos, n.Tag(m + j)); // tags under n's prefix, which r starts with
+            Node.CopyEntry(r.P + NodeHeader.SizeOf + es * j, n.EntryAt(m + j), es, pos); // tags under n's prefix, which r starts with
         }
         new ReadOnlySpan<byte>(n.Prefix, NodeHeader.PrefixLength).CopyTo(new Span<byte>(r.Prefix, NodeHeader.PrefixLength));
         r.H.PrefixBits = n.H.PrefixBits;
@@ -247,6 +253,7 @@ public sealed unsafe partial class BTree
         if (!TryInsert(tx, n, i, key, spec, out var c, out int rec))
             throw new BeException($"{Where}: no room for a child in new node 0x{n.Off:X}");
         MemoryMarshal.Write(c, child);
+        n.SetIndexChild(i, child);
         FinishRecord(n, rec, spec);
     }
 

@@ -56,25 +56,25 @@ public sealed unsafe partial class BTree
             }
             // Tags rise with keys: records tagged below the key's tag are below it, those above are above.
             uint t = TagOf(key, bits);
-            uint* idx = n.Index;
+            uint* idx = n.Index; // entries of two words: [offset | tag << 16] [child / 64]
             int l = 1, h = count;
             while (l < h)
             {
                 int mid = (l + h) >> 1;
-                if (idx[mid] >> 16 <= t) l = mid + 1;
+                if (idx[2 * mid] >> 16 <= t) l = mid + 1;
                 else h = mid;
             }
             int last = l - 1; // the last record tagged at or below t
-            if (last == 0 || idx[last] >> 16 != t) return last;
+            if (last == 0 || idx[2 * last] >> 16 != t) return last;
             if (Compare(SearchKey(n, last, at, k), key) <= 0) return last;
-            if (last == 1 || idx[last - 1] >> 16 != t) return last - 1;
+            if (last == 1 || idx[2 * (last - 1)] >> 16 != t) return last - 1;
             // Several records share the key's tag: compare whole keys among them.
             h = last - 1;
             l = 1;
             while (l < h)
             {
                 int mid = (l + h) >> 1;
-                if (idx[mid] >> 16 < t) l = mid + 1;
+                if (idx[2 * mid] >> 16 < t) l = mid + 1;
                 else h = mid;
             }
             lo = l;

@@ -133,11 +133,10 @@ public sealed unsafe partial class BTree
         }
         int count = n.Count;
         if (count == 0) return;
-        if (!indexCaptured) tx.Capture(n.Off + NodeHeader.SizeOf, NodeHeader.EntrySize * count);
-        uint* idx = n.Index;
+        if (!indexCaptured) tx.Capture(n.Off + NodeHeader.SizeOf, n.EntrySize * count);
         int first = n.IsLeaf ? 0 : 1;
-        if (first == 1) idx[0] &= 0xFFFF;
-        for (int i = first; i < count; i++) idx[i] = (idx[i] & 0xFFFF) | (uint)TagOf(KeyAt(n, i), bits) << 16;
+        if (first == 1) n.SetTag(0, 0);
+        for (int i = first; i < count; i++) n.SetTag(i, TagOf(KeyAt(n, i), bits));
     }
 
     /// <summary>
@@ -175,7 +174,7 @@ public sealed unsafe partial class BTree
             ShortenPrefix(tx, n, k);
             return;
         }
-        n.Index[1] = (n.Index[1] & 0xFFFF) | (uint)TagOf(k, n.PrefixBits) << 16;
+        n.SetTag(1, TagOf(k, n.PrefixBits));
     }
 
     private long _prefixShortened;

@@ -182,7 +182,7 @@ public sealed unsafe partial class BTree
         c is null || c is BytewiseComparer ? 0u : Math.Max(1u, Crc32C.Compute(Encoding.UTF8.GetBytes(c.Name)));
 
     /// <summary>Largest record kept in a node of <paramref name="nodeSize"/> bytes: four must fit, with their index entries.</summary>
-    internal static int MaxInline(int nodeSize) => ((nodeSize - NodeHeader.SizeOf) / 4 - NodeHeader.EntrySize) & ~7;
+    internal static int MaxInline(int nodeSize) => ((nodeSize - NodeHeader.SizeOf) / 4 - NodeHeader.InternalEntrySize) & ~7;
 
     // ---- nodes -----------------------------------------------------------------------------------------
 

@@ -28,9 +28,11 @@ public enum BTreeStatus
 
 // A node (NodeSize bytes, 64-byte aligned, from the segment's allocator):
 //   [0, 64)                 NodeHeader
-//   [64, 64 + 4 * Count)    index: one entry per record, in key order:
+//   [64, 64 + E * Count)    index: one entry per record, in key order (E = 4 in leaves, 8 in internal nodes):
 //                             [0, u16] record offset / 8
 //                             [2, u16] key tag: the 16 bits of the key after the node's prefix (bytewise trees)
+//                             [4, u32] internal nodes: the child's offset / 64, a copy of the record's, so a
+//                                      descent reads no record line unless tags tie
 //   ...                     free space
 //   [HeapTop, Size)         record heap (records 8-aligned, in any order), with holes linked from FirstHole
 // A hole (freed record space, >= 8 bytes): [0, u16] next hole offset / 8 (0: none), [2, u16] size / 8.
@@ -104,8 +106,8 @@ internal struct NodeHeader
     public const int CrcOffset = 60;
     /// <summary>Where the prefix bytes sit and how many there can be; the region a new prefix captures (bytes and length).</summary>
     public const int PrefixOffset = 24, PrefixLength = 15, PrefixRegionLength = 16;
-    /// <summary>Bytes per index entry.</summary>
-    public const int EntrySize = 4;
+    /// <summary>Bytes per index entry in a leaf and in an internal node (which also keeps the child there).</summary>
+    public const int LeafEntrySize = 4, InternalEntrySize = 8;
 }
 
 /// <summary>The tree header: an allocator chunk the caller keeps the offset of (e.g. as a named root).</summary>

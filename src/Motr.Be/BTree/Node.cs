@@ -32,9 +32,12 @@ internal readonly unsafe struct Node
     public int Size => (int)((NodeHeader*)P)->Size;
     public NodeFormat Format => (NodeFormat)((NodeHeader*)P)->Format;
     public bool RecordCrc => (((NodeHeader*)P)->Flags & RecordChecksumFlag) != 0;
-    /// <summary>The index: one u32 per record, record offset / 8 in the low half and the key tag in the high half.</summary>
+    /// <summary>The index: per record a u32 with the record offset / 8 in its low half and the key tag in its high half, then in internal nodes a u32 with the child / 64.</summary>
     public uint* Index => (uint*)(P + NodeHeader.SizeOf);
-    public int IndexEnd => NodeHeader.SizeOf + NodeHeader.EntrySize * Count;
+    /// <summary>Bytes per index entry of this node.</summary>
+    public int EntrySize => EntrySizeAt(((NodeHeader*)P)->Level);
+    public static int EntrySizeAt(int level) => level == 0 ? NodeHeader.LeafEntrySize : NodeHeader.InternalEntrySize;
+    public int IndexEnd => NodeHeader.SizeOf + EntrySize * Count;
     public int PrefixBits => ((NodeHeader*)P)->PrefixBits;
     public byte* Prefix => P + NodeHeader.PrefixOffset;
     public int ContiguousFree => (int)((NodeHeader*)P)->HeapTop - IndexEnd;
@@ -43,18 +46,44 @@ internal readonly unsafe struct Node
     public int UsedBytes => Size - FreeBytes;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int RecOffset(int i) => (ushort)Index[i] << 3;
+    public int RecOffset(int i) => (ushort)Word(i) << 3;
+
+    /// <summary>The first word of entry <paramref name="i"/>: record offset / 8 and key tag.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Word(int i) => *(uint*)(P + NodeHeader.SizeOf + EntrySize * i);
 
     /// <summary>The key tag of record <paramref name="i"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ushort Tag(int i) => (ushort)(Index[i] >> 16);
+    public ushort Tag(int i) => (ushort)(Word(i) >> 16);
+
+    /// <summary>Sets the key tag of entry <paramref name="i"/> (its bytes must be captured).</summary>
+    public void SetTag(int i, ushort tag)
+    {
+        uint* w = (uint*)(P + NodeHeader.SizeOf + EntrySize * i);
+        *w = (*w & 0xFFFF) | (uint)tag << 16;
+    }
+
+    /// <summary>Sets the child kept in entry <paramref name="i"/> of an internal node (its bytes must be captured).</summary>
+    public void SetIndexChild(int i, long child) => *(uint*)(P + NodeHeader.SizeOf + NodeHeader.InternalEntrySize * i + 4) = (uint)(child >> 6);
+
+    /// <summary>Copies an index entry of <paramref name="es"/> bytes, pointing it at <paramref name="recOffset"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void CopyEntry(byte* dst, byte* src, int es, int recOffset)
+    {
+        *(uint*)dst = (*(uint*)src & 0xFFFF0000) | (uint)(recOffset >> 3);
+        if (es == NodeHeader.InternalEntrySize) *(uint*)(dst + 4) = *(uint*)(src + 4);
+    }
+
+    /// <summary>Where entry <paramref name="i"/> sits.</summary>
+    public byte* EntryAt(int i) => P + NodeHeader.SizeOf + EntrySize * i;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public byte* Rec(int i) => RecIn(P, i);
 
     /// <summary>Record <paramref name="i"/> of the node at <paramref name="node"/> (for callers that keep a raw pointer, like cursors).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte* RecIn(byte* node, int i) => node + ((ushort)((uint*)(node + NodeHeader.SizeOf))[i] << 3);
+    public static byte* RecIn(byte* node, int i) =>
+        node + (*(ushort*)(node + NodeHeader.SizeOf + EntrySizeAt(((NodeHeader*)node)->Level) * i) << 3);
 
     /// <summary>An index entry.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -113,8 +142,12 @@ internal readonly unsafe struct Node
         return RecordSize(Format, PartLength(klenf), PartLength(vlenf), RecordCrc);
     }
 
-    /// <summary>The child of record <paramref name="i"/> of an internal node.</summary>
-    public long Child(int i)
+    /// <summary>The child of entry <paramref name="i"/> of an internal node, from the index.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public long Child(int i) => (long)*(uint*)(P + NodeHeader.SizeOf + NodeHeader.InternalEntrySize * i + 4) << 6;
+
+    /// <summary>The child as record <paramref name="i"/> of an internal node holds it (fsck compares it with the index's).</summary>
+    public long RecordChild(int i)
     {
         Parts(i, out _, out _, out byte* value, out _);
         return *(long*)value;
@@ -143,7 +176,8 @@ internal readonly unsafe struct Node
     public int Allocate(Transaction tx, int size, byte[] scratch)
     {
         ref NodeHeader h = ref H;
-        if (ContiguousFree >= NodeHeader.EntrySize)
+        int es = EntrySize;
+        if (ContiguousFree >= es)
         {
             // First fit among the holes, a bounded walk.
             ushort* link = &((NodeHeader*)P)->FirstHole;
@@ -171,12 +205,12 @@ internal readonly unsafe struct Node
                 hole = *link;
             }
         }
-        if (ContiguousFree >= size + NodeHeader.EntrySize)
+        if (ContiguousFree >= size + es)
         {
             h.HeapTop -= (uint)size;
             return (int)h.HeapTop;
         }
-        if (FreeBytes >= size + NodeHeader.EntrySize)
+        if (FreeBytes >= size + es)
         {
             Compact(tx, scratch);
             h.HeapTop -= (uint)size;
@@ -208,16 +242,16 @@ internal readonly unsafe struct Node
         int top = size;
         fixed (byte* s = scratch)
         {
-            uint* newIndex = (uint*)(s + NodeHeader.SizeOf);
+            int es = EntrySize;
             for (int i = 0; i < n; i++)
             {
                 int len = RecordSizeAt(i);
                 top -= len;
                 Buffer.MemoryCopy(Rec(i), s + top, len, len);
-                newIndex[i] = Entry(top, Tag(i));
+                CopyEntry(s + NodeHeader.SizeOf + es * i, EntryAt(i), es, top);
             }
             tx.Capture(Off + NodeHeader.SizeOf, size - NodeHeader.SizeOf);
-            int indexBytes = NodeHeader.EntrySize * n;
+            int indexBytes = es * n;
             Buffer.MemoryCopy(s + NodeHeader.SizeOf, P + NodeHeader.SizeOf, indexBytes, indexBytes);
             Buffer.MemoryCopy(s + top, P + top, size - top, size - top);
         }
@@ -229,14 +263,18 @@ internal readonly unsafe struct Node
 
     // ---- the index -----------------------------------------------------------------------------------
 
-    /// <summary>Makes record offset <paramref name="recOffset"/>, with key tag <paramref name="tag"/>, the <paramref name="i"/>-th in key order.</summary>
+    /// <summary>
+    /// Makes record offset <paramref name="recOffset"/>, with key tag <paramref name="tag"/>, the <paramref name="i"/>-th
+    /// in key order (an internal node's entry gets its child from <see cref="SetIndexChild"/> next).
+    /// </summary>
     public void InsertIndex(Transaction tx, int i, int recOffset, ushort tag)
     {
-        int n = Count;
-        tx.Capture(Off + NodeHeader.SizeOf + NodeHeader.EntrySize * i, NodeHeader.EntrySize * (n + 1 - i));
-        uint* idx = Index;
-        for (int j = n; j > i; j--) idx[j] = idx[j - 1];
-        idx[i] = Entry(recOffset, tag);
+        int n = Count, es = EntrySize;
+        byte* at = P + NodeHeader.SizeOf + es * i;
+        tx.Capture(Off + NodeHeader.SizeOf + es * i, es * (n + 1 - i));
+        Buffer.MemoryCopy(at, at + es, es * (n - i), es * (n - i));
+        *(uint*)at = Entry(recOffset, tag);
+        if (es == NodeHeader.InternalEntrySize) *(uint*)(at + 4) = 0;
         H.Count = (ushort)(n + 1);
     }
 
@@ -246,9 +284,10 @@ internal readonly unsafe struct Node
         int n = Count;
         if (i < n - 1)
         {
-            tx.Capture(Off + NodeHeader.SizeOf + NodeHeader.EntrySize * i, NodeHeader.EntrySize * (n - 1 - i));
-            uint* idx = Index;
-            for (int j = i; j < n - 1; j++) idx[j] = idx[j + 1];
+            int es = EntrySize;
+            byte* at = P + NodeHeader.SizeOf + es * i;
+            tx.Capture(Off + NodeHeader.SizeOf + es * i, es * (n - 1 - i));
+            Buffer.MemoryCopy(at + es, at, es * (n - 1 - i), es * (n - 1 - i));
         }
         H.Count = (ushort)(n - 1);
     }

@@ -352,7 +352,7 @@ public class BTreeCorruptionTests
         await h.Close();
         Raw.RewriteNode(h.SegmentFile, leaf, 512, node =>
         {
-            int rec = BinaryPrimitives.ReadUInt16LittleEndian(node.AsSpan(NodeHeader.SizeOf + NodeHeader.EntrySize)) << 3; // record 1
+            int rec = BinaryPrimitives.ReadUInt16LittleEndian(node.AsSpan(NodeHeader.SizeOf + NodeHeader.LeafEntrySize)) << 3; // record 1 of a leaf
             BinaryPrimitives.WriteUInt32LittleEndian(node.AsSpan(rec + (field == "key" ? 0 : 4)), length);
         });
         await h.Open();

@@ -205,7 +205,7 @@ public class BTreeTagTests
         await h.Close();
         Raw.RewriteNode(h.SegmentFile, leaf, size, node =>
         {
-            if (what == "tag") node[NodeHeader.SizeOf + NodeHeader.EntrySize * (count / 2) + 3] ^= 0x40;
+            if (what == "tag") node[NodeHeader.SizeOf + NodeHeader.LeafEntrySize * (count / 2) + 3] ^= 0x40;
             else node[NodeHeader.PrefixOffset] ^= 0x01; // every key now leaves the prefix
         });
         await h.Open();
@@ -244,6 +244,31 @@ public class BTreeTagTests
             Assert.Equal(leaf, e.Offset);
             Assert.Contains("node format version 1 is not supported", e.Message);
             Assert.Contains(t.Check().Problems, p => p.Contains($"node 0x{leaf:X}: version 1"));
+        });
+    }
+
+    /// <summary>An internal node's index keeps each child beside the record's copy: a damaged one is named by fsck.</summary>
+    [Fact]
+    public async Task Fsck_finds_an_index_child_that_differs_from_its_record()
+    {
+        await using var h = await TreeHost.Start();
+        long inner = 0;
+        int size = 0;
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512, KeySize = 8, ValueSize = 8 });
+            for (ulong i = 0; i < 2000; i++) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Ops.U64(i * 7), new byte[8]));
+            Assert.True(t.Height >= 3);
+            inner = Raw.Nodes(seg, t.Check()).First(n => Raw.Level(seg, n) == 1 && Raw.Count(seg, n) > 2);
+            size = Raw.Size(seg, inner);
+        });
+        await h.Close();
+        Raw.RewriteNode(h.SegmentFile, inner, size, node => node[NodeHeader.SizeOf + NodeHeader.InternalEntrySize * 2 + 4] ^= 0x01);
+        await h.Open();
+        await h.Run(seg =>
+        {
+            var rep = Ops.Open(seg).Check();
+            Assert.Contains(rep.Problems, p => p.Contains($"node 0x{inner:X}: record 2: index child"));
         });
     }
 }

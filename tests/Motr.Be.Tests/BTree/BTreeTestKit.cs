@@ -227,16 +227,18 @@ internal static class Raw
     public static int Format(Segment seg, long off) => H(seg, off).Format;
     public static int Size(Segment seg, long off) => (int)BinaryPrimitives.ReadUInt32LittleEndian(seg.Bytes(off + 8, 4));
     public static int Count(Segment seg, long off) => H(seg, off).Count;
-    public static int RecordOffset(Segment seg, long off, int i) => BinaryPrimitives.ReadUInt16LittleEndian(seg.Bytes(off + NodeHeader.SizeOf + NodeHeader.EntrySize * i, 2)) << 3;
+    /// <summary>Bytes per index entry of the node: 4 in leaves, 8 in internal nodes (which keep the child there too).</summary>
+    public static int EntrySize(Segment seg, long off) => Level(seg, off) == 0 ? NodeHeader.LeafEntrySize : NodeHeader.InternalEntrySize;
+    public static int RecordOffset(Segment seg, long off, int i) => BinaryPrimitives.ReadUInt16LittleEndian(seg.Bytes(off + NodeHeader.SizeOf + EntrySize(seg, off) * i, 2)) << 3;
 
     /// <summary>Whether the node has free space between its index and its heap.</summary>
-    public static bool HasFreeSpace(Segment seg, long off) => H(seg, off).HeapTop > NodeHeader.SizeOf + NodeHeader.EntrySize * H(seg, off).Count;
+    public static bool HasFreeSpace(Segment seg, long off) => H(seg, off).HeapTop > NodeHeader.SizeOf + EntrySize(seg, off) * H(seg, off).Count;
 
     /// <summary>A byte of the node's free space (between the index and the heap): only the node checksum covers it.</summary>
     public static long FreeByte(Segment seg, long off)
     {
         ref NodeHeader h = ref H(seg, off);
-        int indexEnd = NodeHeader.SizeOf + NodeHeader.EntrySize * h.Count;
+        int indexEnd = NodeHeader.SizeOf + EntrySize(seg, off) * h.Count;
         Assert.True(h.HeapTop > indexEnd, $"node 0x{off:X} has no free space");
         return off + (indexEnd + (int)h.HeapTop) / 2;
     }
