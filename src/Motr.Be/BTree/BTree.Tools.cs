@@ -20,7 +20,7 @@ public sealed partial class BTree
     /// tear on the platforms we run on), not a consistent set.
     /// </summary>
     internal BTreeStats CountersOnly =>
-        new(_inserts, _deletes, _updates, _lookups, _splits, _merges, _borrows, _cookieHits, _cookieMisses, 0, 0, 0, 0, 0);
+        new(_inserts, _deletes, _updates, _lookups, _splits, _merges, _borrows, _cookieHits, _cookieMisses, 0, 0, 0, 0, 0, _prefixShortened);
 
     /// <summary>The configuration that makes an empty tree shaped like this one (node sizes for new nodes, formats, comparer).</summary>
     internal BTreeConfig ToConfig() => new()

@@ -36,6 +36,8 @@ public static class BTreeMetrics
     public const string Merges = "motr.btree.merges";
     /// <summary>Observable counter of sibling pairs rebalanced without merging.</summary>
     public const string Rebalances = "motr.btree.rebalances";
+    /// <summary>Observable counter of nodes retagged because a key arrived outside their key prefix (see <see cref="BTreeStats.PrefixShortenings"/>).</summary>
+    public const string PrefixShortenings = "motr.btree.prefix_shortenings";
     /// <summary>Observable counter of operations given a cookie, tagged <see cref="ResultTag"/> = hit or miss.</summary>
     public const string CookieUses = "motr.btree.cookie.uses";
     /// <summary>Observable gauge of the tree's levels.</summary>
@@ -73,6 +75,8 @@ public static class BTreeMetrics
         s_meter.CreateObservableCounter(Merges, () => ObserveCounter(static s => s.Merges), "{merge}", "b+tree node merges");
     private static readonly ObservableCounter<long> s_rebalances =
         s_meter.CreateObservableCounter(Rebalances, () => ObserveCounter(static s => s.Rebalances), "{rebalance}", "b+tree sibling rebalances");
+    private static readonly ObservableCounter<long> s_prefixShortenings =
+        s_meter.CreateObservableCounter(PrefixShortenings, () => ObserveCounter(static s => s.PrefixShortenings), "{node}", "b+tree nodes retagged for a key outside their key prefix");
     private static readonly ObservableCounter<long> s_cookies =
         s_meter.CreateObservableCounter(CookieUses, ObserveCookies, "{operation}", "b+tree operations given a cookie, by whether its leaf was still right");
     private static readonly ObservableGauge<long> s_depth =

@@ -95,6 +95,7 @@ public sealed class BTreeMetricsTests
             Assert.True(s.Splits > 10, $"{s.Splits} splits");
             Assert.Equal(s.Merges, v["motr.btree.merges"]);
             Assert.Equal(s.Rebalances, v["motr.btree.rebalances"]);
+            Assert.Equal(s.PrefixShortenings, v["motr.btree.prefix_shortenings"]);
             Assert.True(s.Merges + s.Rebalances > 0, "40 deletes at the left edge of 512-byte nodes merge or rebalance");
             Assert.Equal(1, v["motr.btree.cookie.uses/hit"]);
             Assert.Equal(2, v["motr.btree.cookie.uses/miss"]);
