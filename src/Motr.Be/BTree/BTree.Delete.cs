@@ -110,8 +110,7 @@ public sealed unsafe partial class BTree
         if (Tagged)
         {
             // a now spans both ranges: the prefix of their outer bounds.
-            ChildFences(pd, p, ri - 1, out var low, out bool hasLow, out _, out _);
-            ChildFences(pd, p, ri, out _, out _, out var high, out bool hasHigh);
+            PairFences(pd, p, ri, out var low, out bool hasLow, out var high, out bool hasHigh);
             PrefixFromFences(tx, a, low, hasLow, high, hasHigh, indexCaptured: true);
         }
         FreeNode(tx, b.Off);
@@ -163,8 +162,7 @@ public sealed unsafe partial class BTree
         }
         if (Tagged)
         {
-            ChildFences(pd, p, ri - 1, out var low, out bool hasLow, out _, out _);
-            ChildFences(pd, p, ri, out _, out _, out var high, out bool hasHigh);
+            PairFences(pd, p, ri, out var low, out bool hasLow, out var high, out bool hasHigh);
             if (m >= na) PrefixFromFences(tx, a, low, hasLow, sep, true, indexCaptured: true);
             PrefixFromFences(tx, b, sep, true, high, hasHigh, indexCaptured: true);
         }

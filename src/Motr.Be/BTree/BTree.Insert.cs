@@ -130,7 +130,7 @@ public sealed unsafe partial class BTree
         var r = Split(tx, n, out int m);
         Node target = i < m ? n : r;
         at = i < m ? i : i - m;
-        if (!TryInsert(tx, target, at, key, spec, out value, out int rec, tag: !Tagged))
+        if (!TryInsert(tx, target, at, key, spec, out value, out int rec, tag: false)) // both halves are retagged below
             throw new BeException($"{Where}: no room for a {spec.Size}-byte record in a half-full node 0x{target.Off:X}; the node sizes are inconsistent");
         // The right half's first key is the separator; internal nodes keep it as their (uncompared) record 0 key.
         var sep = CopySeparator(KeyAt(r, 0));
@@ -200,10 +200,8 @@ public sealed unsafe partial class BTree
             int len = n.RecordSizeAt(m + j);
             pos -= len;
             Buffer.MemoryCopy(n.Rec(m + j), r.P + pos, len, len);
-            Node.CopyEntry(r.P + NodeHeader.SizeOf + es * j, n.EntryAt(m + j), es, pos); // tags under n's prefix, which r starts with
+            Node.CopyEntry(r.P + NodeHeader.SizeOf + es * j, n.EntryAt(m + j), es, pos); // tags: SplitInsert retags both halves
         }
-        new ReadOnlySpan<byte>(n.Prefix, NodeHeader.PrefixLength).CopyTo(new Span<byte>(r.Prefix, NodeHeader.PrefixLength));
-        r.H.PrefixBits = n.H.PrefixBits;
         r.H.Count = (ushort)moved;
         r.H.HeapTop = (uint)top;
 

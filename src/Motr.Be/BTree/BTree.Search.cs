@@ -37,6 +37,31 @@ public sealed unsafe partial class BTree
     private ReadOnlySpan<byte> SearchKey(Node n, int i, int at, int k) =>
         k > 0 ? new ReadOnlySpan<byte>(n.P + n.RecOffset(i) + at, k) : KeyAt(n, i);
 
+    /// <summary>Where <paramref name="key"/> sorts against the node's key prefix (see <see cref="ComparePrefix"/>; 0 when there is none); <paramref name="bits"/> is its length.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int PrefixOrder(Node n, ReadOnlySpan<byte> key, out int bits)
+    {
+        bits = n.PrefixBits;
+        return bits == 0 ? 0 : ComparePrefix(key, n.Prefix, bits);
+    }
+
+    /// <summary>
+    /// The first index in [<paramref name="lo"/>, <paramref name="hi"/>) whose tag is above <paramref name="t"/>
+    /// (<paramref name="above"/>) or at or above it, in an index of entries <paramref name="stride"/> words long.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int TagBound(uint* idx, int stride, int lo, int hi, uint t, bool above)
+    {
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >> 1;
+            uint m = idx[stride * mid] >> 16;
+            if (above ? m <= t : m < t) lo = mid + 1;
+            else hi = mid;
+        }
+        return lo;
+    }
+
     /// <summary>The child to follow: the last record whose key is not above <paramref name="key"/> (record 0 stands for everything below record 1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int SearchInternal(Node n, ReadOnlySpan<byte> key)
@@ -48,36 +73,17 @@ public sealed unsafe partial class BTree
         int lo = 1, hi = count - 1;
         if (Tagged)
         {
-            int bits = n.PrefixBits;
-            if (bits != 0)
-            {
-                int c = ComparePrefix(key, n.Prefix, bits);
-                if (c != 0) return c < 0 ? 0 : count - 1;
-            }
+            int c = PrefixOrder(n, key, out int bits);
+            if (c != 0) return c < 0 ? 0 : count - 1;
             // Tags rise with keys: records tagged below the key's tag are below it, those above are above.
             uint t = TagOf(key, bits);
             uint* idx = n.Index; // entries of two words: [offset | tag << 16] [child / 64]
-            int l = 1, h = count;
-            while (l < h)
-            {
-                int mid = (l + h) >> 1;
-                if (idx[2 * mid] >> 16 <= t) l = mid + 1;
-                else h = mid;
-            }
-            int last = l - 1; // the last record tagged at or below t
+            int last = TagBound(idx, 2, 1, count, t, above: true) - 1; // the last record tagged at or below t
             if (last == 0 || idx[2 * last] >> 16 != t) return last;
             if (Compare(SearchKey(n, last, at, k), key) <= 0) return last;
             if (last == 1 || idx[2 * (last - 1)] >> 16 != t) return last - 1;
             // Several records share the key's tag: compare whole keys among them.
-            h = last - 1;
-            l = 1;
-            while (l < h)
-            {
-                int mid = (l + h) >> 1;
-                if (idx[2 * mid] >> 16 < t) l = mid + 1;
-                else h = mid;
-            }
-            lo = l;
+            lo = TagBound(idx, 2, 1, last - 1, t, above: false);
             hi = last - 1;
         }
         int ans = lo - 1;
@@ -103,26 +109,16 @@ public sealed unsafe partial class BTree
         int lo = 0, hi = count - 1;
         if (Tagged)
         {
-            int bits = n.PrefixBits;
-            if (bits != 0)
+            int c = PrefixOrder(n, key, out int bits);
+            if (c != 0)
             {
-                int c = ComparePrefix(key, n.Prefix, bits);
-                if (c != 0)
-                {
-                    found = false;
-                    return c < 0 ? 0 : count;
-                }
+                found = false;
+                return c < 0 ? 0 : count;
             }
             uint t = TagOf(key, bits);
             uint* idx = n.Index;
-            int l = 0, h = count;
-            while (l < h)
-            {
-                int mid = (l + h) >> 1;
-                if (idx[mid] >> 16 < t) l = mid + 1;
-                else h = mid;
-            }
             // l: the first record tagged at or above t; the key goes at or after it.
+            int l = TagBound(idx, 1, 0, count, t, above: false);
             if (l == count || idx[l] >> 16 != t)
             {
                 found = false;
@@ -141,15 +137,7 @@ public sealed unsafe partial class BTree
             }
             // Several records share the key's tag: compare whole keys among them.
             lo = l + 1;
-            h = count;
-            l = lo;
-            while (l < h)
-            {
-                int mid = (l + h) >> 1;
-                if (idx[mid] >> 16 <= t) l = mid + 1;
-                else h = mid;
-            }
-            hi = l - 1;
+            hi = TagBound(idx, 1, lo, count, t, above: true) - 1;
         }
         while (lo <= hi)
         {

@@ -86,18 +86,21 @@ public sealed unsafe partial class BTree
         }
     }
 
-    /// <summary>The bounds of child <paramref name="ci"/> of node <paramref name="p"/>, which sits at path depth <paramref name="pd"/>.</summary>
-    private void ChildFences(int pd, Node p, int ci, out ReadOnlySpan<byte> low, out bool hasLow, out ReadOnlySpan<byte> high, out bool hasHigh)
+    /// <summary>
+    /// The outer bounds of children <paramref name="ri"/> - 1 and <paramref name="ri"/> of node <paramref name="p"/>
+    /// (at path depth <paramref name="pd"/>) taken together: what a merged or rebalanced pair spans.
+    /// </summary>
+    private void PairFences(int pd, Node p, int ri, out ReadOnlySpan<byte> low, out bool hasLow, out ReadOnlySpan<byte> high, out bool hasHigh)
     {
         Fences(pd, out low, out hasLow, out high, out hasHigh);
-        if (ci > 0)
+        if (ri - 1 > 0)
         {
-            low = KeyAt(p, ci);
+            low = KeyAt(p, ri - 1);
             hasLow = true;
         }
-        if (ci + 1 < p.Count)
+        if (ri + 1 < p.Count)
         {
-            high = KeyAt(p, ci + 1);
+            high = KeyAt(p, ri + 1);
             hasHigh = true;
         }
     }
@@ -153,11 +156,15 @@ public sealed unsafe partial class BTree
         SetPrefix(tx, n, old, bits, indexCaptured: false);
     }
 
-    /// <summary>The tag for <paramref name="key"/> going in at index <paramref name="i"/> of touched node <paramref name="n"/>, shortening the node's prefix first if the key does not begin with it.</summary>
+    /// <summary>The tag for <paramref name="key"/> going in at index <paramref name="i"/> of touched node <paramref name="n"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ushort TagForInsert(Transaction tx, Node n, int i, ReadOnlySpan<byte> key)
+    private ushort TagForInsert(Transaction tx, Node n, int i, ReadOnlySpan<byte> key) =>
+        !Tagged || (i == 0 && !n.IsLeaf) ? (ushort)0 : FittingTag(tx, n, key);
+
+    /// <summary>The tag of compared key <paramref name="key"/> of touched node <paramref name="n"/>, shortening the node's prefix first if the key does not begin with it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ushort FittingTag(Transaction tx, Node n, ReadOnlySpan<byte> key)
     {
-        if (!Tagged || (i == 0 && !n.IsLeaf)) return 0;
         if (n.PrefixBits != 0 && ComparePrefix(key, n.Prefix, n.PrefixBits) != 0) ShortenPrefix(tx, n, key);
         return TagOf(key, n.PrefixBits);
     }
@@ -166,16 +173,7 @@ public sealed unsafe partial class BTree
     /// After an insert at index 0 of an internal node: the old record 0, now record 1, is compared from now
     /// on; give it its tag (its entry was captured by the index shift).
     /// </summary>
-    private void TagSecond(Transaction tx, Node n)
-    {
-        var k = KeyAt(n, 1);
-        if (n.PrefixBits != 0 && ComparePrefix(k, n.Prefix, n.PrefixBits) != 0)
-        {
-            ShortenPrefix(tx, n, k);
-            return;
-        }
-        n.SetTag(1, TagOf(k, n.PrefixBits));
-    }
+    private void TagSecond(Transaction tx, Node n) => n.SetTag(1, FittingTag(tx, n, KeyAt(n, 1)));
 
     private long _prefixShortened;
 }

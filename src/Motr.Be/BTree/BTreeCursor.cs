@@ -200,9 +200,7 @@ public sealed unsafe class BTreeCursor
 
     private bool PrevLeaf()
     {
-        // Unpositioned until the next leaf is reached: a damaged node on the way throws, and the cursor must
-        // not then describe a record by the new path and the old leaf's index.
-        _valid = false;
+        _valid = false; // as in NextLeaf
         int d = _depth - 2;
         while (d >= 0 && --_idx[d] < 0) d--;
         if (d < 0)

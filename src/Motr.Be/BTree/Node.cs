@@ -50,7 +50,7 @@ internal readonly unsafe struct Node
 
     /// <summary>The first word of entry <paramref name="i"/>: record offset / 8 and key tag.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public uint Word(int i) => *(uint*)(P + NodeHeader.SizeOf + EntrySize * i);
+    public uint Word(int i) => *(uint*)EntryAt(i);
 
     /// <summary>The key tag of record <paramref name="i"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -59,12 +59,16 @@ internal readonly unsafe struct Node
     /// <summary>Sets the key tag of entry <paramref name="i"/> (its bytes must be captured).</summary>
     public void SetTag(int i, ushort tag)
     {
-        uint* w = (uint*)(P + NodeHeader.SizeOf + EntrySize * i);
+        uint* w = (uint*)EntryAt(i);
         *w = (*w & 0xFFFF) | (uint)tag << 16;
     }
 
     /// <summary>Sets the child kept in entry <paramref name="i"/> of an internal node (its bytes must be captured).</summary>
-    public void SetIndexChild(int i, long child) => *(uint*)(P + NodeHeader.SizeOf + NodeHeader.InternalEntrySize * i + 4) = (uint)(child >> 6);
+    public void SetIndexChild(int i, long child) => *ChildWord(i) = (uint)(child >> 6);
+
+    /// <summary>The second word of entry <paramref name="i"/> of an internal node: the child / 64.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private uint* ChildWord(int i) => (uint*)(P + NodeHeader.SizeOf + NodeHeader.InternalEntrySize * i + 4);
 
     /// <summary>Copies an index entry of <paramref name="es"/> bytes, pointing it at <paramref name="recOffset"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -75,15 +79,19 @@ internal readonly unsafe struct Node
     }
 
     /// <summary>Where entry <paramref name="i"/> sits.</summary>
-    public byte* EntryAt(int i) => P + NodeHeader.SizeOf + EntrySize * i;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* EntryAt(int i) => EntryIn(P, i);
+
+    /// <summary>Where entry <paramref name="i"/> of the node at <paramref name="node"/> sits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* EntryIn(byte* node, int i) => node + NodeHeader.SizeOf + EntrySizeAt(((NodeHeader*)node)->Level) * i;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public byte* Rec(int i) => RecIn(P, i);
 
     /// <summary>Record <paramref name="i"/> of the node at <paramref name="node"/> (for callers that keep a raw pointer, like cursors).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte* RecIn(byte* node, int i) =>
-        node + (*(ushort*)(node + NodeHeader.SizeOf + EntrySizeAt(((NodeHeader*)node)->Level) * i) << 3);
+    public static byte* RecIn(byte* node, int i) => node + (*(ushort*)EntryIn(node, i) << 3);
 
     /// <summary>An index entry.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -144,7 +152,7 @@ internal readonly unsafe struct Node
 
     /// <summary>The child of entry <paramref name="i"/> of an internal node, from the index.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public long Child(int i) => (long)*(uint*)(P + NodeHeader.SizeOf + NodeHeader.InternalEntrySize * i + 4) << 6;
+    public long Child(int i) => (long)*ChildWord(i) << 6;
 
     /// <summary>The child as record <paramref name="i"/> of an internal node holds it (fsck compares it with the index's).</summary>
     public long RecordChild(int i)
@@ -270,8 +278,8 @@ internal readonly unsafe struct Node
     public void InsertIndex(Transaction tx, int i, int recOffset, ushort tag)
     {
         int n = Count, es = EntrySize;
-        byte* at = P + NodeHeader.SizeOf + es * i;
-        tx.Capture(Off + NodeHeader.SizeOf + es * i, es * (n + 1 - i));
+        byte* at = EntryAt(i);
+        tx.Capture(Off + (at - P), es * (n + 1 - i));
         Buffer.MemoryCopy(at, at + es, es * (n - i), es * (n - i));
         *(uint*)at = Entry(recOffset, tag);
         if (es == NodeHeader.InternalEntrySize) *(uint*)(at + 4) = 0;
@@ -285,8 +293,8 @@ internal readonly unsafe struct Node
         if (i < n - 1)
         {
             int es = EntrySize;
-            byte* at = P + NodeHeader.SizeOf + es * i;
-            tx.Capture(Off + NodeHeader.SizeOf + es * i, es * (n - 1 - i));
+            byte* at = EntryAt(i);
+            tx.Capture(Off + (at - P), es * (n - 1 - i));
             Buffer.MemoryCopy(at + es, at, es * (n - 1 - i), es * (n - 1 - i));
         }
         H.Count = (ushort)(n - 1);
