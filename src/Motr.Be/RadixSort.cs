@@ -5,7 +5,7 @@ namespace Motr.Be;
 
 /// <summary>
 /// Stable least-significant-digit radix ordering of small arrays of non-negative 64-bit keys (segment
-/// offsets), 8 bits a pass. A seal orders a few thousand ranges and checksum marks per group: a comparison
+/// offsets), 8 to 11 bits a pass. A seal orders a few thousand ranges and checksum marks per group: a comparison
 /// sort spent most of its time in mispredicted branches; this spends a few linear passes and keeps equal
 /// keys in arrival order (the latest mark for a place last).
 /// </summary>
@@ -13,7 +13,7 @@ namespace Motr.Be;
 /// Each key is packed with its index into one word (the bits the keys differ in above, the index below),
 /// so a pass streams words instead of gathering keys through indexes, and every pass's digit counts come
 /// from one read. Only the bits in which the keys differ are sorted on: offsets of a few hundred MiB with
-/// shared low zero bits take three or four passes, not eight.
+/// shared low zero bits take three passes, not eight.
 /// </remarks>
 internal static class RadixSort
 {
@@ -51,24 +51,30 @@ internal static class RadixSort
         ulong keyMask = (1UL << bits) - 1;
         for (int i = 0; i < n; i++) from[i] = ((((ulong)keys[i] >> low) & keyMask) << indexBits) | (uint)i;
 
-        int passes = (bits + 7) >> 3;
-        Span<int> counts = stackalloc int[256 * passes];
+        // As few passes as digits of up to 11 bits allow, but no more buckets than about one per key:
+        // a seal's 26-bit offsets take three passes of 9 bits rather than four of 8 (the last one a 2-bit pass).
+        int maxDigit = Math.Clamp(31 - BitOperations.LeadingZeroCount((uint)n), 8, 11);
+        int passes = (bits + maxDigit - 1) / maxDigit;
+        int digit = (bits + passes - 1) / passes;
+        int buckets = 1 << digit;
+        int mask = buckets - 1;
+        Span<int> counts = stackalloc int[buckets * passes];
         counts.Clear();
         for (int j = 0; j < n; j++)
         {
             ulong d = from[j] >> indexBits;
-            for (int p = 0; p < passes; p++, d >>= 8) counts[(p << 8) | (int)(d & 0xFF)]++;
+            for (int p = 0; p < passes; p++, d >>= digit) counts[p * buckets + (int)(d & (uint)mask)]++;
         }
         for (int p = 0; p < passes; p++)
         {
-            var start = counts.Slice(p << 8, 256);
-            int shift = indexBits + 8 * p;
-            if (start[(int)(from[0] >> shift) & 0xFF] == n) continue; // every key has this digit
+            var start = counts.Slice(p * buckets, buckets);
+            int shift = indexBits + digit * p;
+            if (start[(int)(from[0] >> shift) & mask] == n) continue; // every key has this digit
             CountsToStarts(start);
             for (int j = 0; j < n; j++)
             {
                 ulong v = from[j];
-                to[start[(int)(v >> shift) & 0xFF]++] = v;
+                to[start[(int)(v >> shift) & mask]++] = v;
             }
             var t = from;
             from = to;

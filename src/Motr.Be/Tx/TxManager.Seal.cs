@@ -264,9 +264,10 @@ internal sealed unsafe partial class TxManager
         {
             int len = (int)(ends[i] - starts[i]);
             descs[i] = new RegionDesc { Offset = starts[i], Length = (uint)len };
-            new ReadOnlySpan<byte>(b + starts[i], len).CopyTo(chunk[pos..]);
             int padded = LogFormat.Align8(len);
-            chunk.Slice(pos + len, padded - len).Clear();
+            // Zero the last word first and copy over it: the padding is zero without a call to clear it.
+            Unsafe.WriteUnaligned(ref chunk[pos + padded - 8], 0UL);
+            new ReadOnlySpan<byte>(b + starts[i], len).CopyTo(chunk[pos..]);
             pos += padded;
         }
         _payloads.AsSpan(0, _payloadBytes).CopyTo(chunk[pos..]);

@@ -17,6 +17,8 @@ public class RadixSortTests
     [InlineData(0, 1L << 30, 1)]
     [InlineData(1, 1L << 30, 2)]
     [InlineData(640, 1L << 29, 3)]        // a seal's worth of ranges in a 512 MiB segment
+    [InlineData(1500, 1L << 28, 9)]       // a seal of a 256 MiB segment: three passes of 9 bits
+    [InlineData(300, 1L << 20, 10)]       // fewer keys than 9-bit buckets: passes of 8 bits
     [InlineData(5000, 1L << 43, 4)]       // the largest segment
     [InlineData(3000, 300, 5)]            // many equal keys: arrival order kept
     [InlineData(1000, long.MaxValue, 6)]  // every digit in play: too wide to pack with the index
