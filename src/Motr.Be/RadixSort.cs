@@ -13,7 +13,7 @@ namespace Motr.Be;
 /// Each key is packed with its index into one word (the bits the keys differ in above, the index below),
 /// so a pass streams words instead of gathering keys through indexes, and every pass's digit counts come
 /// from one read. Only the bits in which the keys differ are sorted on: offsets of a few hundred MiB with
-/// shared low zero bits take three passes, not eight.
+/// shared low zero bits take three or four passes, not eight.
 /// </remarks>
 internal static class RadixSort
 {
@@ -52,8 +52,8 @@ internal static class RadixSort
         for (int i = 0; i < n; i++) from[i] = ((((ulong)keys[i] >> low) & keyMask) << indexBits) | (uint)i;
 
         // As few passes as digits of up to 11 bits allow, but no more buckets than about one per key:
-        // a seal's 26-bit offsets take three passes of 9 bits rather than four of 8 (the last one a 2-bit pass).
-        int maxDigit = Math.Clamp(31 - BitOperations.LeadingZeroCount((uint)n), 8, 11);
+        // a seal of 512 ranges or more orders 26-bit offsets in three passes of 9 bits, not four of 8 (the last of 2 bits).
+        int maxDigit = Math.Clamp(BitOperations.Log2((uint)n), 8, 11);
         int passes = (bits + maxDigit - 1) / maxDigit;
         int digit = (bits + passes - 1) / passes;
         int buckets = 1 << digit;
