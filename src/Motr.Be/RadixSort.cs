@@ -5,9 +5,9 @@ namespace Motr.Be;
 
 /// <summary>
 /// Stable least-significant-digit radix ordering of small arrays of non-negative 64-bit keys (segment
-/// offsets), 8 to 11 bits a pass. A seal orders a few thousand ranges and checksum marks per group: a comparison
-/// sort spent most of its time in mispredicted branches; this spends a few linear passes and keeps equal
-/// keys in arrival order (the latest mark for a place last).
+/// offsets), 8 to 11 bits a pass. Used for a transaction's ranges when there are more than a few hundred
+/// (a large value, a bulk change): a comparison sort spends most of its time in mispredicted branches; this
+/// spends a few linear passes and keeps equal keys in arrival order.
 /// </summary>
 /// <remarks>
 /// Each key is packed with its index into one word (the bits the keys differ in above, the index below),

@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Motr.Be.Log;
@@ -10,6 +11,9 @@ internal sealed unsafe partial class TxManager
 
     /// <summary>Ranges closer than this are logged as one region: the gap costs less than a descriptor.</summary>
     private const int MergeGap = RegionDesc.SizeOf;
+
+    /// <summary>Up to this many new ranges a closed transaction's ranges go to its group unmerged.</summary>
+    private const int SmallTx = 4;
 
     // The open group: closed transactions not yet handed to the log writer. Only ranges are kept;
     // their bytes are copied once, at seal, from live memory — which at a point where no transaction
@@ -26,7 +30,6 @@ internal sealed unsafe partial class TxManager
     private int _payloadBytes;
     private int _payloadCount;
     private Transaction.ChecksumMark[] _marks = new Transaction.ChecksumMark[16];
-    private long[] _markBlocks = new long[16];
     private ChecksumDesc[] _descs = new ChecksumDesc[16];
     private int _markCount;
     private bool _groupUrgent;
@@ -52,20 +55,37 @@ internal sealed unsafe partial class TxManager
         int n = tx._regionCount;
         if (_rangeCount + n > _rangeStart.Length) GrowRanges(_rangeCount + n);
         var regions = tx._regions;
+        int first = _rangeCount;
         for (int i = 0; i < n; i++)
         {
             long start = regions[i].Offset, end = start + regions[i].Length;
             // A place every transaction of the group captures (a tree's header) is kept once: the seal
-            // copies the bytes from memory, so a repeat adds nothing but sorting.
+            // copies the bytes from memory, so a repeat adds nothing but bytes to the log.
             ref Memo m = ref _rangeMemo[MemoSlot(start)];
-            if (m.Group == _groupSeq && _rangeStart[m.Index] == start)
+            // The entry may name a range a merge below has since folded into another (index past the end).
+            if (m.Group == _groupSeq && m.Index < _rangeCount && _rangeStart[m.Index] == start)
             {
                 if (end > _rangeEnd[m.Index]) _rangeEnd[m.Index] = end;
+                m.Hot = true;
                 continue;
             }
-            m = new Memo { Group = _groupSeq, Index = _rangeCount };
+            // A place repeated by every transaction keeps its entry against a one-off that maps to it.
+            if (m.Group != _groupSeq || !m.Hot) m = new Memo { Group = _groupSeq, Index = _rangeCount };
             _rangeStart[_rangeCount] = start;
             _rangeEnd[_rangeCount++] = end;
+        }
+        // The group's ranges are not sorted at seal: ranges of different transactions rarely touch (a hot
+        // one is kept once above), those of one transaction often do (the holes and nodes of a split). Merge
+        // those here, where there are a few dozen to order, not thousands. A small transaction's few (a
+        // node's header, record and index) seldom touch: left as they are.
+        if (_rangeCount - first > SmallTx)
+        {
+            MergeTail(first);
+            for (int j = first; j < _rangeCount; j++)
+            {
+                ref Memo m = ref _rangeMemo[MemoSlot(_rangeStart[j])];
+                if (m.Group != _groupSeq || !m.Hot) m = new Memo { Group = _groupSeq, Index = j };
+            }
         }
 
         if (tx._payloadLen >= 0)
@@ -86,13 +106,8 @@ internal sealed unsafe partial class TxManager
             // The same as the group's latest mark for the block: the seal would find the same last word.
             ref Memo m = ref _markMemo[MemoSlot(t.Block)];
             if (m.Group == _groupSeq && _marks[m.Index].SameAs(t)) continue;
-            if (_markCount == _marks.Length)
-            {
-                Array.Resize(ref _marks, _marks.Length * 2);
-                Array.Resize(ref _markBlocks, _marks.Length);
-            }
+            if (_markCount == _marks.Length) Array.Resize(ref _marks, _marks.Length * 2);
             m = new Memo { Group = _groupSeq, Index = _markCount };
-            _markBlocks[_markCount] = t.Block;
             _marks[_markCount++] = t;
         }
     }
@@ -103,16 +118,70 @@ internal sealed unsafe partial class TxManager
     {
         public long Group;
         public int Index;
+        public bool Hot; // hit again in its group
     }
 
-    private const int MemoBits = 6;
+    private const int MemoBits = 7;
     private readonly Memo[] _rangeMemo = new Memo[1 << MemoBits];
     private readonly Memo[] _markMemo = new Memo[1 << MemoBits];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int MemoSlot(long offset) => (int)(((ulong)offset * 0x9E3779B97F4A7C15UL) >> (64 - MemoBits));
 
-    // Seal ordering (RadixSort): index order for ranges and marks, and the ranges' sorted copies.
+    // Seal: each block's latest mark, by open addressing over a table stamped with a generation (a seal
+    // starts a new one instead of clearing it); _markFirst lists the used slots in first-arrival order.
+    private struct MarkSlot
+    {
+        public long Gen;
+        public long Block;
+        public int Last;            // index of the block's latest mark
+        public bool PlacedOrFreed;  // some mark of the block in this group is not a seal-time checksum
+    }
+
+    private MarkSlot[] _markSlots = new MarkSlot[64];
+    private int[] _markFirst = new int[16];
+    private long _markGen;
+
+    /// <summary>Finds each block's latest mark among <paramref name="marks"/>; returns how many blocks there are.</summary>
+    private int LatestMarks(ReadOnlySpan<Transaction.ChecksumMark> marks)
+    {
+        if (_markSlots.Length < 2 * marks.Length)
+        {
+            _markSlots = new MarkSlot[(int)BitOperations.RoundUpToPowerOf2((uint)(2 * marks.Length))];
+            _markGen = 0;
+        }
+        if (_markFirst.Length < marks.Length) _markFirst = new int[Math.Max(marks.Length, _markFirst.Length * 2)];
+        long gen = ++_markGen;
+        var slots = _markSlots;
+        int mask = slots.Length - 1, shift = 64 - BitOperations.Log2((uint)slots.Length);
+        int distinct = 0;
+        for (int i = 0; i < marks.Length; i++)
+        {
+            ref readonly var m = ref marks[i];
+            bool notSeal = m.Kind != Transaction.MarkKind.Seal;
+            int slot = (int)(((ulong)m.Block * 0x9E3779B97F4A7C15UL) >> shift);
+            while (true)
+            {
+                ref MarkSlot e = ref slots[slot];
+                if (e.Gen != gen)
+                {
+                    e = new MarkSlot { Gen = gen, Block = m.Block, Last = i, PlacedOrFreed = notSeal };
+                    _markFirst[distinct++] = slot;
+                    break;
+                }
+                if (e.Block == m.Block)
+                {
+                    e.Last = i;
+                    e.PlacedOrFreed |= notSeal;
+                    break;
+                }
+                slot = (slot + 1) & mask;
+            }
+        }
+        return distinct;
+    }
+
+    // Ordering a large transaction's ranges (RadixSort): index order, and the ranges' sorted copies.
     private int[] _order = new int[256];
     private ulong[] _orderScratch = new ulong[512];
     private long[] _sortedStarts = new long[256];
@@ -129,6 +198,30 @@ internal sealed unsafe partial class TxManager
     private void SortRanges(Span<long> starts, Span<long> ends)
     {
         int n = starts.Length;
+        if (n <= 16)
+        {
+            // Insertion sort: a transaction's few ranges, often already in order.
+            for (int i = 1; i < n; i++)
+            {
+                long s = starts[i], e = ends[i];
+                int j = i - 1;
+                while (j >= 0 && starts[j] > s)
+                {
+                    starts[j + 1] = starts[j];
+                    ends[j + 1] = ends[j];
+                    j--;
+                }
+                starts[j + 1] = s;
+                ends[j + 1] = e;
+            }
+            return;
+        }
+        if (n <= 512)
+        {
+            // A split's or a merge's few dozen: a radix pass's buckets would outnumber them.
+            starts.Sort(ends);
+            return;
+        }
         EnsureOrder(n);
         if (_sortedStarts.Length < n)
         {
@@ -137,15 +230,38 @@ internal sealed unsafe partial class TxManager
         }
         var order = _order.AsSpan(0, n);
         RadixSort.Order(starts, order, _orderScratch);
-        var s = _sortedStarts.AsSpan(0, n);
-        var e = _sortedEnds.AsSpan(0, n);
+        var ss = _sortedStarts.AsSpan(0, n);
+        var se = _sortedEnds.AsSpan(0, n);
         for (int j = 0; j < n; j++)
         {
-            s[j] = starts[order[j]];
-            e[j] = ends[order[j]];
+            ss[j] = starts[order[j]];
+            se[j] = ends[order[j]];
         }
-        s.CopyTo(starts);
-        e.CopyTo(ends);
+        ss.CopyTo(starts);
+        se.CopyTo(ends);
+    }
+
+    /// <summary>Sorts the ranges from <paramref name="first"/> on and merges those that overlap or lie closer than <see cref="MergeGap"/>.</summary>
+    private void MergeTail(int first)
+    {
+        var starts = _rangeStart.AsSpan(first, _rangeCount - first);
+        var ends = _rangeEnd.AsSpan(first, _rangeCount - first);
+        SortRanges(starts, ends);
+        int w = 0;
+        for (int i = 1; i < starts.Length; i++)
+        {
+            if (starts[i] <= ends[w] + MergeGap)
+            {
+                if (ends[i] > ends[w]) ends[w] = ends[i];
+            }
+            else
+            {
+                w++;
+                starts[w] = starts[i];
+                ends[w] = ends[i];
+            }
+        }
+        _rangeCount = first + w + 1;
     }
 
     private void AddRange(long offset, long length)
@@ -177,28 +293,21 @@ internal sealed unsafe partial class TxManager
         int descCount = 0;
         if (_markCount > 0)
         {
-            // Sort by block, and within a block by the order the marks came in: the same place may hold
-            // a different block by now (freed and reallocated, perhaps with another size), so the latest wins.
+            // The latest mark of each block wins (the same place may hold a different block by now: freed and
+            // reallocated, perhaps with another size). Blocks are told apart by a hash table, not a sort.
             var marks = _marks.AsSpan(0, _markCount);
-            var blocks = _markBlocks.AsSpan(0, _markCount);
-            for (int i = 0; i < marks.Length; i++) blocks[i] = marks[i].Block;
-            EnsureOrder(marks.Length);
-            var order = _order.AsSpan(0, marks.Length);
-            RadixSort.Order(blocks, order, _orderScratch);
-            if (_descs.Length < marks.Length) _descs = new ChecksumDesc[Math.Max(marks.Length, _descs.Length * 2)];
-            bool placedInRun = false;
-            for (int i = 0; i < marks.Length; i++)
+            int distinct = LatestMarks(marks);
+            if (_descs.Length < distinct) _descs = new ChecksumDesc[Math.Max(distinct, _descs.Length * 2)];
+            for (int d = 0; d < distinct; d++)
             {
-                ref var m = ref marks[order[i]];
-                placedInRun |= m.Kind != Transaction.MarkKind.Seal;
-                if (i + 1 < marks.Length && marks[order[i + 1]].Block == m.Block) continue;
+                ref MarkSlot e = ref _markSlots[_markFirst[d]];
+                ref var m = ref marks[e.Last];
                 if (m.Kind == Transaction.MarkKind.Placed)
                     _descs[descCount++] = new ChecksumDesc { Block = m.Block, Length = (uint)m.Length, CrcOffset = (uint)m.CrcOffset, Magic = m.Magic, Kind = ChecksumDescKind.Placed };
-                else if (placedInRun)
+                else if (e.PlacedOrFreed)
                     // Freed, or freed and reused for a block checksummed at seal: a placed checksum pending from
                     // an earlier group must not be written over whatever the place holds now.
                     _descs[descCount++] = new ChecksumDesc { Block = m.Block, Kind = ChecksumDescKind.Cancel };
-                placedInRun = false;
                 if (m.Kind != Transaction.MarkKind.Seal) continue;
                 if (m.Block + m.Length > size) continue;
                 if (m.Magic != 0 && *(uint*)(b + m.Block) != m.Magic) continue;
@@ -213,29 +322,45 @@ internal sealed unsafe partial class TxManager
         h.LastTxId = _lastTxId;
         h.LastGroupSeq = _groupSeq;
         Segment.SealGeometry(new Span<byte>(b, SegmentHeader.SizeOf));
-        AddRange(SegmentHeader.GeometryOffset, SegmentHeader.GeometryLength);
 
-        // Sort and merge: overlapping captures of many transactions become one region.
-        var starts = _rangeStart.AsSpan(0, _rangeCount);
-        var ends = _rangeEnd.AsSpan(0, _rangeCount);
-        SortRanges(starts, ends);
-        int w = 0;
+        // Ranges in arrival order, each transaction's already merged: join a range to the region before it
+        // when they overlap or nearly touch (consecutive transactions in one node); any other overlap
+        // (two transactions in one node, far apart) is logged twice with the same bytes, which replays the same.
+        // Whatever touches the geometry block joins it, so the block is placed by one write: a segment file
+        // is opened by checking that block before the log is replayed, and a crash between two writes of it
+        // would leave it torn.
+        long geoStart = SegmentHeader.GeometryOffset, geoEnd = geoStart + SegmentHeader.GeometryLength;
+        if (_rangeCount == _rangeStart.Length) GrowRanges(_rangeCount + 1);
+        var starts = _rangeStart.AsSpan(0, _rangeCount + 1);
+        var ends = _rangeEnd.AsSpan(0, _rangeCount + 1);
+        int w = -1;
         long dataBytes = 0;
-        for (int i = 1; i < starts.Length; i++)
+        for (int i = 0; i < _rangeCount; i++)
         {
-            if (starts[i] <= ends[w] + MergeGap)
+            long si = starts[i], ei = ends[i];
+            if (si <= geoEnd + MergeGap && ei + MergeGap >= geoStart)
             {
-                if (ends[i] > ends[w]) ends[w] = ends[i];
+                if (si < geoStart) geoStart = si;
+                if (ei > geoEnd) geoEnd = ei;
+            }
+            else if (w >= 0 && si <= ends[w] + MergeGap && ei + MergeGap >= starts[w])
+            {
+                if (ei > ends[w]) ends[w] = ei;
+                if (si < starts[w]) starts[w] = si;
             }
             else
             {
-                dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
+                if (w >= 0) dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
                 w++;
-                starts[w] = starts[i];
-                ends[w] = ends[i];
+                starts[w] = si;
+                ends[w] = ei;
             }
         }
-        dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
+        if (w >= 0) dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
+        w++;
+        starts[w] = geoStart;
+        ends[w] = geoEnd;
+        dataBytes += LogFormat.Align8((int)(geoEnd - geoStart));
         int regionCount = w + 1;
 
         if (_shadow != null) VerifyAgainstShadow(starts[..regionCount], ends[..regionCount]);
@@ -322,9 +447,12 @@ internal sealed unsafe partial class TxManager
     // DomainOptions.VerifyCaptures: the segment as the sealed groups left it.
     private byte[]? _shadow;
 
-    /// <summary>Every byte outside this group's regions must be as the previous groups left it.</summary>
-    private void VerifyAgainstShadow(ReadOnlySpan<long> starts, ReadOnlySpan<long> ends)
+    /// <summary>Every byte outside this group's regions (in any order, perhaps overlapping) must be as the previous groups left it.</summary>
+    private void VerifyAgainstShadow(ReadOnlySpan<long> regionStarts, ReadOnlySpan<long> regionEnds)
     {
+        // A diagnostic mode: sorted copies, so the walk below sees the gaps between regions in order.
+        long[] starts = regionStarts.ToArray(), ends = regionEnds.ToArray();
+        Array.Sort(starts, ends);
         long size = Segment.Size;
         if (_shadow!.Length < size) Array.Resize(ref _shadow, (int)size);
         var mem = new ReadOnlySpan<byte>(Segment.Base, (int)size);
@@ -349,7 +477,7 @@ internal sealed unsafe partial class TxManager
             if (i < starts.Length)
             {
                 mem.Slice((int)starts[i], (int)(ends[i] - starts[i])).CopyTo(_shadow.AsSpan((int)starts[i]));
-                pos = ends[i];
+                pos = Math.Max(pos, ends[i]);
             }
         }
     }

@@ -178,6 +178,80 @@ public class TransactionTests
     }
 
     [Fact]
+    public async Task A_transactions_touching_captures_are_logged_as_one_region_in_whatever_order_it_made_them()
+    {
+        using var dir = new TempDir();
+        await using (var e = await Engines.Open(Engines.Options(dir.Path)))
+        {
+            var loc = e.Localities[0];
+            await loc.RunAsync(async () =>
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(32) * 9);
+                // Eight touching 32-byte pieces of [Off, Off + 256), every other one first (no two in a row
+                // touch), and one piece apart from them.
+                for (int i = 0; i < 8; i += 2) tx.Capture(Off + 32 * i, 32).Fill((byte)(i + 1));
+                tx.Capture(Off + 4096, 32).Fill(0xEE);
+                for (int i = 1; i < 8; i += 2) tx.Capture(Off + 32 * i, 32).Fill((byte)(i + 1));
+                await tx.Close();
+            });
+            var st = loc.Segment!.TxStats;
+            Assert.Equal(9, st.RegionsCaptured);
+            Assert.Equal(3, st.RegionsLogged); // the eight as one, the piece apart, the geometry block
+        }
+        await using (var e = await Engines.Open(Engines.Options(dir.Path)))
+        {
+            var loc = e.Localities[0];
+            var (run, apart) = await loc.RunAsync(() => (loc.Segment!.Bytes(Off, 256).ToArray(), loc.Segment!.Bytes(Off + 4096, 32).ToArray()));
+            for (int i = 0; i < 256; i++) Assert.Equal((byte)(i / 32 + 1), run[i]);
+            Assert.All(apart, b => Assert.Equal(0xEE, b));
+        }
+    }
+
+    [Fact]
+    public async Task Captures_of_consecutive_transactions_that_touch_are_logged_as_one_region()
+    {
+        using var dir = new TempDir();
+        var o = Engines.Options(dir.Path);
+        o.GroupBoundTxs = 100;
+        await using var e = await Engines.Open(o);
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            TxPersistence last = default;
+            for (int i = 0; i < 10; i++) // one turn: one group
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                tx.Capture<long>(Off + 8 * i) = i;
+                last = tx.Close();
+            }
+            await last;
+        });
+        var st = loc.Segment!.TxStats;
+        Assert.Equal(1, st.GroupsSealed);
+        Assert.Equal(2, st.RegionsLogged); // the ten words as one, plus the geometry block
+    }
+
+    [Fact]
+    public async Task A_capture_touching_the_geometry_block_is_logged_inside_it_so_one_write_places_the_block()
+    {
+        // A segment file is opened by checking its geometry block before the log is replayed: the block must
+        // never be placed by two writes a crash could fall between.
+        using var dir = new TempDir();
+        await using var e = await Engines.Open(Engines.Options(dir.Path));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8) * 2);
+            tx.Capture<long>(Off) = 5;
+            tx.Capture(Segments.SegmentHeader.GeometryOffset, 8); // the segment's size, as a growth captures it
+            await tx.Close();
+        });
+        var st = loc.Segment!.TxStats;
+        Assert.Equal(2, st.RegionsCaptured);
+        Assert.Equal(2, st.RegionsLogged); // the word, and the geometry block with the size inside it
+    }
+
+    [Fact]
     public async Task Tx_ids_are_consecutive_over_closed_txs_only()
     {
         using var dir = new TempDir();
