@@ -62,15 +62,15 @@ internal sealed unsafe partial class TxManager
             // A place every transaction of the group captures (a tree's header) is kept once: the seal
             // copies the bytes from memory, so a repeat adds nothing but bytes to the log.
             ref Memo m = ref _rangeMemo[MemoSlot(start)];
-            // The entry may name a range a merge below has since folded into another (index past the end).
-            if (m.Group == _groupSeq && m.Index < _rangeCount && _rangeStart[m.Index] == start)
+            bool current = m.Group == _groupSeq && m.Live(_rangeStart, _rangeCount);
+            if (current && m.Start == start)
             {
                 if (end > _rangeEnd[m.Index]) _rangeEnd[m.Index] = end;
                 m.Hot = true;
                 continue;
             }
             // A place repeated by every transaction keeps its entry against a one-off that maps to it.
-            if (m.Group != _groupSeq || !m.Hot) m = new Memo { Group = _groupSeq, Index = _rangeCount };
+            if (!current || !m.Hot) m = new Memo { Group = _groupSeq, Start = start, Index = _rangeCount };
             _rangeStart[_rangeCount] = start;
             _rangeEnd[_rangeCount++] = end;
         }
@@ -84,7 +84,7 @@ internal sealed unsafe partial class TxManager
             for (int j = first; j < _rangeCount; j++)
             {
                 ref Memo m = ref _rangeMemo[MemoSlot(_rangeStart[j])];
-                if (m.Group != _groupSeq || !m.Hot) m = new Memo { Group = _groupSeq, Index = j };
+                if (m.Group != _groupSeq || !m.Hot || !m.Live(_rangeStart, first)) m = new Memo { Group = _groupSeq, Start = _rangeStart[j], Index = j };
             }
         }
 
@@ -117,8 +117,13 @@ internal sealed unsafe partial class TxManager
     private struct Memo
     {
         public long Group;
+        public long Start;
         public int Index;
         public bool Hot; // hit again in its group
+
+        /// <summary>The range it names is still there: a transaction's merge moves and folds its own ranges.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly bool Live(long[] starts, int count) => Index < count && starts[Index] == Start;
     }
 
     private const int MemoBits = 7;

@@ -208,6 +208,34 @@ public class TransactionTests
     }
 
     [Fact]
+    public async Task A_hot_range_stays_logged_once_when_transactions_merge_their_own_many_ranges()
+    {
+        using var dir = new TempDir();
+        var o = Engines.Options(dir.Path);
+        o.GroupBoundTxs = 1000;
+        await using var e = await Engines.Open(o);
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            TxPersistence last = default;
+            for (int i = 0; i < 50; i++) // one turn: one group
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(32) * 8);
+                // Six pieces apart from one another, out of order (the transaction sorts them as it joins
+                // the group), and the hot place twice.
+                foreach (int k in new[] { 5, 3, 1, 4, 2, 0 }) tx.Capture(Off + 4096 * (i + 1) + 64 * k, 32).Fill((byte)i);
+                tx.Capture<long>(Off) = i;
+                tx.Capture<long>(Off) = i + 1;
+                last = tx.Close();
+            }
+            await last;
+        });
+        var st = loc.Segment!.TxStats;
+        Assert.Equal(1, st.GroupsSealed);
+        Assert.Equal(50 * 6 + 1 + 1, st.RegionsLogged); // each piece, the hot place once, the geometry block
+    }
+
+    [Fact]
     public async Task Captures_of_consecutive_transactions_that_touch_are_logged_as_one_region()
     {
         using var dir = new TempDir();
