@@ -249,7 +249,9 @@ internal sealed class MotrKvStore : KvStore
         run.OpsPerRecord = records > 0 ? (double)run.Ops / records : double.NaN;
         run.Extra["checkpoints"] = checkpoints;
         run.Extra["placed_mib_per_sec"] = (b.Placing.Bytes - a.Placing.Bytes) / secs / (1 << 20);
-        run.Notes.Add($"log: {run.LogBytesPerOp:N0} B/op, {records / secs:N0} records/s, {syncs / secs:N0} fdatasync/s; placing {(b.Placing.Bytes - a.Placing.Bytes) / secs / (1 << 20):N1} MiB/s, " +
+        run.Extra["placed_regions_per_op"] = (b.Placing.Regions - a.Placing.Regions) / (double)ops;
+        run.Notes.Add($"log: {run.LogBytesPerOp:N0} B/op, {records / secs:N0} records/s, {syncs / secs:N0} fdatasync/s; placing {(b.Placing.Bytes - a.Placing.Bytes) / secs / (1 << 20):N1} MiB/s " +
+            $"({(b.Placing.Regions - a.Placing.Regions) / (double)ops:N2} regions/op), " +
             $"{checkpoints} checkpoints in the window; log used at end {b.LogUsed / (double)(1 << 20):N1} of {b.LogAreaSize / (double)(1 << 20):N0} MiB");
     }
 
