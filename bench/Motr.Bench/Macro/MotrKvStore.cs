@@ -160,11 +160,13 @@ internal sealed class MotrKvStore : KvStore
         var shares = parts.Select(p => new WriteShare(insert ? p.Insert : p.Delete)).ToArray();
         var stats0 = _engine.Domain.Stats;
         var tree0 = _trees.Select(t => t.Stats).ToArray();
+        long waits0 = Localities.Sum(l => l.Segment!.TxStats.SpaceWaits);
         long start = Stopwatch.GetTimestamp();
         await Task.WhenAll(Localities.Select((l, i) => l.RunAsync(() => StartWriters(l.Segment!, _trees[i], shares[i], insert))));
         long end = Stopwatch.GetTimestamp();
         var stats1 = _engine.Domain.Stats;
         var tree1 = await Task.WhenAll(Localities.Select((l, i) => l.RunAsync(() => _trees[i].Stats)));
+        long spaceWaits = Localities.Sum(l => l.Segment!.TxStats.SpaceWaits) - waits0;
 
         var run = new PhaseRun { Ticks = end - start, LatencyWhat = "BeginAsync -> persisted, every op (each op its own durable transaction)" };
         foreach (var s in shares)
@@ -179,7 +181,8 @@ internal sealed class MotrKvStore : KvStore
         long retried = shares.Sum(s => s.Retried);
         run.Notes.Add($"trees: {string.Join("; ", tree1.Select((t, i) => $"height {t.Height}, {t.Nodes:N0} nodes, {t.Records:N0} records, " +
             $"{t.Splits - tree0[i].Splits:N0} splits, {t.Merges - tree0[i].Merges:N0} merges, {t.Rebalances - tree0[i].Rebalances:N0} rebalances"))}" +
-            (retried > 0 ? $"; {retried:N0} txs begun again (the tree grew while waiting to begin: credit short)" : ""));
+            (retried > 0 ? $"; {retried:N0} txs begun again (the tree grew while waiting to begin: credit short)" : "") +
+            $"; {spaceWaits:N0} begins waited for log space");
         return run;
     }
 
