@@ -89,6 +89,8 @@ public sealed class FileStorage : IStorage
 
         public void Flush() => Native.DataSync(handle, path);
 
+        public void Writeback(long offset, long length, bool wait) => Native.StartWriteback(handle, offset, length, wait, path);
+
         public void Dispose() => handle.Dispose();
 
         public override string ToString() => path;

@@ -101,6 +101,14 @@ public interface IStorageFile : IDisposable
     /// overlap instead of queueing).
     /// </summary>
     void Prefetch(long offset, int length) { }
+
+    /// <summary>
+    /// Starts writing back the file's cached pages in [<paramref name="offset"/>, +<paramref name="length"/>)
+    /// and, with <paramref name="wait"/>, waits until they are written. Durability still needs <see cref="Flush"/>:
+    /// this only spreads a large flush out, so the device never queues all of it ahead of another file's
+    /// small flush (the log's). The default does nothing.
+    /// </summary>
+    void Writeback(long offset, long length, bool wait) { }
 }
 
 /// <summary>Loading a whole file into memory.</summary>

@@ -105,6 +105,7 @@ internal sealed unsafe class StagedFile : IStorageFile
     {
         lock (_lock)
         {
+            _window = _previous = default;
             long pages = PageCount(_length);
             for (int w = 0; w < _dirty.Length; w++)
             {
@@ -133,6 +134,32 @@ internal sealed unsafe class StagedFile : IStorageFile
         _file.Flush();
     }
 
+    // A checkpoint writes up to the whole segment. Left to the final fdatasync, all of it reaches the
+    // device's queue at once, and the log's own small fdatasync (its cache flush) waits behind it: 25-90 ms
+    // log syncs, and as long a stall of every commit, at each checkpoint of the btree bench. So writeback is
+    // started window by window as the flush writes, one window's writeback in flight while the next is
+    // written into the page cache: the log's sync waits for a few MiB at most (measured: its longest sync
+    // 5 ms instead of 90, max commit latency 8-20 ms instead of 40-90, inserts +4-10%), and the fdatasync
+    // at the end finds little left to do.
+    internal const long WritebackWindow = 2 << 20;
+    private (long Start, long End) _window, _previous;
+
+    private void Written(long at, long bytes)
+    {
+        if (_window.End == _window.Start) _window = (at, at + bytes);
+        else _window.End = at + bytes;
+        if (_window.End - _window.Start < WritebackWindow) return;
+        WaitWindow(_previous);
+        _file.Writeback(_window.Start, _window.End - _window.Start, wait: false);
+        _previous = _window;
+        _window = default;
+    }
+
+    private void WaitWindow((long Start, long End) w)
+    {
+        if (w.End > w.Start) _file.Writeback(w.Start, w.End - w.Start, wait: true);
+    }
+
     public bool NextData(long offset, out long start, out long end) => _file.NextData(offset, out start, out end);
 
     /// <summary>Pages written since they last went to the file (for tests).</summary>
@@ -157,6 +184,7 @@ internal sealed unsafe class StagedFile : IStorageFile
             long at = page << PageShift;
             int bytes = (int)Math.Min((long)n << PageShift, _length - at);
             _file.Write(at, new ReadOnlySpan<byte>(_base + at, bytes));
+            Written(at, bytes);
             page += n;
             count -= n;
         }

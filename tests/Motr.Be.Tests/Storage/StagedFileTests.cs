@@ -161,6 +161,74 @@ public sealed class StagedFileTests
         Assert.Equal(new byte[5 * 4096], File.ReadAllBytes(path));
     }
 
+    [Fact]
+    public void A_large_flush_starts_writeback_window_by_window_one_in_flight_while_the_next_is_written()
+    {
+        using var dir = new TempDir();
+        const int size = 11 << 20;
+        File.WriteAllBytes(Path.Combine(dir.Path, "seg"), new byte[size]);
+        var recording = new RecordingWriteback(new FileStorage(dir.Path).Open("seg", StorageOpenMode.OpenExisting));
+        var model = new byte[size];
+        using (var f = new StagedFile(recording))
+        {
+            // Every other page dirty over the whole file: runs of one page, 11 MiB to cover.
+            var rnd = new Random(5);
+            for (long page = 0; page < size / 4096; page += 2)
+            {
+                var bytes = new byte[64];
+                rnd.NextBytes(bytes);
+                f.Write(page * 4096 + 100, bytes);
+                bytes.CopyTo(model, page * 4096 + 100);
+            }
+            f.Flush();
+
+            // Windows of at least WritebackWindow bytes, in file order, each started before it is waited for,
+            // and the previous one waited for before the next starts: one window's writeback in flight.
+            var started = new List<(long Offset, long Length)>();
+            int inFlight = 0, maxInFlight = 0;
+            long end = 0;
+            foreach (var (offset, length, wait) in recording.Calls)
+            {
+                if (!wait)
+                {
+                    Assert.True(length >= StagedFile.WritebackWindow, $"window [{offset}, +{length}) shorter than {StagedFile.WritebackWindow}");
+                    Assert.True(offset >= end, "windows go forward through the file");
+                    end = offset + length;
+                    started.Add((offset, length));
+                    maxInFlight = Math.Max(maxInFlight, ++inFlight);
+                }
+                else
+                {
+                    Assert.Contains((offset, length), started);
+                    inFlight--;
+                }
+            }
+            Assert.Equal(size / StagedFile.WritebackWindow, started.Count); // 11 MiB: five full windows, the rest left to the fdatasync
+            Assert.Equal(1, maxInFlight);
+            Assert.Equal(1, recording.Flushes);
+        }
+        Assert.Equal(model, OnDisk(dir.Path, "seg"));
+    }
+
+    /// <summary>A real file that records the writeback hints it is given.</summary>
+    private sealed class RecordingWriteback(IStorageFile inner) : IStorageFile
+    {
+        public readonly List<(long Offset, long Length, bool Wait)> Calls = new();
+        public int Flushes;
+        public string Name => inner.Name;
+        public long Length => inner.Length;
+        public int Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
+        public void Write(long offset, ReadOnlySpan<byte> source) => inner.Write(offset, source);
+        public void SetLength(long length) => inner.SetLength(length);
+        public void Flush() { Flushes++; inner.Flush(); }
+        public void Writeback(long offset, long length, bool wait)
+        {
+            Calls.Add((offset, length, wait));
+            inner.Writeback(offset, length, wait);
+        }
+        public void Dispose() => inner.Dispose();
+    }
+
     /// <summary>A file whose writes all fail, as a device out of space or gone would.</summary>
     private sealed class RefusingWrites(IStorageFile inner) : IStorageFile
     {
