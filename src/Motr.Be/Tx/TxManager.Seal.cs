@@ -186,72 +186,14 @@ internal sealed unsafe partial class TxManager
         return distinct;
     }
 
-    // Ordering a large transaction's ranges (RadixSort): index order, and the ranges' sorted copies.
-    private int[] _order = new int[256];
-    private ulong[] _orderScratch = new ulong[512];
-    private long[] _sortedStarts = new long[256];
-    private long[] _sortedEnds = new long[256];
-
-    private void EnsureOrder(int n)
-    {
-        if (_order.Length >= n) return;
-        _order = new int[Math.Max(n, _order.Length * 2)];
-        _orderScratch = new ulong[2 * _order.Length];
-    }
-
-    /// <summary>Sorts ranges by start (ends follow).</summary>
-    private void SortRanges(Span<long> starts, Span<long> ends)
-    {
-        int n = starts.Length;
-        if (n <= 16)
-        {
-            // Insertion sort: a transaction's few ranges, often already in order.
-            for (int i = 1; i < n; i++)
-            {
-                long s = starts[i], e = ends[i];
-                int j = i - 1;
-                while (j >= 0 && starts[j] > s)
-                {
-                    starts[j + 1] = starts[j];
-                    ends[j + 1] = ends[j];
-                    j--;
-                }
-                starts[j + 1] = s;
-                ends[j + 1] = e;
-            }
-            return;
-        }
-        if (n <= 512)
-        {
-            // A split's or a merge's few dozen: a radix pass's buckets would outnumber them.
-            starts.Sort(ends);
-            return;
-        }
-        EnsureOrder(n);
-        if (_sortedStarts.Length < n)
-        {
-            _sortedStarts = new long[_order.Length];
-            _sortedEnds = new long[_order.Length];
-        }
-        var order = _order.AsSpan(0, n);
-        RadixSort.Order(starts, order, _orderScratch);
-        var ss = _sortedStarts.AsSpan(0, n);
-        var se = _sortedEnds.AsSpan(0, n);
-        for (int j = 0; j < n; j++)
-        {
-            ss[j] = starts[order[j]];
-            se[j] = ends[order[j]];
-        }
-        ss.CopyTo(starts);
-        se.CopyTo(ends);
-    }
-
     /// <summary>Sorts the ranges from <paramref name="first"/> on and merges those that overlap or lie closer than <see cref="MergeGap"/>.</summary>
     private void MergeTail(int first)
     {
         var starts = _rangeStart.AsSpan(first, _rangeCount - first);
         var ends = _rangeEnd.AsSpan(first, _rangeCount - first);
-        SortRanges(starts, ends);
+        // A split's or a merge's few dozen (insertion sort below 16): only the group as a whole, sorted at
+        // every seal, once needed a radix sort.
+        starts.Sort(ends);
         int w = 0;
         for (int i = 1; i < starts.Length; i++)
         {
