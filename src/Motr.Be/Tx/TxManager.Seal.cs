@@ -1,4 +1,3 @@
-using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Motr.Be.Log;
@@ -11,9 +10,6 @@ internal sealed unsafe partial class TxManager
 
     /// <summary>Ranges closer than this are logged as one region: the gap costs less than a descriptor.</summary>
     private const int MergeGap = RegionDesc.SizeOf;
-
-    /// <summary>Up to this many new ranges a closed transaction's ranges go to its group unmerged.</summary>
-    private const int SmallTx = 4;
 
     // The open group: closed transactions not yet handed to the log writer. Only ranges are kept;
     // their bytes are copied once, at seal, from live memory — which at a point where no transaction
@@ -30,6 +26,7 @@ internal sealed unsafe partial class TxManager
     private int _payloadBytes;
     private int _payloadCount;
     private Transaction.ChecksumMark[] _marks = new Transaction.ChecksumMark[16];
+    private long[] _markBlocks = new long[16];
     private ChecksumDesc[] _descs = new ChecksumDesc[16];
     private int _markCount;
     private bool _groupUrgent;
@@ -55,37 +52,20 @@ internal sealed unsafe partial class TxManager
         int n = tx._regionCount;
         if (_rangeCount + n > _rangeStart.Length) GrowRanges(_rangeCount + n);
         var regions = tx._regions;
-        int first = _rangeCount;
         for (int i = 0; i < n; i++)
         {
             long start = regions[i].Offset, end = start + regions[i].Length;
             // A place every transaction of the group captures (a tree's header) is kept once: the seal
-            // copies the bytes from memory, so a repeat adds nothing but bytes to the log.
+            // copies the bytes from memory, so a repeat adds nothing but sorting.
             ref Memo m = ref _rangeMemo[MemoSlot(start)];
-            bool current = m.Group == _groupSeq && m.Live(_rangeStart, _rangeCount);
-            if (current && m.Start == start)
+            if (m.Group == _groupSeq && _rangeStart[m.Index] == start)
             {
                 if (end > _rangeEnd[m.Index]) _rangeEnd[m.Index] = end;
-                m.Hot = true;
                 continue;
             }
-            // A place repeated by every transaction keeps its entry against a one-off that maps to it.
-            if (!current || !m.Hot) m = new Memo { Group = _groupSeq, Start = start, Index = _rangeCount };
+            m = new Memo { Group = _groupSeq, Index = _rangeCount };
             _rangeStart[_rangeCount] = start;
             _rangeEnd[_rangeCount++] = end;
-        }
-        // The group's ranges are not sorted at seal: ranges of different transactions rarely touch (a hot
-        // one is kept once above), those of one transaction often do (the holes and nodes of a split). Merge
-        // those here, where there are a few dozen to order, not thousands. A small transaction's few (a
-        // node's header, record and index) seldom touch: left as they are.
-        if (_rangeCount - first > SmallTx)
-        {
-            MergeTail(first);
-            for (int j = first; j < _rangeCount; j++)
-            {
-                ref Memo m = ref _rangeMemo[MemoSlot(_rangeStart[j])];
-                if (m.Group != _groupSeq || !m.Hot || !m.Live(_rangeStart, first)) m = new Memo { Group = _groupSeq, Start = _rangeStart[j], Index = j };
-            }
         }
 
         if (tx._payloadLen >= 0)
@@ -106,8 +86,13 @@ internal sealed unsafe partial class TxManager
             // The same as the group's latest mark for the block: the seal would find the same last word.
             ref Memo m = ref _markMemo[MemoSlot(t.Block)];
             if (m.Group == _groupSeq && _marks[m.Index].SameAs(t)) continue;
-            if (_markCount == _marks.Length) Array.Resize(ref _marks, _marks.Length * 2);
+            if (_markCount == _marks.Length)
+            {
+                Array.Resize(ref _marks, _marks.Length * 2);
+                Array.Resize(ref _markBlocks, _marks.Length);
+            }
             m = new Memo { Group = _groupSeq, Index = _markCount };
+            _markBlocks[_markCount] = t.Block;
             _marks[_markCount++] = t;
         }
     }
@@ -117,98 +102,50 @@ internal sealed unsafe partial class TxManager
     private struct Memo
     {
         public long Group;
-        public long Start;
         public int Index;
-        public bool Hot; // hit again in its group
-
-        /// <summary>The range it names is still there: a transaction's merge moves and folds its own ranges.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly bool Live(long[] starts, int count) => Index < count && starts[Index] == Start;
     }
 
-    private const int MemoBits = 7;
+    private const int MemoBits = 6;
     private readonly Memo[] _rangeMemo = new Memo[1 << MemoBits];
     private readonly Memo[] _markMemo = new Memo[1 << MemoBits];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int MemoSlot(long offset) => (int)(((ulong)offset * 0x9E3779B97F4A7C15UL) >> (64 - MemoBits));
 
-    // Seal: each block's latest mark, by open addressing over a table stamped with a generation (a seal
-    // starts a new one instead of clearing it); _markFirst lists the used slots in first-arrival order.
-    private struct MarkSlot
+    // Seal ordering (RadixSort): index order for ranges and marks, and the ranges' sorted copies.
+    private int[] _order = new int[256];
+    private ulong[] _orderScratch = new ulong[512];
+    private long[] _sortedStarts = new long[256];
+    private long[] _sortedEnds = new long[256];
+
+    private void EnsureOrder(int n)
     {
-        public long Gen;
-        public long Block;
-        public int Last;            // index of the block's latest mark
-        public bool PlacedOrFreed;  // some mark of the block in this group is not a seal-time checksum
+        if (_order.Length >= n) return;
+        _order = new int[Math.Max(n, _order.Length * 2)];
+        _orderScratch = new ulong[2 * _order.Length];
     }
 
-    private MarkSlot[] _markSlots = new MarkSlot[64];
-    private int[] _markFirst = new int[16];
-    private long _markGen;
-
-    /// <summary>Finds each block's latest mark among <paramref name="marks"/>; returns how many blocks there are.</summary>
-    private int LatestMarks(ReadOnlySpan<Transaction.ChecksumMark> marks)
+    /// <summary>Sorts ranges by start (ends follow).</summary>
+    private void SortRanges(Span<long> starts, Span<long> ends)
     {
-        if (_markSlots.Length < 2 * marks.Length)
+        int n = starts.Length;
+        EnsureOrder(n);
+        if (_sortedStarts.Length < n)
         {
-            _markSlots = new MarkSlot[(int)BitOperations.RoundUpToPowerOf2((uint)(2 * marks.Length))];
-            _markGen = 0;
+            _sortedStarts = new long[_order.Length];
+            _sortedEnds = new long[_order.Length];
         }
-        if (_markFirst.Length < marks.Length) _markFirst = new int[Math.Max(marks.Length, _markFirst.Length * 2)];
-        long gen = ++_markGen;
-        var slots = _markSlots;
-        int mask = slots.Length - 1, shift = 64 - BitOperations.Log2((uint)slots.Length);
-        int distinct = 0;
-        for (int i = 0; i < marks.Length; i++)
+        var order = _order.AsSpan(0, n);
+        RadixSort.Order(starts, order, _orderScratch);
+        var s = _sortedStarts.AsSpan(0, n);
+        var e = _sortedEnds.AsSpan(0, n);
+        for (int j = 0; j < n; j++)
         {
-            ref readonly var m = ref marks[i];
-            bool notSeal = m.Kind != Transaction.MarkKind.Seal;
-            int slot = (int)(((ulong)m.Block * 0x9E3779B97F4A7C15UL) >> shift);
-            while (true)
-            {
-                ref MarkSlot e = ref slots[slot];
-                if (e.Gen != gen)
-                {
-                    e = new MarkSlot { Gen = gen, Block = m.Block, Last = i, PlacedOrFreed = notSeal };
-                    _markFirst[distinct++] = slot;
-                    break;
-                }
-                if (e.Block == m.Block)
-                {
-                    e.Last = i;
-                    e.PlacedOrFreed |= notSeal;
-                    break;
-                }
-                slot = (slot + 1) & mask;
-            }
+            s[j] = starts[order[j]];
+            e[j] = ends[order[j]];
         }
-        return distinct;
-    }
-
-    /// <summary>Sorts the ranges from <paramref name="first"/> on and merges those that overlap or lie closer than <see cref="MergeGap"/>.</summary>
-    private void MergeTail(int first)
-    {
-        var starts = _rangeStart.AsSpan(first, _rangeCount - first);
-        var ends = _rangeEnd.AsSpan(first, _rangeCount - first);
-        // A split's or a merge's few dozen (insertion sort below 16): only the group as a whole, sorted at
-        // every seal, once needed a radix sort.
-        starts.Sort(ends);
-        int w = 0;
-        for (int i = 1; i < starts.Length; i++)
-        {
-            if (starts[i] <= ends[w] + MergeGap)
-            {
-                if (ends[i] > ends[w]) ends[w] = ends[i];
-            }
-            else
-            {
-                w++;
-                starts[w] = starts[i];
-                ends[w] = ends[i];
-            }
-        }
-        _rangeCount = first + w + 1;
+        s.CopyTo(starts);
+        e.CopyTo(ends);
     }
 
     private void AddRange(long offset, long length)
@@ -240,21 +177,28 @@ internal sealed unsafe partial class TxManager
         int descCount = 0;
         if (_markCount > 0)
         {
-            // The latest mark of each block wins (the same place may hold a different block by now: freed and
-            // reallocated, perhaps with another size). Blocks are told apart by a hash table, not a sort.
+            // Sort by block, and within a block by the order the marks came in: the same place may hold
+            // a different block by now (freed and reallocated, perhaps with another size), so the latest wins.
             var marks = _marks.AsSpan(0, _markCount);
-            int distinct = LatestMarks(marks);
-            if (_descs.Length < distinct) _descs = new ChecksumDesc[Math.Max(distinct, _descs.Length * 2)];
-            for (int d = 0; d < distinct; d++)
+            var blocks = _markBlocks.AsSpan(0, _markCount);
+            for (int i = 0; i < marks.Length; i++) blocks[i] = marks[i].Block;
+            EnsureOrder(marks.Length);
+            var order = _order.AsSpan(0, marks.Length);
+            RadixSort.Order(blocks, order, _orderScratch);
+            if (_descs.Length < marks.Length) _descs = new ChecksumDesc[Math.Max(marks.Length, _descs.Length * 2)];
+            bool placedInRun = false;
+            for (int i = 0; i < marks.Length; i++)
             {
-                ref MarkSlot e = ref _markSlots[_markFirst[d]];
-                ref var m = ref marks[e.Last];
+                ref var m = ref marks[order[i]];
+                placedInRun |= m.Kind != Transaction.MarkKind.Seal;
+                if (i + 1 < marks.Length && marks[order[i + 1]].Block == m.Block) continue;
                 if (m.Kind == Transaction.MarkKind.Placed)
                     _descs[descCount++] = new ChecksumDesc { Block = m.Block, Length = (uint)m.Length, CrcOffset = (uint)m.CrcOffset, Magic = m.Magic, Kind = ChecksumDescKind.Placed };
-                else if (e.PlacedOrFreed)
+                else if (placedInRun)
                     // Freed, or freed and reused for a block checksummed at seal: a placed checksum pending from
                     // an earlier group must not be written over whatever the place holds now.
                     _descs[descCount++] = new ChecksumDesc { Block = m.Block, Kind = ChecksumDescKind.Cancel };
+                placedInRun = false;
                 if (m.Kind != Transaction.MarkKind.Seal) continue;
                 if (m.Block + m.Length > size) continue;
                 if (m.Magic != 0 && *(uint*)(b + m.Block) != m.Magic) continue;
@@ -269,45 +213,29 @@ internal sealed unsafe partial class TxManager
         h.LastTxId = _lastTxId;
         h.LastGroupSeq = _groupSeq;
         Segment.SealGeometry(new Span<byte>(b, SegmentHeader.SizeOf));
+        AddRange(SegmentHeader.GeometryOffset, SegmentHeader.GeometryLength);
 
-        // Ranges in arrival order, each transaction's already merged: join a range to the region before it
-        // when they overlap or nearly touch (consecutive transactions in one node); any other overlap
-        // (two transactions in one node, far apart) is logged twice with the same bytes, which replays the same.
-        // Whatever touches the geometry block joins it, so the block is placed by one write: a segment file
-        // is opened by checking that block before the log is replayed, and a crash between two writes of it
-        // would leave it torn.
-        long geoStart = SegmentHeader.GeometryOffset, geoEnd = geoStart + SegmentHeader.GeometryLength;
-        if (_rangeCount == _rangeStart.Length) GrowRanges(_rangeCount + 1);
-        var starts = _rangeStart.AsSpan(0, _rangeCount + 1);
-        var ends = _rangeEnd.AsSpan(0, _rangeCount + 1);
-        int w = -1;
+        // Sort and merge: overlapping captures of many transactions become one region.
+        var starts = _rangeStart.AsSpan(0, _rangeCount);
+        var ends = _rangeEnd.AsSpan(0, _rangeCount);
+        SortRanges(starts, ends);
+        int w = 0;
         long dataBytes = 0;
-        for (int i = 0; i < _rangeCount; i++)
+        for (int i = 1; i < starts.Length; i++)
         {
-            long si = starts[i], ei = ends[i];
-            if (si <= geoEnd + MergeGap && ei + MergeGap >= geoStart)
+            if (starts[i] <= ends[w] + MergeGap)
             {
-                if (si < geoStart) geoStart = si;
-                if (ei > geoEnd) geoEnd = ei;
-            }
-            else if (w >= 0 && si <= ends[w] + MergeGap && ei + MergeGap >= starts[w])
-            {
-                if (ei > ends[w]) ends[w] = ei;
-                if (si < starts[w]) starts[w] = si;
+                if (ends[i] > ends[w]) ends[w] = ends[i];
             }
             else
             {
-                if (w >= 0) dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
+                dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
                 w++;
-                starts[w] = si;
-                ends[w] = ei;
+                starts[w] = starts[i];
+                ends[w] = ends[i];
             }
         }
-        if (w >= 0) dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
-        w++;
-        starts[w] = geoStart;
-        ends[w] = geoEnd;
-        dataBytes += LogFormat.Align8((int)(geoEnd - geoStart));
+        dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
         int regionCount = w + 1;
 
         if (_shadow != null) VerifyAgainstShadow(starts[..regionCount], ends[..regionCount]);
@@ -394,12 +322,9 @@ internal sealed unsafe partial class TxManager
     // DomainOptions.VerifyCaptures: the segment as the sealed groups left it.
     private byte[]? _shadow;
 
-    /// <summary>Every byte outside this group's regions (in any order, perhaps overlapping) must be as the previous groups left it.</summary>
-    private void VerifyAgainstShadow(ReadOnlySpan<long> regionStarts, ReadOnlySpan<long> regionEnds)
+    /// <summary>Every byte outside this group's regions must be as the previous groups left it.</summary>
+    private void VerifyAgainstShadow(ReadOnlySpan<long> starts, ReadOnlySpan<long> ends)
     {
-        // A diagnostic mode: sorted copies, so the walk below sees the gaps between regions in order.
-        long[] starts = regionStarts.ToArray(), ends = regionEnds.ToArray();
-        Array.Sort(starts, ends);
         long size = Segment.Size;
         if (_shadow!.Length < size) Array.Resize(ref _shadow, (int)size);
         var mem = new ReadOnlySpan<byte>(Segment.Base, (int)size);
@@ -424,7 +349,7 @@ internal sealed unsafe partial class TxManager
             if (i < starts.Length)
             {
                 mem.Slice((int)starts[i], (int)(ends[i] - starts[i])).CopyTo(_shadow.AsSpan((int)starts[i]));
-                pos = Math.Max(pos, ends[i]);
+                pos = ends[i];
             }
         }
     }
