@@ -25,7 +25,9 @@ public sealed class FileStorage : IStorage
         var handle = File.OpenHandle(path, fm, FileAccess.ReadWrite, FileShare.Read);
         if (mode == StorageOpenMode.CreateNew) Native.SyncDirectory(_dir);
         var file = new RealFile(name, path, handle);
-        return access == StorageAccess.ScatteredWrites && Native.IsLinux ? new StagedFile(file) : file;
+        if (access != StorageAccess.ScatteredWrites || !Native.IsLinux) return file;
+        var direct = Native.OpenDirect(path);
+        return new StagedFile(file, direct is null ? null : new RealFile(name, path, direct));
     }
 
     /// <inheritdoc />

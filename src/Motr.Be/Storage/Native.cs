@@ -3,7 +3,7 @@ using Microsoft.Win32.SafeHandles;
 
 namespace Motr.Be.Storage;
 
-/// <summary>The few libc calls .NET does not expose: fdatasync, directory fsync, and address-space reservation.</summary>
+/// <summary>The few libc calls .NET does not expose: fdatasync, directory fsync, O_DIRECT opens, writeback hints, and address-space reservation.</summary>
 internal static partial class Native
 {
     public static readonly bool IsLinux = OperatingSystem.IsLinux();
@@ -19,6 +19,21 @@ internal static partial class Native
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int close(int fd);
+
+    private const int O_WRONLY = 1, O_DIRECT = 0x4000, O_CLOEXEC = 0x80000;
+
+    /// <summary>
+    /// A second, write-only handle on <paramref name="path"/> whose writes bypass the page cache (O_DIRECT,
+    /// Linux): they go from the caller's memory to the device, which must then be page-aligned. Null where
+    /// the file system refuses it (or off Linux).
+    /// </summary>
+    public static SafeFileHandle? OpenDirect(string path)
+    {
+        if (!IsLinux) return null;
+        int fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+        return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
+    }
+
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial long lseek(int fd, long offset, int whence);

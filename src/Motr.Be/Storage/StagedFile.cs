@@ -10,14 +10,25 @@ namespace Motr.Be.Storage;
 /// offsets of segment files: a system call per region would cost more than the copy, and a shared
 /// mapping of the file makes every checkpoint write-protect each dirty page again (a TLB shootdown to
 /// every core running the process) and the next write to it fault. Nobody else maps the stage, so a
-/// write is a memcpy and a dirty bit, and a flush copies into the page cache with nothing to unmap.
+/// write is a memcpy and a dirty bit, and a flush has nothing to unmap.
+/// <para>
+/// Given a direct handle (O_DIRECT), a flush writes whole pages from the stage straight to the device,
+/// without copying them into the page cache first: the copy, the cache's page allocation and its writeback
+/// were most of a checkpoint's CPU (btree bench: 0.09 -> 0.04 us of checkpoint thread per insert, inserts
+/// +9% in eight interleaved rounds). A partial last page goes through the cache. Should the direct handle
+/// refuse a write (a file system that wants other alignment), the stage drops it and writes through the
+/// cache from then on.
+/// </para>
 /// </summary>
 /// <remarks>
 /// The price is memory: the stage holds the whole file (read at open) for as long as it is open.
 /// Writes and length changes come from one thread (the placer); <see cref="Flush"/> may run on another
 /// (the checkpoint thread) concurrently with writes. A write that races a flush is either in the
 /// flushed copy of its page or leaves the page dirty for the next flush: the writer sets a page's
-/// dirty bit after copying, the flusher clears a word of bits before copying its pages out.
+/// dirty bit after copying, the flusher clears a word of bits before copying its pages out. The same holds
+/// when the device reads a page while the placer writes into it: the page may go out with some of the
+/// write's bytes, and goes out whole at the next flush; until then the log still holds that write (a
+/// checkpoint never claims a group placed after its flush began), and recovery replays it.
 /// </remarks>
 internal sealed unsafe class StagedFile : IStorageFile
 {
@@ -27,6 +38,8 @@ internal sealed unsafe class StagedFile : IStorageFile
     private const int MaxRunPages = 256;
 
     private readonly IStorageFile _file;
+    // Whole pages go out through this handle (O_DIRECT) while it works; null: through the page cache.
+    private IStorageFile? _direct;
     private byte* _base;
     private long _length;   // the file's length as writers see it
     private long _mapped;   // bytes mapped for the stage: _length rounded up to a page
@@ -34,10 +47,14 @@ internal sealed unsafe class StagedFile : IStorageFile
     // A length change replaces the mapping and the bits; a flush must not use them meanwhile.
     private readonly Lock _lock = new();
 
-    /// <summary>Stages <paramref name="file"/>, which it owns from now on.</summary>
-    public StagedFile(IStorageFile file)
+    /// <summary>
+    /// Stages <paramref name="file"/>; <paramref name="direct"/>, if given, is a handle on the same file whose
+    /// writes bypass the page cache, used for whole pages. It owns both from now on.
+    /// </summary>
+    public StagedFile(IStorageFile file, IStorageFile? direct = null)
     {
         _file = file;
+        _direct = direct;
         long length = file.Length;
         try
         {
@@ -183,12 +200,42 @@ internal sealed unsafe class StagedFile : IStorageFile
             int n = (int)Math.Min(count, MaxRunPages);
             long at = page << PageShift;
             int bytes = (int)Math.Min((long)n << PageShift, _length - at);
-            _file.Write(at, new ReadOnlySpan<byte>(_base + at, bytes));
-            Written(at, bytes);
+            if (!WriteDirect(at, bytes))
+            {
+                _file.Write(at, new ReadOnlySpan<byte>(_base + at, bytes));
+                Written(at, bytes);
+            }
             page += n;
             count -= n;
         }
     }
+
+    /// <summary>Writes whole pages through the direct handle; false when there is none, the run ends in a partial page, or the handle refused (dropped for good).</summary>
+    private bool WriteDirect(long at, int bytes)
+    {
+        if (_direct is null || (bytes & (Page - 1)) != 0) return false;
+        try
+        {
+            _direct.Write(at, new ReadOnlySpan<byte>(_base + at, bytes));
+            DirectBytes += bytes;
+            return true;
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
+        {
+            // EINVAL for alignment the file system wants otherwise, or any refusal: the cached path still
+            // works, and a device that is really failing fails it too (or the fdatasync after).
+            var d = _direct;
+            _direct = null;
+            d.Dispose();
+            return false;
+        }
+    }
+
+    /// <summary>Whether whole pages still go out through a direct handle.</summary>
+    internal bool WritesDirect => _direct is not null;
+
+    /// <summary>Bytes written through the direct handle so far.</summary>
+    internal long DirectBytes { get; private set; }
 
     private static long PageCount(long length) => (length + Page - 1) >> PageShift;
 
@@ -236,6 +283,7 @@ internal sealed unsafe class StagedFile : IStorageFile
             _base = null;
             _mapped = 0;
         }
+        _direct?.Dispose();
         _file.Dispose();
     }
 

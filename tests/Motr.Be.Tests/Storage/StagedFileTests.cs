@@ -210,6 +210,93 @@ public sealed class StagedFileTests
         Assert.Equal(model, OnDisk(dir.Path, "seg"));
     }
 
+    [Fact]
+    public void Whole_pages_go_out_through_the_direct_handle_and_a_partial_last_page_through_the_cache()
+    {
+        using var dir = new TempDir();
+        const int size = 9 * 4096 + 700;
+        File.WriteAllBytes(Path.Combine(dir.Path, "seg"), new byte[size]);
+        var storage = new FileStorage(dir.Path);
+        var cached = new RecordingWrites(storage.Open("seg", StorageOpenMode.OpenExisting));
+        var direct = new RecordingWrites(storage.Open("seg", StorageOpenMode.OpenExisting));
+        var model = new byte[size];
+        using (var f = new StagedFile(cached, direct))
+        {
+            var rnd = new Random(11);
+            foreach (long at in new long[] { 5, 4096 * 2 + 4000, 4096 * 6 + 17, size - 300 })
+            {
+                var bytes = new byte[200];
+                rnd.NextBytes(bytes);
+                f.Write(at, bytes);
+                bytes.CopyTo(model, at);
+            }
+            f.Flush();
+            Assert.True(f.WritesDirect);
+            Assert.Equal(4 * 4096, f.DirectBytes);
+        }
+        // Pages 0, 2-3 (one run), 6: whole pages, direct; page 9 ends the file 700 bytes in: cached.
+        Assert.Equal([(0L, 4096), (2 * 4096L, 2 * 4096), (6 * 4096L, 4096)], direct.Writes);
+        Assert.Equal([(9 * 4096L, 700)], cached.Writes);
+        Assert.Equal(model, OnDisk(dir.Path, "seg"));
+    }
+
+    [Fact]
+    public void A_direct_handle_that_refuses_a_write_is_dropped_and_the_flush_goes_through_the_cache()
+    {
+        using var dir = new TempDir();
+        const int size = 4 * 4096;
+        File.WriteAllBytes(Path.Combine(dir.Path, "seg"), new byte[size]);
+        var storage = new FileStorage(dir.Path);
+        var model = new byte[size];
+        using (var f = new StagedFile(storage.Open("seg", StorageOpenMode.OpenExisting), new RefusingWrites(storage.Open("seg", StorageOpenMode.OpenExisting))))
+        {
+            f.Write(4096 + 10, "through the cache"u8);
+            "through the cache"u8.CopyTo(model.AsSpan(4096 + 10));
+            f.Flush();
+            Assert.False(f.WritesDirect);
+            Assert.Equal(0, f.DirtyPageCount);
+            Assert.Equal(model, OnDisk(dir.Path, "seg"));
+            f.Write(3 * 4096, "later flushes too"u8);
+            "later flushes too"u8.CopyTo(model.AsSpan(3 * 4096));
+            f.Flush();
+        }
+        Assert.Equal(model, OnDisk(dir.Path, "seg"));
+    }
+
+    [Fact]
+    public void Segment_files_on_linux_write_their_pages_direct()
+    {
+        // The test folder is on the machine's own file system (ext4 here), which takes O_DIRECT writes.
+        if (!OperatingSystem.IsLinux()) return;
+        using var dir = new TempDir();
+        var storage = new FileStorage(dir.Path);
+        var initial = new byte[8 * 4096];
+        using var f = (StagedFile)CreateStaged(storage, "seg", initial);
+        f.Write(3 * 4096 + 1, "direct"u8);
+        "direct"u8.CopyTo(initial.AsSpan(3 * 4096 + 1));
+        f.Flush();
+        Assert.True(f.WritesDirect);
+        Assert.Equal(4096, f.DirectBytes);
+        Assert.Equal(initial, OnDisk(dir.Path, "seg"));
+    }
+
+    /// <summary>A real file that records the writes it is given.</summary>
+    private sealed class RecordingWrites(IStorageFile inner) : IStorageFile
+    {
+        public readonly List<(long Offset, int Length)> Writes = new();
+        public string Name => inner.Name;
+        public long Length => inner.Length;
+        public int Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
+        public void Write(long offset, ReadOnlySpan<byte> source)
+        {
+            Writes.Add((offset, source.Length));
+            inner.Write(offset, source);
+        }
+        public void SetLength(long length) => inner.SetLength(length);
+        public void Flush() => inner.Flush();
+        public void Dispose() => inner.Dispose();
+    }
+
     /// <summary>A real file that records the writeback hints it is given.</summary>
     private sealed class RecordingWriteback(IStorageFile inner) : IStorageFile
     {
