@@ -34,7 +34,6 @@ internal static partial class Native
         return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
     }
 
-
     [LibraryImport("libc", SetLastError = true)]
     private static partial long lseek(int fd, long offset, int whence);
 

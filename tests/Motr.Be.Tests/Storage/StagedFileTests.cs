@@ -167,7 +167,7 @@ public sealed class StagedFileTests
         using var dir = new TempDir();
         const int size = 11 << 20;
         File.WriteAllBytes(Path.Combine(dir.Path, "seg"), new byte[size]);
-        var recording = new RecordingWriteback(new FileStorage(dir.Path).Open("seg", StorageOpenMode.OpenExisting));
+        var recording = new RecordingFile(new FileStorage(dir.Path).Open("seg", StorageOpenMode.OpenExisting));
         var model = new byte[size];
         using (var f = new StagedFile(recording))
         {
@@ -217,8 +217,8 @@ public sealed class StagedFileTests
         const int size = 9 * 4096 + 700;
         File.WriteAllBytes(Path.Combine(dir.Path, "seg"), new byte[size]);
         var storage = new FileStorage(dir.Path);
-        var cached = new RecordingWrites(storage.Open("seg", StorageOpenMode.OpenExisting));
-        var direct = new RecordingWrites(storage.Open("seg", StorageOpenMode.OpenExisting));
+        var cached = new RecordingFile(storage.Open("seg", StorageOpenMode.OpenExisting));
+        var direct = new RecordingFile(storage.Open("seg", StorageOpenMode.OpenExisting));
         var model = new byte[size];
         using (var f = new StagedFile(cached, direct))
         {
@@ -280,10 +280,12 @@ public sealed class StagedFileTests
         Assert.Equal(initial, OnDisk(dir.Path, "seg"));
     }
 
-    /// <summary>A real file that records the writes it is given.</summary>
-    private sealed class RecordingWrites(IStorageFile inner) : IStorageFile
+    /// <summary>A real file that records the writes, writeback hints and flushes it is given.</summary>
+    private sealed class RecordingFile(IStorageFile inner) : IStorageFile
     {
         public readonly List<(long Offset, int Length)> Writes = new();
+        public readonly List<(long Offset, long Length, bool Wait)> Calls = new();
+        public int Flushes;
         public string Name => inner.Name;
         public long Length => inner.Length;
         public int Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
@@ -292,20 +294,6 @@ public sealed class StagedFileTests
             Writes.Add((offset, source.Length));
             inner.Write(offset, source);
         }
-        public void SetLength(long length) => inner.SetLength(length);
-        public void Flush() => inner.Flush();
-        public void Dispose() => inner.Dispose();
-    }
-
-    /// <summary>A real file that records the writeback hints it is given.</summary>
-    private sealed class RecordingWriteback(IStorageFile inner) : IStorageFile
-    {
-        public readonly List<(long Offset, long Length, bool Wait)> Calls = new();
-        public int Flushes;
-        public string Name => inner.Name;
-        public long Length => inner.Length;
-        public int Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
-        public void Write(long offset, ReadOnlySpan<byte> source) => inner.Write(offset, source);
         public void SetLength(long length) => inner.SetLength(length);
         public void Flush() { Flushes++; inner.Flush(); }
         public void Writeback(long offset, long length, bool wait)
