@@ -73,7 +73,11 @@ internal sealed partial class TxManager
 
     private void RunCompletions()
     {
-        Volatile.Write(ref _completionPosted, 0);
+        // A full fence, not a release store: the read of _writerDurableSeq below must not pass the clearing
+        // of the flag. With a plain store the CPU may read the old sequence first while the log writer, its
+        // Exchange still seeing 1, posts nothing — the group's waiters then sleep forever (seen as a hung
+        // insert bench: _writerDurableSeq one ahead of _durableSeq, flag 0, waiters pending).
+        Interlocked.Exchange(ref _completionPosted, 0);
         long durable = Volatile.Read(ref _writerDurableSeq);
         bool failed = _domain.Failure is not null;
         if (durable > _durableSeq) _durableSeq = durable;
