@@ -90,6 +90,9 @@ internal sealed unsafe class StagedFile : IStorageFile
         long end = offset + source.Length;
         if (end > _length) SetLength(end);
         source.CopyTo(new Span<byte>(_base + offset, source.Length));
+        // Always the locked or, even on a page already dirty: it is also the fence that makes the copy above
+        // visible before Flush can clear the bit. Skipping it when the bit reads set lets a flush running now
+        // clear the bit and write the page without these bytes, which then never reach the file.
         for (long p = offset >> PageShift, last = (end - 1) >> PageShift; p <= last; p++)
             Interlocked.Or(ref _dirty[p >> 6], 1UL << (int)(p & 63));
     }
