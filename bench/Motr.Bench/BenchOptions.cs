@@ -22,6 +22,8 @@ internal sealed class BenchOptions
           --writers N[,N..]  concurrent writers per locality. tx: a list runs one motr row per count (default 512);
                              btree: motr inserts and deletes (default 1024, one count only)
           --keys N           btree: number of keys (default 1000000, --quick 200000)
+          --rounds N         btree: run every system N times, taking turns (round 1 runs each system, then round 2 ...);
+                             each row is the round with the median rate, its notes list every round's rate (default 1)
           --workloads A,B    only these workloads (default all of the command)
           --systems A,B      only these systems (tx: motr, sqlite-full; btree: motr-1loc, motr-2loc, lmdb, sqlite)
           --json FILE        also write the results as a JSON array
@@ -40,6 +42,9 @@ internal sealed class BenchOptions
 
     /// <summary>--keys as given; null when absent.</summary>
     public int? Keys { get; private set; }
+
+    /// <summary>--rounds: how many times btree runs every system (default 1).</summary>
+    public int Rounds { get; private set; } = 1;
     public string? Dir { get; private set; }
     public string[]? Workloads { get; private set; }
     public string[]? Systems { get; private set; }
@@ -78,6 +83,7 @@ internal sealed class BenchOptions
                 case "--writers": o.Writers = List(Value()).Select(v => (int)Positive(a, v)).ToArray(); break;
                 case "--keys": o.Keys = (int)Math.Min(Positive(a, Value()), Array.MaxLength / 16); break;
                 case "--log-mib": o.LogMiB = (int)Positive(a, Value()); break;
+                case "--rounds": o.Rounds = (int)Math.Min(Positive(a, Value()), 100); break;
                 case "--checkpoint-fraction": o.CheckpointFraction = Positive(a, Value()); break;
                 case "--workloads": o.Workloads = List(Value()); break;
                 case "--systems": o.Systems = List(Value()); break;
