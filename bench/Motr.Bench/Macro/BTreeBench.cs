@@ -71,44 +71,34 @@ internal static class BTreeBench
         var warm = KeySet.Generate(Math.Min(n, WarmKeys), Seed ^ 0xFFFF);
         Console.WriteLine($"  keys generated in {Stopwatch.GetElapsedTime(t0).TotalSeconds:F2} s");
 
-        if (o.Rounds == 1)
-        {
-            var results = new List<BenchResult>();
-            foreach (var system in systems)
-                results.AddRange(await RunSystemAsync(system, keys, warm, warmup, o, dir));
-            return results;
-        }
         // The host's speed drifts by tens of percent over minutes: rounds that take turns expose every system
         // to the same drift, and the median round of each keeps one slow or fast spell from deciding a ratio.
         var rounds = new List<List<BenchResult>>();
         for (int r = 1; r <= o.Rounds; r++)
         {
-            Console.WriteLine($"  round {r} of {o.Rounds}");
+            if (o.Rounds > 1) Console.WriteLine($"  round {r} of {o.Rounds}");
             var round = new List<BenchResult>();
             foreach (var system in systems)
                 round.AddRange(await RunSystemAsync(system, keys, warm, warmup, o, dir));
             rounds.Add(round);
         }
-        return MedianRounds(rounds);
+        return rounds.Count == 1 ? rounds[0] : MedianRounds(rounds);
     }
 
     /// <summary>
     /// For every (workload, system) row of the first round, the round with the median rate (the lower of the
     /// two middle ones for an even count: a measured row, not an average), noting every round's rate.
     /// </summary>
-    internal static List<BenchResult> MedianRounds(IReadOnlyList<IReadOnlyList<BenchResult>> rounds)
+    private static List<BenchResult> MedianRounds(List<List<BenchResult>> rounds)
     {
         var medians = new List<BenchResult>();
         foreach (var first in rounds[0])
         {
-            var same = new List<BenchResult>();
-            foreach (var round in rounds)
-                foreach (var row in round)
-                    if (row.Workload == first.Workload && row.System == first.System) same.Add(row);
-            var byRate = same.OrderBy(x => x.OpsPerSec).ToList();
-            var median = byRate[(byRate.Count - 1) / 2];
+            // Round by round, this row's run in it.
+            var same = rounds.Select(round => round.First(x => x.Workload == first.Workload && x.System == first.System)).ToList();
+            int median = Enumerable.Range(0, same.Count).OrderBy(i => same[i].OpsPerSec).ElementAt((same.Count - 1) / 2);
             string rates = string.Join(", ", same.Select(x => x.OpsPerSec.ToString("N0", CultureInfo.InvariantCulture)));
-            medians.Add(median with { Notes = [.. median.Notes, $"rounds: {rates} ops/s; this row is round {same.IndexOf(median) + 1}, the median"] });
+            medians.Add(same[median] with { Notes = [.. same[median].Notes, $"rounds: {rates} ops/s; this row is round {median + 1}, the median"] });
         }
         return medians;
     }
