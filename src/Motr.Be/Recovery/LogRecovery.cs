@@ -94,6 +94,7 @@ internal sealed class LogRecovery
                 }
                 break;
             }
+            if (torn != null) EraseTorn(pos);
             SealPlacedChecksums();
             if (records > 0) _placer.Checkpoint();
             // Only once everything before is placed and checkpointed may the rest of the log go.
@@ -176,6 +177,20 @@ internal sealed class LogRecovery
         laterPos = 0;
         laterLsn = 0;
         return false;
+    }
+
+    /// <summary>
+    /// Zeroes the header sector of the torn record that was cut at <paramref name="pos"/>, and syncs, before anything
+    /// new is written. The writer of the recovered domain gives the same lsn to its first record; when that record
+    /// does not fit before the end of the lap it goes to the next lap, and the torn header, left in place, would make
+    /// the next recovery see a damaged record followed by a valid one of the same lsn: corruption, refusing to open.
+    /// </summary>
+    private void EraseTorn(long pos)
+    {
+        Span<byte> zeros = stackalloc byte[BeConstants.SectorSize];
+        zeros.Clear();
+        _log.WriteRecord(pos, zeros);
+        _log.Flush();
     }
 
     /// <summary>After truncating at corruption, zero the rest of the area so discarded records can never be mistaken for new ones.</summary>

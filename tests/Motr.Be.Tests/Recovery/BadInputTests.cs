@@ -170,6 +170,71 @@ public class BadInputTests
         Assert.Equal(0, report2.RecordsReplayed);
     }
 
+    /// <summary>
+    /// A torn tail whose header survived, cut by one recovery, must not come back at the next: the writer of the
+    /// recovered domain gives the same lsn to its first record and, when that record does not fit before the end
+    /// of the lap, writes it at the next lap, leaving the torn one in place. Found by the double-crash test
+    /// (seed 598654375 on a build of 2026-11-30): the second recovery took the stale header for a damaged
+    /// record followed by a valid one and refused to open ("log corruption"; TruncateAtCorruption would have
+    /// dropped the persisted record).
+    /// </summary>
+    [Fact]
+    public async Task Torn_tail_cut_by_one_recovery_is_not_taken_for_corruption_by_the_next()
+    {
+        const long area = 64 << 10;
+        const int bigLength = 2000; // a record of ~2.1 KiB: more than is left of the lap below
+        var storage = new SimStorage();
+        long tornAt = 0;
+        await using (var e = await Engines.Open(Engines.Sim(storage, logSize: LogFormat.AreaOffset + area)))
+        {
+            var loc = e.Localities[0];
+            // Small records (one sector each) until two sectors are left before the end of the lap.
+            await loc.RunAsync(async () =>
+            {
+                for (long i = 1; area - e.Domain.Writer.Position % area != 2 * BeConstants.SectorSize; i++)
+                {
+                    using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                    tx.Capture<long>(Off) = i;
+                    await tx.Close();
+                }
+                // One more, which the crash tears: its header survives, its body does not.
+                tornAt = e.Domain.Writer.Position;
+                using var last = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                last.Capture<long>(Off) = -1;
+                await last.Close();
+            });
+            storage = storage.Clone();
+        }
+        Flip(storage, LogName, LogFormat.AreaOffset + tornAt % area + RecordHeader.SizeOf + 70);
+
+        // First recovery: cuts the torn record. Then a record too long for the rest of the lap.
+        long lastTx;
+        await using (var e = await Engines.Open(Engines.Sim(storage, logSize: LogFormat.AreaOffset + area)))
+        {
+            Assert.NotNull(e.Domain.Recovery.TornTail);
+            var loc = e.Localities[0];
+            lastTx = await loc.RunAsync(async () =>
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(bigLength));
+                tx.Capture(Off, bigLength).Fill(0x7E);
+                await tx.Close();
+                return loc.Segment!.LastTxId;
+            });
+            Assert.True(e.Domain.Writer.Position % area < tornAt % area, "the long record went to the next lap");
+            storage = storage.Clone();
+        }
+
+        // Second recovery: the record written after the first is there, and nothing is called corruption.
+        await using (var e = await Engines.Open(Engines.Sim(storage, logSize: LogFormat.AreaOffset + area)))
+        {
+            Assert.Null(e.Domain.Recovery.Truncated);
+            var loc = e.Localities[0];
+            Assert.Equal(lastTx, loc.Segment!.LastTxId);
+            byte[] got = await loc.RunAsync(() => loc.Segment!.Bytes(Off, bigLength).ToArray());
+            Assert.All(got, b => Assert.Equal(0x7E, b));
+        }
+    }
+
     [Fact]
     public async Task Flipped_byte_in_the_last_record_is_a_torn_tail_cut_off_with_a_warning()
     {
