@@ -30,7 +30,7 @@ internal sealed class BenchOptions
           --log-mib N        size of motr's log file in MiB (default 256, the engine's default; the default 20 s window spans
                              many checkpoints, so the rate is the sustained one — a row without one is flagged as a burst)
           --checkpoint-fraction F   motr checkpoints once this fraction of the log is placed (default: the engine's)
-          --alloc-sample     tx: also sample what is allocated in each motr window, by type (a diagnostic; it allocates itself)
+          --alloc-sample     also sample what is allocated in each window (tx: motr's; btree: every system's), by type (a diagnostic; it allocates itself)
           --dir DIR          make the bench folder inside DIR (default: the system temp folder); it is deleted at the end
         """;
 

@@ -122,6 +122,8 @@ internal static class BTreeBench
                 Settle.BetweenRows();
                 store.Prepare(keys);
                 long? loop0 = await store.LoopAllocatedAsync();
+                using var sampler = o.AllocSample ? new AllocationSampler() : null;
+                sampler?.Start();
                 var a = ProcessEdge.Before();
                 var run = workload switch
                 {
@@ -131,6 +133,10 @@ internal static class BTreeBench
                     _ => await store.DeleteAsync(keys),
                 };
                 var b = ProcessEdge.After();
+                sampler?.Stop();
+                if (sampler is not null)
+                    run.Notes.Add("alloc sampled by type, B/op (listener on): " +
+                        string.Join(", ", sampler.Top(8).Select(x => $"{x.Type} {x.Bytes / (double)Math.Max(1, run.Ops):N1}")));
                 long? loop1 = await store.LoopAllocatedAsync();
                 await store.AfterAsync(workload, keys, run);
                 if (workload == Insert) run.Notes.Add($"open {openSecs:F2} s; {warmNote}");
