@@ -32,6 +32,52 @@ public class BTreeTagTests
         return i;
     }
 
+    /// <summary>
+    /// The branch-free tag search against a linear scan: every range of sorted indexes of both strides with
+    /// runs of equal tags, tags at 0 and 0xFFFF, and targets below, between, on and above them.
+    /// </summary>
+    [Fact]
+    public unsafe void Tag_bound_finds_what_a_linear_scan_finds()
+    {
+        var rng = new Random(12345);
+        int checks = 0;
+        for (int round = 0; round < 300; round++)
+        {
+            int count = rng.Next(0, 70);
+            var tags = new uint[count];
+            for (int i = 0; i < count; i++)
+                tags[i] = round % 3 == 0 ? (uint)rng.Next(0, 4) * 0x5555 : (uint)rng.Next(0, 0x10000); // runs, and the extremes
+            Array.Sort(tags);
+            foreach (int stride in new[] { 1, 2 })
+            {
+                var idx = new uint[Math.Max(1, count * stride)];
+                for (int i = 0; i < count; i++)
+                {
+                    idx[i * stride] = tags[i] << 16 | (uint)rng.Next(0, 0x10000); // the low half is the record's offset
+                    if (stride == 2) idx[i * stride + 1] = (uint)rng.Next();
+                }
+                var targets = new List<uint> { 0, 1, 0xFFFE, 0xFFFF, (uint)rng.Next(0, 0x10000) };
+                foreach (uint tag in tags) targets.Add(tag);
+                fixed (uint* p = idx)
+                {
+                    for (int lo = 0; lo <= count; lo++)
+                        for (int hi = lo; hi <= count; hi++)
+                            foreach (uint t in targets)
+                                foreach (bool above in new[] { false, true })
+                                {
+                                    int expected = lo;
+                                    while (expected < hi && (above ? tags[expected] <= t : tags[expected] < t)) expected++;
+                                    int got = Tree.TagBound(p, stride, lo, hi, t, above);
+                                    if (got != expected)
+                                        Assert.Fail($"tags [{string.Join(",", tags)}], stride {stride}, [{lo}, {hi}), t {t}, above {above}: got {got}, expected {expected}");
+                                    checks++;
+                                }
+                }
+            }
+        }
+        Assert.True(checks > 1_000_000, $"only {checks} checks");
+    }
+
     /// <summary>Keys that share prefixes of every length, so prefixes end inside bytes and at key ends.</summary>
     private static byte[] RandomKey(Random rng, byte[] stem)
     {
