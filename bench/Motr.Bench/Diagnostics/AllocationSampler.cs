@@ -21,6 +21,11 @@ internal sealed class AllocationSampler : EventListener
     public List<(string Type, long Bytes)> Top(int n) =>
         _bytes.OrderByDescending(kv => kv.Value).Take(n).Select(kv => (kv.Key, kv.Value)).ToList();
 
+    /// <summary>A row's note: the eight types sampled most, in bytes per <paramref name="unit"/> over <paramref name="ops"/> of them.</summary>
+    public string Note(long ops, string unit) =>
+        $"alloc sampled by type, B/{unit} (listener on): " +
+        string.Join(", ", Top(8).Select(x => $"{x.Type} {x.Bytes / (double)Math.Max(1, ops):N1}"));
+
     protected override void OnEventSourceCreated(EventSource source)
     {
         if (source.Name == "Microsoft-Windows-DotNETRuntime")

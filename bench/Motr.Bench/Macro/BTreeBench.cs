@@ -134,9 +134,7 @@ internal static class BTreeBench
                 };
                 var b = ProcessEdge.After();
                 sampler?.Stop();
-                if (sampler is not null)
-                    run.Notes.Add("alloc sampled by type, B/op (listener on): " +
-                        string.Join(", ", sampler.Top(8).Select(x => $"{x.Type} {x.Bytes / (double)Math.Max(1, run.Ops):N1}")));
+                if (sampler is not null) run.Notes.Add(sampler.Note(run.Ops, "op"));
                 long? loop1 = await store.LoopAllocatedAsync();
                 await store.AfterAsync(workload, keys, run);
                 if (workload == Insert) run.Notes.Add($"open {openSecs:F2} s; {warmNote}");

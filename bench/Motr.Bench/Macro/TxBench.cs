@@ -88,9 +88,7 @@ internal static class TxBench
             await Task.WhenAll(running);
             result = TxMotrResult.Compute(w, writersPerLocality * engine.Localities.Count, load, before, after);
             notes.Add(timeline.Describe());
-            if (sampler is not null)
-                notes.Add("alloc sampled by type, B/tx (listener on): " +
-                    string.Join(", ", sampler.Top(8).Select(x => $"{x.Type} {x.Bytes / (double)Math.Max(1, result.Ops):N1}")));
+            if (sampler is not null) notes.Add(sampler.Note(result.Ops, "tx"));
         }
         finally
         {
