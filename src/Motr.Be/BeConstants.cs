@@ -30,13 +30,14 @@ public static class BeConstants
     /// <summary>"MOTRLOGR" — log record header magic.</summary>
     public const ulong LogRecordMagic = 0x52474F4C52544F4DUL;
 
-    /// <summary>Log format version written by this build (2: groups carry checksum descriptors).</summary>
-    public const uint LogVersion = 2;
+    /// <summary>Log format version written by this build (2: groups carry checksum descriptors; 3: groups pack their regions, <see cref="Log.GroupFlags.Packed"/>).</summary>
+    public const uint LogVersion = 3;
 
     /// <summary>
     /// Oldest log format version this build reads. A version 1 group is a version 2 group without checksum
-    /// descriptors (its MarkCount field was reserved, zero), so a log left by version 1 is replayed as is;
-    /// the next checkpoint rewrites the header slots as version 2.
+    /// descriptors (its MarkCount field was reserved, zero), and a version 2 group is a version 3 group
+    /// without <see cref="Log.GroupFlags.Packed"/>, which the reader follows per group; so a log left by
+    /// version 1 or 2 is replayed as is, and the next checkpoint rewrites the header slots as version 3.
     /// </summary>
     public const uint MinLogVersion = 1;
 

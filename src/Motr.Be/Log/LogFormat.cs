@@ -103,7 +103,7 @@ internal struct GroupHeader
     [FieldOffset(36)] public uint RegionCount;
     /// <summary>[40, u32] number of payloads.</summary>
     [FieldOffset(40)] public uint PayloadCount;
-    /// <summary>[44, u32] flags, none defined.</summary>
+    /// <summary>[44, u32] <see cref="GroupFlags"/>.</summary>
     [FieldOffset(44)] public uint Flags;
     /// <summary>[48, i64] size of the segment's address space when the group was sealed.</summary>
     [FieldOffset(48)] public long SegmentSize;
@@ -113,9 +113,39 @@ internal struct GroupHeader
     [FieldOffset(60)] public uint Crc;
 }
 
-/// <summary>Where one region's bytes go in its segment.</summary>
+/// <summary>Flags of a <see cref="GroupHeader"/>.</summary>
+internal static class GroupFlags
+{
+    /// <summary>
+    /// Packed regions (written since log format version 3): 8-byte <see cref="RegionDesc"/>s, and the regions'
+    /// bytes back to back, padded to 8 once after the last. Without it (versions 1 and 2): 16-byte
+    /// <see cref="RegionDescV1"/>s, each region's bytes padded to 8.
+    /// </summary>
+    public const uint Packed = 1;
+}
+
+/// <summary>Where one region's bytes go in its segment, in a group with <see cref="GroupFlags.Packed"/>: one u64.</summary>
 [StructLayout(LayoutKind.Explicit, Size = SizeOf)]
 internal struct RegionDesc
+{
+    public const int SizeOf = 8;
+    /// <summary>Bits of the offset: every offset below <see cref="BeConstants.MaxSegmentSize"/>.</summary>
+    public const int OffsetBits = 43;
+    /// <summary>Longest region one descriptor holds (2 MiB - 1); the seal cuts longer ones into several.</summary>
+    public const int MaxLength = (1 << (64 - OffsetBits)) - 1;
+    /// <summary>[0, u64] bits 0-42: offset in the segment; bits 43-63: length in bytes (1 .. <see cref="MaxLength"/>).</summary>
+    [FieldOffset(0)] public ulong Packed;
+
+    public readonly long Offset => (long)(Packed & ((1UL << OffsetBits) - 1));
+    public readonly int Length => (int)(Packed >> OffsetBits);
+    public static RegionDesc Make(long offset, int length) => new() { Packed = (ulong)offset | ((ulong)length << OffsetBits) };
+    /// <summary>Descriptors a region of <paramref name="length"/> bytes takes.</summary>
+    public static int CountFor(long length) => (int)((length + MaxLength - 1) / MaxLength);
+}
+
+/// <summary>Where one region's bytes go in its segment, in a group without <see cref="GroupFlags.Packed"/> (log format versions 1 and 2; read, no longer written).</summary>
+[StructLayout(LayoutKind.Explicit, Size = SizeOf)]
+internal struct RegionDescV1
 {
     public const int SizeOf = 16;
     /// <summary>[0, i64] offset in the segment.</summary>
@@ -188,8 +218,16 @@ internal static class LogFormat
     /// included, and the log needs no permanently reserved slack. Only unwritten transactions hold
     /// reservations, so the doubling costs a few MiB at most.
     /// </summary>
-    public static long Reservation(TxCredit credit) => 2 * ((long)credit.Regions * (RegionDesc.SizeOf + 8) + credit.Bytes + TxOverhead);
+    public static long Reservation(TxCredit credit) => 2 * ((long)credit.Regions * RegionReserve + credit.Bytes + (credit.Bytes >> 18) + TxOverhead);
+
+    /// <summary>
+    /// Log bytes reserved per captured region besides its bytes: its descriptor and up to 7 bytes of padding, with
+    /// room to spare; the descriptors a region longer than <see cref="RegionDesc.MaxLength"/> adds are at most
+    /// 8 bytes per 2 MiB, the <c>Bytes &gt;&gt; 18</c> of the reservation.
+    /// </summary>
+    private const int RegionReserve = RegionDesc.SizeOf + 16;
 
     public static int Align8(int n) => (n + 7) & ~7;
+    public static long Align8(long n) => (n + 7) & ~7L;
     public static long AlignSector(long n) => (n + BeConstants.SectorSize - 1) & ~(long)(BeConstants.SectorSize - 1);
 }

@@ -53,16 +53,19 @@ internal static class LogRecord
 
     private static string? CheckShape(ReadOnlySpan<byte> chunk, in GroupHeader gh)
     {
-        long pos = GroupHeader.SizeOf + (long)gh.RegionCount * RegionDesc.SizeOf;
+        bool packed = (gh.Flags & GroupFlags.Packed) != 0;
+        if ((gh.Flags & ~GroupFlags.Packed) != 0) return $"unknown flags 0x{gh.Flags:X}";
+        long pos = GroupHeader.SizeOf + (long)gh.RegionCount * (packed ? RegionDesc.SizeOf : RegionDescV1.SizeOf);
         if (pos > chunk.Length) return "region descriptors overrun the group";
         if ((long)gh.MarkCount * ChecksumDesc.SizeOf > chunk.Length - pos) return "checksum descriptors overrun the group";
-        var descs = MemoryMarshal.Cast<byte, RegionDesc>(chunk.Slice(GroupHeader.SizeOf, (int)gh.RegionCount * RegionDesc.SizeOf));
-        foreach (var d in descs)
+        var regions = new Regions(chunk, gh);
+        while (regions.MoveNextDesc(out long offset, out int length))
         {
-            if (d.Offset < 0 || d.Offset + d.Length > gh.SegmentSize) return $"region [0x{d.Offset:X}, +{d.Length}) is outside the segment size {gh.SegmentSize}";
-            pos += LogFormat.Align8((int)d.Length);
-            if (pos > chunk.Length) return "region bytes overrun the group";
+            if (offset < 0 || (packed && length == 0) || offset > gh.SegmentSize - length) return $"region [0x{offset:X}, +{length}) is outside the segment size {gh.SegmentSize}";
+            if (regions.DataEnd > chunk.Length) return "region bytes overrun the group";
         }
+        pos = regions.PayloadStart;
+        if (pos > chunk.Length) return "region bytes overrun the group";
         for (uint p = 0; p < gh.PayloadCount; p++)
         {
             if (pos + PayloadHeader.SizeOf > chunk.Length) return "payload header overruns the group";
@@ -125,38 +128,67 @@ internal static class LogRecord
         }
     }
 
-    /// <summary>Walks the regions of a validated group chunk.</summary>
+    /// <summary>Walks the regions of a group chunk, packed or not (<see cref="GroupFlags.Packed"/>).</summary>
     public ref struct Regions
     {
         private readonly ReadOnlySpan<byte> _chunk;
         private readonly int _count;
+        private readonly bool _packed;
         private int _i;
-        private int _data;
+        private long _data;
 
         public Regions(ReadOnlySpan<byte> chunk, in GroupHeader gh)
         {
             _chunk = chunk;
             _count = (int)gh.RegionCount;
-            _data = GroupHeader.SizeOf + _count * RegionDesc.SizeOf;
+            _packed = (gh.Flags & GroupFlags.Packed) != 0;
+            _data = GroupHeader.SizeOf + (long)_count * (_packed ? RegionDesc.SizeOf : RegionDescV1.SizeOf);
         }
 
+        /// <summary>The next region of a validated group: where it goes and its bytes.</summary>
         public bool MoveNext(out long offset, out ReadOnlySpan<byte> bytes)
+        {
+            long at = _data;
+            if (!MoveNextDesc(out offset, out int length))
+            {
+                bytes = default;
+                return false;
+            }
+            bytes = _chunk.Slice((int)at, length);
+            return true;
+        }
+
+        /// <summary>The next region's descriptor only, for checking a group's shape: its bytes may overrun the chunk.</summary>
+        public bool MoveNextDesc(out long offset, out int length)
         {
             if (_i == _count)
             {
                 offset = 0;
-                bytes = default;
+                length = 0;
                 return false;
             }
-            var d = MemoryMarshal.Read<RegionDesc>(_chunk[(GroupHeader.SizeOf + _i * RegionDesc.SizeOf)..]);
+            if (_packed)
+            {
+                var d = MemoryMarshal.Read<RegionDesc>(_chunk[(GroupHeader.SizeOf + _i * RegionDesc.SizeOf)..]);
+                offset = d.Offset;
+                length = d.Length;
+                _data += length;
+            }
+            else
+            {
+                var d = MemoryMarshal.Read<RegionDescV1>(_chunk[(GroupHeader.SizeOf + _i * RegionDescV1.SizeOf)..]);
+                offset = d.Offset;
+                length = (int)Math.Min(d.Length, int.MaxValue);
+                _data += LogFormat.Align8((long)d.Length);
+            }
             _i++;
-            offset = d.Offset;
-            bytes = _chunk.Slice(_data, (int)d.Length);
-            _data += LogFormat.Align8((int)d.Length);
             return true;
         }
 
-        /// <summary>After the last region: where the payloads start.</summary>
-        public readonly int PayloadStart => _data;
+        /// <summary>Where the bytes of the regions walked so far end.</summary>
+        public readonly long DataEnd => _data;
+
+        /// <summary>After the last region: where the payloads start (packed regions' bytes are padded to 8 once, at their end).</summary>
+        public readonly int PayloadStart => (int)Math.Min(_packed ? LogFormat.Align8(_data) : _data, int.MaxValue);
     }
 }

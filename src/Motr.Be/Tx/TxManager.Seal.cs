@@ -221,6 +221,7 @@ internal sealed unsafe partial class TxManager
         SortRanges(starts, ends);
         int w = 0;
         long dataBytes = 0;
+        int descTotal = 0;
         for (int i = 1; i < starts.Length; i++)
         {
             if (starts[i] <= ends[w] + MergeGap)
@@ -229,18 +230,20 @@ internal sealed unsafe partial class TxManager
             }
             else
             {
-                dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
+                dataBytes += ends[w] - starts[w];
+                descTotal += RegionDesc.CountFor(ends[w] - starts[w]);
                 w++;
                 starts[w] = starts[i];
                 ends[w] = ends[i];
             }
         }
-        dataBytes += LogFormat.Align8((int)(ends[w] - starts[w]));
+        dataBytes += ends[w] - starts[w];
+        descTotal += RegionDesc.CountFor(ends[w] - starts[w]);
         int regionCount = w + 1;
 
         if (_shadow != null) VerifyAgainstShadow(starts[..regionCount], ends[..regionCount]);
 
-        long length = GroupHeader.SizeOf + (long)regionCount * RegionDesc.SizeOf + dataBytes + _payloadBytes + (long)descCount * ChecksumDesc.SizeOf;
+        long length = GroupHeader.SizeOf + (long)descTotal * RegionDesc.SizeOf + LogFormat.Align8(dataBytes) + _payloadBytes + (long)descCount * ChecksumDesc.SizeOf;
         if (length > int.MaxValue) throw new BeException($"segment {Segment.Id}: group of {length} bytes is too large");
         byte[] buf = BufferPool.Rent((int)length);
         var chunk = buf.AsSpan(0, (int)length);
@@ -253,23 +256,34 @@ internal sealed unsafe partial class TxManager
             GroupSeq = _groupSeq,
             FirstTxId = _groupFirstTxId,
             TxCount = (uint)_groupTxCount,
-            RegionCount = (uint)regionCount,
+            RegionCount = (uint)descTotal,
             PayloadCount = (uint)_payloadCount,
+            Flags = GroupFlags.Packed,
             MarkCount = (uint)descCount,
             SegmentSize = size,
         };
-        var descs = MemoryMarshal.Cast<byte, RegionDesc>(chunk.Slice(GroupHeader.SizeOf, regionCount * RegionDesc.SizeOf));
-        int pos = GroupHeader.SizeOf + regionCount * RegionDesc.SizeOf;
+        // Packed: the regions' bytes back to back (no padding each: a 16-byte descriptor and padding per region were
+        // ~18% of a b+tree insert's log bytes), zero padding to 8 once after the last.
+        var descs = MemoryMarshal.Cast<byte, RegionDesc>(chunk.Slice(GroupHeader.SizeOf, descTotal * RegionDesc.SizeOf));
+        int pos = GroupHeader.SizeOf + descTotal * RegionDesc.SizeOf;
+        int dataEnd = pos + (int)LogFormat.Align8(dataBytes);
+        Unsafe.WriteUnaligned(ref chunk[dataEnd - 8], 0UL);
+        int d = 0;
         for (int i = 0; i < regionCount; i++)
         {
-            int len = (int)(ends[i] - starts[i]);
-            descs[i] = new RegionDesc { Offset = starts[i], Length = (uint)len };
-            int padded = LogFormat.Align8(len);
-            // Zero the last word first and copy over it: the padding is zero without a call to clear it.
-            Unsafe.WriteUnaligned(ref chunk[pos + padded - 8], 0UL);
-            new ReadOnlySpan<byte>(b + starts[i], len).CopyTo(chunk[pos..]);
-            pos += padded;
+            long at = starts[i];
+            int len = (int)(ends[i] - at);
+            new ReadOnlySpan<byte>(b + at, len).CopyTo(chunk[pos..]);
+            pos += len;
+            while (len > RegionDesc.MaxLength)
+            {
+                descs[d++] = RegionDesc.Make(at, RegionDesc.MaxLength);
+                at += RegionDesc.MaxLength;
+                len -= RegionDesc.MaxLength;
+            }
+            if (len > 0) descs[d++] = RegionDesc.Make(at, len);
         }
+        pos = dataEnd;
         _payloads.AsSpan(0, _payloadBytes).CopyTo(chunk[pos..]);
         pos += _payloadBytes;
         MemoryMarshal.AsBytes(_descs.AsSpan(0, descCount)).CopyTo(chunk[pos..]);
@@ -277,7 +291,7 @@ internal sealed unsafe partial class TxManager
 
         var sealedGroup = new SealedGroup(this, _groupSeq, buf, (int)length, _groupReserved, _groupTxCount, gh.Crc);
         _groupsSealed++;
-        _regionsLogged += regionCount;
+        _regionsLogged += descTotal;
         _bytesLogged += length;
 
         _groupSeq++;

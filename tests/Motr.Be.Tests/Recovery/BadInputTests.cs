@@ -99,10 +99,125 @@ public class BadInputTests
         }
     }
 
+    /// <summary>
+    /// Rewrites every record's groups in the layout of log format versions 1 and 2 (no <see cref="GroupFlags.Packed"/>:
+    /// 16-byte region descriptors, each region's bytes padded to 8), with their checksums. Records keep their
+    /// length: the ten small records still fit their one sector.
+    /// </summary>
+    private static void UnpackGroups(SimStorage s)
+    {
+        var log = s.ReadAll(LogName);
+        foreach (var r in Records(s))
+        {
+            var rec = log.AsSpan((int)r.Offset, (int)r.Length);
+            var h = MemoryMarshal.Read<RecordHeader>(rec);
+            var body = new List<byte>();
+            uint crcs = ~0u;
+            var groups = new LogRecord.Groups(rec, h.GroupCount);
+            while (groups.MoveNext(out var gh, out var chunk))
+            {
+                Assert.Equal(GroupFlags.Packed, gh.Flags);
+                var regions = new LogRecord.Regions(chunk, gh);
+                var descs = new List<byte>();
+                var data = new List<byte>();
+                while (regions.MoveNext(out long offset, out var bytes))
+                {
+                    var d = new byte[RegionDescV1.SizeOf];
+                    MemoryMarshal.Write(d, new RegionDescV1 { Offset = offset, Length = (uint)bytes.Length });
+                    descs.AddRange(d);
+                    data.AddRange(bytes.ToArray());
+                    data.AddRange(new byte[LogFormat.Align8(bytes.Length) - bytes.Length]);
+                }
+                var rest = chunk[regions.PayloadStart..].ToArray(); // payloads and checksum descriptors, unchanged
+                var g = new List<byte>(new byte[GroupHeader.SizeOf]);
+                g.AddRange(descs);
+                g.AddRange(data);
+                g.AddRange(rest);
+                var chunkV1 = g.ToArray();
+                var ghV1 = gh;
+                ghV1.Flags = 0;
+                ghV1.Length = (uint)chunkV1.Length;
+                MemoryMarshal.Write(chunkV1, ghV1);
+                ghV1.Crc = Crc32C.Compute(chunkV1.AsSpan(0, 60), chunkV1.AsSpan(GroupHeader.SizeOf));
+                MemoryMarshal.Write(chunkV1, ghV1);
+                crcs = Crc32C.Append(crcs, BitConverter.GetBytes(ghV1.Crc));
+                body.AddRange(chunkV1);
+            }
+            Assert.True(RecordHeader.SizeOf + body.Count <= r.Length, "an unpacked record no longer fits its sectors");
+            var recV1 = new byte[r.Length];
+            body.ToArray().CopyTo(recV1, RecordHeader.SizeOf);
+            h.BodyLength = (uint)body.Count;
+            h.GroupCrcs = ~crcs;
+            MemoryMarshal.Write(recV1, h);
+            h.HeaderCrc = LogRecord.HeaderCrc(recV1);
+            MemoryMarshal.Write(recV1, h);
+            s.Overwrite(LogName, r.Offset, recV1);
+        }
+    }
+
     [Fact]
-    public async Task A_log_left_by_format_version_1_is_replayed_and_then_written_as_version_2()
+    public async Task A_log_left_by_format_version_2_with_unpacked_groups_is_replayed_and_then_written_as_the_current_version()
     {
         var s = await CrashedWithTenRecords();
+        UnpackGroups(s);
+        SetLogVersion(s, 2);
+        var (v, last, report) = await OpenAndRead(s);
+        Assert.Equal(10, v);
+        Assert.Equal(10, last);
+        Assert.Equal(10, report.RecordsReplayed);
+        Assert.Null(report.TornTail);
+        var log = s.ReadAll(LogName);
+        uint v0 = BinaryPrimitives.ReadUInt32LittleEndian(log.AsSpan(8)), v1 = BinaryPrimitives.ReadUInt32LittleEndian(log.AsSpan(BeConstants.SectorSize + 8));
+        Assert.Equal(BeConstants.LogVersion, Math.Max(v0, v1));
+    }
+
+    [Fact]
+    public async Task A_region_longer_than_one_descriptor_holds_is_cut_and_replayed_whole()
+    {
+        var storage = new SimStorage();
+        var o = Engines.Sim(storage, segments: 1, segmentSize: 8 << 20, logSize: 32 << 20);
+        o.SegmentMaxSize = 8 << 20;
+        const int length = 2 * RegionDesc.MaxLength + 1000; // three descriptors
+        await using (var e = await Engines.Open(o))
+        {
+            var loc = e.Localities[0];
+            await loc.RunAsync(async () =>
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(length));
+                var span = tx.Capture(Off, length);
+                for (int i = 0; i < length; i++) span[i] = (byte)(i * 31 + (i >> 16));
+                await tx.Close();
+            });
+            storage = storage.Clone();
+        }
+        var rec = Records(storage).Single();
+        var image = storage.ReadAll(LogName).AsSpan((int)rec.Offset, (int)rec.Length);
+        var groups = new LogRecord.Groups(image, MemoryMarshal.Read<RecordHeader>(image).GroupCount);
+        Assert.True(groups.MoveNext(out var gh, out _));
+        Assert.True(gh.RegionCount >= 3, $"{gh.RegionCount} region descriptors for a region of {length} bytes");
+
+        o = Engines.Sim(storage, segments: 1, segmentSize: 8 << 20, logSize: 32 << 20);
+        o.SegmentMaxSize = 8 << 20;
+        await using (var e = await Engines.Open(o))
+        {
+            Assert.Equal(1, e.Domain.Recovery.RecordsReplayed);
+            var loc = e.Localities[0];
+            int bad = await loc.RunAsync(() =>
+            {
+                var mem = loc.Segment!.Bytes(Off, length);
+                for (int i = 0; i < length; i++)
+                    if (mem[i] != (byte)(i * 31 + (i >> 16))) return i;
+                return -1;
+            });
+            Assert.Equal(-1, bad);
+        }
+    }
+
+    [Fact]
+    public async Task A_log_left_by_format_version_1_is_replayed_and_then_written_as_the_current_version()
+    {
+        var s = await CrashedWithTenRecords();
+        UnpackGroups(s);
         SetLogVersion(s, 1);
         var (v, last, report) = await OpenAndRead(s);
         Assert.Equal(10, v);
