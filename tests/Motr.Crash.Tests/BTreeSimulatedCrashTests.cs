@@ -75,8 +75,8 @@ public sealed class BTreeSimulatedCrashTests(ITestOutputHelper output)
     /// holds every persisted tx.
     /// </summary>
     [Theory]
-    [InlineData(6, 56, 3)]
-    [InlineData(2, 150, 3)]
+    [InlineData(6, 70, 3)]
+    [InlineData(2, 170, 3)]
     public async Task Every_crash_image_of_a_btree_workload_recovers_a_healthy_tree_equal_to_a_prefix_holding_every_persisted_tx(int writers, int txsPerWriter, int stride)
     {
         int seed = Seed(31_337 + writers);
