@@ -182,6 +182,7 @@ public static class BTreeSimWorkload
                     var pending = new Dictionary<byte[], byte[]?>(ByteKeys.Instance);
                     for (int i = 0; i < txsPerWriter; i++)
                     {
+                        await RunCoverage.ForcedCheckpointAsync(engine, index, writer, i, txsPerWriter);
                         if (rng.Next(4) == 0) await Task.Yield();
                         int n = rng.Next(1, MaxOps + 1);
                         bool abort = rng.Next(8) == 0;

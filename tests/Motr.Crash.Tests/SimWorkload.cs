@@ -94,11 +94,13 @@ public static class SimWorkload
             for (int w = 0; w < writersPerLocality; w++)
             {
                 var rng = new Random(unchecked(seed * 1_000_003 + index * 7_919 + w * 104_729));
+                int writer = w;
                 tasks.Add(loc.RunAsync(async () =>
                 {
                     var regions = new (long Offset, int Length)[MaxRegions];
                     for (int i = 0; i < txsPerWriter; i++)
                     {
+                        await RunCoverage.ForcedCheckpointAsync(engine, index, writer, i, txsPerWriter);
                         if (rng.Next(4) == 0) await Task.Yield();
                         int n = rng.Next(1, MaxRegions + 1);
                         bool abort = rng.Next(8) == 0;
