@@ -107,7 +107,7 @@ internal struct GroupHeader
     [FieldOffset(44)] public uint Flags;
     /// <summary>[48, i64] size of the segment's address space when the group was sealed.</summary>
     [FieldOffset(48)] public long SegmentSize;
-    /// <summary>[56, u32] number of <see cref="ChecksumDesc"/>s, the last MarkCount * 24 bytes of the chunk.</summary>
+    /// <summary>[56, u32] number of checksum descriptors, the last MarkCount * 16 bytes of the chunk (<see cref="PackedChecksumDesc"/>; * 24, <see cref="ChecksumDesc"/>, without <see cref="GroupFlags.Packed"/>).</summary>
     [FieldOffset(56)] public uint MarkCount;
     /// <summary>[60, u32] CRC32C of [0, 60) and [64, Length).</summary>
     [FieldOffset(60)] public uint Crc;
@@ -117,9 +117,9 @@ internal struct GroupHeader
 internal static class GroupFlags
 {
     /// <summary>
-    /// Packed regions (written since log format version 3): 8-byte <see cref="RegionDesc"/>s, and the regions'
-    /// bytes back to back, padded to 8 once after the last. Without it (versions 1 and 2): 16-byte
-    /// <see cref="RegionDescV1"/>s, each region's bytes padded to 8.
+    /// Packed (written since log format version 3): 8-byte <see cref="RegionDesc"/>s, the regions' bytes back to
+    /// back, padded to 8 once after the last, and 16-byte <see cref="PackedChecksumDesc"/>s. Without it (versions 1
+    /// and 2): 16-byte <see cref="RegionDescV1"/>s, each region's bytes padded to 8, and 24-byte <see cref="ChecksumDesc"/>s.
     /// </summary>
     public const uint Packed = 1;
 }
@@ -185,6 +185,41 @@ internal struct ChecksumDesc
     [FieldOffset(16)] public uint Magic;
     /// <summary>[20, u32] <see cref="ChecksumDescKind"/>.</summary>
     [FieldOffset(20)] public uint Kind;
+}
+
+/// <summary>
+/// A <see cref="ChecksumDesc"/> as a group with <see cref="GroupFlags.Packed"/> carries it: 16 bytes instead of 24
+/// (a b+tree insert logs one, for its leaf).
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = SizeOf)]
+internal struct PackedChecksumDesc
+{
+    public const int SizeOf = 16;
+    private const int KindShift = RegionDesc.OffsetBits, CrcShift = KindShift + 2;
+    /// <summary>Largest offset of a checksum field within its block that a descriptor holds (512 KiB - 1).</summary>
+    public const int MaxCrcOffset = (1 << (64 - CrcShift)) - 1;
+    /// <summary>[0, u64] bits 0-42: block offset; bits 43-44: <see cref="ChecksumDescKind"/>; bits 45-63: offset of the CRC field in the block.</summary>
+    [FieldOffset(0)] public ulong BlockKindCrc;
+    /// <summary>[8, u32] length of the block (0 for a cancel).</summary>
+    [FieldOffset(8)] public uint Length;
+    /// <summary>[12, u32] the block's magic (0 for a cancel).</summary>
+    [FieldOffset(12)] public uint Magic;
+
+    public static PackedChecksumDesc From(in ChecksumDesc d) => new()
+    {
+        BlockKindCrc = (ulong)d.Block | ((ulong)d.Kind << KindShift) | ((ulong)d.CrcOffset << CrcShift),
+        Length = d.Length,
+        Magic = d.Magic,
+    };
+
+    public readonly ChecksumDesc ToDesc() => new()
+    {
+        Block = (long)(BlockKindCrc & ((1UL << KindShift) - 1)),
+        Kind = (uint)(BlockKindCrc >> KindShift) & 3,
+        CrcOffset = (uint)(BlockKindCrc >> CrcShift),
+        Length = Length,
+        Magic = Magic,
+    };
 }
 
 /// <summary>Header of one tx's payload.</summary>

@@ -57,7 +57,7 @@ internal static class LogRecord
         if ((gh.Flags & ~GroupFlags.Packed) != 0) return $"unknown flags 0x{gh.Flags:X}";
         long pos = GroupHeader.SizeOf + (long)gh.RegionCount * (packed ? RegionDesc.SizeOf : RegionDescV1.SizeOf);
         if (pos > chunk.Length) return "region descriptors overrun the group";
-        if ((long)gh.MarkCount * ChecksumDesc.SizeOf > chunk.Length - pos) return "checksum descriptors overrun the group";
+        if ((long)gh.MarkCount * MarkSize(gh) > chunk.Length - pos) return "checksum descriptors overrun the group";
         var regions = new Regions(chunk, gh);
         while (regions.MoveNextDesc(out long offset, out int length))
         {
@@ -73,9 +73,10 @@ internal static class LogRecord
             pos += PayloadHeader.SizeOf + LogFormat.Align8((int)ph.Length);
             if (pos > chunk.Length) return "payload overruns the group";
         }
-        long marksAt = chunk.Length - (long)gh.MarkCount * ChecksumDesc.SizeOf;
+        long marksAt = chunk.Length - (long)gh.MarkCount * MarkSize(gh);
         if (pos != marksAt) return "group length does not match its contents";
-        foreach (var m in Marks(chunk, gh))
+        var marks = new Marks(chunk, gh);
+        while (marks.MoveNext(out var m))
         {
             if (m.Kind == ChecksumDescKind.Cancel)
             {
@@ -88,9 +89,8 @@ internal static class LogRecord
         return null;
     }
 
-    /// <summary>The checksum descriptors of a group chunk whose shape is valid: its last MarkCount * 24 bytes.</summary>
-    public static ReadOnlySpan<ChecksumDesc> Marks(ReadOnlySpan<byte> chunk, in GroupHeader gh) =>
-        MemoryMarshal.Cast<byte, ChecksumDesc>(chunk[(chunk.Length - (int)gh.MarkCount * ChecksumDesc.SizeOf)..]);
+    /// <summary>Bytes of one checksum descriptor in the group: 16 packed, 24 not.</summary>
+    public static int MarkSize(in GroupHeader gh) => (gh.Flags & GroupFlags.Packed) != 0 ? PackedChecksumDesc.SizeOf : ChecksumDesc.SizeOf;
 
     /// <summary>
     /// Folds a valid group's checksum descriptors into <paramref name="pending"/>, by block: a placed one
@@ -98,10 +98,45 @@ internal static class LogRecord
     /// </summary>
     public static void CollectMarks(ReadOnlySpan<byte> chunk, in GroupHeader gh, Dictionary<long, ChecksumDesc> pending)
     {
-        foreach (ref readonly var m in Marks(chunk, gh))
+        var marks = new Marks(chunk, gh);
+        while (marks.MoveNext(out var m))
         {
             if (m.Kind == ChecksumDescKind.Placed) pending[m.Block] = m;
             else pending.Remove(m.Block);
+        }
+    }
+
+    /// <summary>The checksum descriptors of a group chunk whose shape is valid (its last MarkCount descriptors), packed or not.</summary>
+    public ref struct Marks
+    {
+        private readonly ReadOnlySpan<byte> _marks;
+        private readonly bool _packed;
+        private int _pos;
+
+        public Marks(ReadOnlySpan<byte> chunk, in GroupHeader gh)
+        {
+            _packed = (gh.Flags & GroupFlags.Packed) != 0;
+            _marks = chunk[(chunk.Length - (int)gh.MarkCount * MarkSize(gh))..];
+        }
+
+        public bool MoveNext(out ChecksumDesc m)
+        {
+            if (_pos == _marks.Length)
+            {
+                m = default;
+                return false;
+            }
+            if (_packed)
+            {
+                m = MemoryMarshal.Read<PackedChecksumDesc>(_marks[_pos..]).ToDesc();
+                _pos += PackedChecksumDesc.SizeOf;
+            }
+            else
+            {
+                m = MemoryMarshal.Read<ChecksumDesc>(_marks[_pos..]);
+                _pos += ChecksumDesc.SizeOf;
+            }
+            return true;
         }
     }
 

@@ -212,7 +212,7 @@ public sealed unsafe class Transaction : IDisposable
     /// <summary>
     /// Like <see cref="DeferChecksum"/>, but the checksum is computed when the block is placed into the
     /// segment file — once per checkpoint (and again by recovery), however many groups changed the block —
-    /// instead of from memory at every seal. The group carries only a 24-byte descriptor. For large blocks
+    /// instead of from memory at every seal. The group carries only a 16-byte descriptor. For large blocks
     /// changed often (b+tree nodes): reading a whole node at every seal costs more than the change itself.
     /// The copy in memory keeps the checksum it was loaded with, so it is stale once the block changes:
     /// <see cref="Segment.ChecksumStale"/> tells which blocks fsck cannot verify in memory. The block must
@@ -222,6 +222,8 @@ public sealed unsafe class Transaction : IDisposable
     public void DeferPlacedChecksum(long blockOffset, int blockLength, int crcOffset, uint magic)
     {
         if (magic == 0) throw new ArgumentException("a placed checksum needs the block's magic", nameof(magic));
+        if (crcOffset > Log.PackedChecksumDesc.MaxCrcOffset)
+            throw new ArgumentOutOfRangeException(nameof(crcOffset), crcOffset, $"a placed checksum's field must lie within the first {Log.PackedChecksumDesc.MaxCrcOffset + 1} bytes of its block (the log's descriptor holds no more)");
         AddMark(blockOffset, blockLength, crcOffset, magic, MarkKind.Placed);
         M.Segment.MarkChecksumStale(blockOffset);
     }

@@ -243,7 +243,7 @@ internal sealed unsafe partial class TxManager
 
         if (_shadow != null) VerifyAgainstShadow(starts[..regionCount], ends[..regionCount]);
 
-        long length = GroupHeader.SizeOf + (long)descTotal * RegionDesc.SizeOf + LogFormat.Align8(dataBytes) + _payloadBytes + (long)descCount * ChecksumDesc.SizeOf;
+        long length = GroupHeader.SizeOf + (long)descTotal * RegionDesc.SizeOf + LogFormat.Align8(dataBytes) + _payloadBytes + (long)descCount * PackedChecksumDesc.SizeOf;
         if (length > int.MaxValue) throw new BeException($"segment {Segment.Id}: group of {length} bytes is too large");
         byte[] buf = BufferPool.Rent((int)length);
         var chunk = buf.AsSpan(0, (int)length);
@@ -286,7 +286,8 @@ internal sealed unsafe partial class TxManager
         pos = dataEnd;
         _payloads.AsSpan(0, _payloadBytes).CopyTo(chunk[pos..]);
         pos += _payloadBytes;
-        MemoryMarshal.AsBytes(_descs.AsSpan(0, descCount)).CopyTo(chunk[pos..]);
+        var packedMarks = MemoryMarshal.Cast<byte, PackedChecksumDesc>(chunk.Slice(pos, descCount * PackedChecksumDesc.SizeOf));
+        for (int i = 0; i < descCount; i++) packedMarks[i] = PackedChecksumDesc.From(_descs[i]);
         gh.Crc = Crc32C.Compute(chunk[..60], chunk[GroupHeader.SizeOf..]);
 
         var sealedGroup = new SealedGroup(this, _groupSeq, buf, (int)length, _groupReserved, _groupTxCount, gh.Crc);

@@ -101,7 +101,7 @@ public class BadInputTests
 
     /// <summary>
     /// Rewrites every record's groups in the layout of log format versions 1 and 2 (no <see cref="GroupFlags.Packed"/>:
-    /// 16-byte region descriptors, each region's bytes padded to 8), with their checksums. Records keep their
+    /// 16-byte region descriptors, each region's bytes padded to 8, 24-byte checksum descriptors), with their checksums. Records keep their
     /// length: the ten small records still fit their one sector.
     /// </summary>
     private static void UnpackGroups(SimStorage s)
@@ -128,11 +128,18 @@ public class BadInputTests
                     data.AddRange(bytes.ToArray());
                     data.AddRange(new byte[LogFormat.Align8(bytes.Length) - bytes.Length]);
                 }
-                var rest = chunk[regions.PayloadStart..].ToArray(); // payloads and checksum descriptors, unchanged
+                var payloads = chunk[regions.PayloadStart..(chunk.Length - (int)gh.MarkCount * PackedChecksumDesc.SizeOf)].ToArray();
                 var g = new List<byte>(new byte[GroupHeader.SizeOf]);
                 g.AddRange(descs);
                 g.AddRange(data);
-                g.AddRange(rest);
+                g.AddRange(payloads);
+                var marks = new LogRecord.Marks(chunk, gh);
+                while (marks.MoveNext(out var m))
+                {
+                    var d = new byte[ChecksumDesc.SizeOf];
+                    MemoryMarshal.Write(d, m);
+                    g.AddRange(d);
+                }
                 var chunkV1 = g.ToArray();
                 var ghV1 = gh;
                 ghV1.Flags = 0;

@@ -160,4 +160,38 @@ public class PlacedChecksumTests
         await e.Domain.CheckpointAsync();
         Assert.True(FileChecksumValid(storage, seg, b));
     }
+
+    [Fact]
+    public void A_packed_checksum_descriptor_keeps_every_field_at_its_limits()
+    {
+        var cases = new[]
+        {
+            new Log.ChecksumDesc { Block = BeConstants.MaxSegmentSize - 8, Length = uint.MaxValue, CrcOffset = Log.PackedChecksumDesc.MaxCrcOffset, Magic = uint.MaxValue, Kind = Log.ChecksumDescKind.Placed },
+            new Log.ChecksumDesc { Block = 4096, Length = 1024, CrcOffset = 0, Magic = Magic, Kind = Log.ChecksumDescKind.Placed },
+            new Log.ChecksumDesc { Block = 0x7_1234_5678, Kind = Log.ChecksumDescKind.Cancel },
+        };
+        foreach (var d in cases)
+        {
+            var back = Log.PackedChecksumDesc.From(d).ToDesc();
+            Assert.Equal((d.Block, d.Length, d.CrcOffset, d.Magic, d.Kind), (back.Block, back.Length, back.CrcOffset, back.Magic, back.Kind));
+        }
+    }
+
+    [Fact]
+    public async Task A_checksum_field_beyond_what_the_log_descriptor_holds_is_refused_before_anything_changes()
+    {
+        var storage = new SimStorage();
+        await using var e = await Engines.Open(Engines.Sim(storage, segmentSize: 2 << 20));
+        var loc = e.Localities[0];
+        var seg = loc.Segment!;
+        var ex = await loc.RunAsync(async () =>
+        {
+            using var tx = await seg.BeginAsync(Transaction.ChecksumCredit);
+            var thrown = Assert.Throws<ArgumentOutOfRangeException>(() => tx.DeferPlacedChecksum(Engines.DataStart, 1 << 20, Log.PackedChecksumDesc.MaxCrcOffset + 1, Magic));
+            Assert.Equal(TxCredit.Zero, tx.Used);
+            tx.Abort();
+            return thrown;
+        });
+        Assert.Contains("524288", ex.Message);
+    }
 }
