@@ -111,6 +111,9 @@ internal struct GroupHeader
     [FieldOffset(56)] public uint MarkCount;
     /// <summary>[60, u32] CRC32C of [0, 60) and [64, Length).</summary>
     [FieldOffset(60)] public uint Crc;
+
+    /// <summary>Whether the group is laid out packed (<see cref="GroupFlags.Packed"/>).</summary>
+    public readonly bool IsPacked => (Flags & GroupFlags.Packed) != 0;
 }
 
 /// <summary>Flags of a <see cref="GroupHeader"/>.</summary>

@@ -53,7 +53,7 @@ internal static class LogRecord
 
     private static string? CheckShape(ReadOnlySpan<byte> chunk, in GroupHeader gh)
     {
-        bool packed = (gh.Flags & GroupFlags.Packed) != 0;
+        bool packed = gh.IsPacked;
         if ((gh.Flags & ~GroupFlags.Packed) != 0) return $"unknown flags 0x{gh.Flags:X}";
         long pos = GroupHeader.SizeOf + (long)gh.RegionCount * (packed ? RegionDesc.SizeOf : RegionDescV1.SizeOf);
         if (pos > chunk.Length) return "region descriptors overrun the group";
@@ -90,7 +90,7 @@ internal static class LogRecord
     }
 
     /// <summary>Bytes of one checksum descriptor in the group: 16 packed, 24 not.</summary>
-    public static int MarkSize(in GroupHeader gh) => (gh.Flags & GroupFlags.Packed) != 0 ? PackedChecksumDesc.SizeOf : ChecksumDesc.SizeOf;
+    public static int MarkSize(in GroupHeader gh) => gh.IsPacked ? PackedChecksumDesc.SizeOf : ChecksumDesc.SizeOf;
 
     /// <summary>
     /// Folds a valid group's checksum descriptors into <paramref name="pending"/>, by block: a placed one
@@ -115,7 +115,7 @@ internal static class LogRecord
 
         public Marks(ReadOnlySpan<byte> chunk, in GroupHeader gh)
         {
-            _packed = (gh.Flags & GroupFlags.Packed) != 0;
+            _packed = gh.IsPacked;
             _marks = chunk[(chunk.Length - (int)gh.MarkCount * MarkSize(gh))..];
         }
 
@@ -176,7 +176,7 @@ internal static class LogRecord
         {
             _chunk = chunk;
             _count = (int)gh.RegionCount;
-            _packed = (gh.Flags & GroupFlags.Packed) != 0;
+            _packed = gh.IsPacked;
             _data = GroupHeader.SizeOf + (long)_count * (_packed ? RegionDesc.SizeOf : RegionDescV1.SizeOf);
         }
 

@@ -27,7 +27,7 @@ internal sealed unsafe partial class TxManager
     private int _payloadCount;
     private Transaction.ChecksumMark[] _marks = new Transaction.ChecksumMark[16];
     private long[] _markBlocks = new long[16];
-    private ChecksumDesc[] _descs = new ChecksumDesc[16];
+    private PackedChecksumDesc[] _descs = new PackedChecksumDesc[16];
     private int _markCount;
     private bool _groupUrgent;
     private int _hasPendingGroup;
@@ -185,7 +185,7 @@ internal sealed unsafe partial class TxManager
             EnsureOrder(marks.Length);
             var order = _order.AsSpan(0, marks.Length);
             RadixSort.Order(blocks, order, _orderScratch);
-            if (_descs.Length < marks.Length) _descs = new ChecksumDesc[Math.Max(marks.Length, _descs.Length * 2)];
+            if (_descs.Length < marks.Length) _descs = new PackedChecksumDesc[Math.Max(marks.Length, _descs.Length * 2)];
             bool placedInRun = false;
             for (int i = 0; i < marks.Length; i++)
             {
@@ -193,11 +193,11 @@ internal sealed unsafe partial class TxManager
                 placedInRun |= m.Kind != Transaction.MarkKind.Seal;
                 if (i + 1 < marks.Length && marks[order[i + 1]].Block == m.Block) continue;
                 if (m.Kind == Transaction.MarkKind.Placed)
-                    _descs[descCount++] = new ChecksumDesc { Block = m.Block, Length = (uint)m.Length, CrcOffset = (uint)m.CrcOffset, Magic = m.Magic, Kind = ChecksumDescKind.Placed };
+                    _descs[descCount++] = PackedChecksumDesc.From(new ChecksumDesc { Block = m.Block, Length = (uint)m.Length, CrcOffset = (uint)m.CrcOffset, Magic = m.Magic, Kind = ChecksumDescKind.Placed });
                 else if (placedInRun)
                     // Freed, or freed and reused for a block checksummed at seal: a placed checksum pending from
                     // an earlier group must not be written over whatever the place holds now.
-                    _descs[descCount++] = new ChecksumDesc { Block = m.Block, Kind = ChecksumDescKind.Cancel };
+                    _descs[descCount++] = PackedChecksumDesc.From(new ChecksumDesc { Block = m.Block, Kind = ChecksumDescKind.Cancel });
                 placedInRun = false;
                 if (m.Kind != Transaction.MarkKind.Seal) continue;
                 if (m.Block + m.Length > size) continue;
@@ -286,8 +286,7 @@ internal sealed unsafe partial class TxManager
         pos = dataEnd;
         _payloads.AsSpan(0, _payloadBytes).CopyTo(chunk[pos..]);
         pos += _payloadBytes;
-        var packedMarks = MemoryMarshal.Cast<byte, PackedChecksumDesc>(chunk.Slice(pos, descCount * PackedChecksumDesc.SizeOf));
-        for (int i = 0; i < descCount; i++) packedMarks[i] = PackedChecksumDesc.From(_descs[i]);
+        MemoryMarshal.AsBytes(_descs.AsSpan(0, descCount)).CopyTo(chunk[pos..]);
         gh.Crc = Crc32C.Compute(chunk[..60], chunk[GroupHeader.SizeOf..]);
 
         var sealedGroup = new SealedGroup(this, _groupSeq, buf, (int)length, _groupReserved, _groupTxCount, gh.Crc);
