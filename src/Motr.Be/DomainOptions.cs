@@ -72,9 +72,8 @@ public sealed class DomainOptions
     /// <summary>
     /// Checkpoint at least this often while there is something placed (default 30 s). Under load the log
     /// fill (<see cref="CheckpointFraction"/>) triggers checkpoints; this catches up a quiet domain. A
-    /// checkpoint's cost is set by the pages it cleans, not the bytes placed (every dirty page of the mapped
-    /// segment files is write-protected, its TLB entries shot down, and faulted writable again on its next
-    /// change), so a short interval under load only repeats that work: at 1 s it cost a b+tree insert
+    /// checkpoint's cost is set by the pages it writes out (each page changed since the last one, whole), not
+    /// the bytes placed, so a short interval under load only repeats that work: at 1 s it cost a b+tree insert
     /// workload a fifth of its throughput. Replay after a crash is bounded by the log fill either way.
     /// </summary>
     public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromSeconds(30);

@@ -253,12 +253,18 @@ internal sealed class MotrKvStore : KvStore
         run.Extra["checkpoints"] = checkpoints;
         run.Extra["placed_mib_per_sec"] = (b.Placing.Bytes - a.Placing.Bytes) / secs / (1 << 20);
         run.Extra["placed_regions_per_op"] = (b.Placing.Regions - a.Placing.Regions) / (double)ops;
+        // What the checkpoints cost the device, beside the log: their page writes, and the share of the window
+        // they ran in (the log's syncs then share the device with them).
+        double checkpointShare = (b.Placing.CheckpointTime - a.Placing.CheckpointTime).TotalSeconds / secs;
+        double writtenBackPerOp = (b.Placing.WrittenBack - a.Placing.WrittenBack) / (double)ops;
+        run.Extra["checkpoint_share"] = checkpointShare;
+        run.Extra["written_back_bytes_per_op"] = writtenBackPerOp;
         double syncSecs = (b.Log.SyncTime - a.Log.SyncTime).TotalSeconds;
         long groups = b.Log.Groups - a.Log.Groups;
         run.Notes.Add($"log: {run.LogBytesPerOp:N0} B/op, {records / secs:N0} records/s ({(records > 0 ? (double)groups / records : 0):F2} groups each), {syncs / secs:N0} fdatasync/s " +
             $"(avg {(syncs > 0 ? syncSecs * 1e6 / syncs : 0):N1} us, {syncSecs / secs:P0} of the window); placing {(b.Placing.Bytes - a.Placing.Bytes) / secs / (1 << 20):N1} MiB/s " +
             $"({(b.Placing.Regions - a.Placing.Regions) / (double)ops:N2} regions/op), " +
-            $"{checkpoints} checkpoints in the window; log used at end {b.LogUsed / (double)(1 << 20):N1} of {b.LogAreaSize / (double)(1 << 20):N0} MiB");
+            $"{checkpoints} checkpoints in the window (running {checkpointShare:P0} of it, segment pages written back {writtenBackPerOp:N0} B/op); log used at end {b.LogUsed / (double)(1 << 20):N1} of {b.LogAreaSize / (double)(1 << 20):N0} MiB");
     }
 
     // ---- lookups: one synchronous loop per locality

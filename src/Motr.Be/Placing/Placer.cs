@@ -53,6 +53,7 @@ internal sealed class Placer : IDisposable
 
     // Counters.
     private long _recordsPlaced, _regionsPlaced, _bytesPlaced, _checkpoints, _checksums;
+    private long _checkpointTicks; // segment syncs and checkpoint records, on whichever thread wrote them
     private byte[] _block = new byte[4096];
 
     public Placer(Domain domain, LogFile log, IStorage storage, IEnumerable<ulong> segmentIds, long position, ulong lsn)
@@ -65,8 +66,17 @@ internal sealed class Placer : IDisposable
         _placedNextLsn = lsn;
     }
 
-    public PlacerStats Stats => new(Volatile.Read(ref _recordsPlaced), Volatile.Read(ref _regionsPlaced), Volatile.Read(ref _bytesPlaced),
-        Volatile.Read(ref _checkpoints), Volatile.Read(ref _checksums));
+    public PlacerStats Stats
+    {
+        get
+        {
+            long writtenBack = 0;
+            foreach (var f in _files.Values) writtenBack += f.File.WrittenBack; // the set of files is fixed at open
+            return new(Volatile.Read(ref _recordsPlaced), Volatile.Read(ref _regionsPlaced), Volatile.Read(ref _bytesPlaced),
+                Volatile.Read(ref _checkpoints), Volatile.Read(ref _checksums),
+                TimeSpan.FromTicks(Volatile.Read(ref _checkpointTicks) * TimeSpan.TicksPerSecond / Stopwatch.Frequency), writtenBack);
+        }
+    }
 
     public long CheckpointPosition => Volatile.Read(ref _checkpointed);
 
@@ -196,8 +206,10 @@ internal sealed class Placer : IDisposable
             if (!_syncing) return; // released by Stop with nothing in flight
             try
             {
+                long t0 = Stopwatch.GetTimestamp();
                 foreach (var f in _syncFiles) f.File.Flush();
                 RecordCheckpoint(_syncPosition, _syncLsn);
+                Interlocked.Add(ref _checkpointTicks, Stopwatch.GetTimestamp() - t0);
             }
             catch (Exception e)
             {
@@ -280,6 +292,7 @@ internal sealed class Placer : IDisposable
     public void Checkpoint()
     {
         _checkpointRequested = false;
+        long t0 = Stopwatch.GetTimestamp();
         foreach (var f in _files.Values)
         {
             if (!f.Dirty) continue;
@@ -288,6 +301,7 @@ internal sealed class Placer : IDisposable
             f.Dirty = false;
         }
         RecordCheckpoint(_placedEnd, _placedNextLsn);
+        Interlocked.Add(ref _checkpointTicks, Stopwatch.GetTimestamp() - t0);
     }
 
     /// <summary>
@@ -341,4 +355,13 @@ internal sealed class Placer : IDisposable
 /// <param name="Bytes">Bytes written into segment files.</param>
 /// <param name="Checkpoints">Checkpoints written.</param>
 /// <param name="Checksums">Block checksums computed in the segment files at placing (b+tree nodes, once per checkpoint each).</param>
-public readonly record struct PlacerStats(long Records, long Regions, long Bytes, long Checkpoints, long Checksums);
+/// <param name="CheckpointTime">
+/// Time spent writing checkpoints: syncing the segment files (writing out their changed pages) and recording
+/// the new checkpoint in the log. Checkpoints run beside placing and logging, so under load this is the share
+/// of the time in which they compete with the log's syncs for the device. Counted as each checkpoint ends.
+/// </param>
+/// <param name="WrittenBack">
+/// Bytes the segment files' flushes wrote to the device (whole changed pages, at checkpoints and when a
+/// segment grows): with <see cref="Bytes"/>, what the device receives besides the log itself.
+/// </param>
+public readonly record struct PlacerStats(long Records, long Regions, long Bytes, long Checkpoints, long Checksums, TimeSpan CheckpointTime, long WrittenBack);

@@ -84,6 +84,13 @@ public interface IStorageFile : IDisposable
     void Flush();
 
     /// <summary>
+    /// Bytes this file's flushes have written out from its stage since it was opened: for a staged file
+    /// (<see cref="StorageAccess.ScatteredWrites"/>), whole pages at each flush, what a checkpoint costs the device.
+    /// A file whose writes go straight through has no stage: 0.
+    /// </summary>
+    long WrittenBack => 0;
+
+    /// <summary>
     /// The next stretch at or after <paramref name="offset"/> that may hold data: [<paramref name="start"/>,
     /// <paramref name="end"/>). Outside such stretches the file is a hole and reads as zeros, so a loader can
     /// skip it. False when nothing but holes follows. The default claims everything up to the length.

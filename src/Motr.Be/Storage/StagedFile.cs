@@ -44,6 +44,7 @@ internal sealed unsafe class StagedFile : IStorageFile
     private long _length;   // the file's length as writers see it
     private long _mapped;   // bytes mapped for the stage: _length rounded up to a page
     private ulong[] _dirty = [];
+    private long _writtenBack;
     // A length change replaces the mapping and the bits; a flush must not use them meanwhile.
     private readonly Lock _lock = new();
 
@@ -182,6 +183,8 @@ internal sealed unsafe class StagedFile : IStorageFile
 
     public bool NextData(long offset, out long start, out long end) => _file.NextData(offset, out start, out end);
 
+    public long WrittenBack => Volatile.Read(ref _writtenBack);
+
     /// <summary>Pages written since they last went to the file (for tests).</summary>
     internal int DirtyPageCount
     {
@@ -208,6 +211,7 @@ internal sealed unsafe class StagedFile : IStorageFile
                 _file.Write(at, new ReadOnlySpan<byte>(_base + at, bytes));
                 Written(at, bytes);
             }
+            Volatile.Write(ref _writtenBack, _writtenBack + bytes); // under the lock: one writer
             page += n;
             count -= n;
         }

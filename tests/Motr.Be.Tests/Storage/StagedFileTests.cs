@@ -47,6 +47,28 @@ public sealed class StagedFileTests
     }
 
     [Fact]
+    public void A_flush_counts_the_whole_pages_it_writes_back()
+    {
+        using var dir = new TempDir();
+        var storage = new FileStorage(dir.Path);
+        using var f = CreateStaged(storage, "seg", new byte[8 * 4096]);
+        Assert.Equal(0, f.WrittenBack);
+
+        f.Write(4090, "straddles a page edge"u8);
+        f.Write(6 * 4096 + 5, "x"u8);
+        Assert.Equal(0, f.WrittenBack); // staged only
+        f.Flush();
+        Assert.Equal(3 * 4096, f.WrittenBack); // pages 0, 1 and 6, whole
+        f.Flush();
+        Assert.Equal(3 * 4096, f.WrittenBack); // nothing changed since
+
+        using var plain = storage.Open("plain", StorageOpenMode.CreateNew);
+        plain.Write(0, new byte[10_000]);
+        plain.Flush();
+        Assert.Equal(0, plain.WrittenBack); // no stage: its writes go straight through
+    }
+
+    [Fact]
     public void Random_writes_growth_and_flushes_leave_the_file_equal_to_the_model()
     {
         using var dir = new TempDir();

@@ -70,7 +70,11 @@ public class LogBehaviourTests
         var st = loc.Segment!.TxStats;
         Assert.Equal(Writers * Each, st.Closed);
         Assert.True(st.SpaceWaits > 0, "the log never filled: the test does not test waiting");
-        Assert.True(e.Domain.Stats.Placing.Checkpoints > 1);
+        var placing = e.Domain.Stats.Placing;
+        Assert.True(placing.Checkpoints > 1);
+        // Each checkpoint wrote out the pages the writers changed (4000-byte captures span two pages at least).
+        Assert.True(placing.WrittenBack >= placing.Checkpoints * 4096, $"{placing.WrittenBack} bytes written back by {placing.Checkpoints} checkpoints");
+        Assert.True(placing.CheckpointTime > TimeSpan.Zero);
         Assert.True(e.Domain.Stats.Log.Bytes > 4 * (128 << 10), "the log did not wrap");
     }
 
