@@ -3,19 +3,21 @@
 # The bench runs without warm-up on enough keys for a window of several seconds; sampling starts once
 # the first locality has been busy for a moment (JIT tiering done), so neither the open (which may spend
 # seconds faulting in fresh memory) nor the key generation is in the profile.
-# usage: bench/profile.sh [--keys N] [--system motr-2loc|motr-1loc] [--seconds S] [--out DIR]
+# usage: bench/profile.sh [--keys N] [--system motr-2loc|motr-1loc] [--seconds S] [--out DIR] [--graph]
+# --graph records call stacks too and adds, for the localities, time by function including callees.
 # Needs perf (Debian: linux-perf); installs it when missing and apt-get can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-keys=3000000 system=motr-2loc seconds=2.5 out=""
+keys=3000000 system=motr-2loc seconds=2.5 out="" graph=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --keys) keys=$2; shift 2 ;;
         --system) system=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --graph) graph=-g; shift ;;
+        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "profile.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -67,19 +69,25 @@ if [ $found -eq 0 ]; then
     exit 1
 fi
 sleep 2
-perf record -F 999 -p "$bench" -o "$out/perf.data" -- sleep "$seconds" >/dev/null 2>&1
+perf record $graph -F 999 -p "$bench" -o "$out/perf.data" -- sleep "$seconds" >/dev/null 2>&1
 wait $bench || { echo "profile.sh: the bench failed:" >&2; cat "$out/bench.txt" >&2; exit 1; }
 trap - EXIT
 
 grep -E "^  btree-insert|cpu per op|cpu in cores" "$out/bench.txt" || true
 echo
 echo "samples by thread of the bench process (${seconds} s):"
-perf report -i "$out/perf.data" --no-children --percentage relative --sort comm -g none 2>/dev/null | grep -E '^ +[0-9]' | head -10
+perf report -i "$out/perf.data" --no-children --percentage relative --sort comm -g none 2>/dev/null | grep -E '^ +[0-9]' | head -10 || true
 for group in "localities=motr-locality-0,motr-locality-1" "placer=motr-placer" "log writer=motr-log-writer" "checkpoint=motr-checkpoint"; do
     echo
     echo "${group%%=*}: self time by function"
     perf report -i "$out/perf.data" --comm "${group#*=}" --no-children --percentage relative --sort sym -g none 2>/dev/null \
-        | grep -E '^ +[0-9]' | head -15 | cut -c1-180
+        | grep -E '^ +[0-9]' | head -15 | cut -c1-180 || true
 done
+if [ -n "$graph" ]; then
+    echo
+    echo "localities: time by function, callees included"
+    perf report -i "$out/perf.data" --comm motr-locality-0,motr-locality-1 --children --percentage relative --sort sym -g none 2>/dev/null \
+        | grep -E '^ +[0-9]' | grep -v -E '\] 0x[0-9a-f]+$|start_thread' | head -30 | cut -c1-180 || true
+fi
 echo
 echo "profile.sh: perf data and the bench's output are in $out (perf report -i $out/perf.data)"
