@@ -463,6 +463,48 @@ public class BTreeOperationTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task DeleteAll_on_a_small_log_cuts_its_batches_to_what_the_log_takes()
+    {
+        // A 2 MiB log and a tree of 1 KiB nodes three levels deep: the worst case of 64 deletes (every level merging)
+        // is more log than one transaction may reserve, so a batch of 64 as asked would be refused outright.
+        await using var h = await TreeHost.Start(segmentSize: 16 << 20, logSize: 2 << 20);
+        const int N = 1_500;
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 1024 });
+            long usedEmpty = seg.Allocator.UsedBytes;
+            for (int i = 0; i < N; i++)
+            {
+                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Ops.U64((ulong)i * 0x9E3779B97F4A7C15UL), Ops.Bytes(i % 50 == 0 ? 1500 : 100, i)));
+                if (i % 256 == 0) await seg.FlushAsync();
+            }
+            Assert.True(t.Height >= 3, $"height {t.Height}");
+            var askedFor = t.DeleteCredit() * 64;
+            Assert.Throws<TxUsageException>(() => { _ = seg.BeginAsync(askedFor); });
+            var reports = new List<long>();
+            long deleted = await t.DeleteAllAsync(batch: 64, new SyncProgress(reports.Add));
+            Assert.Equal(N, deleted);
+            Assert.Equal(0, t.Count);
+            Assert.Equal(1, t.Height);
+            Assert.Equal(usedEmpty, seg.Allocator.UsedBytes);
+            // Smaller batches than asked for, and more of them; never more than asked for.
+            Assert.True(reports.Count > N / 64, $"{reports.Count} batches for {N} records");
+            long previous = 0;
+            foreach (var r in reports)
+            {
+                Assert.InRange(r - previous, 1, 64);
+                previous = r;
+            }
+            Ops.AssertHealthy(t, "emptied");
+        });
+    }
+
+    private sealed class SyncProgress(Action<long> report) : IProgress<long>
+    {
+        public void Report(long value) => report(value);
+    }
+
+    [Fact]
     public async Task Destroy_right_after_create_gives_back_every_byte()
     {
         await using var h = await TreeHost.Start();
