@@ -1,0 +1,111 @@
+using System.Buffers.Binary;
+using Motr.Be;
+using Motr.Be.BTree;
+using Motr.Be.Segments;
+using Motr.Runtime;
+
+namespace Motr.Cli;
+
+/// <summary>
+/// <c>motr fsck</c>: every segment's allocator, every b+tree named in its roots (<see cref="BTree.Check"/>), and the
+/// ownership of every allocated block (<see cref="SegmentCheck"/>), on the segment's locality.
+/// </summary>
+/// <remarks>
+/// A segment's roots may name structures other than b+trees, whose blocks fsck cannot tell from leaks: when a
+/// segment has such a root, allocated blocks no tree owns are listed as unowned but not counted as damage.
+/// </remarks>
+internal static class FsckCommand
+{
+    /// <summary>What one segment's check found, besides <see cref="SegmentCheck"/>'s report.</summary>
+    private sealed record SegmentOutcome(SegmentCheckReport Report, List<string> TreeNames, List<string> Damage, List<string> Notes, bool LeaksAreDamage);
+
+    public static async Task<int> RunAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr)
+    {
+        string folder = a.Positional[0];
+        var options = MotrCommand.OpenExisting(folder, stderr, a.Flags.Contains("--truncate-at-corruption"));
+        int damaged = 0;
+        long problems = 0;
+        await using (var engine = await Engine.OpenAsync(options))
+        {
+            stdout.WriteLine($"domain {folder}: {engine.Localities.Count} segments; {engine.Domain.Recovery}");
+            foreach (var loc in engine.Localities)
+            {
+                var o = await loc.RunAsync(() => Check(loc.Segment!));
+                long n = Print(o, stdout);
+                problems += n;
+                if (n > 0) damaged++;
+            }
+        }
+        stdout.WriteLine(damaged == 0 ? "fsck: healthy" : $"fsck: {Count(problems, "problem")} in {Count(damaged, "segment")}");
+        return damaged == 0 ? MotrCommand.Ok : MotrCommand.Damage;
+    }
+
+    private static SegmentOutcome Check(Segment seg)
+    {
+        var trees = new List<BTree>();
+        var names = new List<string>();
+        var damage = new List<string>();
+        var notes = new List<string>();
+        foreach (var (name, off) in seg.Roots())
+        {
+            string root = $"root '{name}' (0x{off:X})";
+            if (off <= 0 || off > seg.Size - sizeof(uint))
+            {
+                damage.Add($"{root}: outside the segment's {seg.Size} bytes");
+                continue;
+            }
+            uint magic = BinaryPrimitives.ReadUInt32LittleEndian(seg.Bytes(off, sizeof(uint)));
+            if (magic != BTreeFormatConstants.TreeMagic)
+            {
+                notes.Add($"{root}: not a b+tree (magic 0x{magic:X8}); not checked");
+                continue;
+            }
+            try
+            {
+                trees.Add(BTree.Open(seg, off));
+                names.Add(name);
+            }
+            catch (BeCorruptionException e)
+            {
+                damage.Add($"{root}: {e.Message}");
+            }
+            catch (ArgumentException e)
+            {
+                notes.Add($"{root}: {e.Message}; not checked (fsck knows only the bytewise order)");
+            }
+        }
+        // A damaged tree header leaves that tree's blocks unowned too: leaks are damage only when every root was a checked tree.
+        bool leaksAreDamage = notes.Count == 0 && damage.Count == 0;
+        return new SegmentOutcome(SegmentCheck.Run(seg, trees), names, damage, notes, leaksAreDamage);
+    }
+
+    /// <summary>Prints one segment's outcome; returns how many problems count as damage.</summary>
+    private static long Print(SegmentOutcome o, TextWriter stdout)
+    {
+        var r = o.Report;
+        long unowned = 0, counted = o.Damage.Count + r.UnlistedProblems;
+        foreach (var p in r.Problems)
+        {
+            if (!o.LeaksAreDamage && p.StartsWith("LEAK", StringComparison.Ordinal)) unowned++;
+            else counted++;
+        }
+        stdout.WriteLine($"segment {r.SegmentId} ({r.FileName}): {(counted == 0 ? "healthy" : Count(counted, "problem"))}; " +
+            $"{Count(r.Trees.Count, "b+tree")}, {r.Records} records, {r.Nodes} nodes; {r.AllocatedBlocks} blocks allocated ({r.AllocatedBytes} bytes), " +
+            $"{r.OwnedBlocks} owned by the trees" + (r.AllocationWalked ? "" : " (the allocator's chunks could not be walked)"));
+        for (int i = 0; i < r.Trees.Count; i++)
+        {
+            var t = r.Trees[i];
+            stdout.WriteLine($"  b+tree '{o.TreeNames[i]}' (0x{t.Offset:X}): {(t.Healthy ? "healthy" : Count(t.Problems, "problem"))}, {t.Records} records, " +
+                $"{t.Nodes} nodes, height {t.Height}, {t.Blocks} blocks, {t.Bytes} bytes");
+        }
+        foreach (var n in o.Notes) stdout.WriteLine($"  note: {n}");
+        foreach (var d in o.Damage) stdout.WriteLine($"  {d}");
+        foreach (var p in r.Problems)
+            stdout.WriteLine(!o.LeaksAreDamage && p.StartsWith("LEAK", StringComparison.Ordinal) ? $"  unowned (a root not checked may own it): {p}" : $"  {p}");
+        if (r.UnlistedProblems > 0) stdout.WriteLine($"  ... and {r.UnlistedProblems} more problems");
+        if (unowned > 0) stdout.WriteLine($"  {Count(unowned, "allocated block")} ({r.LeakedBytes} bytes) belonging to no checked tree: owned by the roots not checked, or leaked");
+        return counted;
+    }
+
+    private static string Count(long n, string noun) => $"{n} {noun}{(n == 1 ? "" : "s")}";
+}

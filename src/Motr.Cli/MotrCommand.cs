@@ -1,0 +1,118 @@
+using Motr.Be;
+
+namespace Motr.Cli;
+
+/// <summary>
+/// The <c>motr</c> command: tools that work on a domain folder (DESIGN §5, src/Motr.Cli). Each sub-command opens the
+/// domain as the engine does (recovery replays the log, as any open does), works, and closes it.
+/// </summary>
+internal static class MotrCommand
+{
+    /// <summary>Exit code: the command did what it was asked and found nothing wrong.</summary>
+    public const int Ok = 0;
+
+    /// <summary>Exit code of <c>fsck</c>: damage found.</summary>
+    public const int Damage = 1;
+
+    /// <summary>Exit code: the command could not do its work (bad arguments, a domain that does not open, a missing tree).</summary>
+    public const int Failed = 2;
+
+    public const string Usage = """
+        motr: tools for a Motr.Actors domain folder
+
+        usage:
+          motr fsck <domain-folder> [--truncate-at-corruption]
+              Opens the domain (recovery replays its log, as any open does), then checks every segment: the
+              allocator, every b+tree named in the segment's roots, and that each allocated block belongs to
+              exactly one tree. Exit code 0: healthy; 1: damage found (each problem names its offset);
+              2: could not check. --truncate-at-corruption opens a domain whose log has a damaged record by
+              discarding it and everything after it (those transactions are lost; the report says how many).
+          motr dump <domain-folder> <root-name> <file> [--segment N]
+              Saves the b+tree named <root-name> in segment N (default 1) to a portable, versioned,
+              checksummed file.
+          motr load <domain-folder> <file> <root-name> [--segment N]
+              Loads a saved tree into a new tree of segment N (default 1), named <root-name>, which must be free.
+          motr help
+        """;
+
+    /// <summary>Runs the command given by <paramref name="args"/>; returns the process exit code.</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        if (args.Length == 0 || args[0] is "help" or "--help" or "-h")
+        {
+            (args.Length == 0 ? stderr : stdout).WriteLine(Usage);
+            return args.Length == 0 ? Failed : Ok;
+        }
+        try
+        {
+            return args[0] switch
+            {
+                "fsck" => await FsckCommand.RunAsync(Parse(args, 1, 1, allowSegment: false, "--truncate-at-corruption"), stdout, stderr),
+                "dump" => await TreeFileCommands.DumpAsync(Parse(args, 3, 3, allowSegment: true), stdout, stderr),
+                "load" => await TreeFileCommands.LoadAsync(Parse(args, 3, 3, allowSegment: true), stdout, stderr),
+                _ => throw new UsageException($"unknown command '{args[0]}'"),
+            };
+        }
+        catch (UsageException e)
+        {
+            stderr.WriteLine($"motr: {e.Message}");
+            stderr.WriteLine();
+            stderr.WriteLine(Usage);
+            return Failed;
+        }
+        catch (Exception e) when (e is CommandException or BeException or IOException or UnauthorizedAccessException)
+        {
+            // What could not be done, named by the engine's own message (file, offset, segment); no stack trace.
+            stderr.WriteLine($"motr {args[0]}: {e.Message}");
+            return Failed;
+        }
+    }
+
+    /// <summary>The arguments of a sub-command: its positional ones, the segment (1-based) and the flags given.</summary>
+    internal sealed record Arguments(string Command, string[] Positional, int Segment, HashSet<string> Flags);
+
+    private static Arguments Parse(string[] args, int minPositional, int maxPositional, bool allowSegment, params string[] flags)
+    {
+        var positional = new List<string>();
+        var given = new HashSet<string>(StringComparer.Ordinal);
+        int segment = 1;
+        for (int i = 1; i < args.Length; i++)
+        {
+            string a = args[i];
+            if (a == "--segment" && allowSegment)
+            {
+                if (i + 1 >= args.Length || !int.TryParse(args[++i], out segment) || segment < 1)
+                    throw new UsageException($"{args[0]}: --segment needs a segment number (1 or more)");
+            }
+            else if (Array.IndexOf(flags, a) >= 0) given.Add(a);
+            else if (a.StartsWith("--", StringComparison.Ordinal)) throw new UsageException($"{args[0]}: unknown option '{a}'");
+            else positional.Add(a);
+        }
+        if (positional.Count < minPositional || positional.Count > maxPositional)
+            throw new UsageException($"{args[0]}: expected {minPositional} argument{(minPositional == 1 ? "" : "s")}, got {positional.Count}");
+        return new Arguments(args[0], positional.ToArray(), segment, given);
+    }
+
+    /// <summary>
+    /// Options that open an existing domain in <paramref name="folder"/> and change nothing about it: no new domain,
+    /// no added segments (the segment count given is the least, and every existing one is kept).
+    /// </summary>
+    internal static DomainOptions OpenExisting(string folder, TextWriter stderr, bool truncateAtCorruption = false)
+    {
+        if (!Directory.Exists(folder)) throw new CommandException($"no folder {folder}");
+        return new DomainOptions
+        {
+            Path = folder,
+            CreateIfMissing = false,
+            Segments = 1,
+            RecoveryMode = truncateAtCorruption ? RecoveryMode.TruncateAtCorruption : RecoveryMode.Strict,
+            OnWarning = m => stderr.WriteLine($"warning: {m}"),
+        };
+    }
+}
+
+/// <summary>Bad arguments: the usage is printed after the message.</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>A sub-command could not do its work; the message says what and where.</summary>
+internal sealed class CommandException(string message) : Exception(message);

@@ -1,0 +1,3 @@
+using Motr.Cli;
+
+return await MotrCommand.RunAsync(args, Console.Out, Console.Error);

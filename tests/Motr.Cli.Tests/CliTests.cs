@@ -1,0 +1,251 @@
+using System.Buffers.Binary;
+using Motr.Be;
+using Motr.Be.Alloc;
+using Motr.Be.BTree;
+using Motr.Be.Segments;
+using Motr.Runtime;
+using Tree = Motr.Be.BTree.BTree;
+
+namespace Motr.Cli.Tests;
+
+/// <summary>The <c>motr</c> command run in process on real domain folders: fsck's findings and exit codes, dump and load, bad arguments.</summary>
+public sealed class CliTests : IDisposable
+{
+    private readonly string _root = Path.Combine(Path.GetTempPath(), $"motr-cli-{Environment.ProcessId}-{Guid.NewGuid():N}");
+
+    public CliTests() => Directory.CreateDirectory(_root);
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_root, recursive: true); }
+        catch (IOException) { }
+    }
+
+    private const int RecordsT = 500, RecordsU = 200;
+
+    private static DomainOptions Options(string dir) =>
+        new() { Path = dir, Segments = 2, SegmentSize = 4 << 20, LogSize = 8 << 20 };
+
+    private static byte[] Key(int i) => BitConverter.GetBytes((ulong)i * 0x9E3779B97F4A7C15UL);
+
+    private static byte[] Value(int i)
+    {
+        var v = new byte[i % 25 == 0 ? 3000 : 40 + i % 60];   // every 25th out of node
+        new Random(i).NextBytes(v);
+        return v;
+    }
+
+    /// <summary>A domain of two segments: tree 't' of <see cref="RecordsT"/> records in segment 1, tree 'u' of <see cref="RecordsU"/> in segment 2.</summary>
+    private async Task<string> CreateDomain(Func<Engine, Task>? more = null)
+    {
+        string dir = Path.Combine(_root, "domain");
+        await using var engine = await Engine.OpenAsync(Options(dir));
+        foreach (var (loc, name, count) in new[] { (engine.Localities[0], "t", RecordsT), (engine.Localities[1], "u", RecordsU) })
+        {
+            await loc.RunAsync(async () =>
+            {
+                var seg = loc.Segment!;
+                Tree t;
+                using (var tx = await seg.BeginAsync(Tree.CreateCredit + Segment.RootCredit))
+                {
+                    t = Tree.Create(tx, seg, new BTreeConfig { NodeSize = 1024 });
+                    seg.SetRoot(tx, name, t.Offset);
+                    await tx.Close();
+                }
+                for (int i = 0; i < count; i++)
+                {
+                    using var tx = await seg.BeginAsync(t.InsertCredit(8, Value(i).Length));
+                    Assert.Equal(BTreeStatus.Ok, t.Insert(tx, Key(i), Value(i)));
+                    _ = tx.Close();
+                }
+                await seg.FlushAsync();
+            });
+        }
+        if (more != null) await more(engine);
+        return dir;
+    }
+
+    private static async Task<(int Code, string Out, string Err)> Motr(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await MotrCommand.RunAsync(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public async Task Fsck_of_a_healthy_domain_lists_each_tree_and_exits_0()
+    {
+        string dir = await CreateDomain();
+        var (code, output, err) = await Motr("fsck", dir);
+        Assert.True(code == 0, output + err);
+        Assert.Contains($"b+tree 't' (0x", output);
+        Assert.Contains($"healthy, {RecordsT} records", output);
+        Assert.Contains($"b+tree 'u' (0x", output);
+        Assert.Contains($"healthy, {RecordsU} records", output);
+        Assert.EndsWith("fsck: healthy" + Environment.NewLine, output);
+        Assert.Equal("", err);
+        // fsck changes nothing: the domain still has its two segments and is still healthy.
+        Assert.Equal(0, (await Motr("fsck", dir)).Code);
+        Assert.Equal(2, Directory.GetFiles(dir, "seg-*.motr").Length);
+    }
+
+    [Fact]
+    public async Task Fsck_finds_a_damaged_node_names_its_offset_and_exits_1()
+    {
+        long leaf = 0, size = 0;
+        string dir = await CreateDomain(engine => engine.Localities[0].RunAsync(() =>
+        {
+            var seg = engine.Localities[0].Segment!;
+            Assert.True(seg.TryGetRoot("t", out long off));
+            foreach (long chunk in Tree.Open(seg, off).Check().Chunks)
+            {
+                var head = seg.Bytes(chunk, 12);
+                if (BinaryPrimitives.ReadUInt32LittleEndian(head) == BTreeFormatConstants.NodeMagic && head[6] == 0)
+                {
+                    leaf = chunk;
+                    size = BinaryPrimitives.ReadUInt32LittleEndian(head[8..]);
+                    break;
+                }
+            }
+        }));
+        Assert.NotEqual(0, leaf);
+        string file = Path.Combine(dir, BeConstants.SegmentFileName(1));
+        using (var f = new FileStream(file, FileMode.Open, FileAccess.ReadWrite))
+        {
+            f.Position = leaf + size / 2;
+            int b = f.ReadByte();
+            f.Position = leaf + size / 2;
+            f.WriteByte((byte)(b ^ 0x5A));
+        }
+
+        var (code, output, err) = await Motr("fsck", dir);
+        Assert.True(code == 1, output + err);
+        Assert.Contains($"0x{leaf:X}", output);
+        Assert.Contains("segment 1 (", output);
+        Assert.Contains($"b+tree 'u' (0x", output);
+        Assert.Contains($"healthy, {RecordsU} records", output);   // the other segment is checked too, and intact
+        Assert.Matches(@"fsck: \d+ problems? in 1 segment\r?\n$", output);
+    }
+
+    [Fact]
+    public async Task Fsck_counts_an_allocated_block_no_tree_owns_as_a_leak()
+    {
+        long leaked = 0;
+        string dir = await CreateDomain(engine => engine.Localities[1].RunAsync(async () =>
+        {
+            var seg = engine.Localities[1].Segment!;
+            using var tx = await seg.BeginAsync(Allocator.AllocCredit);
+            leaked = seg.Allocator.Alloc(tx, 256);
+            await tx.Close();
+        }));
+        var (code, output, err) = await Motr("fsck", dir);
+        Assert.True(code == 1, output + err);
+        Assert.Contains($"LEAK: block 0x{leaked:X}", output);
+        Assert.Contains("segment 2 (", output);
+    }
+
+    [Fact]
+    public async Task Fsck_does_not_call_the_blocks_of_a_root_that_is_no_tree_damage()
+    {
+        string dir = await CreateDomain(engine => engine.Localities[1].RunAsync(async () =>
+        {
+            var seg = engine.Localities[1].Segment!;
+            using var tx = await seg.BeginAsync(Allocator.AllocCredit + Segment.RootCredit);
+            long blob = seg.Allocator.Alloc(tx, 256);
+            seg.SetRoot(tx, "blob", blob);
+            await tx.Close();
+        }));
+        var (code, output, err) = await Motr("fsck", dir);
+        Assert.True(code == 0, output + err);
+        Assert.Contains("note: root 'blob'", output);
+        Assert.Contains("not a b+tree", output);
+        Assert.Contains("1 allocated block (256 bytes) belonging to no checked tree", output);
+    }
+
+    [Fact]
+    public async Task Fsck_of_a_folder_without_a_domain_exits_2_and_says_so()
+    {
+        string missing = Path.Combine(_root, "nothing-here");
+        var (code, output, err) = await Motr("fsck", missing);
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        Assert.Contains($"motr fsck: no folder {missing}", err);
+
+        string empty = Path.Combine(_root, "empty");
+        Directory.CreateDirectory(empty);
+        (code, output, err) = await Motr("fsck", empty);
+        Assert.Equal(2, code);
+        Assert.StartsWith("motr fsck: ", err);
+        Assert.Empty(Directory.GetFiles(empty));   // nothing created
+    }
+
+    [Fact]
+    public async Task Dump_and_load_copy_a_tree_under_a_new_name_into_another_segment()
+    {
+        string dir = await CreateDomain();
+        string file = Path.Combine(_root, "t.motrdump");
+        var (code, output, err) = await Motr("dump", dir, "t", file);
+        Assert.True(code == 0, output + err);
+        Assert.Contains($"dump: {RecordsT} records of 't' (segment 1) saved to {file}", output);
+        Assert.False(File.Exists(file + ".partial"));
+
+        (code, output, err) = await Motr("load", dir, file, "t2", "--segment", "2");
+        Assert.True(code == 0, output + err);
+        Assert.Contains($"load: {RecordsT} records from {file} into 't2' (segment 2)", output);
+
+        (code, output, err) = await Motr("fsck", dir);
+        Assert.True(code == 0, output + err);
+        Assert.Contains($"b+tree 't2' (0x", output);
+
+        await using var engine = await Engine.OpenAsync(Options(dir));
+        var loc = engine.Localities[1];
+        await loc.RunAsync(() =>
+        {
+            var seg = loc.Segment!;
+            Assert.True(seg.TryGetRoot("t2", out long off));
+            var copy = Tree.Open(seg, off);
+            Assert.Equal(RecordsT, copy.Count);
+            for (int i = 0; i < RecordsT; i++)
+            {
+                Assert.Equal(BTreeStatus.Ok, copy.Lookup(Key(i), out ReadOnlySpan<byte> v));
+                Assert.True(v.SequenceEqual(Value(i)), $"record {i}");
+            }
+        });
+    }
+
+    [Fact]
+    public async Task Dump_of_a_missing_root_and_load_under_a_taken_name_are_refused_with_what_is_there()
+    {
+        string dir = await CreateDomain();
+        string file = Path.Combine(_root, "x.motrdump");
+        var (code, output, err) = await Motr("dump", dir, "nope", file);
+        Assert.Equal(2, code);
+        Assert.Contains("segment 1 has no root 'nope' (its roots: 't')", err);
+        Assert.False(File.Exists(file));
+        Assert.False(File.Exists(file + ".partial"));
+
+        Assert.Equal(0, (await Motr("dump", dir, "u", file, "--segment", "2")).Code);
+        (code, output, err) = await Motr("load", dir, file, "t");
+        Assert.Equal(2, code);
+        Assert.Contains("segment 1: root 't' already names 0x", err);
+        (code, output, err) = await Motr("dump", dir, "t", file, "--segment", "3");
+        Assert.Equal(2, code);
+        Assert.Contains("the domain has 2 segments; there is no segment 3", err);
+    }
+
+    [Fact]
+    public async Task Bad_arguments_exit_2_with_the_usage_and_help_exits_0()
+    {
+        foreach (var args in new[] { new[] { "frob" }, ["fsck"], ["fsck", "a", "b"], ["dump", "dir"], ["fsck", "dir", "--fast"], ["load", "d", "f", "r", "--segment", "0"], [] })
+        {
+            var (code, output, err) = await Motr(args);
+            Assert.True(code == 2, $"motr {string.Join(' ', args)}: exit {code}");
+            Assert.Equal("", output);
+            Assert.Contains("usage:", err);
+        }
+        var help = await Motr("help");
+        Assert.Equal(0, help.Code);
+        Assert.Contains("motr fsck <domain-folder>", help.Out);
+    }
+}
