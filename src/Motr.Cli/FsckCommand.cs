@@ -25,7 +25,21 @@ internal static class FsckCommand
         var options = MotrCommand.OpenExisting(folder, stderr, a.Flags.Contains("--truncate-at-corruption"));
         int damaged = 0;
         long problems = 0;
-        await using (var engine = await Engine.OpenAsync(options))
+        Engine opened;
+        try
+        {
+            opened = await Engine.OpenAsync(options);
+        }
+        catch (BeCorruptionException e)
+        {
+            // Damage that keeps the domain from opening is fsck's finding, not a failure to run.
+            stdout.WriteLine($"domain {folder}: does not open: {e.Message}");
+            if (Path.GetFileName(e.File) == BeConstants.LogFileName && !a.Flags.Contains("--truncate-at-corruption"))
+                stdout.WriteLine("  --truncate-at-corruption opens it by discarding the damaged log record and every record after it (those transactions are lost)");
+            stdout.WriteLine("fsck: 1 problem (the domain does not open)");
+            return MotrCommand.Damage;
+        }
+        await using (var engine = opened)
         {
             stdout.WriteLine($"domain {folder}: {engine.Localities.Count} segments; {engine.Domain.Recovery}");
             foreach (var loc in engine.Localities)

@@ -24,9 +24,10 @@ internal static class MotrCommand
           motr fsck <domain-folder> [--truncate-at-corruption]
               Opens the domain (recovery replays its log, as any open does), then checks every segment: the
               allocator, every b+tree named in the segment's roots, and that each allocated block belongs to
-              exactly one tree. Exit code 0: healthy; 1: damage found (each problem names its offset);
-              2: could not check. --truncate-at-corruption opens a domain whose log has a damaged record by
-              discarding it and everything after it (those transactions are lost; the report says how many).
+              exactly one tree. Exit code 0: healthy; 1: damage found, each problem with its offset (damage that
+              keeps the domain from opening too); 2: could not check. --truncate-at-corruption opens a domain
+              whose log has a damaged record by discarding it and everything after it (those transactions are
+              lost; the report says how many).
           motr dump <domain-folder> <root-name> <file> [--segment N]
               Saves the b+tree named <root-name> in segment N (default 1) to a portable, versioned,
               checksummed file.

@@ -129,6 +129,27 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task Fsck_of_a_domain_whose_damage_keeps_it_from_opening_reports_it_and_exits_1()
+    {
+        string dir = await CreateDomain();
+        string file = Path.Combine(dir, BeConstants.SegmentFileName(2));
+        using (var f = new FileStream(file, FileMode.Open, FileAccess.ReadWrite))
+        {
+            f.Position = 40;   // inside the segment header, which its checksum covers
+            int b = f.ReadByte();
+            f.Position = 40;
+            f.WriteByte((byte)(b ^ 0x5A));
+        }
+        var (code, output, err) = await Motr("fsck", dir);
+        Assert.True(code == 1, output + err);
+        Assert.Contains("does not open", output);
+        Assert.Contains(BeConstants.SegmentFileName(2), output);
+        Assert.EndsWith("fsck: 1 problem (the domain does not open)" + Environment.NewLine, output);
+        // Other commands cannot work on it: a failure to run, not a finding.
+        Assert.Equal(2, (await Motr("dump", dir, "t", Path.Combine(_root, "t.dump"))).Code);
+    }
+
+    [Fact]
     public async Task Fsck_counts_an_allocated_block_no_tree_owns_as_a_leak()
     {
         long leaked = 0;
