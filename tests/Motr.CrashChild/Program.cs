@@ -13,12 +13,14 @@ using Motr.Runtime;
 //   counter   (the default) see CounterWorkload.cs: "R"/"P" values are the locality's counter.
 //   btree     see BTreeWorkload.cs: a b+tree per locality holding a counter and a sliding window of records;
 //             "R"/"P" values are the counter (the number of steps).
+//   deleteall see DeleteAllWorkload.cs: a b+tree per locality filled, emptied by delete-all (resumed after each
+//             kill), filled again...; "R"/"P" values are transaction ids.
 //   recover   only opens the folder (running recovery), prints what it holds (and the fsck report and records of a
 //             b+tree under the root "t", if any), closes it and exits: to look at a
 //             folder a failed test kept, or at a crash image SimulatedCrashTests saved (work on a copy: recovery
 //             changes the folder).
 
-string[] workloads = ["counter", "btree", "recover"];
+string[] workloads = ["counter", "btree", "deleteall", "recover"];
 if (args.Length < 2 || !int.TryParse(args[1], out int seed))
 {
     Console.Error.WriteLine($"usage: Motr.CrashChild <dir> <seed> [workload]   (workloads: {string.Join(", ", workloads)})");
@@ -75,9 +77,12 @@ await using var engine = await Engine.OpenAsync(ChildConfig.Options(dir, w => st
 stderr.WriteLine($"recovery: {engine.Domain.Recovery}");
 foreach (var loc in engine.Localities)
 {
-    var (counter, problem) = await loc.RunAsync(() => workload == "btree"
-        ? BTreeWorkload.ReadAndCheck(loc.Segment!, loc.Index)
-        : (CounterWorkload.ReadCounter(loc.Segment!), CounterWorkload.Check(loc.Segment!, loc.Index)));
+    var (counter, problem) = await loc.RunAsync(() => workload switch
+    {
+        "btree" => BTreeWorkload.ReadAndCheck(loc.Segment!, loc.Index),
+        "deleteall" => DeleteAllWorkload.ReadAndCheck(loc.Segment!, loc.Index),
+        _ => (CounterWorkload.ReadCounter(loc.Segment!), CounterWorkload.Check(loc.Segment!, loc.Index)),
+    });
     if (problem != null)
     {
         stderr.WriteLine($"BAD recovered state: {problem}");
@@ -89,6 +94,7 @@ foreach (var loc in engine.Localities)
 try
 {
     if (workload == "btree") await BTreeWorkload.RunAsync(engine, seed, stdout, CancellationToken.None);
+    else if (workload == "deleteall") await DeleteAllWorkload.RunAsync(engine, stdout, CancellationToken.None);
     else await CounterWorkload.RunAsync(engine, seed, stdout, CancellationToken.None);
 }
 catch (Exception e)
