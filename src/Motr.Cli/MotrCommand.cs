@@ -108,7 +108,23 @@ internal static class MotrCommand
             Segments = 1,
             RecoveryMode = truncateAtCorruption ? RecoveryMode.TruncateAtCorruption : RecoveryMode.Strict,
             OnWarning = m => stderr.WriteLine($"warning: {m}"),
+            // A long log replay shows how far it has got.
+            RecoveryProgress = new Throttled<RecoveryProgress>(p =>
+                stderr.WriteLine($"recovery: {p.RecordsReplayed} records replayed ({p.BytesReplayed >> 20} of at most {p.BytesToScan >> 20} MiB of log)")),
         };
+    }
+}
+
+/// <summary>Passes a report on at most every two seconds: progress of long work on stderr without flooding it.</summary>
+internal sealed class Throttled<T>(Action<T> report) : IProgress<T>
+{
+    private readonly System.Diagnostics.Stopwatch _since = System.Diagnostics.Stopwatch.StartNew();
+
+    public void Report(T value)
+    {
+        if (_since.Elapsed < TimeSpan.FromSeconds(2)) return;
+        report(value);
+        _since.Restart();
     }
 }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Motr.Be;
 using Motr.Be.BTree;
 using Motr.Runtime;
@@ -39,7 +38,7 @@ internal static class TreeFileCommands
         try { tree = BTree.Open(seg, off); }
         catch (ArgumentException e) { throw new CommandException($"{e.Message}: dump knows only the bytewise order"); }
         await using var output = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
-        return await BTreeDump.SaveAsync(tree, output, new Reporter("saved", stderr));
+        return await BTreeDump.SaveAsync(tree, output, new Throttled<long>(n => stderr.WriteLine($"saved {n} records...")));
     }
 
     public static async Task<int> LoadAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr)
@@ -56,7 +55,7 @@ internal static class TreeFileCommands
             await using var input = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous);
             try
             {
-                var tree = await BTreeDump.LoadAsync(input, seg, config: null, root, new Reporter("loaded", stderr));
+                var tree = await BTreeDump.LoadAsync(input, seg, config: null, root, new Throttled<long>(n => stderr.WriteLine($"loaded {n} records...")));
                 return tree.Count;
             }
             catch (ArgumentException e)
@@ -80,18 +79,5 @@ internal static class TreeFileCommands
         var names = new string[roots.Count];
         for (int i = 0; i < names.Length; i++) names[i] = $"'{roots[i].Key}'";
         return string.Join(", ", names);
-    }
-
-    /// <summary>Prints the record count now and then (at most every two seconds) to stderr, so a long dump or load shows progress.</summary>
-    private sealed class Reporter(string verb, TextWriter stderr) : IProgress<long>
-    {
-        private readonly Stopwatch _since = Stopwatch.StartNew();
-
-        public void Report(long value)
-        {
-            if (_since.Elapsed < TimeSpan.FromSeconds(2)) return;
-            stderr.WriteLine($"{verb} {value} records...");
-            _since.Restart();
-        }
     }
 }
