@@ -97,10 +97,11 @@ internal static class FsckCommand
     private static long Print(SegmentOutcome o, TextWriter stdout)
     {
         var r = o.Report;
+        bool Unowned(string problem) => !o.LeaksAreDamage && problem.StartsWith("LEAK", StringComparison.Ordinal);
         long unowned = 0, counted = o.Damage.Count + r.UnlistedProblems;
         foreach (var p in r.Problems)
         {
-            if (!o.LeaksAreDamage && p.StartsWith("LEAK", StringComparison.Ordinal)) unowned++;
+            if (Unowned(p)) unowned++;
             else counted++;
         }
         stdout.WriteLine($"segment {r.SegmentId} ({r.FileName}): {(counted == 0 ? "healthy" : Count(counted, "problem"))}; " +
@@ -115,7 +116,7 @@ internal static class FsckCommand
         foreach (var n in o.Notes) stdout.WriteLine($"  note: {n}");
         foreach (var d in o.Damage) stdout.WriteLine($"  {d}");
         foreach (var p in r.Problems)
-            stdout.WriteLine(!o.LeaksAreDamage && p.StartsWith("LEAK", StringComparison.Ordinal) ? $"  unowned (a root not checked may own it): {p}" : $"  {p}");
+            stdout.WriteLine(Unowned(p) ? $"  unowned (a root not checked may own it): {p}" : $"  {p}");
         if (r.UnlistedProblems > 0) stdout.WriteLine($"  ... and {r.UnlistedProblems} more problems");
         if (unowned > 0) stdout.WriteLine($"  {Count(unowned, "allocated block")} ({r.LeakedBytes} bytes) belonging to no checked tree: owned by the roots not checked, or leaked");
         return counted;

@@ -75,9 +75,6 @@ internal static class TreeFileCommands
     private static string Names(Motr.Be.Segments.Segment seg)
     {
         var roots = seg.Roots();
-        if (roots.Count == 0) return "none";
-        var names = new string[roots.Count];
-        for (int i = 0; i < names.Length; i++) names[i] = $"'{roots[i].Key}'";
-        return string.Join(", ", names);
+        return roots.Count == 0 ? "none" : string.Join(", ", roots.Select(r => $"'{r.Key}'"));
     }
 }

@@ -45,13 +45,7 @@ public sealed class CliTests : IDisposable
             await loc.RunAsync(async () =>
             {
                 var seg = loc.Segment!;
-                Tree t;
-                using (var tx = await seg.BeginAsync(Tree.CreateCredit + Segment.RootCredit))
-                {
-                    t = Tree.Create(tx, seg, new BTreeConfig { NodeSize = 1024 });
-                    seg.SetRoot(tx, name, t.Offset);
-                    await tx.Close();
-                }
+                var t = await CreateTree(seg, name);
                 for (int i = 0; i < count; i++)
                 {
                     using var tx = await seg.BeginAsync(t.InsertCredit(8, Value(i).Length));
@@ -63,6 +57,16 @@ public sealed class CliTests : IDisposable
         }
         if (more != null) await more(engine);
         return dir;
+    }
+
+    /// <summary>A new empty tree of 1 KiB nodes named <paramref name="name"/> in <paramref name="seg"/>, durable.</summary>
+    private static async Task<Tree> CreateTree(Segment seg, string name)
+    {
+        using var tx = await seg.BeginAsync(Tree.CreateCredit + Segment.RootCredit);
+        var t = Tree.Create(tx, seg, new BTreeConfig { NodeSize = 1024 });
+        seg.SetRoot(tx, name, t.Offset);
+        await tx.Close();
+        return t;
     }
 
     private static async Task<(int Code, string Out, string Err)> Motr(params string[] args)
@@ -163,13 +167,7 @@ public sealed class CliTests : IDisposable
             await loc.RunAsync(async () =>
             {
                 var seg = loc.Segment!;
-                Tree t;
-                using (var tx = await seg.BeginAsync(Tree.CreateCredit + Segment.RootCredit))
-                {
-                    t = Tree.Create(tx, seg, new BTreeConfig { NodeSize = 1024 });
-                    seg.SetRoot(tx, "t", t.Offset);
-                    await tx.Close();
-                }
+                var t = await CreateTree(seg, "t");
                 for (int i = 0; i < 10; i++)
                 {
                     using var tx = await seg.BeginAsync(t.InsertCredit(8, Value(i).Length));

@@ -100,7 +100,7 @@ public sealed class BTreeSegmentModel : ISegmentOracle
         try { t = Tree.Open(seg, off); }
         catch (Exception e) { return $"{at}: the tree does not open: {e.GetType().Name}: {e.Message}"; }
         var report = t.Check();
-        if (!report.Healthy) return $"{at}: fsck: {report}; problems: {string.Join(" | ", report.Problems.Take(5))}";
+        if (Motr.CrashChild.TreeChecks.Fsck(report) is { } bad) return $"{at}: {bad}";
 
         var expected = StateAfter(j);
         var actual = Scan(t);
@@ -123,18 +123,7 @@ public sealed class BTreeSegmentModel : ISegmentOracle
         if (report.Records != expected.Length) return $"{at}: fsck found {report.Records} records, expected {expected.Length}";
 
         // The tree is the only user of the segment's allocator: its chunks are exactly the allocated blocks.
-        var allocProblems = seg.Allocator.Check();
-        if (allocProblems.Count > 0) return $"{at}: allocator fsck: {string.Join(" | ", allocProblems.Take(3))}";
-        var owned = new HashSet<long>(report.Chunks);
-        var allocated = seg.Allocator.AllocatedBlocks().Select(b => b.Offset).ToHashSet();
-        if (!owned.SetEquals(allocated))
-        {
-            var leaked = allocated.Except(owned).Take(5).Select(o => $"0x{o:X}");
-            var foreign = owned.Except(allocated).Take(5).Select(o => $"0x{o:X}");
-            return $"{at}: the tree's {owned.Count} chunks and the allocator's {allocated.Count} blocks differ: allocated but not in the tree [{string.Join(", ", leaked)}], " +
-                $"in the tree but not allocated [{string.Join(", ", foreign)}]";
-        }
-        return null;
+        return Motr.CrashChild.TreeChecks.Ownership(seg, report) is { } owners ? $"{at}: {owners}" : null;
     }
 
     /// <summary>A full forward cursor scan of <paramref name="t"/>.</summary>

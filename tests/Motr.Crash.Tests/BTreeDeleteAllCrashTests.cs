@@ -5,6 +5,7 @@ using Motr.Be.BTree;
 using Motr.Be.Segments;
 using Motr.Be.Storage;
 using Motr.Be.Tx;
+using Motr.CrashChild;
 using Motr.Runtime;
 using Xunit.Abstractions;
 using Tree = Motr.Be.BTree.BTree;
@@ -47,12 +48,6 @@ public sealed class BTreeDeleteAllCrashTests(ITestOutputHelper output)
     {
         output.WriteLine(line);
         Console.WriteLine(line);
-    }
-
-    /// <summary>Reports synchronously, on the thread that reports (the locality), unlike <see cref="Progress{T}"/>.</summary>
-    private sealed class Reporter(Action<long> report) : IProgress<long>
-    {
-        public void Report(long value) => report(value);
     }
 
     [Fact]
@@ -140,7 +135,7 @@ public sealed class BTreeDeleteAllCrashTests(ITestOutputHelper output)
                 long first = model.LastId;
                 var reports = reported[index] = new List<long>();
                 int n = model.StateAfter(first).Length;
-                var reporter = new Reporter(deleted =>
+                var reporter = new DeleteAllWorkload.SyncProgress(deleted =>
                 {
                     reports.Add(deleted);
                     storage.Mark(new PersistedMark(index, first + reports.Count));
@@ -233,9 +228,7 @@ public sealed class BTreeDeleteAllCrashTests(ITestOutputHelper output)
                     if (t.Count != 0 || t.Height != 1 || t.NodeCount != 1 || t.Stats.LargeChunks != 0)
                         return $"{at}: after the second delete-all: {t.Count} records, height {t.Height}, {t.NodeCount} nodes, {t.Stats.LargeChunks} chunks out of node";
                     var report = t.Check();
-                    if (!report.Healthy) return $"{at}: fsck after the second delete-all: {report}";
-                    var allocProblems = seg.Allocator.Check();
-                    if (allocProblems.Count > 0) return $"{at}: allocator fsck after the second delete-all: {string.Join(" | ", allocProblems.Take(3))}";
+                    if ((TreeChecks.Fsck(report) ?? TreeChecks.Ownership(seg, report)) is { } bad) return $"{at}: after the second delete-all: {bad}";
                     if (seg.Allocator.UsedBytes != usedEmpty[i])
                         return $"{at}: the emptied tree leaves {seg.Allocator.UsedBytes} bytes allocated, the new empty tree held {usedEmpty[i]}: leaked space";
                     return null;

@@ -82,7 +82,7 @@ public static class BTreeWorkload
             if (t.Lookup(CounterKey, out ReadOnlySpan<byte> cv) != BTreeStatus.Ok || cv.Length != 8) return (0, $"{at}: no 8-byte counter in the tree");
             long c = BinaryPrimitives.ReadInt64BigEndian(cv);
             var report = t.Check();
-            if (!report.Healthy) return (c, $"{at}: counter {c}: fsck: {report}; problems: {string.Join(" | ", report.Problems.Take(5))}");
+            if (TreeChecks.Fsck(report) is { } bad) return (c, $"{at}: counter {c}: {bad}");
             if (c != seg.LastTxId - 1) return (c, $"{at}: counter {c}, but the tree's creation and one tx per step make it LastTxId - 1 = {seg.LastTxId - 1}");
             long first = Math.Max(1, c - Window + 1);
             var expected = new List<(byte[] Key, byte[] Value)>();
@@ -99,15 +99,7 @@ public static class BTreeWorkload
             if (Diff(backward, expected) is { } bd) return (c, $"{at}: counter {c}, so records {first}..{c} and the counter; a backward scan: {bd}");
             long records = c - first + 2;
             if (t.Count != records || report.Records != records) return (c, $"{at}: counter {c}: {records} records expected, the header counts {t.Count}, fsck {report.Records}");
-            var alloc = seg.Allocator.Check();
-            if (alloc.Count > 0) return (c, $"{at}: allocator fsck: {string.Join(" | ", alloc.Take(3))}");
-            var owned = new HashSet<long>(report.Chunks);
-            var allocated = seg.Allocator.AllocatedBlocks().Select(b => b.Offset).ToHashSet();
-            if (!owned.SetEquals(allocated))
-                return (c, $"{at}: the tree owns {owned.Count} chunks, the allocator holds {allocated.Count} blocks: " +
-                    $"[{string.Join(", ", allocated.Except(owned).Take(5).Select(o => $"0x{o:X}"))}] allocated but not in the tree, " +
-                    $"[{string.Join(", ", owned.Except(allocated).Take(5).Select(o => $"0x{o:X}"))}] in the tree but not allocated");
-            return (c, null);
+            return (c, TreeChecks.Ownership(seg, report) is { } owners ? $"{at}: {owners}" : null);
         }
         catch (Exception e)
         {

@@ -42,7 +42,7 @@ public static class DeleteAllWorkload
                 return (last, last == 0 ? null : $"{at}: no tree, but {last} txs were recovered");
             var t = BTree.Open(seg, off);
             var report = t.Check();
-            if (!report.Healthy) return (last, $"{at}: fsck: {report}; problems: {string.Join(" | ", report.Problems.Take(5))}");
+            if (TreeChecks.Fsck(report) is { } bad) return (last, $"{at}: {bad}");
             var (first, count, problem) = Shape(t, locality);
             if (problem != null) return (last, $"{at}: {problem}");
             if (count != 0 && first != 1 && first + count - 1 != Keys)
@@ -50,15 +50,7 @@ public static class DeleteAllWorkload
             if (t.Count != count || report.Records != count) return (last, $"{at}: {count} records found, the header counts {t.Count}, fsck {report.Records}");
             if (count > 0 && first > 1) Interlocked.Increment(ref RecoveredMidDeleteAll);
             else if (count > 0 && count < Keys) Interlocked.Increment(ref RecoveredMidFill);
-            var alloc = seg.Allocator.Check();
-            if (alloc.Count > 0) return (last, $"{at}: allocator fsck: {string.Join(" | ", alloc.Take(3))}");
-            var owned = new HashSet<long>(report.Chunks);
-            var allocated = seg.Allocator.AllocatedBlocks().Select(b => b.Offset).ToHashSet();
-            if (!owned.SetEquals(allocated))
-                return (last, $"{at}: the tree owns {owned.Count} chunks, the allocator holds {allocated.Count} blocks: " +
-                    $"[{string.Join(", ", allocated.Except(owned).Take(5).Select(o => $"0x{o:X}"))}] allocated but not in the tree, " +
-                    $"[{string.Join(", ", owned.Except(allocated).Take(5).Select(o => $"0x{o:X}"))}] in the tree but not allocated");
-            return (last, null);
+            return (last, TreeChecks.Ownership(seg, report) is { } owners ? $"{at}: {owners}" : null);
         }
         catch (Exception e)
         {
@@ -104,7 +96,7 @@ public static class DeleteAllWorkload
                     await tx.Close();
                     stdout.WriteLine($"P {index} {seg.LastTxId}");
                 }
-                var progress = new Reporter(() => stdout.WriteLine($"P {index} {seg.LastTxId}"));
+                var progress = new SyncProgress(_ => stdout.WriteLine($"P {index} {seg.LastTxId}"));
                 while (!ct.IsCancellationRequested)
                 {
                     var (first, count, problem) = Shape(t, index);
@@ -143,9 +135,10 @@ public static class DeleteAllWorkload
         }
     }
 
-    /// <summary>Reports on the reporting thread (the locality), at once.</summary>
-    private sealed class Reporter(Action report) : IProgress<long>
+    /// <summary>Passes each report on at once, on the reporting thread (the locality), unlike <see cref="Progress{T}"/>, which posts it.</summary>
+    public sealed class SyncProgress(Action<long> report) : IProgress<long>
     {
-        public void Report(long value) => report();
+        /// <inheritdoc />
+        public void Report(long value) => report(value);
     }
 }
