@@ -32,6 +32,7 @@ public sealed partial class SimStorage : IStorage
     private bool _poweredOff;
     private SimFault _fault;
     private int _faultCountdown;
+    private string? _faultFile;
 
     /// <summary>Creates an empty storage with an empty op log.</summary>
     public SimStorage() { }
@@ -214,22 +215,25 @@ public sealed partial class SimStorage : IStorage
     /// changes, flushes, of any kind) succeed; after them every operation of <paramref name="kind"/> throws
     /// <see cref="IOException"/> ("sim: injected fault ...") without changing content or the op log, until
     /// <see cref="ClearFault"/>. Other operations go on working. Creates, renames and deletes are not counted and do
-    /// not fail.
+    /// not fail. With <paramref name="file"/>, only that file's operations are counted and fail (a device that
+    /// refuses one file's writes, as a full or failing volume under a segment file would, while the log's work).
     /// </summary>
-    public void FailAfter(int ops, SimFault kind)
+    public void FailAfter(int ops, SimFault kind, string? file = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(ops);
+        if (file is not null) CheckName(file);
         lock (_gate)
         {
             _fault = kind;
             _faultCountdown = ops;
+            _faultFile = file;
         }
     }
 
     /// <summary>Disarms a fault armed by <see cref="FailAfter"/> (not <see cref="PowerOff"/>).</summary>
     public void ClearFault()
     {
-        lock (_gate) _fault = SimFault.None;
+        lock (_gate) (_fault, _faultFile) = (SimFault.None, null);
     }
 
     /// <summary>
@@ -263,10 +267,11 @@ public sealed partial class SimStorage : IStorage
     }
 
     // Called under the lock before a device op changes anything.
-    private void CheckDevice(SimFault kind, string what)
+    private void CheckDevice(SimFault kind, string file, string what)
     {
         ThrowIfOff(what);
         if (_fault == SimFault.None) return;
+        if (_faultFile is not null && !string.Equals(_faultFile, file, StringComparison.Ordinal)) return;
         if (_faultCountdown > 0)
         {
             _faultCountdown--;
@@ -327,7 +332,7 @@ public sealed partial class SimStorage : IStorage
             lock (owner._gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
-                owner.CheckDevice(SimFault.Write, $"write {Name} @{offset}, {source.Length} B");
+                owner.CheckDevice(SimFault.Write, inode.Name ?? Name, $"write {Name} @{offset}, {source.Length} B");
                 inode.Content.Write(offset, source);
                 owner._ops.Add(SimOp.Write(inode.Name ?? Name, inode.Id, offset, source.ToArray()));
             }
@@ -340,7 +345,7 @@ public sealed partial class SimStorage : IStorage
             lock (owner._gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
-                owner.CheckDevice(SimFault.Write, $"set length of {Name} to {length}");
+                owner.CheckDevice(SimFault.Write, inode.Name ?? Name, $"set length of {Name} to {length}");
                 inode.Content.SetLength(length);
                 owner._ops.Add(SimOp.SetLength(inode.Name ?? Name, inode.Id, length));
             }
@@ -351,7 +356,7 @@ public sealed partial class SimStorage : IStorage
             lock (owner._gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
-                owner.CheckDevice(SimFault.Flush, $"flush {Name}");
+                owner.CheckDevice(SimFault.Flush, inode.Name ?? Name, $"flush {Name}");
                 owner._ops.Add(SimOp.Flush(inode.Name ?? Name, inode.Id));
             }
         }

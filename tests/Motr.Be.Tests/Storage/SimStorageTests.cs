@@ -633,6 +633,28 @@ public sealed class SimStorageTests
     }
 
     [Fact]
+    public void FailAfter_with_a_file_counts_and_fails_only_that_files_ops()
+    {
+        var s = new SimStorage();
+        using var f = s.Open("f", StorageOpenMode.CreateNew);
+        using var g = s.Open("g", StorageOpenMode.CreateNew);
+        s.FailAfter(1, SimFault.WriteAndFlush, "g");
+        f.Write(0, [1]);                           // not g's: neither counted nor failed
+        f.Flush();
+        g.Write(0, [2]);                           // g's first op: let through
+        var ex = Assert.Throws<IOException>(() => g.Flush());
+        Assert.Contains("flush g", ex.Message);
+        Assert.Throws<IOException>(() => g.Write(1, [3]));
+        f.Write(1, [4]);
+        f.Flush();
+        Assert.Equal(new byte[] { 1, 4 }, s.ReadAll("f"));
+        Assert.Equal(new byte[] { 2 }, s.ReadAll("g"));
+        s.ClearFault();
+        g.Write(1, [3]);
+        Assert.Equal(new byte[] { 2, 3 }, s.ReadAll("g"));
+    }
+
+    [Fact]
     public void PowerOff_fails_every_later_device_op_but_reads_work()
     {
         var s = new SimStorage();
