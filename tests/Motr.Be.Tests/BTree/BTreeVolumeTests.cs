@@ -15,10 +15,10 @@ namespace Motr.Be.Tests.BTree;
 public class BTreeVolumeTests(ITestOutputHelper output)
 {
     [Theory]
-    [InlineData("fkv", 512, 300_000)]
-    [InlineData("fk", 512, 300_000)]
-    [InlineData("var", 512, 300_000)]
-    [InlineData("var-crc", 1024, 300_000)]
+    [InlineData("fkv", 512, 500_000)]
+    [InlineData("fk", 512, 500_000)]
+    [InlineData("var", 512, 500_000)]
+    [InlineData("var-crc", 1024, 500_000)]
     public async Task Hundreds_of_thousands_of_random_operations_match_a_sorted_dictionary(string format, int nodeSize, int defaultOps)
     {
         int total = int.TryParse(Environment.GetEnvironmentVariable("MOTR_BTREE_OPS"), out int o) ? o : defaultOps;
