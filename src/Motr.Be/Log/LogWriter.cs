@@ -200,14 +200,12 @@ internal sealed class LogWriter
         _recordBytes += length;
         _syncs++;
         _groups += end - first;
-        // Durable: let the placer have the bytes, then complete every group on its own locality — in this
-        // order, so a checkpoint asked for by anyone who saw a transaction persist includes it.
+        // Durable: the groups' buffers now belong to the placer (Discard must not return them too), which
+        // gets the bytes before every group completes on its own locality — in this order, so a checkpoint
+        // asked for by anyone who saw a transaction persist includes it.
+        for (int g = first; g < end; g++) _batch[g] = null!;
         _placer.Enqueue(new DurableRecord(groups, length, lsn, position));
-        for (int g = first; g < end; g++)
-        {
-            _batch[g].Manager.OnGroupDurable(_batch[g].Seq);
-            _batch[g] = null!;
-        }
+        foreach (var sg in groups) sg.Manager.OnGroupDurable(sg.Seq);
     }
 }
 

@@ -127,10 +127,12 @@ internal sealed class Placer : IDisposable
         while (true)
         {
             bool stopping = _stopping;
-            try
+            lock (_lock) (_queue, _work) = (_work, _queue);
+            // Each record's buffers go back to the pool exactly once, placed or not: the pool is shared by
+            // every domain of the process, and a buffer returned twice would later be handed to two groups.
+            foreach (var r in _work)
             {
-                lock (_lock) (_queue, _work) = (_work, _queue);
-                foreach (var r in _work)
+                try
                 {
                     if (_domain.Failure is null)
                     {
@@ -138,9 +140,19 @@ internal sealed class Placer : IDisposable
                         // Free log space as soon as enough is placed, not after the whole backlog.
                         if (_placedEnd - _checkpointed >= _domain.CheckpointBytes || _domain.LogSpace.HasWaiters) StartCheckpoint();
                     }
+                }
+                catch (Exception e)
+                {
+                    _domain.Fail(new LogFailedException($"placing failed: {e.Message}", e));
+                }
+                finally
+                {
                     ReturnBuffers(r);
                 }
-                _work.Clear();
+            }
+            _work.Clear();
+            try
+            {
                 if (_domain.Failure is null)
                 {
                     long pending = _placedEnd - _checkpointed;
@@ -177,7 +189,7 @@ internal sealed class Placer : IDisposable
     /// <summary>Hands a checkpoint of everything placed so far to the checkpoint thread, unless one is in flight.</summary>
     private void StartCheckpoint()
     {
-        if (_syncing) return;
+        if (_syncing || _domain.Failure is not null) return;
         _checkpointRequested = false;
         _syncPosition = _placedEnd;
         _syncLsn = _placedNextLsn;
@@ -333,6 +345,10 @@ internal sealed class Placer : IDisposable
     /// <summary>The segment files hold everything before <paramref name="position"/>: record it in the log header, then free the space.</summary>
     private void RecordCheckpoint(long position, ulong lsn)
     {
+        // A failed domain records no checkpoint: some file may hold placed bytes that no sync made durable —
+        // one whose sync failed had its changes claimed by that checkpoint, and a later one would not sync it
+        // again — and a checkpoint past them would let the log space holding their only durable copy be reused.
+        if (_domain.Failure is { } failure) throw new LogFailedException($"{_log.Where}: no checkpoint after the domain failed", failure);
         if (position != Volatile.Read(ref _checkpointed) || _log.CheckpointLsn != lsn)
         {
             _log.WriteCheckpoint(position, lsn);

@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using Motr.Be;
+using Motr.Be.Storage;
+using Motr.Runtime;
+using Xunit.Abstractions;
+
+namespace Motr.Crash.Tests;
+
+/// <summary>
+/// A device that starts refusing writes or syncs part-way through a b+tree workload (a failing disk, a full volume):
+/// at points spread over the whole run (log records, placing, checkpoints), the domain fails with the device's error,
+/// every writer gets <see cref="LogFailedException"/> instead of hanging, and the disk the failed domain leaves — as
+/// it is, and as a power cut then leaves it — recovers a healthy tree equal to a prefix holding every transaction
+/// reported persistent (the checks of <see cref="BTreeSimulatedCrashTests"/>). The runs share one process, as a node
+/// that reopens a failed domain does: what a failure leaves behind in process-wide state (the buffer pool) is tested
+/// by the runs after it.
+/// </summary>
+/// <remarks>Set MOTR_CRASH_SEED to run with another seed; a failure names the seed, the fault and its point.</remarks>
+public sealed class DeviceFaultTests(ITestOutputHelper output)
+{
+    private const int Writers = 2, TxsPerWriter = 60, Points = 40;
+    private static readonly TimeSpan Patience = TimeSpan.FromMinutes(1);
+
+    /// <param name="kind">What fails from the fault point on.</param>
+    /// <param name="file">Only this file's operations count and fail, or every file's. Placing writes far outnumber
+    /// log writes, so a write fault on any file nearly always hits placing first: the log's own write faults need
+    /// their sweep; a segment file's syncs happen only at checkpoints, so do theirs.</param>
+    [Theory]
+    [InlineData(SimFault.Write, null)]
+    [InlineData(SimFault.Flush, null)]
+    [InlineData(SimFault.Write, BeConstants.LogFileName)]
+    [InlineData(SimFault.Flush, "seg-0002.motr")]
+    public async Task A_device_that_starts_failing_anywhere_in_a_btree_workload_fails_the_domain_and_loses_nothing_persisted(SimFault kind, string? file)
+    {
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : 4_711;
+        var sw = Stopwatch.StartNew();
+        // A run without faults says how many device operations the workload makes.
+        var reference = await BTreeSimWorkload.CreateDomainAsync();
+        await RunAsync(reference, seed, NewModels());
+        int deviceOps = DeviceOps(reference, file);
+        string fault = file is null ? $"{kind}" : $"{kind} of {file}";
+
+        int failed = 0, withPersisted = 0;
+        var named = new HashSet<string>();
+        var rng = new Random(seed);
+        for (int p = 0; p < Points; p++)
+        {
+            // Spread over nine tenths of the reference run, each point jittered within its stretch: a run's count
+            // varies with how its records fall (more, smaller ones when the localities outpace the log writer),
+            // and a point past a run's end fails only its close's final checkpoint, or nothing.
+            int stretch = deviceOps * 9 / 10 / Points + 1;
+            int at = p * stretch + rng.Next(stretch);
+            string where = $"seed {seed}, {fault} fault after {at} of ~{deviceOps} device ops";
+            var storage = await BTreeSimWorkload.CreateDomainAsync();
+            var models = NewModels();
+            storage.FailAfter(at, kind, file);
+            var warnings = new System.Collections.Concurrent.ConcurrentQueue<string>();
+            Exception? error = await RunAsync(storage, seed, models, w =>
+            {
+                warnings.Enqueue(w);
+                // The domain warns once its failure is set: from here on the log's header must not change.
+                if (w.StartsWith("domain ", StringComparison.Ordinal) && w.Contains(" failed: ", StringComparison.Ordinal)) storage.Mark(FailedMark);
+            });
+            where += $" (the domain warned: {string.Join(" | ", warnings)})";
+            int? late = CheckpointAfterFailure(storage);
+            Assert.True(late is null, $"{where}: a checkpoint was written after the domain failed (op #{late})");
+            storage.ClearFault();
+
+            if (error is not null)
+            {
+                var logFailed = Find<LogFailedException>(error)
+                    ?? throw new Xunit.Sdk.XunitException($"{where}: the run failed with {error.GetType().Name}, not LogFailedException: {error}");
+                Assert.True(logFailed.ToString().Contains("sim: injected fault"), $"{where}: the error does not carry the device's: {logFailed}");
+                failed++;
+                named.Add(logFailed.ToString().Contains(BeConstants.LogFileName) ? BeConstants.LogFileName : "a segment file");
+                if (file is not null) Assert.True(logFailed.Message.Contains(file), $"{where}: the error does not name {file}: {logFailed.Message}");
+            }
+            var verifier = new CrashImageVerifier($"device-fault-{fault}", models, storage, seed,
+                options: (image, onPayload, onWarning) => BTreeSimWorkload.Options(image, onPayload: onPayload, onWarning: onWarning));
+            if (verifier.MarkedBefore(0, storage.OpCount) > 1 || verifier.MarkedBefore(1, storage.OpCount) > 1) withPersisted++;
+            var prefixes = new List<string>();
+            foreach (var variant in new[] { CrashVariant.KeepUnsynced, CrashVariant.DropUnsynced })
+            {
+                var outcome = await verifier.VerifyAsync(new CrashPoint(storage.OpCount, variant, storage.CrashImage(storage.OpCount, variant, seed)));
+                Assert.True(outcome.Failure is null, $"{where}: {outcome.Failure}");
+                prefixes.Add($"{variant} {string.Join("+", outcome.Prefix)}");
+            }
+            output.WriteLine($"{where}: persisted {verifier.MarkedBefore(0, storage.OpCount)}+{verifier.MarkedBefore(1, storage.OpCount)} of " +
+                $"{models[0].LastId}+{models[1].LastId} closed; recovered {string.Join(", ", prefixes)}; {FirstLine(error)}");
+        }
+        string summary = $"{fault}: {Points} fault points over ~{deviceOps} device ops (seed {seed}): {failed} runs failed the domain " +
+            $"(naming {string.Join(" and ", named.Order())}), {withPersisted} with transactions reported persistent first; {sw.Elapsed.TotalSeconds:F1} s";
+        output.WriteLine(summary);
+        Console.WriteLine(summary);
+        // The sweep must have tested failures, most of them after some transactions were persistent.
+        Assert.True(failed >= Points / 2, summary);
+        Assert.True(withPersisted >= Points / 2, summary);
+    }
+
+    private static BTreeSegmentModel[] NewModels()
+    {
+        var models = new BTreeSegmentModel[BTreeSimWorkload.Segments];
+        for (int i = 0; i < models.Length; i++) models[i] = new BTreeSegmentModel();
+        return models;
+    }
+
+    /// <summary>Opens the domain, runs the workload and closes; returns what was thrown (by the open, the run or the close), or null.</summary>
+    private static async Task<Exception?> RunAsync(SimStorage storage, int seed, BTreeSegmentModel[] models, Action<string>? onWarning = null)
+    {
+        Engine engine;
+        try
+        {
+            engine = await Engine.OpenAsync(BTreeSimWorkload.Options(storage, onWarning: onWarning)).WaitAsync(Patience);
+        }
+        catch (Exception e) when (e is not TimeoutException)
+        {
+            return e;
+        }
+        Exception? error = null;
+        try
+        {
+            await BTreeSimWorkload.RunAsync(engine, storage, models, seed, Writers, TxsPerWriter).WaitAsync(Patience);
+        }
+        catch (Exception e) when (e is not TimeoutException)
+        {
+            error = e;
+        }
+        try
+        {
+            await engine.DisposeAsync().AsTask().WaitAsync(Patience);
+        }
+        catch (Exception e) when (e is not TimeoutException)
+        {
+            error ??= e;
+        }
+        // A close that found the device failing (its final checkpoint) fails the domain without throwing.
+        return error ?? engine.Domain.Failure;
+    }
+
+    private static string FirstLine(Exception? e) =>
+        e is null ? "no error" : (Find<LogFailedException>(e)?.Message ?? e.Message).Split('\n')[0];
+
+    private const string FailedMark = "domain failed";
+
+    /// <summary>
+    /// The op index of a checkpoint (a write to the log's header page) after the domain's failure, or null. A failed
+    /// domain must record none: a file whose sync failed may hold placed bytes no later checkpoint would sync again.
+    /// </summary>
+    private static int? CheckpointAfterFailure(SimStorage storage)
+    {
+        bool failed = false;
+        for (int k = 0; k < storage.OpCount; k++)
+        {
+            var op = storage.GetOp(k);
+            if (op.Kind == SimOpKind.Marker && FailedMark.Equals(op.Tag)) failed = true;
+            else if (failed && op.Kind == SimOpKind.Write && op.File == BeConstants.LogFileName && op.Offset < 4096) return k;
+        }
+        return null;
+    }
+
+    /// <summary>The operations a fault counts down: writes, length changes and syncs (of <paramref name="file"/> only, if given).</summary>
+    private static int DeviceOps(SimStorage storage, string? file)
+    {
+        int n = 0;
+        for (int k = 0; k < storage.OpCount; k++)
+        {
+            var op = storage.GetOp(k);
+            if (op.Kind is SimOpKind.Write or SimOpKind.SetLength or SimOpKind.Flush && (file is null || op.File == file)) n++;
+        }
+        return n;
+    }
+
+    private static T? Find<T>(Exception e) where T : Exception
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            if (x is T t) return t;
+            if (x is AggregateException a)
+                foreach (var inner in a.InnerExceptions)
+                    if (Find<T>(inner) is { } found) return found;
+        }
+        return null;
+    }
+}
