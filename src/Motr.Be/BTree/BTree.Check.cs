@@ -189,9 +189,18 @@ public sealed unsafe partial class BTree
     private void CheckLargeRef(byte* p, int length, string at, int i, BTreeCheckReport rep)
     {
         long chunk = ((LargeRef*)p)->Chunk;
-        if ((ulong)chunk >= (ulong)_seg.Size || _seg.Allocator.UsableSize(chunk) < length)
+        long usable = -1;
+        string why = "";
+        if ((ulong)chunk < (ulong)_seg.Size)
         {
-            rep.Problems.Add($"{at}: record {i}: out-of-node part 0x{chunk:X} of {length} bytes is not an allocated chunk that large");
+            // The allocator refuses an offset that is no block's with an exception; fsck reports it and goes on.
+            try { usable = _seg.Allocator.UsableSize(chunk); }
+            catch (BeException e) { why = $" ({e.Message})"; }
+        }
+        else why = $" (past the segment's {_seg.Size} bytes)";
+        if (usable < length)
+        {
+            rep.Problems.Add($"{at}: record {i}: out-of-node part 0x{chunk:X} of {length} bytes is not an allocated chunk that large{why}");
             return;
         }
         rep.Chunks.Add(chunk);

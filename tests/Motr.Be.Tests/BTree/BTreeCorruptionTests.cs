@@ -302,6 +302,49 @@ public class BTreeCorruptionTests
         }
     }
 
+    /// <summary>
+    /// An out-of-node reference that points at no allocated chunk while its node's checksum matches (a crafted file,
+    /// or a bad build): fsck reports it as a problem naming the node and the reference, and goes on checking the rest
+    /// of the tree, rather than throwing the allocator's error at its caller.
+    /// </summary>
+    [Theory]
+    [InlineData(16)]       // inside the chunk: no chunk header precedes it
+    [InlineData(1L << 40)] // past the segment
+    public async Task A_reference_to_no_allocated_chunk_under_a_valid_checksum_is_reported_by_fsck(long shift)
+    {
+        var (h, _) = await Build(value: i => Ops.Bytes(i % 100 == 0 ? 700 : 20, i));
+        await using var host = h;
+        long leaf = 0, chunk = 0;
+        int refAt = 0;
+        await h.Run(seg =>
+        {
+            foreach (var (node, keys) in Leaves(seg, Ops.Open(seg)))
+                for (int i = 0; i < keys.Count && chunk == 0; i++)
+                {
+                    var r = Raw.VarRecord(seg, node, i);
+                    if (!r.ValueLarge) continue;
+                    leaf = node;
+                    refAt = r.Rec + 8 + r.KeyLength;
+                    chunk = BinaryPrimitives.ReadInt64LittleEndian(seg.Bytes(node + refAt, 8));
+                }
+            Assert.NotEqual(0, chunk);
+        });
+        await h.Close();
+        long wild = chunk + shift;
+        Raw.RewriteNode(h.SegmentFile, leaf, 512, node => BinaryPrimitives.WriteInt64LittleEndian(node.AsSpan(refAt), wild));
+        await h.Open();
+        await h.Run(seg =>
+        {
+            var rep = Ops.Open(seg).Check();
+            Assert.False(rep.Healthy);
+            var p = Assert.Single(rep.Problems, x => x.Contains($"0x{wild:X}"));
+            Assert.Contains($"node 0x{leaf:X}", p);
+            Assert.Contains("is not an allocated chunk", p);
+            // The chunk the record lost is owned by no tree now: the segment-level check lists it as a leak.
+            Assert.DoesNotContain(chunk, rep.Chunks);
+        });
+    }
+
     [Fact]
     public async Task A_damaged_record_in_a_tree_with_record_checksums_is_found_by_fsck()
     {
