@@ -97,6 +97,108 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
         Assert.True(withPersisted >= Points / 2, summary);
     }
 
+    /// <summary>
+    /// A recovery that the device interrupts (a write or a sync refused part-way through the replay, the segments'
+    /// sync or the checkpoint that ends it) fails the open with the device's error, and leaves a disk that a second
+    /// recovery, once the device works, brings to a healthy tree equal to a prefix holding every transaction
+    /// reported persistent — from the disk as the failed open left it, and after a power cut there.
+    /// </summary>
+    /// <param name="kind">What fails from the fault point on.</param>
+    /// <param name="file">Only this file's operations count and fail, or every file's (then the log's sync fails
+    /// too, and no checkpoint can become durable: a segment file's own failing syncs need their sweep). "segment":
+    /// the segment file the recovery writes most.</param>
+    [Theory]
+    [InlineData(SimFault.Write, null)]
+    [InlineData(SimFault.Flush, null)]
+    [InlineData(SimFault.Flush, "segment")]
+    public async Task A_recovery_the_device_interrupts_can_be_run_again(SimFault kind, string? file)
+    {
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : 4_711;
+        var recorded = await BTreeSimWorkload.CreateDomainAsync();
+        var models = NewModels();
+        await using (var engine = await Engine.OpenAsync(BTreeSimWorkload.Options(recorded)))
+            await BTreeSimWorkload.RunAsync(engine, recorded, models, seed, Writers, TxsPerWriter);
+        // The disk a power cut leaves just before a checkpoint is recorded: recovery replays every record since the
+        // one before (the longest such stretch of the run).
+        int cut = LongestCheckpointInterval(recorded);
+        // Unsynced writes dropped: the segment files lack what was placed since their last sync, so the replay
+        // restores bytes that are nowhere else on the segment's side (with them kept it would rewrite equal bytes,
+        // and a recovery that lost its writes would go unnoticed).
+        var crashed = recorded.CrashImage(cut, CrashVariant.DropUnsynced, seed);
+        var marks = new CrashImageVerifier("marks", models, recorded, seed);
+        long[] floor = [marks.MarkedBefore(0, cut), marks.MarkedBefore(1, cut)];
+
+        // How many device operations a recovery of it makes.
+        var probe = crashed.Clone();
+        var opened = Domain.Open(BTreeSimWorkload.Options(probe));
+        long replayed = opened.Recovery.RecordsReplayed;
+        if (file == "segment")
+            file = DeviceOps(probe, BeConstants.SegmentFileName(1)) >= DeviceOps(probe, BeConstants.SegmentFileName(2))
+                ? BeConstants.SegmentFileName(1) : BeConstants.SegmentFileName(2);
+        int recoveryOps = DeviceOps(probe, file);
+        string fault = file is null ? $"{kind}" : $"{kind} of {file}";
+        await opened.DisposeAsync();
+        Assert.True(replayed >= 5 && recoveryOps >= 20, $"recovery replays {replayed} records in {recoveryOps} device ops ({fault}): too little to interrupt");
+
+        int failedOpens = 0;
+        var rng = new Random(seed);
+        for (int p = 0; p < Points; p++)
+        {
+            int stretch = recoveryOps / Points + 1;
+            int at = p * stretch + rng.Next(stretch);
+            string where = $"seed {seed}, {fault} fault after {at} of {recoveryOps} device ops of recovery";
+            var image = crashed.Clone();
+            image.FailAfter(at, kind, file);
+            Exception? error = null;
+            try
+            {
+                var d = Domain.Open(BTreeSimWorkload.Options(image));
+                await d.DisposeAsync();
+                error = d.Failure; // a fault after recovery: the close's checkpoint
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            image.ClearFault();
+            if (error is not null)
+            {
+                Assert.True(error.ToString().Contains("sim: injected fault"), $"{where}: the open failed with something else: {error}");
+                failedOpens++;
+            }
+            var verifier = new CrashImageVerifier($"recovery-fault-{fault}", models, image, seed, floor,
+                (img, onPayload, onWarning) => BTreeSimWorkload.Options(img, onPayload: onPayload, onWarning: onWarning));
+            foreach (var variant in new[] { CrashVariant.KeepUnsynced, CrashVariant.DropUnsynced })
+            {
+                var outcome = await verifier.VerifyAsync(new CrashPoint(image.OpCount, variant, image.CrashImage(image.OpCount, variant, seed)));
+                Assert.True(outcome.Failure is null, $"{where}: {outcome.Failure}");
+            }
+        }
+        string summary = $"recovery, {fault}: {Points} fault points over {recoveryOps} device ops of a recovery replaying {replayed} records " +
+            $"(seed {seed}): {failedOpens} opens failed, each disk then recovered";
+        output.WriteLine(summary);
+        Console.WriteLine(summary);
+        Assert.True(failedOpens >= Points / 2, summary);
+    }
+
+    /// <summary>
+    /// The op index of the checkpoint (a write to the log's header page) that follows the most log writes since the
+    /// one before it: a power cut just before it leaves recovery the longest replay of the run.
+    /// </summary>
+    private static int LongestCheckpointInterval(SimStorage storage)
+    {
+        int best = -1, bestWrites = -1, writes = 0;
+        for (int k = 0; k < storage.OpCount; k++)
+        {
+            var op = storage.GetOp(k);
+            if (op.Kind != SimOpKind.Write || op.File != BeConstants.LogFileName) continue;
+            if (op.Offset >= 4096) { writes++; continue; }
+            if (writes > bestWrites) (best, bestWrites) = (k, writes);
+            writes = 0;
+        }
+        return best >= 0 ? best : throw new InvalidOperationException("the run recorded no checkpoint");
+    }
+
     private static BTreeSegmentModel[] NewModels()
     {
         var models = new BTreeSegmentModel[BTreeSimWorkload.Segments];
