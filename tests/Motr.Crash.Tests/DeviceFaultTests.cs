@@ -32,7 +32,7 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
     [InlineData(SimFault.Flush, "seg-0002.motr")]
     public async Task A_device_that_starts_failing_anywhere_in_a_btree_workload_fails_the_domain_and_loses_nothing_persisted(SimFault kind, string? file)
     {
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : 4_711;
+        int seed = Seed();
         var sw = Stopwatch.StartNew();
         // A run without faults says how many device operations the workload makes.
         var reference = await BTreeSimWorkload.CreateDomainAsync();
@@ -113,7 +113,7 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
     [InlineData(SimFault.Flush, "segment")]
     public async Task A_recovery_the_device_interrupts_can_be_run_again(SimFault kind, string? file)
     {
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : 4_711;
+        int seed = Seed();
         var recorded = await BTreeSimWorkload.CreateDomainAsync();
         var models = NewModels();
         await using (var engine = await Engine.OpenAsync(BTreeSimWorkload.Options(recorded)))
@@ -198,6 +198,8 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
         }
         return best >= 0 ? best : throw new InvalidOperationException("the run recorded no checkpoint");
     }
+
+    private static int Seed() => int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : 4_711;
 
     private static BTreeSegmentModel[] NewModels()
     {
