@@ -182,6 +182,56 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A device that refuses a write or a sync while a domain is being created: the open fails with the device's
+    /// error, and a second open of the folder, once the device works, creates the domain (or opens the one created)
+    /// — empty, with every segment — at every point of creation, as it is and after a power cut there.
+    /// </summary>
+    [Theory]
+    [InlineData(SimFault.Write)]
+    [InlineData(SimFault.Flush)]
+    public async Task A_creation_the_device_interrupts_leaves_a_folder_that_opens(SimFault kind)
+    {
+        var probe = new SimStorage();
+        await using (var d = await Domain.OpenAsync(SimWorkload.Options(probe, createIfMissing: true))) { }
+        int creationOps = DeviceOps(probe, null);
+        int failedOpens = 0;
+        for (int at = 0; at <= creationOps; at++)
+        {
+            var storage = new SimStorage();
+            storage.FailAfter(at, kind);
+            Exception? error = null;
+            try
+            {
+                await using var d = await Domain.OpenAsync(SimWorkload.Options(storage, createIfMissing: true));
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            storage.ClearFault();
+            string where = $"{kind} fault after {at} of {creationOps} device ops of creation";
+            if (error is not null)
+            {
+                Assert.True(error.ToString().Contains("sim: injected fault"), $"{where}: the open failed with something else: {error}");
+                failedOpens++;
+            }
+            foreach (var variant in new[] { CrashVariant.KeepUnsynced, CrashVariant.DropUnsynced })
+            {
+                var image = storage.CrashImage(storage.OpCount, variant, 1);
+                await using var d = await Domain.OpenAsync(SimWorkload.Options(image, createIfMissing: true));
+                Assert.True(d.Segments.Count == SimWorkload.Segments, $"{where}, {variant}: {d.Segments.Count} segments");
+                foreach (var seg in d.Segments)
+                    Assert.True(seg.LastTxId == 0 && seg.Bytes(SegmentModel.DataStart, (int)(seg.Size - SegmentModel.DataStart)).IndexOfAnyExcept((byte)0) < 0,
+                        $"{where}, {variant}: segment {seg.Id} is not empty (LastTxId {seg.LastTxId})");
+            }
+        }
+        string summary = $"creation, {kind}: a fault at each of {creationOps + 1} points; {failedOpens} opens failed, each folder then opened";
+        output.WriteLine(summary);
+        Console.WriteLine(summary);
+        Assert.True(failedOpens >= creationOps / 2, summary);
+    }
+
+    /// <summary>
     /// The op index of the checkpoint (a write to the log's header page) that follows the most log writes since the
     /// one before it: a power cut just before it leaves recovery the longest replay of the run.
     /// </summary>
