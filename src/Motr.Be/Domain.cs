@@ -190,9 +190,18 @@ public sealed class Domain : IAsyncDisposable
     /// <summary>Places and syncs everything durable so far and advances the checkpoint.</summary>
     public Task CheckpointAsync() => _placer.CheckpointAsync();
 
+    /// <summary>
+    /// Held while a checkpoint is recorded and while the domain is marked failed: a checkpoint being written
+    /// finishes before the failure is set, and none is written after it (see <see cref="Placing.Placer"/>).
+    /// </summary>
+    internal readonly object CheckpointGate = new();
+
     internal void Fail(Exception e)
     {
-        if (Interlocked.CompareExchange(ref _failure, e, null) != null) return;
+        lock (CheckpointGate)
+        {
+            if (Interlocked.CompareExchange(ref _failure, e, null) != null) return;
+        }
         Options.OnWarning?.Invoke($"domain {Location} failed: {e.Message}");
         foreach (var s in _segments) s.Tx.OnFailure();
         LogSpace.FailWaiters();

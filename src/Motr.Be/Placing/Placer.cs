@@ -345,13 +345,17 @@ internal sealed class Placer : IDisposable
     /// <summary>The segment files hold everything before <paramref name="position"/>: record it in the log header, then free the space.</summary>
     private void RecordCheckpoint(long position, ulong lsn)
     {
-        // A failed domain records no checkpoint: some file may hold placed bytes that no sync made durable —
-        // one whose sync failed had its changes claimed by that checkpoint, and a later one would not sync it
-        // again — and a checkpoint past them would let the log space holding their only durable copy be reused.
-        if (_domain.Failure is { } failure) throw new LogFailedException($"{_log.Where}: no checkpoint after the domain failed", failure);
         if (position != Volatile.Read(ref _checkpointed) || _log.CheckpointLsn != lsn)
         {
-            _log.WriteCheckpoint(position, lsn);
+            // A failed domain records no checkpoint: some file may hold placed bytes that no sync made durable —
+            // one whose sync failed had its changes claimed by that checkpoint, and a later one would not sync it
+            // again — and a checkpoint past them would let the log space holding their only durable copy be
+            // reused. Under the gate, so that a failure set on another thread meanwhile waits for this write.
+            lock (_domain.CheckpointGate)
+            {
+                if (_domain.Failure is { } failure) throw new LogFailedException($"{_log.Where}: no checkpoint after the domain failed", failure);
+                _log.WriteCheckpoint(position, lsn);
+            }
             Volatile.Write(ref _checkpointed, position);
             _domain.LogSpace?.MoveTail(position); // null while recovery runs
             _checkpoints++;
