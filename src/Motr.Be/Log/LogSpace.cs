@@ -23,6 +23,7 @@ internal sealed class LogSpace
     private long _tail;
     private long _reserved;
     private readonly LinkedList<SpaceWaiter> _waiters = new();
+    private bool _failed; // under _lock: FailWaiters ran, later waiters are released at once
     private int _waiterCount;
 
     /// <summary>Called (outside the lock) when someone starts waiting: the placer should checkpoint soon.</summary>
@@ -71,6 +72,14 @@ internal sealed class LogSpace
         var w = new SpaceWaiter(bytes);
         lock (_lock)
         {
+            if (_failed)
+            {
+                // The domain failed after the caller checked: no space will be freed, and FailWaiters has run.
+                // Granted at once, as FailWaiters grants, so the caller observes the failure and releases it.
+                _reserved += bytes;
+                w.TrySetResult();
+                return w.Task;
+            }
             _waiters.AddLast(w);
             _waiterCount++;
             GrantLocked();
@@ -124,6 +133,7 @@ internal sealed class LogSpace
     {
         lock (_lock)
         {
+            _failed = true;
             foreach (var w in _waiters) { _reserved += w.Bytes; w.TrySetResult(); }
             _waiters.Clear();
             _waiterCount = 0;
