@@ -25,20 +25,27 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
     /// <param name="file">Only this file's operations count and fail, or every file's. Placing writes far outnumber
     /// log writes, so a write fault on any file nearly always hits placing first: the log's own write faults need
     /// their sweep; a segment file's syncs happen only at checkpoints, so do theirs.</param>
+    /// <param name="workload">"btree" (<see cref="BTreeSimWorkload"/>) or "raw" (<see cref="SimWorkload"/>: captures of the
+    /// data area, payloads, named roots, segment growth).</param>
     [Theory]
-    [InlineData(SimFault.Write, null)]
-    [InlineData(SimFault.Flush, null)]
-    [InlineData(SimFault.Write, BeConstants.LogFileName)]
-    [InlineData(SimFault.Flush, "seg-0002.motr")]
-    public async Task A_device_that_starts_failing_anywhere_in_a_btree_workload_fails_the_domain_and_loses_nothing_persisted(SimFault kind, string? file)
+    [InlineData("btree", SimFault.Write, null)]
+    [InlineData("btree", SimFault.Flush, null)]
+    [InlineData("btree", SimFault.Write, BeConstants.LogFileName)]
+    [InlineData("btree", SimFault.Flush, "seg-0002.motr")]
+    [InlineData("raw", SimFault.Write, null)]
+    [InlineData("raw", SimFault.Flush, null)]
+    [InlineData("raw", SimFault.Write, BeConstants.LogFileName)]
+    [InlineData("raw", SimFault.Flush, "seg-0002.motr")]
+    public async Task A_device_that_starts_failing_anywhere_in_a_workload_fails_the_domain_and_loses_nothing_persisted(string workload, SimFault kind, string? file)
     {
         int seed = Seed();
+        var w = Workload.Of(workload);
         var sw = Stopwatch.StartNew();
         // A run without faults says how many device operations the workload makes.
-        var reference = await BTreeSimWorkload.CreateDomainAsync();
-        await RunAsync(reference, seed, NewModels());
+        var reference = await w.Create();
+        await RunAsync(w, reference, seed, w.Models(reference));
         int deviceOps = DeviceOps(reference, file);
-        string fault = file is null ? $"{kind}" : $"{kind} of {file}";
+        string fault = $"{workload}, " + (file is null ? $"{kind}" : $"{kind} of {file}");
 
         int failed = 0, withPersisted = 0;
         var named = new HashSet<string>();
@@ -51,15 +58,15 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
             int stretch = deviceOps * 9 / 10 / Points + 1;
             int at = p * stretch + rng.Next(stretch);
             string where = $"seed {seed}, {fault} fault after {at} of ~{deviceOps} device ops";
-            var storage = await BTreeSimWorkload.CreateDomainAsync();
-            var models = NewModels();
+            var storage = await w.Create();
+            var models = w.Models(storage);
             storage.FailAfter(at, kind, file);
             var warnings = new System.Collections.Concurrent.ConcurrentQueue<string>();
-            Exception? error = await RunAsync(storage, seed, models, w =>
+            Exception? error = await RunAsync(w, storage, seed, models, warning =>
             {
-                warnings.Enqueue(w);
+                warnings.Enqueue(warning);
                 // The domain warns once its failure is set: from here on the log's header must not change.
-                if (w.StartsWith("domain ", StringComparison.Ordinal) && w.Contains(" failed: ", StringComparison.Ordinal)) storage.Mark(FailedMark);
+                if (warning.StartsWith("domain ", StringComparison.Ordinal) && warning.Contains(" failed: ", StringComparison.Ordinal)) storage.Mark(FailedMark);
             });
             where += $" (the domain warned: {string.Join(" | ", warnings)})";
             int? late = CheckpointAfterFailure(storage);
@@ -75,8 +82,7 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
                 named.Add(logFailed.ToString().Contains(BeConstants.LogFileName) ? BeConstants.LogFileName : "a segment file");
                 if (file is not null) Assert.True(logFailed.Message.Contains(file), $"{where}: the error does not name {file}: {logFailed.Message}");
             }
-            var verifier = new CrashImageVerifier($"device-fault-{fault}", models, storage, seed,
-                options: (image, onPayload, onWarning) => BTreeSimWorkload.Options(image, onPayload: onPayload, onWarning: onWarning));
+            var verifier = new CrashImageVerifier($"device-fault-{fault}", models, storage, seed, options: w.Options);
             if (verifier.MarkedBefore(0, storage.OpCount) > 1 || verifier.MarkedBefore(1, storage.OpCount) > 1) withPersisted++;
             var prefixes = new List<string>();
             foreach (var variant in new[] { CrashVariant.KeepUnsynced, CrashVariant.DropUnsynced })
@@ -258,13 +264,39 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
         return models;
     }
 
+    /// <summary>A workload of the level (a) tests, as the sweep drives it.</summary>
+    private sealed record Workload(
+        Func<Task<SimStorage>> Create,
+        Func<SimStorage, ISegmentOracle[]> Models,
+        Func<IStorage, Action<RecoveredPayload>, Action<string>, DomainOptions> Options,
+        Func<Engine, SimStorage, ISegmentOracle[], int, Task> Run)
+    {
+        public static Workload Of(string name) => name switch
+        {
+            "btree" => new(BTreeSimWorkload.CreateDomainAsync, _ => NewModels(),
+                (storage, onPayload, onWarning) => BTreeSimWorkload.Options(storage, onPayload: onPayload, onWarning: onWarning),
+                (engine, storage, models, seed) => BTreeSimWorkload.RunAsync(engine, storage, (BTreeSegmentModel[])models, seed, Writers, TxsPerWriter)),
+            "raw" => new(SimWorkload.CreateDomainAsync, RawModels,
+                (storage, onPayload, onWarning) => SimWorkload.Options(storage, onPayload: onPayload, onWarning: onWarning),
+                (engine, storage, models, seed) => SimWorkload.RunAsync(engine, storage, (SegmentModel[])models, seed, Writers, TxsPerWriter)),
+            _ => throw new ArgumentException($"no workload '{name}'", nameof(name)),
+        };
+
+        private static ISegmentOracle[] RawModels(SimStorage storage)
+        {
+            var models = new SegmentModel[SimWorkload.Segments];
+            for (int i = 0; i < models.Length; i++) models[i] = SimWorkload.NewModel(storage, i);
+            return models;
+        }
+    }
+
     /// <summary>Opens the domain, runs the workload and closes; returns what was thrown (by the open, the run or the close), or null.</summary>
-    private static async Task<Exception?> RunAsync(SimStorage storage, int seed, BTreeSegmentModel[] models, Action<string>? onWarning = null)
+    private static async Task<Exception?> RunAsync(Workload w, SimStorage storage, int seed, ISegmentOracle[] models, Action<string>? onWarning = null)
     {
         Engine engine;
         try
         {
-            engine = await Engine.OpenAsync(BTreeSimWorkload.Options(storage, onWarning: onWarning)).WaitAsync(Patience);
+            engine = await Engine.OpenAsync(w.Options(storage, _ => { }, onWarning ?? (_ => { }))).WaitAsync(Patience);
         }
         catch (Exception e) when (e is not TimeoutException)
         {
@@ -273,7 +305,7 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
         Exception? error = null;
         try
         {
-            await BTreeSimWorkload.RunAsync(engine, storage, models, seed, Writers, TxsPerWriter).WaitAsync(Patience);
+            await w.Run(engine, storage, models, seed).WaitAsync(Patience);
         }
         catch (Exception e) when (e is not TimeoutException)
         {
