@@ -44,6 +44,7 @@ internal sealed class Placer : IDisposable
     // meanwhile — the files may receive newer logged bytes than the checkpoint claims, which recovery
     // replays again (replay is idempotent) — so a slow sync never stalls placing.
     private volatile bool _syncing;
+    private bool _stopped; // under _lock: the placing thread has finished
     private long _syncPosition;
     private ulong _syncLsn;
     private readonly List<SegmentFile> _syncFiles = new();
@@ -106,7 +107,11 @@ internal sealed class Placer : IDisposable
     public Task CheckpointAsync()
     {
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        lock (_lock) _checkpointWaiters.Add(tcs);
+        lock (_lock)
+        {
+            if (_stopped) return Task.FromException(new ObjectDisposedException(nameof(Domain), $"{_log.Where}: the domain is closed: no checkpoint can be taken"));
+            _checkpointWaiters.Add(tcs);
+        }
         RequestCheckpoint();
         return tcs.Task;
     }
@@ -176,7 +181,11 @@ internal sealed class Placer : IDisposable
                 {
                     _domain.Fail(new LogFailedException($"final checkpoint failed: {e.Message}", e));
                 }
-                FailOrCompleteWaiters(_checkpointWaiters);
+                lock (_lock)
+                {
+                    _stopped = true; // a checkpoint asked for from now on is refused: nobody is left to take it
+                    FailOrCompleteWaiters(_checkpointWaiters);
+                }
                 return;
             }
             if (_domain.Failure is not null) FailOrCompleteWaiters(_checkpointWaiters);

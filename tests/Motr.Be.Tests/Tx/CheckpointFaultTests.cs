@@ -69,6 +69,18 @@ public class CheckpointFaultTests
         }
     }
 
+    [Fact]
+    public async Task A_checkpoint_asked_of_a_closed_domain_is_refused_not_left_waiting()
+    {
+        var storage = new SimStorage();
+        var e = await Engines.Open(Engines.Sim(storage));
+        await WriteUntilRefused(e.Localities[0], first: 1);
+        await e.DisposeAsync();
+        // The placer's thread is gone: a checkpoint nobody will take must not wait forever.
+        var ex = await Assert.ThrowsAsync<ObjectDisposedException>(() => e.Domain.CheckpointAsync().WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("closed", ex.Message);
+    }
+
     /// <summary>Sets word i to first + i, one transaction each, until the domain refuses; returns how many were reported persistent.</summary>
     private static Task<int> WriteUntilRefused(Runtime.Locality loc, long first) => loc.RunAsync(async () =>
     {
