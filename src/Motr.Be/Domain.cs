@@ -188,6 +188,8 @@ public sealed class Domain : IAsyncDisposable
     public DomainStats Stats => new(Writer.Stats, _placer.Stats, LogSpace.Used, LogSpace.Reserved, LogSpace.AreaSize);
 
     /// <summary>Places and syncs everything durable so far and advances the checkpoint.</summary>
+    /// <exception cref="LogFailedException">The domain failed (the task faults with its failure).</exception>
+    /// <exception cref="ObjectDisposedException">The domain is closed (the task faults).</exception>
     public Task CheckpointAsync() => _placer.CheckpointAsync();
 
     /// <summary>
