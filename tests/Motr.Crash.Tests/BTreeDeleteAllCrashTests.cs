@@ -53,7 +53,7 @@ public sealed class BTreeDeleteAllCrashTests(ITestOutputHelper output)
     [Fact]
     public async Task Every_crash_image_of_a_delete_all_recovers_a_prefix_of_its_batches_and_a_second_delete_all_finishes_it()
     {
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : 4_242;
+        int seed = CrashSeed.Or(4_242);
         var sw = Stopwatch.StartNew();
         var created = new SimStorage();
         await using (var d = await Domain.OpenAsync(Options(created, createIfMissing: true))) { }

@@ -23,9 +23,6 @@ public sealed class BTreeSimulatedCrashTests(ITestOutputHelper output)
     /// <summary>An extra seed for the Random and TornLast variants.</summary>
     private const int ExtraImageSeed = 303;
 
-    private static int Seed(int fallback) =>
-        int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : fallback;
-
     private void Print(string line)
     {
         output.WriteLine(line);
@@ -79,7 +76,7 @@ public sealed class BTreeSimulatedCrashTests(ITestOutputHelper output)
     [InlineData(2, 170, 3)]
     public async Task Every_crash_image_of_a_btree_workload_recovers_a_healthy_tree_equal_to_a_prefix_holding_every_persisted_tx(int writers, int txsPerWriter, int stride)
     {
-        int seed = Seed(31_337 + writers);
+        int seed = CrashSeed.Or(31_337 + writers);
         var sw = Stopwatch.StartNew();
         var storage = await BTreeSimWorkload.CreateDomainAsync();
         var models = new BTreeSegmentModel[BTreeSimWorkload.Segments];

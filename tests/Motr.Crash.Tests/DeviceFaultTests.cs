@@ -38,7 +38,7 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
     [InlineData("raw", SimFault.Flush, "seg-0002.motr")]
     public async Task A_device_that_starts_failing_anywhere_in_a_workload_fails_the_domain_and_loses_nothing_persisted(string workload, SimFault kind, string? file)
     {
-        int seed = Seed();
+        int seed = CrashSeed.Or(4_711);
         var w = Workload.Of(workload);
         var sw = Stopwatch.StartNew();
         // A run without faults says how many device operations the workload makes.
@@ -84,20 +84,13 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
             }
             var verifier = new CrashImageVerifier($"device-fault-{fault}", models, storage, seed, options: w.Options);
             if (verifier.MarkedBefore(0, storage.OpCount) > 1 || verifier.MarkedBefore(1, storage.OpCount) > 1) withPersisted++;
-            var prefixes = new List<string>();
-            foreach (var variant in new[] { CrashVariant.KeepUnsynced, CrashVariant.DropUnsynced })
-            {
-                var outcome = await verifier.VerifyAsync(new CrashPoint(storage.OpCount, variant, storage.CrashImage(storage.OpCount, variant, seed)));
-                Assert.True(outcome.Failure is null, $"{where}: {outcome.Failure}");
-                prefixes.Add($"{variant} {string.Join("+", outcome.Prefix)}");
-            }
+            string prefixes = await VerifyLeftAndCutAsync(verifier, storage, seed, where);
             output.WriteLine($"{where}: persisted {verifier.MarkedBefore(0, storage.OpCount)}+{verifier.MarkedBefore(1, storage.OpCount)} of " +
-                $"{models[0].LastId}+{models[1].LastId} closed; recovered {string.Join(", ", prefixes)}; {FirstLine(error)}");
+                $"{models[0].LastId}+{models[1].LastId} closed; recovered {prefixes}; {FirstLine(error)}");
         }
         string summary = $"{fault}: {Points} fault points over ~{deviceOps} device ops (seed {seed}): {failed} runs failed the domain " +
             $"(naming {string.Join(" and ", named.Order())}), {withPersisted} with transactions reported persistent first; {sw.Elapsed.TotalSeconds:F1} s";
-        output.WriteLine(summary);
-        Console.WriteLine(summary);
+        Print(summary);
         // The sweep must have tested failures, most of them after some transactions were persistent.
         Assert.True(failed >= Points / 2, summary);
         Assert.True(withPersisted >= Points / 2, summary);
@@ -119,7 +112,7 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
     [InlineData(SimFault.Flush, "segment")]
     public async Task A_recovery_the_device_interrupts_can_be_run_again(SimFault kind, string? file)
     {
-        int seed = Seed();
+        int seed = CrashSeed.Or(4_711);
         var recorded = await BTreeSimWorkload.CreateDomainAsync();
         var models = NewModels();
         await using (var engine = await Engine.OpenAsync(BTreeSimWorkload.Options(recorded)))
@@ -172,18 +165,12 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
                 Assert.True(error.ToString().Contains("sim: injected fault"), $"{where}: the open failed with something else: {error}");
                 failedOpens++;
             }
-            var verifier = new CrashImageVerifier($"recovery-fault-{fault}", models, image, seed, floor,
-                (img, onPayload, onWarning) => BTreeSimWorkload.Options(img, onPayload: onPayload, onWarning: onWarning));
-            foreach (var variant in new[] { CrashVariant.KeepUnsynced, CrashVariant.DropUnsynced })
-            {
-                var outcome = await verifier.VerifyAsync(new CrashPoint(image.OpCount, variant, image.CrashImage(image.OpCount, variant, seed)));
-                Assert.True(outcome.Failure is null, $"{where}: {outcome.Failure}");
-            }
+            var verifier = new CrashImageVerifier($"recovery-fault-{fault}", models, image, seed, floor, Workload.Of("btree").Options);
+            await VerifyLeftAndCutAsync(verifier, image, seed, where);
         }
         string summary = $"recovery, {fault}: {Points} fault points over {recoveryOps} device ops of a recovery replaying {replayed} records " +
             $"(seed {seed}): {failedOpens} opens failed, each disk then recovered";
-        output.WriteLine(summary);
-        Console.WriteLine(summary);
+        Print(summary);
         Assert.True(failedOpens >= Points / 2, summary);
     }
 
@@ -225,15 +212,12 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
             {
                 var image = storage.CrashImage(storage.OpCount, variant, 1);
                 await using var d = await Domain.OpenAsync(SimWorkload.Options(image, createIfMissing: true));
-                Assert.True(d.Segments.Count == SimWorkload.Segments, $"{where}, {variant}: {d.Segments.Count} segments");
-                foreach (var seg in d.Segments)
-                    Assert.True(seg.LastTxId == 0 && seg.Bytes(SegmentModel.DataStart, (int)(seg.Size - SegmentModel.DataStart)).IndexOfAnyExcept((byte)0) < 0,
-                        $"{where}, {variant}: segment {seg.Id} is not empty (LastTxId {seg.LastTxId})");
+                string? problem = SimWorkload.NotNewDomain(d);
+                Assert.True(problem is null, $"{where}, {variant}: {problem}");
             }
         }
         string summary = $"creation, {kind}: a fault at each of {creationOps + 1} points; {failedOpens} opens failed, each folder then opened";
-        output.WriteLine(summary);
-        Console.WriteLine(summary);
+        Print(summary);
         Assert.True(failedOpens >= creationOps / 2, summary);
     }
 
@@ -255,7 +239,27 @@ public sealed class DeviceFaultTests(ITestOutputHelper output)
         return best >= 0 ? best : throw new InvalidOperationException("the run recorded no checkpoint");
     }
 
-    private static int Seed() => int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : 4_711;
+    /// <summary>
+    /// Recovers the disk as <paramref name="storage"/> holds it now and as a power cut now leaves it (unsynced writes
+    /// dropped), each checked by <paramref name="verifier"/>; returns the prefixes recovered, for the test's output.
+    /// </summary>
+    private static async Task<string> VerifyLeftAndCutAsync(CrashImageVerifier verifier, SimStorage storage, int seed, string where)
+    {
+        var prefixes = new List<string>();
+        foreach (var variant in new[] { CrashVariant.KeepUnsynced, CrashVariant.DropUnsynced })
+        {
+            var outcome = await verifier.VerifyAsync(new CrashPoint(storage.OpCount, variant, storage.CrashImage(storage.OpCount, variant, seed)));
+            Assert.True(outcome.Failure is null, $"{where}: {outcome.Failure}");
+            prefixes.Add($"{variant} {string.Join("+", outcome.Prefix)}");
+        }
+        return string.Join(", ", prefixes);
+    }
+
+    private void Print(string line)
+    {
+        output.WriteLine(line);
+        Console.WriteLine(line);
+    }
 
     private static BTreeSegmentModel[] NewModels()
     {

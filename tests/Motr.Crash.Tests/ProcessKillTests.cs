@@ -155,7 +155,7 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
     /// </summary>
     private async Task KillCyclesAsync(string workload, int cycles, Func<Motr.Be.Segments.Segment, int, (long Counter, string? Problem)> readAndCheck)
     {
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : Random.Shared.Next(1, int.MaxValue);
+        int seed = CrashSeed.Or(Random.Shared.Next(1, int.MaxValue));
         string dir = Path.Combine(Path.GetTempPath(), $"motr-crash-kill-{workload}-{seed}-{Environment.ProcessId}");
         string repro = $"{workload} workload, seed {seed}, folder {dir} (kept; rerun with MOTR_CRASH_SEED={seed})";
         string dll = ChildDll();

@@ -60,6 +60,16 @@ public static class SimWorkload
         return storage.Clone();
     }
 
+    /// <summary>What keeps <paramref name="d"/> from being a newly created domain (every segment, none ever changed by a transaction), or null.</summary>
+    public static string? NotNewDomain(Domain d)
+    {
+        if (d.Segments.Count != Segments) return $"{d.Segments.Count} segments, expected {Segments}";
+        foreach (var seg in d.Segments)
+            if (seg.LastTxId != 0 || seg.Bytes(SegmentModel.DataStart, (int)(seg.Size - SegmentModel.DataStart)).IndexOfAnyExcept((byte)0) >= 0)
+                return $"segment {seg.Id} is not empty (LastTxId {seg.LastTxId})";
+        return null;
+    }
+
     /// <summary>The model of a segment of a domain just created on <paramref name="storage"/>: its data area as the file holds it.</summary>
     public static SegmentModel NewModel(SimStorage storage, int segment)
     {

@@ -22,9 +22,6 @@ public sealed class SimulatedCrashTests(ITestOutputHelper output)
     /// <summary>Extra seeds for the Random (and TornLast) variants, on top of the run's own seed.</summary>
     private static readonly int[] ExtraImageSeeds = [101, 202];
 
-    private static int Seed(int fallback) =>
-        int.TryParse(Environment.GetEnvironmentVariable("MOTR_CRASH_SEED"), out int s) ? s : fallback;
-
     private void Print(string line)
     {
         output.WriteLine(line);
@@ -73,7 +70,7 @@ public sealed class SimulatedCrashTests(ITestOutputHelper output)
     [InlineData(2, 100)]
     public async Task Every_crash_image_of_a_workload_recovers_to_a_prefix_holding_every_persisted_tx(int writers, int txsPerWriter)
     {
-        int seed = Seed(20_240_611 + writers);
+        int seed = CrashSeed.Or(20_240_611 + writers);
         var sw = Stopwatch.StartNew();
         var (storage, models, result) = await RecordRunAsync(seed, writers, txsPerWriter);
         var census = Census(storage);
@@ -124,7 +121,7 @@ public sealed class SimulatedCrashTests(ITestOutputHelper output)
     [Fact]
     public async Task Crash_images_of_a_recovered_domain_running_more_txs_recover_again()
     {
-        int seed = Seed(7_654_322);
+        int seed = CrashSeed.Or(7_654_322);
         var sw = Stopwatch.StartNew();
         var (storage, models, result) = await RecordRunAsync(seed, writers: 6, txsPerWriter: 20);
         Print($"first run (seed {seed}): {result.Closed} txs closed, {storage.OpCount} ops");
@@ -211,10 +208,7 @@ public sealed class SimulatedCrashTests(ITestOutputHelper output)
             try
             {
                 await using var d = await Domain.OpenAsync(SimWorkload.Options(cp.Image, createIfMissing: true));
-                if (d.Segments.Count != SimWorkload.Segments) failures.Add($"{cp}: {d.Segments.Count} segments");
-                foreach (var seg in d.Segments)
-                    if (seg.LastTxId != 0 || seg.Bytes(SegmentModel.DataStart, (int)(seg.Size - SegmentModel.DataStart)).IndexOfAnyExcept((byte)0) >= 0)
-                        failures.Add($"{cp}: segment {seg.Id} is not empty (LastTxId {seg.LastTxId})");
+                if (SimWorkload.NotNewDomain(d) is { } problem) failures.Add($"{cp}: {problem}");
             }
             catch (Exception e)
             {
