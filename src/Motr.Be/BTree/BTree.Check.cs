@@ -49,8 +49,8 @@ public sealed unsafe partial class BTree
 {
     /// <summary>
     /// fsck of the tree: every node's header, checksum, hole list and records; key order within nodes
-    /// and against the separators above; levels; the invariant that an internal node's first key equals
-    /// its separator; record and out-of-node checksums; and the header's counters against what was found.
+    /// and against the separators above; levels; that an internal node's record 0 holds no key; record and
+    /// out-of-node checksums; and the header's counters against what was found.
     /// Reads only (it seals the segment's open group first, if no transaction is mid-way, so that
     /// deferred checksums are current). Returns a report; use on the tree's locality.
     /// </summary>
@@ -65,12 +65,12 @@ public sealed unsafe partial class BTree
         long large = 0, largeBytes = 0;
         double fillSum = 0;
         var seen = new HashSet<long>();
-        var stack = new Stack<(long Node, int Level, byte[]? Low, byte[]? High, byte[]? First)>();
-        stack.Push((h.Root, (int)h.Height - 1, null, null, null));
+        var stack = new Stack<(long Node, int Level, byte[]? Low, byte[]? High)>();
+        stack.Push((h.Root, (int)h.Height - 1, null, null));
         bool isRoot = true;
         while (stack.Count > 0)
         {
-            var (off, level, low, high, first) = stack.Pop();
+            var (off, level, low, high) = stack.Pop();
             string at = $"node 0x{off:X}";
             if (!seen.Add(off)) { rep.Problems.Add($"{at}: reached twice (a cycle or a shared child)"); continue; }
             if ((ulong)off > (ulong)(_seg.Size - NodeHeader.SizeOf) || (off & 63) != 0) { rep.Problems.Add($"{at}: not a valid node offset"); continue; }
@@ -118,8 +118,8 @@ public sealed unsafe partial class BTree
                     if (high != null && Compare(k, high) >= 0) rep.Problems.Add($"{at}: record {i} is not below the next separator");
                     prev = k;
                 }
-                else if (first != null && !k.SequenceEqual(first))
-                    rep.Problems.Add($"{at}: first key differs from the parent's separator for it");
+                else if (k.ContainsAnyExcept((byte)0) || (n.Format == NodeFormat.Variable && k.Length != 0))
+                    rep.Problems.Add($"{at}: record 0 holds a key (an internal node's record 0 stands for everything below record 1: empty, or zeros for fixed-size keys)");
                 if (prefixOk) CheckTag(n, i, k, compared, at, rep);
                 if (level > 0 && n.Child(i) != n.RecordChild(i))
                     rep.Problems.Add($"{at}: record {i}: index child 0x{n.Child(i):X}, the record's 0x{n.RecordChild(i):X}");
@@ -138,7 +138,7 @@ public sealed unsafe partial class BTree
                 {
                     byte[]? lo = i == 0 ? low : KeyAt(n, i).ToArray();
                     byte[]? hi = i == count - 1 ? high : KeyAt(n, i + 1).ToArray();
-                    stack.Push((n.Child(i), level - 1, lo, hi, i == 0 ? first : lo));
+                    stack.Push((n.Child(i), level - 1, lo, hi));
                 }
             isRoot = false;
         }

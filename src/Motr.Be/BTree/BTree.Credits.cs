@@ -67,7 +67,9 @@ public sealed partial class BTree
         // A split may promote any key of the node, not just the new one: size separators by the longest.
         int sepLength = Math.Max(keyLength, (int)Hdr.MaxKeyLength);
         var sep = InternalSpec(sepLength);
-        var perLevel = SplitCost(big) + TouchCost + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(sepLength) : default);
+        // An internal split also empties the new node's record 0 key: the record rewritten, a hole, its chunk freed.
+        var emptyFirst = TxCredit.Region(sep.Size) + TxCredit.Region(4) + (sep.KeyLarge ? Allocator.FreeCredit : default);
+        var perLevel = SplitCost(big) + TouchCost + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(sepLength) : default) + emptyFirst;
         var newRoot = NewNodeCost(inner) + (PlaceCost(inner, sep.Size) + (sep.KeyLarge ? LargeCost(sepLength) : default)) * 2;
         return TreeCost + TouchCost + PlaceCost(big, leaf.Size) + LargeParts(leaf) + perLevel * Height + newRoot;
     }
@@ -81,6 +83,7 @@ public sealed partial class BTree
         var freeParts = Allocator.FreeCredit * 2;
         var leafRemove = TouchCost + RemoveCost(big) + freeParts;
         var merge = TouchCost + TxCredit.Region(big) + PrefixCost                        // rebuild the left node
+            + TxCredit.Region(sep.Size) + TxCredit.Region(big)                           // the separator moved down into it
             + TouchCost + TxCredit.Region(4) + Allocator.FreeCredit                      // free the right node
             + TouchCost + TxCredit.Region(8) + TxCredit.Region(4) + RemoveCost(big) + Allocator.FreeCredit; // drop its entry
         var rebalance = TouchCost * 2 + TxCredit.Region(big) * 3 + PrefixCost * 2         // rebuild both leaves

@@ -50,7 +50,7 @@ public sealed unsafe partial class BTree
             int li = xi > 0 ? xi - 1 : 0, ri = li + 1;
             var a = N(p.Child(li));
             var b = N(p.Child(ri));
-            if (CanMerge(a, b))
+            if (CanMerge(p, ri, a, b))
             {
                 Merge(tx, d - 1, p, ri, a, b);
                 d--;
@@ -63,10 +63,11 @@ public sealed unsafe partial class BTree
     }
 
     /// <summary>
-    /// Removes entry <paramref name="i"/> of internal node <paramref name="p"/>. Entry 0's key is the
-    /// separator p's parent holds for p, so removing entry 0 moves entry 1's child into it instead.
+    /// Removes entry <paramref name="i"/> of internal node <paramref name="p"/>. Entry 0 holds no key, so
+    /// removing entry 0 moves entry 1's child into it instead (that child then spans from p's lower bound).
+    /// <paramref name="keepLargeParts"/>: the record's out-of-node key has a new owner (a merge moved it down).
     /// </summary>
-    private void RemoveEntry(Transaction tx, Node p, int i)
+    private void RemoveEntry(Transaction tx, Node p, int i, bool keepLargeParts = false)
     {
         var pn = Touch(tx, p.Off);
         if (i == 0 && pn.Count >= 2)
@@ -80,7 +81,7 @@ public sealed unsafe partial class BTree
             if (_recordCrc) ResealRecord(tx, pn, 0);
             i = 1;
         }
-        FreeLargeParts(tx, pn, i);
+        if (!keepLargeParts) FreeLargeParts(tx, pn, i);
         RemoveRecord(tx, pn, i);
     }
 
@@ -92,8 +93,9 @@ public sealed unsafe partial class BTree
         *(uint*)f = Crc32C.Compute(new ReadOnlySpan<byte>(n.Rec(i), covered));
     }
 
-    private static bool CanMerge(Node a, Node b) =>
-        a.UsedBytes + b.UsedBytes - NodeHeader.SizeOf <= a.Size;
+    /// <summary>Whether <paramref name="b"/> (entry <paramref name="ri"/> of <paramref name="p"/>) fits into its left sibling <paramref name="a"/>; internal nodes trade b's keyless record 0 for p's separator.</summary>
+    private static bool CanMerge(Node p, int ri, Node a, Node b) =>
+        a.UsedBytes + b.UsedBytes - NodeHeader.SizeOf + (a.IsLeaf ? 0 : p.RecordSizeAt(ri) - b.RecordSizeAt(0)) <= a.Size;
 
     /// <summary>
     /// Moves every record of <paramref name="b"/> into <paramref name="a"/> (its left sibling), frees <paramref name="b"/>
@@ -104,9 +106,14 @@ public sealed unsafe partial class BTree
         _merges++;
         a = Touch(tx, a.Off);
         int na = a.Count, nb = b.Count;
-        // b's record 0 (internal nodes) carries the same key as the parent's separator for b, so the
-        // records can move as they are.
-        Rebuild(tx, a, a, 0, na, b, 0, nb);
+        if (a.IsLeaf) Rebuild(tx, a, a, 0, na, b, 0, nb);
+        else
+        {
+            // b's record 0 holds no key: the parent's separator for b comes down in its place, out-of-node
+            // key and all, pointing at b's first child.
+            Rebuild(tx, a, a, 0, na, b, 1, nb - 1);
+            MoveDown(tx, a, na, p, ri, b.Child(0));
+        }
         if (Tagged)
         {
             // a now spans both ranges: the prefix of their outer bounds.
@@ -114,7 +121,29 @@ public sealed unsafe partial class BTree
             PrefixFromFences(tx, a, low, hasLow, high, hasHigh, indexCaptured: true);
         }
         FreeNode(tx, b.Off);
-        RemoveEntry(tx, p, ri);
+        RemoveEntry(tx, p, ri, keepLargeParts: !a.IsLeaf);
+    }
+
+    /// <summary>
+    /// Copies record <paramref name="si"/> of internal node <paramref name="src"/> into touched internal node
+    /// <paramref name="dst"/> at index <paramref name="i"/>, pointing at <paramref name="child"/> (untagged: the caller retags).
+    /// </summary>
+    private void MoveDown(Transaction tx, Node dst, int i, Node src, int si, long child)
+    {
+        int len = src.RecordSizeAt(si);
+        int off = dst.Allocate(tx, len, _scratch);
+        if (off < 0) throw new BeException($"{Where}: no room for a separator in node 0x{dst.Off:X} while merging");
+        tx.Capture(dst.Off + off, len);
+        Buffer.MemoryCopy(src.Rec(si), dst.P + off, len, len);
+        dst.InsertIndex(tx, i, off, 0);
+        dst.SetIndexChild(i, child);
+        dst.Parts(i, out _, out _, out byte* v, out _);
+        *(long*)v = child;
+        if (_recordCrc)
+        {
+            byte* f = dst.RecordCrcField(i, out int covered);
+            *(uint*)f = Crc32C.Compute(new ReadOnlySpan<byte>(dst.Rec(i), covered));
+        }
     }
 
     /// <summary>Spreads the records of leaves <paramref name="a"/> and <paramref name="b"/> evenly (by bytes) and updates the separator in their parent <paramref name="p"/> (at path depth <paramref name="pd"/>).</summary>

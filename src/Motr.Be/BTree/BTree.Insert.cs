@@ -132,8 +132,10 @@ public sealed unsafe partial class BTree
         at = i < m ? i : i - m;
         if (!TryInsert(tx, target, at, key, spec, out value, out int rec, tag: false)) // both halves are retagged below
             throw new BeException($"{Where}: no room for a {spec.Size}-byte record in a half-full node 0x{target.Off:X}; the node sizes are inconsistent");
-        // The right half's first key is the separator; internal nodes keep it as their (uncompared) record 0 key.
+        // The right half's first key is the separator; an internal half gives it up (record 0 holds no key),
+        // here, or, when the new record is that record 0, once the caller has written its child.
         var sep = CopySeparator(KeyAt(r, 0));
+        if (!r.IsLeaf && !(target.Off == r.Off && at == 0)) EmptyFirstKey(tx, r);
         if (Tagged)
         {
             // Each half gets the prefix of its new bounds (the ancestors are not changed yet).
@@ -164,6 +166,7 @@ public sealed unsafe partial class BTree
         MemoryMarshal.Write(child, right);
         node.SetIndexChild(at, right); // the entry was captured when it was inserted
         FinishRecord(node, rec, spec);
+        if (at == 0) EmptyFirstKey(tx, node); // it went up as the separator of the node a split made
     }
 
     /// <summary>Moves the upper half (by bytes) of touched node <paramref name="n"/>'s records to a new node, returned touched.</summary>

@@ -140,6 +140,41 @@ public sealed unsafe partial class BTree
         h.LargeBytes -= length;
     }
 
+    /// <summary>
+    /// Makes record 0 of touched internal node <paramref name="n"/> keyless: empty, or zeros where keys have a
+    /// fixed size. Record 0 stands for everything below record 1, so its key would only be a copy of the
+    /// separator above the node, and a copy goes stale when the node later takes over a freed sibling's range.
+    /// </summary>
+    private void EmptyFirstKey(Transaction tx, Node n)
+    {
+        n.Parts(0, out byte* k, out uint klenf, out _, out _);
+        int oldSize = n.RecordSizeAt(0), off = n.RecOffset(0);
+        if (n.Format == NodeFormat.FixedKeyValue)
+        {
+            tx.Capture(n.Off + off, oldSize); // key, child and record CRC
+            new Span<byte>(k, (int)klenf).Clear();
+        }
+        else
+        {
+            if (klenf == 0) return;
+            if ((klenf & LargeFlag) != 0) FreeLarge(tx, ((LargeRef*)k)->Chunk, (int)(klenf & ~LargeFlag));
+            long child = n.RecordChild(0);
+            var spec = InternalSpec(0);
+            byte* r = n.P + off;
+            tx.Capture(n.Off + off, spec.Size);
+            new Span<byte>(r, spec.Size).Clear();
+            *(uint*)r = 0;
+            *(uint*)(r + 4) = 8;
+            *(long*)(r + 8) = child;
+            if (oldSize > spec.Size) n.Release(tx, off + spec.Size, oldSize - spec.Size);
+        }
+        if (_recordCrc)
+        {
+            byte* f = n.RecordCrcField(0, out int covered);
+            *(uint*)f = Crc32C.Compute(new ReadOnlySpan<byte>(n.Rec(0), covered));
+        }
+    }
+
     /// <summary>Removes record <paramref name="i"/> of touched node <paramref name="n"/> (its out-of-node parts must be dealt with first).</summary>
     private static void RemoveRecord(Transaction tx, Node n, int i)
     {

@@ -43,8 +43,9 @@ public enum BTreeStatus
 //   FixedKey        [u32 vlen] key[K] value
 //   Variable        [u32 klen] [u32 vlen] key value
 // A length with bit 31 set means the part lives out of node: its in-node bytes are a LargeRef.
-// In internal nodes the value is the 8-byte offset of the child; record 0's key is not compared (it
-// stands for "everything below the next key").
+// In internal nodes the value is the 8-byte offset of the child; record 0 holds no key (empty, or zeros
+// where keys have a fixed size): it stands for "everything below the next key". Version 2 kept a copy of
+// the separator above the node there, which went stale when the node took over a freed sibling's range.
 //
 // Key prefix and tags (bytewise trees; a tree with its own comparer keeps both zero). Every compared key
 // of a node begins with the header's PrefixBits-bit prefix (at most 120 bits), and its index entry holds
@@ -180,8 +181,8 @@ public static class BTreeFormatConstants
     public const uint NodeMagic = 0x444E5442;
     /// <summary>"BTRE" — tree header magic.</summary>
     public const uint TreeMagic = 0x45525442;
-    /// <summary>Node format version (2: index entries carry key tags, the header a key prefix).</summary>
-    public const byte NodeVersion = 2;
+    /// <summary>Node format version (2: index entries carry key tags, the header a key prefix; 3: an internal node's record 0 holds no key).</summary>
+    public const byte NodeVersion = 3;
     /// <summary>Tree header version.</summary>
     public const ushort TreeVersion = 1;
     /// <summary>Smallest node size.</summary>

@@ -231,6 +231,9 @@ internal static class Raw
     public static int EntrySize(Segment seg, long off) => Level(seg, off) == 0 ? NodeHeader.LeafEntrySize : NodeHeader.InternalEntrySize;
     public static int RecordOffset(Segment seg, long off, int i) => BinaryPrimitives.ReadUInt16LittleEndian(seg.Bytes(off + NodeHeader.SizeOf + EntrySize(seg, off) * i, 2)) << 3;
 
+    /// <summary>Bytes between the node's index and its heap.</summary>
+    public static int ContiguousFree(Segment seg, long off) => (int)H(seg, off).HeapTop - (NodeHeader.SizeOf + EntrySize(seg, off) * H(seg, off).Count);
+
     /// <summary>Whether the node has free space between its index and its heap.</summary>
     public static bool HasFreeSpace(Segment seg, long off) => H(seg, off).HeapTop > NodeHeader.SizeOf + EntrySize(seg, off) * H(seg, off).Count;
 
