@@ -264,9 +264,11 @@ public class BTreeTagTests
         });
     }
 
-    /// <summary>A node of the older format (version 1, untagged index) is refused by name, not misread.</summary>
-    [Fact]
-    public async Task A_node_of_format_version_1_is_refused_with_its_offset()
+    /// <summary>A node of an older format (version 1, untagged index; 2, a key in internal record 0) is refused by name, not misread.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task A_node_of_an_older_format_version_is_refused_with_its_offset(byte version)
     {
         await using var h = await TreeHost.Start();
         long leaf = 0;
@@ -281,15 +283,15 @@ public class BTreeTagTests
             inside = seg.Bytes(leaf + Raw.RecordOffset(seg, leaf, 0), 8).ToArray();
         });
         await h.Close();
-        Raw.RewriteNode(h.SegmentFile, leaf, size, node => node[4] = 1);
+        Raw.RewriteNode(h.SegmentFile, leaf, size, node => node[4] = version);
         await h.Open();
         await h.Run(seg =>
         {
             var t = Ops.Open(seg);
             var e = Assert.Throws<BeCorruptionException>(() => t.Lookup(inside, out _));
             Assert.Equal(leaf, e.Offset);
-            Assert.Contains("node format version 1 is not supported", e.Message);
-            Assert.Contains(t.Check().Problems, p => p.Contains($"node 0x{leaf:X}: version 1"));
+            Assert.Contains($"node format version {version} is not supported", e.Message);
+            Assert.Contains(t.Check().Problems, p => p.Contains($"node 0x{leaf:X}: version {version}"));
         });
     }
 
