@@ -118,7 +118,7 @@ public sealed unsafe partial class BTree
                     if (high != null && Compare(k, high) >= 0) rep.Problems.Add($"{at}: record {i} is not below the next separator");
                     prev = k;
                 }
-                else if (k.ContainsAnyExcept((byte)0) || (n.Format == NodeFormat.Variable && k.Length != 0))
+                else if (n.Format == NodeFormat.Variable ? k.Length != 0 : k.ContainsAnyExcept((byte)0))
                     rep.Problems.Add($"{at}: record 0 holds a key (an internal node's record 0 stands for everything below record 1: empty, or zeros for fixed-size keys)");
                 if (prefixOk) CheckTag(n, i, k, compared, at, rep);
                 if (level > 0 && n.Child(i) != n.RecordChild(i))

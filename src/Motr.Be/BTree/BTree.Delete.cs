@@ -86,10 +86,16 @@ public sealed unsafe partial class BTree
     }
 
     /// <summary>Recomputes the CRC of record <paramref name="i"/> after an in-place change.</summary>
-    private void ResealRecord(Transaction tx, Node n, int i)
+    private static void ResealRecord(Transaction tx, Node n, int i)
+    {
+        tx.Capture(n.Off + (n.RecordCrcField(i, out _) - n.P), 4);
+        SealRecordCrc(n, i);
+    }
+
+    /// <summary>Writes the CRC of record <paramref name="i"/> into its field, which the caller captured.</summary>
+    private static void SealRecordCrc(Node n, int i)
     {
         byte* f = n.RecordCrcField(i, out int covered);
-        tx.Capture(n.Off + (f - n.P), 4);
         *(uint*)f = Crc32C.Compute(new ReadOnlySpan<byte>(n.Rec(i), covered));
     }
 
@@ -139,11 +145,7 @@ public sealed unsafe partial class BTree
         dst.SetIndexChild(i, child);
         dst.Parts(i, out _, out _, out byte* v, out _);
         *(long*)v = child;
-        if (_recordCrc)
-        {
-            byte* f = dst.RecordCrcField(i, out int covered);
-            *(uint*)f = Crc32C.Compute(new ReadOnlySpan<byte>(dst.Rec(i), covered));
-        }
+        if (_recordCrc) SealRecordCrc(dst, i);
     }
 
     /// <summary>Spreads the records of leaves <paramref name="a"/> and <paramref name="b"/> evenly (by bytes) and updates the separator in their parent <paramref name="p"/> (at path depth <paramref name="pd"/>).</summary>

@@ -148,31 +148,15 @@ public sealed unsafe partial class BTree
     private void EmptyFirstKey(Transaction tx, Node n)
     {
         n.Parts(0, out byte* k, out uint klenf, out _, out _);
+        if (n.Format == NodeFormat.Variable && klenf == 0) return;
+        if ((klenf & LargeFlag) != 0) FreeLarge(tx, ((LargeRef*)k)->Chunk, (int)(klenf & ~LargeFlag));
+        long child = n.RecordChild(0);
         int oldSize = n.RecordSizeAt(0), off = n.RecOffset(0);
-        if (n.Format == NodeFormat.FixedKeyValue)
-        {
-            tx.Capture(n.Off + off, oldSize); // key, child and record CRC
-            new Span<byte>(k, (int)klenf).Clear();
-        }
-        else
-        {
-            if (klenf == 0) return;
-            if ((klenf & LargeFlag) != 0) FreeLarge(tx, ((LargeRef*)k)->Chunk, (int)(klenf & ~LargeFlag));
-            long child = n.RecordChild(0);
-            var spec = InternalSpec(0);
-            byte* r = n.P + off;
-            tx.Capture(n.Off + off, spec.Size);
-            new Span<byte>(r, spec.Size).Clear();
-            *(uint*)r = 0;
-            *(uint*)(r + 4) = 8;
-            *(long*)(r + 8) = child;
-            if (oldSize > spec.Size) n.Release(tx, off + spec.Size, oldSize - spec.Size);
-        }
-        if (_recordCrc)
-        {
-            byte* f = n.RecordCrcField(0, out int covered);
-            *(uint*)f = Crc32C.Compute(new ReadOnlySpan<byte>(n.Rec(0), covered));
-        }
+        // WriteRecord clears the record before it copies the (empty) key in: a fixed-size key is left zeros.
+        var spec = InternalSpec(Math.Max(_keySize, 0));
+        System.Runtime.InteropServices.MemoryMarshal.Write(WriteRecord(tx, n, off, default, spec), child);
+        FinishRecord(n, off, spec);
+        if (oldSize > spec.Size) n.Release(tx, off + spec.Size, oldSize - spec.Size);
     }
 
     /// <summary>Removes record <paramref name="i"/> of touched node <paramref name="n"/> (its out-of-node parts must be dealt with first).</summary>
