@@ -424,7 +424,7 @@ public class BTreeCorruptionTests
         {
             // A 24-byte record 0 with an 8-byte key, below the heap; the keyless one's 16 bytes become a hole.
             var s = n.AsSpan();
-            int heapTop = Field(nameof(NodeHeader.HeapTop)), firstHole = Field(nameof(NodeHeader.FirstHole)), holeBytes = Field(nameof(NodeHeader.HoleBytes));
+            int heapTop = Raw.NodeHeaderField(nameof(NodeHeader.HeapTop)), firstHole = Raw.NodeHeaderField(nameof(NodeHeader.FirstHole)), holeBytes = Raw.NodeHeaderField(nameof(NodeHeader.HoleBytes));
             int old = BinaryPrimitives.ReadUInt16LittleEndian(s[NodeHeader.SizeOf..]) << 3;
             Assert.Equal(0u, BinaryPrimitives.ReadUInt32LittleEndian(s[old..])); // key length 0
             long child = BinaryPrimitives.ReadInt64LittleEndian(s[(old + 8)..]);
@@ -450,6 +450,4 @@ public class BTreeCorruptionTests
             foreach (var (k, v) in model) Assert.Equal(v, Ops.Get(t, k));
         });
     }
-
-    private static int Field(string name) => (int)System.Runtime.InteropServices.Marshal.OffsetOf<NodeHeader>(name);
 }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Motr.Be.BTree;
+using Motr.Be.Segments;
 using Xunit.Abstractions;
 
 namespace Motr.Be.Tests.BTree;
@@ -130,42 +131,18 @@ public class BTreeRebalanceTests(ITestOutputHelper output)
         await h.Run(async seg =>
         {
             var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512, RecordChecksums = recordChecksums });
-            const int Space = 3000;
-            var present = new bool[Space];
-            foreach (int i in Enumerable.Range(0, Space).OrderBy(_ => rng.Next()))
-            {
-                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Key(i), Ops.U64((ulong)i)));
-                present[i] = true;
-            }
+            var keys = await RangeRuns.FillAsync(t, Key, 3000, rng);
             Assert.True(t.Height >= 4, $"height {t.Height}");
-            long merges = 0;
             for (int run = 0; run < runs; run++)
             {
-                int start = rng.Next(Space), end = Math.Min(Space, start + rng.Next(1, 60));
-                bool delete = rng.Next(3) != 0;
-                for (int i = start; i < end; i++)
-                {
-                    if (delete && present[i]) Assert.True(BTreeStatus.Ok == await Ops.Delete(t, Key(i)), $"run {run}: delete of present key {i} did not find it");
-                    else if (!delete && !present[i]) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Key(i), Ops.U64((ulong)i)));
-                    present[i] = !delete;
-                }
-                Ops.AssertHealthy(t, $"run {run}");
-                for (int i = 0; i < Space; i++)
-                {
-                    var st = t.Lookup(Key(i), out ReadOnlySpan<byte> v);
-                    if (present[i] != (st == BTreeStatus.Ok) || present[i] && BinaryPrimitives.ReadUInt64BigEndian(v) != (ulong)i)
-                        Assert.Fail($"run {run}: key {i} is {(present[i] ? "present" : "absent")}, lookup gave {st}");
-                }
+                await keys.RunAsync(run, 60);
                 if (run % 64 == 0) await seg.FlushAsync();
             }
-            merges = t.Stats.Merges;
-            output.WriteLine($"{merges} merges, height {t.Height}, {t.Count} records, {t.Stats.LargeChunks} out-of-node chunks");
-            Assert.True(merges > 100, $"only {merges} merges");
-            // Nothing leaked, nothing freed while still referenced: the tree is the segment's only allocator user.
-            var owned = new HashSet<long>(t.Check().Chunks);
-            var allocated = seg.Allocator.AllocatedBlocks().Select(b => b.Offset).ToHashSet();
-            Assert.True(owned.SetEquals(allocated), $"the tree owns {owned.Count} chunks, the allocator holds {allocated.Count} blocks");
-            Assert.Empty(seg.Allocator.Check());
+            output.WriteLine($"{t.Stats.Merges} merges, height {t.Height}, {t.Count} records, {t.Stats.LargeChunks} out-of-node chunks");
+            Assert.True(t.Stats.Merges > 100, $"only {t.Stats.Merges} merges");
+            // Nothing leaked, nothing freed while still referenced: the allocator's blocks are exactly the tree's.
+            var check = SegmentCheck.Run(seg, [t]);
+            Assert.True(check.AllocationWalked && check.Healthy, check.ToString());
         });
         h.AssertNoCaptureViolations();
     }
@@ -204,15 +181,9 @@ public class BTreeRebalanceTests(ITestOutputHelper output)
                 RecordChecksums = recordChecksums,
                 Comparer = reverse ? ReverseBytewiseComparer.Instance : null,
             });
-            const int Space = 4000, Runs = 300;
-            var present = new bool[Space];
-            foreach (int i in Enumerable.Range(0, Space).OrderBy(_ => rng.Next()))
-            {
-                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Key(i), Ops.U64((ulong)i)));
-                present[i] = true;
-            }
+            var keys = await RangeRuns.FillAsync(t, Key, 4000, rng);
             int[] sizes = [512, 1024, 2048, 4096];
-            for (int run = 0; run < Runs; run++)
+            for (int run = 0; run < 300; run++)
             {
                 if (run % 100 == 50)
                 {
@@ -220,22 +191,67 @@ public class BTreeRebalanceTests(ITestOutputHelper output)
                     t.SetNodeSizes(tx, sizes[rng.Next(sizes.Length)], sizes[rng.Next(sizes.Length)]);
                     await tx.Close();
                 }
-                int start = rng.Next(Space), end = Math.Min(Space, start + rng.Next(1, 80));
-                bool delete = rng.Next(3) != 0;
-                for (int i = start; i < end; i++)
-                {
-                    if (delete && present[i]) Assert.True(BTreeStatus.Ok == await Ops.Delete(t, Key(i)), $"run {run}: delete of present key {i} did not find it");
-                    else if (!delete && !present[i]) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Key(i), Ops.U64((ulong)i)));
-                    present[i] = !delete;
-                }
-                Ops.AssertHealthy(t, $"run {run}");
-                for (int i = 0; i < Space; i++)
-                    if (present[i] != (t.Lookup(Key(i), out ReadOnlySpan<byte> _) == BTreeStatus.Ok))
-                        Assert.Fail($"run {run}: key {i} is {(present[i] ? "present but not found" : "absent but found")}");
+                await keys.RunAsync(run, 80);
             }
             output.WriteLine($"{t.Stats.Merges} merges, {t.Stats.Rebalances} rebalances, height {t.Height}");
             Assert.True(t.Stats.Merges > 100, $"only {t.Stats.Merges} merges");
         });
         h.AssertNoCaptureViolations();
+    }
+
+    /// <summary>
+    /// Keys 0 to space - 1 of the range tests, each present or not (value: its number), and the runs that delete
+    /// or refill a stretch of them, checking the tree after each.
+    /// </summary>
+    private sealed class RangeRuns
+    {
+        private readonly Motr.Be.BTree.BTree _t;
+        private readonly Func<int, byte[]> _key;
+        private readonly bool[] _present;
+        private readonly Random _rng;
+
+        private RangeRuns(Motr.Be.BTree.BTree t, Func<int, byte[]> key, int space, Random rng)
+        {
+            _t = t;
+            _key = key;
+            _present = new bool[space];
+            _rng = rng;
+        }
+
+        /// <summary>Inserts every key, in an order drawn from <paramref name="rng"/>.</summary>
+        public static async Task<RangeRuns> FillAsync(Motr.Be.BTree.BTree t, Func<int, byte[]> key, int space, Random rng)
+        {
+            var keys = new RangeRuns(t, key, space, rng);
+            foreach (int i in Enumerable.Range(0, space).OrderBy(_ => rng.Next()))
+            {
+                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, key(i), Ops.U64((ulong)i)));
+                keys._present[i] = true;
+            }
+            return keys;
+        }
+
+        /// <summary>
+        /// Deletes (two times in three) or refills a random stretch of 1 to <paramref name="longest"/> - 1 keys; then
+        /// fsck must find the tree healthy and every present key, with its value, and no absent one.
+        /// </summary>
+        public async Task RunAsync(int run, int longest)
+        {
+            int space = _present.Length;
+            int start = _rng.Next(space), end = Math.Min(space, start + _rng.Next(1, longest));
+            bool delete = _rng.Next(3) != 0;
+            for (int i = start; i < end; i++)
+            {
+                if (delete && _present[i]) Assert.True(BTreeStatus.Ok == await Ops.Delete(_t, _key(i)), $"run {run}: delete of present key {i} did not find it");
+                else if (!delete && !_present[i]) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(_t, _key(i), Ops.U64((ulong)i)));
+                _present[i] = !delete;
+            }
+            Ops.AssertHealthy(_t, $"run {run}");
+            for (int i = 0; i < space; i++)
+            {
+                var st = _t.Lookup(_key(i), out ReadOnlySpan<byte> v);
+                if (_present[i] != (st == BTreeStatus.Ok) || _present[i] && BinaryPrimitives.ReadUInt64BigEndian(v) != (ulong)i)
+                    Assert.Fail($"run {run}: key {i} is {(_present[i] ? "present" : "absent")}, lookup gave {st}");
+            }
+        }
     }
 }

@@ -246,6 +246,9 @@ internal static class Raw
         return off + (indexEnd + (int)h.HeapTop) / 2;
     }
 
+    /// <summary>Offset of node header field <paramref name="name"/> within a node (for crafted nodes).</summary>
+    public static int NodeHeaderField(string name) => (int)System.Runtime.InteropServices.Marshal.OffsetOf<NodeHeader>(name);
+
     /// <summary>Offset of a tree header field that only the header checksum covers at open (the node counter).</summary>
     public static long TreeHeaderCounterByte(long header) =>
         header + System.Runtime.InteropServices.Marshal.OffsetOf<TreeHeader>(nameof(TreeHeader.Nodes)).ToInt64();
