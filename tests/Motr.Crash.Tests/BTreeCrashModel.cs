@@ -99,8 +99,8 @@ public sealed class BTreeSegmentModel : ISegmentOracle
         Tree t;
         try { t = Tree.Open(seg, off); }
         catch (Exception e) { return $"{at}: the tree does not open: {e.GetType().Name}: {e.Message}"; }
-        var report = t.Check();
-        if (Motr.CrashChild.TreeChecks.Fsck(report) is { } bad) return $"{at}: {bad}";
+        // The tree is the only user of the segment's allocator: its chunks are exactly the allocated blocks.
+        if (Motr.CrashChild.TreeChecks.Segment(seg, t, out long fsckRecords) is { } bad) return $"{at}: {bad}";
 
         var expected = StateAfter(j);
         var actual = Scan(t);
@@ -120,10 +120,8 @@ public sealed class BTreeSegmentModel : ISegmentOracle
         backward.Reverse();
         if (Diff(backward, expected) is { } bd) return $"{at}: a backward scan is not the state after tx {j}: {bd}";
         if (t.Count != expected.Length) return $"{at}: the tree header counts {t.Count} records, the scan found {expected.Length}";
-        if (report.Records != expected.Length) return $"{at}: fsck found {report.Records} records, expected {expected.Length}";
-
-        // The tree is the only user of the segment's allocator: its chunks are exactly the allocated blocks.
-        return Motr.CrashChild.TreeChecks.Ownership(seg, report) is { } owners ? $"{at}: {owners}" : null;
+        if (fsckRecords != expected.Length) return $"{at}: fsck found {fsckRecords} records, expected {expected.Length}";
+        return null;
     }
 
     /// <summary>A full forward cursor scan of <paramref name="t"/>.</summary>

@@ -227,8 +227,7 @@ public sealed class BTreeDeleteAllCrashTests(ITestOutputHelper output)
                     if (deleted != left) return $"{at}: the second delete-all deleted {deleted} records, {left} were left";
                     if (t.Count != 0 || t.Height != 1 || t.NodeCount != 1 || t.Stats.LargeChunks != 0)
                         return $"{at}: after the second delete-all: {t.Count} records, height {t.Height}, {t.NodeCount} nodes, {t.Stats.LargeChunks} chunks out of node";
-                    var report = t.Check();
-                    if ((TreeChecks.Fsck(report) ?? TreeChecks.Ownership(seg, report)) is { } bad) return $"{at}: after the second delete-all: {bad}";
+                    if (TreeChecks.Segment(seg, t, out _) is { } bad) return $"{at}: after the second delete-all: {bad}";
                     if (seg.Allocator.UsedBytes != usedEmpty[i])
                         return $"{at}: the emptied tree leaves {seg.Allocator.UsedBytes} bytes allocated, the new empty tree held {usedEmpty[i]}: leaked space";
                     return null;

@@ -81,8 +81,7 @@ public static class BTreeWorkload
             var t = BTree.Open(seg, off);
             if (t.Lookup(CounterKey, out ReadOnlySpan<byte> cv) != BTreeStatus.Ok || cv.Length != 8) return (0, $"{at}: no 8-byte counter in the tree");
             long c = BinaryPrimitives.ReadInt64BigEndian(cv);
-            var report = t.Check();
-            if (TreeChecks.Fsck(report) is { } bad) return (c, $"{at}: counter {c}: {bad}");
+            if (TreeChecks.Segment(seg, t, out long fsckRecords) is { } bad) return (c, $"{at}: counter {c}: {bad}");
             if (c != seg.LastTxId - 1) return (c, $"{at}: counter {c}, but the tree's creation and one tx per step make it LastTxId - 1 = {seg.LastTxId - 1}");
             long first = Math.Max(1, c - Window + 1);
             var expected = new List<(byte[] Key, byte[] Value)>();
@@ -98,8 +97,8 @@ public static class BTreeWorkload
             backward.Reverse();
             if (Diff(backward, expected) is { } bd) return (c, $"{at}: counter {c}, so records {first}..{c} and the counter; a backward scan: {bd}");
             long records = c - first + 2;
-            if (t.Count != records || report.Records != records) return (c, $"{at}: counter {c}: {records} records expected, the header counts {t.Count}, fsck {report.Records}");
-            return (c, TreeChecks.Ownership(seg, report) is { } owners ? $"{at}: {owners}" : null);
+            if (t.Count != records || fsckRecords != records) return (c, $"{at}: counter {c}: {records} records expected, the header counts {t.Count}, fsck {fsckRecords}");
+            return (c, null);
         }
         catch (Exception e)
         {

@@ -41,16 +41,15 @@ public static class DeleteAllWorkload
             if (!seg.TryGetRoot(BTreeWorkload.RootName, out long off))
                 return (last, last == 0 ? null : $"{at}: no tree, but {last} txs were recovered");
             var t = BTree.Open(seg, off);
-            var report = t.Check();
-            if (TreeChecks.Fsck(report) is { } bad) return (last, $"{at}: {bad}");
+            if (TreeChecks.Segment(seg, t, out long fsckRecords) is { } bad) return (last, $"{at}: {bad}");
             var (first, count, problem) = Shape(t, locality);
             if (problem != null) return (last, $"{at}: {problem}");
             if (count != 0 && first != 1 && first + count - 1 != Keys)
                 return (last, $"{at}: keys {first}..{first + count - 1}: neither a fill (1..n) nor a delete-all (m..{Keys}) would leave these");
-            if (t.Count != count || report.Records != count) return (last, $"{at}: {count} records found, the header counts {t.Count}, fsck {report.Records}");
+            if (t.Count != count || fsckRecords != count) return (last, $"{at}: {count} records found, the header counts {t.Count}, fsck {fsckRecords}");
             if (count > 0 && first > 1) Interlocked.Increment(ref RecoveredMidDeleteAll);
             else if (count > 0 && count < Keys) Interlocked.Increment(ref RecoveredMidFill);
-            return (last, TreeChecks.Ownership(seg, report) is { } owners ? $"{at}: {owners}" : null);
+            return (last, null);
         }
         catch (Exception e)
         {
