@@ -83,4 +83,32 @@ internal abstract class KvStore : IAsyncDisposable
         if (records != expected) throw new InvalidOperationException($"{system}: the scan saw {records:N0} records, expected {expected:N0}");
         if (outOfOrder != 0) throw new InvalidOperationException($"{system}: the scan saw {outOfOrder:N0} keys not above the one before (bytewise order)");
     }
+
+    /// <summary>
+    /// The scan workload of a store whose passes run on the calling thread: one verifying pass
+    /// (<see cref="CheckScan"/>), then timed passes of <paramref name="pass"/> until <paramref name="atLeast"/> has passed.
+    /// </summary>
+    /// <param name="pass">One pass over the store: given whether to verify, the records seen, the keys out of order, and a sink of what was read.</param>
+    protected static PhaseRun TimedScan(string system, long expected, TimeSpan atLeast, Func<bool, (long Records, long OutOfOrder, ulong Sink)> pass)
+    {
+        var run = new PhaseRun();
+        var (verified, outOfOrder, _) = pass(true);
+        CheckScan(system, verified, expected, outOfOrder);
+        long limit = (long)(atLeast.TotalSeconds * Stopwatch.Frequency);
+        long start = Stopwatch.GetTimestamp(), now;
+        int passes = 0;
+        ulong sink = 0;
+        do
+        {
+            var (records, _, s) = pass(false);
+            run.Ops += records;
+            sink ^= s;
+            passes++;
+            now = Stopwatch.GetTimestamp();
+        } while (now - start < limit);
+        run.Ticks = now - start;
+        run.Extra["passes"] = passes;
+        Sink ^= sink;
+        return run;
+    }
 }

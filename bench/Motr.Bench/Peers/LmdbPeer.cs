@@ -63,7 +63,7 @@ internal sealed unsafe class LmdbPeer : KvStore
 
     public override Task<PhaseRun> LookupAsync(KeySet keys) => Task.Run(() => Lookup(keys.Lookup));
 
-    public override Task<PhaseRun> ScanAsync(KeySet keys, TimeSpan atLeast) => Task.Run(() => Scan(keys.Count, atLeast));
+    public override Task<PhaseRun> ScanAsync(KeySet keys, TimeSpan atLeast) => Task.Run(() => TimedScan(SystemName, keys.Count, atLeast, ScanPass));
 
     private PhaseRun Write(KeyStream keys, bool insert)
     {
@@ -155,29 +155,6 @@ internal sealed unsafe class LmdbPeer : KvStore
         }
         if (missing + wrong > 0) throw new InvalidOperationException($"lmdb: lookups found {missing:N0} keys missing and {wrong:N0} wrong values");
         run.Ops = n;
-        Sink ^= sink;
-        return run;
-    }
-
-    private PhaseRun Scan(long expected, TimeSpan atLeast)
-    {
-        var run = new PhaseRun { LatencyWhat = "" };
-        var (verified, outOfOrder, _) = ScanPass(verify: true);
-        CheckScan(SystemName, verified, expected, outOfOrder);
-        long limit = (long)(atLeast.TotalSeconds * Stopwatch.Frequency);
-        long start = Stopwatch.GetTimestamp(), now;
-        int passes = 0;
-        ulong sink = 0;
-        do
-        {
-            var (records, _, s) = ScanPass(verify: false);
-            run.Ops += records;
-            sink ^= s;
-            passes++;
-            now = Stopwatch.GetTimestamp();
-        } while (now - start < limit);
-        run.Ticks = now - start;
-        run.Extra["passes"] = passes;
         Sink ^= sink;
         return run;
     }
