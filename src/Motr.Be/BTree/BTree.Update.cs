@@ -21,7 +21,10 @@ public sealed unsafe partial class BTree
         var n = Touch(tx, leaf.Off);
         n.Parts(i, out _, out uint klenf, out byte* v, out uint vlenf);
         _updates++;
-        if (!spec.ValueLarge && (vlenf & LargeFlag) == 0 && (klenf & LargeFlag) == 0 && n.RecordSizeAt(i) == spec.Size)
+        // In place only when the record keeps its layout: all in node before and after. The size alone does not
+        // say so: a key that must now go out of node (a 16-byte reference instead of the key) can leave the
+        // record the same size, and writing the value after the old key would run past the record.
+        if (!spec.KeyLarge && !spec.ValueLarge && (vlenf & LargeFlag) == 0 && (klenf & LargeFlag) == 0 && n.RecordSizeAt(i) == spec.Size)
         {
             // Same record size, all in node: overwrite the value (and its length field) in place.
             int off = n.RecOffset(i);

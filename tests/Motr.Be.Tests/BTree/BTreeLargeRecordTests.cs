@@ -174,6 +174,53 @@ public class BTreeLargeRecordTests(ITestOutputHelper output)
         output.WriteLine($"done: {sw.Elapsed}");
     }
 
+    /// <summary>
+    /// An update whose new value pushes the key out of node while the record keeps its size (old: key and a small
+    /// value in node; new: a 16-byte reference to the key and a larger value) rebuilds the record. Written in
+    /// place, the value ran past the record into the next one or the next allocator chunk. Every key length for
+    /// which the key must go out of node, with its neighbours in the same leaf, both record formats.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_update_that_moves_the_key_out_of_node_at_the_same_record_size_rebuilds_the_record(bool crc)
+    {
+        await using var h = await TreeHost.Start(segmentSize: 16 << 20, logSize: 64 << 20);
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 4096, RecordChecksums = crc });
+            var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+            int cases = 0;
+            for (int k = 8; k <= Inline; k++)
+            {
+                // The key stays in node with a 16-byte value reference: the value alone goes out instead.
+                if (RecordSize(k, 16, crc) <= Inline) continue;
+                for (int old = 0; RecordSize(k, old, crc) <= Inline; old++)
+                {
+                    // The new value that makes the record, with the key out of node, exactly the old size.
+                    int size = RecordSize(k, old, crc);
+                    int @new = size - 8 - 16 - (crc ? 4 : 0);
+                    if (@new < 0 || RecordSize(16, @new, crc) != size || OutOfNode(k, @new, crc) != (true, false)) continue;
+                    var key = Ops.Bytes(k, cases);
+                    key[0] = (byte)(0x40 + cases % 64); // spread over the leaves, among neighbours
+                    var before = Ops.Bytes(old, cases + 1);
+                    Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, key, before));
+                    model[key] = before;
+                    var after = Ops.Bytes(@new, cases + 2);
+                    Assert.Equal(BTreeStatus.Ok, await Ops.Update(t, key, after));
+                    model[key] = after;
+                    cases++;
+                }
+            }
+            Assert.True(cases > 20, $"{cases} cases");
+            Ops.AssertEqual(t, model, $"{cases} updates");
+            AssertLargeAccounting(seg, t, model, crc, $"{cases} updates");
+            foreach (var (k, v) in model) Assert.Equal(v, Ops.Get(t, k));
+            Assert.Empty(seg.Allocator.Check());
+        });
+        h.AssertNoCaptureViolations();
+    }
+
     [Fact]
     public async Task A_1_MiB_key_alone_and_beside_others_splits_merges_and_scans()
     {
