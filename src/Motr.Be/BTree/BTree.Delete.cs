@@ -46,7 +46,9 @@ public sealed unsafe partial class BTree
                 d--;
                 continue;
             }
-            if (x.UsedBytes * UnderfullDivisor >= x.Size || p.Count < 2) break;
+            // A single record or child is underfull whatever its size: with records of a quarter of a node, such
+            // nodes would otherwise pile up beside siblings that could take them, and the tree keep its peak height.
+            if ((x.UsedBytes * UnderfullDivisor >= x.Size && x.Count > 1) || p.Count < 2) break;
             int li = xi > 0 ? xi - 1 : 0, ri = li + 1;
             var a = N(p.Child(li));
             var b = N(p.Child(ri));

@@ -182,9 +182,10 @@ public class BTreeTagTests
     }
 
     /// <summary>
-    /// A leaf holding one large record is not underfull; deleting that record frees the leaf, and its
-    /// range passes to the left neighbour, whose prefix was set for a narrower one. Inserting into the
-    /// taken-over range shortens the neighbour's prefix; everything stays in order.
+    /// A leaf left with one record whose left sibling is full cannot merge, and cannot borrow when the separator
+    /// would be an out-of-node key (deletes never allocate); deleting that record frees the leaf, and its range
+    /// passes to the left neighbour, whose prefix was set for a narrower one. Inserting into the taken-over range
+    /// shortens the neighbour's prefix; everything stays in order.
     /// </summary>
     [Fact]
     public async Task A_node_that_takes_over_a_freed_neighbours_range_shortens_its_prefix()
@@ -194,29 +195,44 @@ public class BTreeTagTests
         await h.Run(async seg =>
         {
             var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 4096 });
-            // Records of 976 bytes: up to four a leaf, and one alone is not underfull (so a leaf empties instead of
-            // merging). Keys 2^56 apart, so neighbours' bounds share few bits.
-            for (ulong i = 1; i <= 60; i++)
+            // Keys of 1,200 bytes (out of node) beginning with i << 56 | low, so neighbours' bounds share few bits;
+            // values of 900 bytes (in node): records of 924 bytes, four to a leaf.
+            static byte[] Key(ulong i, byte low)
             {
-                var k = Ops.U64(i << 56 | i);
-                var v = Ops.Bytes(960, (int)i);
+                var k = Ops.Bytes(1200, (int)i * 256 + low);
+                Ops.U64(i << 56 | low).CopyTo(k, 0);
+                return k;
+            }
+            async Task Put(ulong i, byte low, int valueLength)
+            {
+                var k = Key(i, low);
+                var v = Ops.Bytes(valueLength, (int)i * 256 + low);
                 Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, k, v));
                 model[k] = v;
             }
-            // Empty the leaves in the middle one by one, from the right, and refill each emptied range.
-            long shortenedBefore = t.Stats.PrefixShortenings;
-            for (ulong i = 45; i >= 15; i--)
+            async Task Remove(ulong i, byte low)
             {
-                var k = Ops.U64(i << 56 | i);
+                var k = Key(i, low);
                 Assert.Equal(BTreeStatus.Ok, await Ops.Delete(t, k));
                 model.Remove(k);
             }
+            // Ascending inserts leave leaves of two records; a second key beside each fills every leaf.
+            for (ulong i = 1; i <= 60; i++) await Put(i, 0, 900);
+            for (ulong i = 1; i <= 60; i++) await Put(i, 1, 900);
+            // Empty the leaves in the middle one by one, from the right: each, down to one record, has a full left
+            // sibling, so it is freed when its last record goes, not merged.
+            long nodes = t.NodeCount, merges = t.Stats.Merges, shortenedBefore = t.Stats.PrefixShortenings;
+            for (ulong i = 45; i >= 15; i--)
+            {
+                await Remove(i, 1);
+                await Remove(i, 0);
+            }
+            Assert.Equal(merges, t.Stats.Merges);
+            Assert.True(t.NodeCount < nodes - 10, $"{t.NodeCount} nodes left of {nodes}: the emptied leaves should be gone");
+            // Refill the freed ranges with small records: they land in the neighbour that took them over.
             for (ulong i = 15; i <= 45; i++)
             {
-                var k = Ops.U64(i << 56 | 0xFF);
-                var v = Ops.Bytes(100, (int)i);
-                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, k, v));
-                model[k] = v;
+                await Put(i, 0xFF, 100);
                 Ops.AssertHealthy(t, $"refilled {i}");
             }
             Assert.True(t.Stats.PrefixShortenings > shortenedBefore, "no node had to shorten its prefix");
