@@ -79,16 +79,20 @@ public sealed partial class BTree
     {
         int big = LargestNode;
         int keyLength = (int)Math.Max(Hdr.MaxKeyLength, 1u);
+        // A delete never allocates: a merge moves the parent's separator down, out-of-node chunk and all, and a borrow
+        // whose new separator would need a chunk of its own is skipped. So a separator written is an in-node record:
+        // at most the longest key's, and never over the inline limit.
         var sep = InternalSpec(keyLength);
+        int sepSize = sep.KeyLarge ? _inline : sep.Size;
         var freeParts = Allocator.FreeCredit * 2;
         var leafRemove = TouchCost + RemoveCost(big) + freeParts;
         var merge = TouchCost + TxCredit.Region(big) + PrefixCost                        // rebuild the left node
-            + TxCredit.Region(sep.Size) + TxCredit.Region(big)                           // the separator moved down into it
+            + TxCredit.Region(sepSize) + TxCredit.Region(big)                            // the separator moved down into it
             + TouchCost + TxCredit.Region(4) + Allocator.FreeCredit                      // free the right node
             + TouchCost + TxCredit.Region(8) + TxCredit.Region(4) + RemoveCost(big) + Allocator.FreeCredit; // drop its entry
         var rebalance = TouchCost * 2 + TxCredit.Region(big) * 3 + PrefixCost * 2         // rebuild both leaves
             + TouchCost + RemoveCost(big) + Allocator.FreeCredit                         // old separator out
-            + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(keyLength) : default); // new one in
+            + PlaceCost(big, sepSize);                                                   // new one in
         var perLevel = TxCredit.Max(merge, rebalance);
         var collapse = TouchCost + TxCredit.Region(4) + Allocator.FreeCredit + Allocator.FreeCredit;
         return TreeCost + leafRemove + perLevel * Height + collapse * Height;

@@ -214,4 +214,40 @@ public class BTreeCreditTests(ITestOutputHelper output)
             Assert.True(f.InsertCredit(8, 16).Bytes < credit4.Bytes);
         });
     }
+
+    /// <summary>
+    /// A delete never allocates (a merge moves the parent's separator down with its chunk; a borrow that would
+    /// need an out-of-node separator is skipped), so its credit must not carry the longest key ever inserted:
+    /// two trees of the same height, one that once held a 1 MiB key and one whose longest key only just went
+    /// out of node, ask the same delete credit, a few KiB per level, not the megabyte a separator copy would need.
+    /// The exact-credit test above shows the credit still covers every delete.
+    /// </summary>
+    [Fact]
+    public async Task A_delete_credit_does_not_carry_the_longest_key_ever_inserted()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 16 << 20, logSize: 64 << 20, segmentMaxSize: 64 << 20);
+        await h.Run(async seg =>
+        {
+            var small = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 }, "small");
+            var huge = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 }, "huge");
+            for (ulong i = 0; i < 400; i++)
+            {
+                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(small, Ops.U64(i * 7919 % 1_000_003), new byte[16]));
+                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(huge, Ops.U64(i * 7919 % 1_000_003), new byte[16]));
+            }
+            var justOut = Ops.Bytes(200, 1);  // over the 104-byte inline limit of 512-byte nodes
+            var oneMiB = Ops.Bytes(1 << 20, 2);
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(small, justOut, []));
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(huge, oneMiB, [], wait: true));
+            Assert.Equal(BTreeStatus.Ok, await Ops.Delete(small, justOut));
+            Assert.Equal(BTreeStatus.Ok, await Ops.Delete(huge, oneMiB));
+            Assert.Equal(small.Height, huge.Height);
+            Assert.True(huge.Height >= 3, $"height {huge.Height}");
+            Assert.Equal(small.DeleteCredit(), huge.DeleteCredit());
+            Assert.True(huge.DeleteCredit().Bytes < 16 * 1024 * huge.Height, $"{huge.DeleteCredit()} at height {huge.Height}");
+            Ops.AssertHealthy(small);
+            Ops.AssertHealthy(huge);
+        });
+        h.AssertNoCaptureViolations();
+    }
 }
