@@ -91,7 +91,7 @@ public sealed unsafe partial class BTree
             if (nh.Level != level) rep.Problems.Add($"{at}: level {nh.Level}, expected {level}");
             var want = level == 0 ? _leafFormat : _internalFormat;
             if (nh.Format != (byte)want) { rep.Problems.Add($"{at}: format {nh.Format}, expected {want}"); continue; }
-            if (!CheckSpace(n, at, rep)) continue;
+            if (StructureProblem(n) is { } bad) { rep.Problems.Add($"{at}: {bad}"); continue; }
             int count = n.Count;
             if (count == 0 && !(isRoot && level == 0)) rep.Problems.Add($"{at}: empty non-root node");
             if (level > 0 && count < 1) continue;
@@ -226,45 +226,89 @@ public sealed unsafe partial class BTree
         return null;
     }
 
-    /// <summary>Index, heap and holes: within bounds, not overlapping, adding up.</summary>
-    private bool CheckSpace(Node n, string at, BTreeCheckReport rep)
+    /// <summary>
+    /// What is wrong with the node at <paramref name="offset"/>, or null: its place in the segment, magic, owner,
+    /// version, size, checksum, and the structure every later read relies on without checking again
+    /// (<see cref="StructureProblem"/>). Run on a node's first read in a session, so that a node whose damage its
+    /// checksum does not show (a crafted file, a writer's bug) is refused by name instead of read out of bounds.
+    /// </summary>
+    private string? NodeProblem(long offset)
+    {
+        if ((ulong)offset > (ulong)(_seg.Size - NodeHeader.SizeOf) || (offset & 63) != 0) return "not a valid node offset";
+        var n = new Node(_seg.Base, offset);
+        ref NodeHeader h = ref n.H;
+        if (h.Magic != NodeMagic) return $"not a b+tree node (magic 0x{h.Magic:X8})";
+        if (h.Tree != _hdr) return $"node of another tree (0x{h.Tree:X})";
+        if (h.Version != NodeVersion) return $"node format version {h.Version} is not supported";
+        if (h.Size < MinNodeSize || h.Size > MaxNodeSize || (h.Size & (h.Size - 1)) != 0 || h.Size > (ulong)(_seg.Size - offset)) return $"bad size {h.Size}";
+        // A node changed this session has its checksum computed when placed: the one in memory is stale.
+        if (!_seg.ChecksumStale(offset) && !BlockChecksum.Verify(_seg.Bytes(offset, n.Size), NodeHeader.CrcOffset)) return "node checksum mismatch";
+        return StructureProblem(n);
+    }
+
+    /// <summary>
+    /// The first thing wrong with the structure of node <paramref name="n"/> (its size already checked), or null:
+    /// level, format and record geometry as the tree's header says; index, records and holes within the node and
+    /// not overlapping; each child of an internal node a node offset inside the segment, the same in index and record.
+    /// </summary>
+    private string? StructureProblem(Node n)
+    {
+        ref NodeHeader h = ref n.H;
+        if (h.Level >= MaxHeight) return $"level {h.Level}";
+        var want = h.Level == 0 ? _leafFormat : _internalFormat;
+        if (h.Format != (byte)want) return $"format {h.Format}, expected {want}";
+        int keySize = Math.Max(_keySize, 0), valueSize = h.Level == 0 ? Math.Max(_valueSize, 0) : 8;
+        if (h.KeySize != keySize || h.ValueSize != valueSize) return $"record geometry {h.KeySize}/{h.ValueSize}, the tree's {keySize}/{valueSize}";
+        if (n.RecordCrc != _recordCrc) return $"flags 0x{h.Flags:X2}: record checksums {(n.RecordCrc ? "on" : "off")}, the tree's {(_recordCrc ? "on" : "off")}";
+        if (SpaceProblem(n) is { } space) return space;
+        if (h.Level > 0)
+            for (int i = 0; i < n.Count; i++)
+            {
+                long child = n.Child(i);
+                if (child != n.RecordChild(i)) return $"record {i}: index child 0x{child:X}, the record's 0x{n.RecordChild(i):X}";
+                if ((ulong)child > (ulong)(_seg.Size - NodeHeader.SizeOf) || (child & 63) != 0) return $"record {i}: child 0x{child:X} is not a valid node offset";
+            }
+        return null;
+    }
+
+    /// <summary>Index, heap and holes of node <paramref name="n"/>: within bounds, not overlapping, adding up; the first thing wrong, or null.</summary>
+    private string? SpaceProblem(Node n)
     {
         ref NodeHeader h = ref n.H;
         int size = n.Size, count = n.Count;
-        if (h.HeapTop > size || h.HeapTop < n.IndexEnd) { rep.Problems.Add($"{at}: heap top {h.HeapTop} outside [index end {n.IndexEnd}, {size}]"); return false; }
-        var used = new byte[size >> 3];
-        bool ok = true;
-        uint heapTop = h.HeapTop;
-        void Mark(int off, int len, string what)
-        {
-            if (off < heapTop || off + len > size || (off & 7) != 0) { rep.Problems.Add($"{at}: {what} [{off}, +{len}) outside the heap"); ok = false; return; }
-            for (int u = off >> 3; u < (off + len + 7) >> 3; u++)
-            {
-                if (used[u] != 0) { rep.Problems.Add($"{at}: {what} at {off} overlaps another record or hole"); ok = false; return; }
-                used[u] = 1;
-            }
-        }
-        for (int i = 0; i < count && ok; i++)
+        if (h.HeapTop > size || h.HeapTop < n.IndexEnd) return $"heap top {h.HeapTop} outside [index end {n.IndexEnd}, {size}]";
+        Span<byte> used = stackalloc byte[size >> 3];
+        for (int i = 0; i < count; i++)
         {
             int off = n.RecOffset(i);
-            if (off < h.HeapTop || off >= size) { rep.Problems.Add($"{at}: record {i} at {off} outside the heap"); return false; }
-            string? bad = RecordShapeProblem(n, i, off);
-            if (bad != null) { rep.Problems.Add($"{at}: record {i}: {bad}"); return false; }
-            Mark(off, n.RecordSizeAt(i), $"record {i}");
+            if (off < h.HeapTop || off >= size) return $"record {i} at {off} outside the heap";
+            if (RecordShapeProblem(n, i, off) is { } bad) return $"record {i}: {bad}";
+            if (Claim(used, h.HeapTop, size, off, n.RecordSizeAt(i), $"record {i}") is { } overlap) return overlap;
         }
         long holeBytes = 0;
         int steps = 0;
-        for (int hole = h.FirstHole; hole != 0 && ok; steps++)
+        for (int hole = h.FirstHole; hole != 0; steps++)
         {
-            if (steps > size / 8) { rep.Problems.Add($"{at}: hole list has a cycle"); return false; }
+            if (steps > size / 8) return "hole list has a cycle";
             int off = hole << 3;
-            if (off < h.HeapTop || off + 4 > size) { rep.Problems.Add($"{at}: hole at {off} outside the heap"); return false; }
+            if (off < h.HeapTop || off + 4 > size) return $"hole at {off} outside the heap";
             int len = ((ushort*)(n.P + off))[1] << 3;
-            Mark(off, len, "hole");
+            if (Claim(used, h.HeapTop, size, off, len, "hole") is { } overlap) return overlap;
             holeBytes += len;
             hole = *(ushort*)(n.P + off);
         }
-        if (ok && holeBytes != h.HoleBytes) { rep.Problems.Add($"{at}: holes add up to {holeBytes}, header says {h.HoleBytes}"); ok = false; }
-        return ok;
+        return holeBytes != h.HoleBytes ? $"holes add up to {holeBytes}, header says {h.HoleBytes}" : null;
+    }
+
+    /// <summary>Marks the 8-byte units of [<paramref name="off"/>, +<paramref name="len"/>) used; what is wrong if they lie outside the heap or were marked before.</summary>
+    private static string? Claim(Span<byte> used, uint heapTop, int size, int off, int len, string what)
+    {
+        if (off < heapTop || off + len > size || (off & 7) != 0) return $"{what} [{off}, +{len}) outside the heap";
+        for (int u = off >> 3; u < (off + len + 7) >> 3; u++)
+        {
+            if (used[u] != 0) return $"{what} at {off} overlaps another record or hole";
+            used[u] = 1;
+        }
+        return null;
     }
 }

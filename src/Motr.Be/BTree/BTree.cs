@@ -102,15 +102,7 @@ public sealed unsafe partial class BTree
         if (config.ValueSize is < 0 or > MaxValueLength) throw new ArgumentException($"ValueSize {config.ValueSize} must be 0 to {MaxValueLength}");
         var format = config.LeafFormat;
         bool crc = config.RecordChecksums;
-        // Fixed parts are always in node: four records must fit a node.
-        if (format != NodeFormat.Variable)
-        {
-            int k = config.KeySize!.Value;
-            int leafRec = format == NodeFormat.FixedKeyValue ? Node.RecordSize(format, k, config.ValueSize!.Value, crc) : Node.RecordSize(format, k, LargeRef.SizeOf, crc);
-            int innerRec = Node.RecordSize(NodeFormat.FixedKeyValue, k, 8, crc);
-            if (leafRec > MaxInline(leaf) || innerRec > MaxInline(inner))
-                throw new ArgumentException($"fixed records of {leafRec} bytes (leaf) and {innerRec} bytes (internal) do not fit four to a node of {leaf}/{inner} bytes; use larger nodes or variable sizes");
-        }
+        if (FixedRecordsProblem(format, config.KeySize ?? -1, config.ValueSize ?? -1, crc, leaf, inner) is { } tooBig) throw new ArgumentException(tooBig);
 
         long hdr = segment.Allocator.Alloc(tx, TreeHeader.SizeOf, 64);
         ref TreeHeader h = ref tx.Capture<TreeHeader>(hdr);
@@ -181,29 +173,45 @@ public sealed unsafe partial class BTree
     private static uint ComparerId(IKeyComparer? c) =>
         c is null || c is BytewiseComparer ? 0u : Math.Max(1u, Crc32C.Compute(Encoding.UTF8.GetBytes(c.Name)));
 
+    /// <summary>
+    /// Fixed parts are always in node, so four fixed-size records must fit a node (<see cref="MaxInline"/>): what is
+    /// wrong with these sizes for a tree of <paramref name="format"/> leaves, or null. Checked at create and when a
+    /// dump's header is read.
+    /// </summary>
+    internal static string? FixedRecordsProblem(NodeFormat format, int keySize, int valueSize, bool crc, int leaf, int inner)
+    {
+        if (format == NodeFormat.Variable) return null;
+        int leafRec = format == NodeFormat.FixedKeyValue ? Node.RecordSize(format, keySize, valueSize, crc) : Node.RecordSize(format, keySize, LargeRef.SizeOf, crc);
+        int innerRec = Node.RecordSize(NodeFormat.FixedKeyValue, keySize, 8, crc);
+        return leafRec > MaxInline(leaf) || innerRec > MaxInline(inner)
+            ? $"fixed records of {leafRec} bytes (leaf) and {innerRec} bytes (internal) do not fit four to a node of {leaf}/{inner} bytes; use larger nodes or variable sizes"
+            : null;
+    }
+
     /// <summary>Largest record kept in a node of <paramref name="nodeSize"/> bytes: four must fit, with their index entries.</summary>
     internal static int MaxInline(int nodeSize) => ((nodeSize - NodeHeader.SizeOf) / 4 - NodeHeader.InternalEntrySize) & ~7;
 
     // ---- nodes -----------------------------------------------------------------------------------------
 
-    /// <summary>The node at <paramref name="offset"/>, checked: magic, owner, and its checksum on first read after open.</summary>
+    /// <summary>
+    /// The node at <paramref name="offset"/>, checked: magic, owner and version at every read; its place, size,
+    /// checksum and structure at its first read in the session (<see cref="NodeProblem"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal Node N(long offset)
     {
         var n = new Node(_seg.Base, offset);
-        if (n.H.Magic != NodeMagic || n.H.Tree != _hdr || n.H.Version != NodeVersion || !_seg.VerifyOnce(offset, n.Size, NodeHeader.CrcOffset)) BadNode(offset);
+        // The verified bit first: an offset outside the segment has none, and is refused before its header is read.
+        if (!_seg.IsVerified(offset) || n.H.Magic != NodeMagic || n.H.Tree != _hdr || n.H.Version != NodeVersion) FirstRead(offset);
         return n;
     }
 
+    /// <summary>Checks the node at <paramref name="offset"/> whole and marks it verified for the session; a damaged node throws, naming it.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void BadNode(long offset)
+    private void FirstRead(long offset)
     {
-        var n = new Node(_seg.Base, offset);
-        string what = n.H.Magic != NodeMagic ? $"not a b+tree node (magic 0x{n.H.Magic:X8})"
-            : n.H.Tree != _hdr ? $"node of another tree (0x{n.H.Tree:X})"
-            : n.H.Version != NodeVersion ? $"node format version {n.H.Version} is not supported"
-            : "node checksum mismatch";
-        throw new BeCorruptionException(_seg.FileName, offset, $"{Where}: node 0x{offset:X}: {what}");
+        if (NodeProblem(offset) is { } what) throw new BeCorruptionException(_seg.FileName, offset, $"{Where}: node 0x{offset:X}: {what}");
+        _seg.MarkVerified(offset);
     }
 
     /// <summary>Allocates and initialises an empty node; returns its offset.</summary>

@@ -23,6 +23,9 @@ public sealed unsafe partial class Segment
         return true;
     }
 
+    /// <summary>Whether the block at <paramref name="block"/> was verified, created or changed this session (false for an offset outside the segment).</summary>
+    public bool IsVerified(long block) => block >= 0 && IsSet(block, Verified);
+
     /// <summary>Records that the block at <paramref name="block"/> needs no verification this session (it was created in it).</summary>
     public void MarkVerified(long block) => Set(block, Verified);
 
