@@ -410,6 +410,8 @@ public static class BTreeDump
         byte treeFlags = h[FileHeaderLayout.TreeFlags];
         int keySize = BinaryPrimitives.ReadInt32LittleEndian(h[FileHeaderLayout.KeySize..]);
         int valueSize = BinaryPrimitives.ReadInt32LittleEndian(h[FileHeaderLayout.ValueSize..]);
+        if (keySize < 0 && valueSize >= 0)
+            throw Corrupt(file, FileHeaderLayout.ValueSize, $"value size {valueSize} with variable keys (key size {keySize}): there is no format for variable keys with fixed values");
         var expected = keySize < 0 ? NodeFormat.Variable : valueSize < 0 ? NodeFormat.FixedKey : NodeFormat.FixedKeyValue;
         if (format is < 1 or > 3 || (NodeFormat)format != expected)
             throw Corrupt(file, FileHeaderLayout.LeafFormat, $"leaf format {format} does not match key size {keySize} and value size {valueSize}");
@@ -420,6 +422,8 @@ public static class BTreeDump
         uint inner = BinaryPrimitives.ReadUInt32LittleEndian(h[FileHeaderLayout.InternalNodeSize..]);
         if (!ValidNodeSize(leaf)) throw Corrupt(file, FileHeaderLayout.LeafNodeSize, $"leaf node size {leaf} is not a power of two from {MinNodeSize} to {MaxNodeSize}");
         if (!ValidNodeSize(inner)) throw Corrupt(file, FileHeaderLayout.InternalNodeSize, $"internal node size {inner} is not a power of two from {MinNodeSize} to {MaxNodeSize}");
+        if (BTree.FixedRecordsProblem((NodeFormat)format, keySize, valueSize, (treeFlags & RecordChecksumFlag) != 0, (int)leaf, (int)inner) is { } tooBig)
+            throw Corrupt(file, FileHeaderLayout.KeySize, tooBig);
         int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(h[FileHeaderLayout.ComparerNameLen..]);
         if (nameLength is 0 or > MaxComparerName)
             throw Corrupt(file, FileHeaderLayout.ComparerNameLen, $"comparer name length {nameLength} is not 1 to {MaxComparerName}");

@@ -69,6 +69,8 @@ public sealed class BTreeDumpDamageTests
     [InlineData("block-dropped")]
     [InlineData("garbage-after-trailer")]
     [InlineData("record-past-block")]
+    [InlineData("fixed-value-variable-key")]
+    [InlineData("fixed-records-too-big")]
     public async Task A_damaged_dump_is_refused_with_its_offset_and_leaves_nothing(string damage)
     {
         await using var h = await ToolsHarness.OpenAsync();
@@ -181,6 +183,22 @@ public sealed class BTreeDumpDamageTests
                     await ExpectDamage(seg, t, d, last, "run past the end of block 0");
                     break;
                 }
+                case "fixed-value-variable-key":
+                    // A shape no tree can have, under a valid header checksum: variable keys with a fixed value size.
+                    BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(24), 5);
+                    ToolsHarness.ResealHeader(d);
+                    await ExpectDamage(seg, t, d, 24, "value size 5 with variable keys");
+                    break;
+                case "fixed-records-too-big":
+                    // Fixed records of 300-byte keys and values in 512-byte nodes: not four to a node, so no tree to load into.
+                    d[16] = (byte)NodeFormat.FixedKeyValue;
+                    BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(20), 300);
+                    BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(24), 300);
+                    BinaryPrimitives.WriteUInt32LittleEndian(d.AsSpan(28), 512);
+                    BinaryPrimitives.WriteUInt32LittleEndian(d.AsSpan(32), 512);
+                    ToolsHarness.ResealHeader(d);
+                    await ExpectDamage(seg, t, d, 20, "do not fit four to a node");
+                    break;
                 default:
                     throw new ArgumentException(damage);
             }
