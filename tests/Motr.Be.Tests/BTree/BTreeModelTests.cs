@@ -23,6 +23,8 @@ public class BTreeModelTests(ITestOutputHelper output)
     [InlineData("var", 512)]
     [InlineData("var", 4096)]
     [InlineData("var-crc", 1024)]
+    [InlineData("var-edge", 512)]
+    [InlineData("var-edge", 4096)]
     public async Task Random_operations_match_a_sorted_dictionary(string format, int nodeSize)
     {
         var shape = TreeShape.Of(format, nodeSize);

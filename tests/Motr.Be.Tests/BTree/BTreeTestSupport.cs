@@ -31,6 +31,10 @@ public sealed record TreeShape(string Name, BTreeConfig Config, Func<Random, int
             r => r.Next(10) == 0 ? r.Next(200, 3000) : r.Next(0, 120)),
         "var-crc" => new(format, new BTreeConfig { NodeSize = nodeSize, RecordChecksums = true }, r => r.Next(1, 24),
             r => r.Next(10) == 0 ? r.Next(200, 1500) : r.Next(0, 80)),
+        // Keys and values about the inline limit: records that move parts in and out of node as they are updated
+        // (key in node or out, value in node or out), at and around the sizes where the layout changes.
+        "var-edge" => new(format, new BTreeConfig { NodeSize = nodeSize }, r => Motr.Be.BTree.BTree.MaxInline(nodeSize) - r.Next(-8, 48),
+            r => r.Next(10) switch { 0 => r.Next(200, 3000), < 4 => r.Next(0, 32), _ => r.Next(0, Motr.Be.BTree.BTree.MaxInline(nodeSize)) }),
         _ => throw new ArgumentException(format),
     };
 
