@@ -115,6 +115,12 @@ public sealed class Domain : IAsyncDisposable
                 // More localities than segments: add segments. They are empty, so no log record names them yet.
                 for (uint i = count + 1; i <= (uint)options.Segments; i++)
                 {
+                    // A file left by an interrupted add is replaced; one that holds transactions is not: the log
+                    // header counting fewer segments than the folder holds is damage, not a reason to lose a segment.
+                    string name = BeConstants.SegmentFileName(i);
+                    if (storage.Exists(name) && !Segment.IsUnused(storage, name))
+                        throw new BeCorruptionException($"{storage.Location}/{name}", 0,
+                            $"the log header counts {count} segments, but segment {i} exists and holds transactions: refusing to replace it");
                     Segment.CreateFile(storage, i, _log.DomainId, options.SegmentSize, Math.Max(options.SegmentMaxSize, options.SegmentSize));
                     segments.Add(Segment.Load(storage, BeConstants.SegmentFileName(i), _log.DomainId, this));
                 }

@@ -29,8 +29,8 @@ internal sealed class LogFile : IDisposable
     /// <summary>Creates a log of <paramref name="fileSize"/> bytes, written in full so later fdatasyncs need no block allocation.</summary>
     public static void Create(IStorage storage, ulong domainId, long fileSize, uint segmentCount)
     {
-        if (fileSize < LogFormat.AreaOffset + 64 * 1024 || fileSize % BeConstants.PageSize != 0)
-            throw new ArgumentOutOfRangeException(nameof(fileSize), $"log size {fileSize} must be a multiple of {BeConstants.PageSize} and at least {LogFormat.AreaOffset + 64 * 1024}");
+        if (fileSize < LogFormat.AreaOffset + MinAreaSize || fileSize % BeConstants.PageSize != 0)
+            throw new ArgumentOutOfRangeException(nameof(fileSize), $"log size {fileSize} must be a multiple of {BeConstants.PageSize} and at least {LogFormat.AreaOffset + MinAreaSize}");
         string tmp = BeConstants.LogFileName + ".new";
         storage.Delete(tmp);
         using (var f = storage.Open(tmp, StorageOpenMode.CreateNew))
@@ -70,7 +70,13 @@ internal sealed class LogFile : IDisposable
         f.Write(index * BeConstants.SectorSize, buf);
     }
 
-    /// <summary>Opens the log and reads the newest valid header slot.</summary>
+    /// <summary>Smallest record area a log is created with.</summary>
+    private const long MinAreaSize = 64 * 1024;
+
+    /// <summary>Largest logical position a checkpoint may name: far beyond any real log's life, far from overflow.</summary>
+    private const long MaxPosition = long.MaxValue / 4;
+
+    /// <summary>Opens the log and reads the newest valid header slot (one whose checksum holds and whose fields are possible).</summary>
     public static LogFile Open(IStorage storage)
     {
         var f = storage.Open(BeConstants.LogFileName, StorageOpenMode.OpenExisting);
@@ -92,6 +98,10 @@ internal sealed class LogFile : IDisposable
                 else if (s.Crc != Crc32C.Compute(buf[..LogHeaderSlot.CrcOffset])) problem = $"header slot {i}: checksum mismatch";
                 else if (s.Version < BeConstants.MinLogVersion || s.Version > BeConstants.LogVersion)
                     problem = $"header slot {i}: log format version {s.Version} is not supported; this build reads versions {BeConstants.MinLogVersion} to {BeConstants.LogVersion}";
+                else if (s.AreaOffset != LogFormat.AreaOffset || s.AreaSize < MinAreaSize || s.AreaSize % BeConstants.PageSize != 0 || s.FileSize != s.AreaOffset + s.AreaSize)
+                    problem = $"header slot {i}: impossible geometry: area of {s.AreaSize} bytes at {s.AreaOffset} in a {s.FileSize}-byte file";
+                else if (s.CheckpointPosition < 0 || s.CheckpointPosition % BeConstants.SectorSize != 0 || s.CheckpointPosition > MaxPosition || s.CheckpointLsn == 0)
+                    problem = $"header slot {i}: impossible checkpoint: position {s.CheckpointPosition}, lsn {s.CheckpointLsn}";
                 if (problem != null)
                 {
                     firstProblem ??= problem;

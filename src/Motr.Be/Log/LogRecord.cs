@@ -55,13 +55,16 @@ internal static class LogRecord
     {
         bool packed = gh.IsPacked;
         if ((gh.Flags & ~GroupFlags.Packed) != 0) return $"unknown flags 0x{gh.Flags:X}";
+        // Segments grow by whole pages up to the engine's limit; anything else would commit memory or place bytes wrongly.
+        if (gh.SegmentSize < 0 || gh.SegmentSize % BeConstants.PageSize != 0 || gh.SegmentSize > BeConstants.MaxSegmentSize)
+            return $"segment size {gh.SegmentSize} is not a multiple of {BeConstants.PageSize} from 0 to {BeConstants.MaxSegmentSize}";
         long pos = GroupHeader.SizeOf + (long)gh.RegionCount * (packed ? RegionDesc.SizeOf : RegionDescV1.SizeOf);
         if (pos > chunk.Length) return "region descriptors overrun the group";
         if ((long)gh.MarkCount * MarkSize(gh) > chunk.Length - pos) return "checksum descriptors overrun the group";
         var regions = new Regions(chunk, gh);
         while (regions.MoveNextDesc(out long offset, out int length))
         {
-            if (offset < 0 || (packed && length == 0) || offset > gh.SegmentSize - length) return $"region [0x{offset:X}, +{length}) is outside the segment size {gh.SegmentSize}";
+            if (offset < 0 || (packed && length == 0) || length > gh.SegmentSize || offset > gh.SegmentSize - length) return $"region [0x{offset:X}, +{length}) is outside the segment size {gh.SegmentSize}";
             if (regions.DataEnd > chunk.Length) return "region bytes overrun the group";
         }
         pos = regions.PayloadStart;
@@ -70,7 +73,8 @@ internal static class LogRecord
         {
             if (pos + PayloadHeader.SizeOf > chunk.Length) return "payload header overruns the group";
             var ph = MemoryMarshal.Read<PayloadHeader>(chunk[(int)pos..]);
-            pos += PayloadHeader.SizeOf + LogFormat.Align8((int)ph.Length);
+            // Wide arithmetic: a damaged length may be near 2^32.
+            pos += PayloadHeader.SizeOf + (((long)ph.Length + 7) & ~7L);
             if (pos > chunk.Length) return "payload overruns the group";
         }
         long marksAt = chunk.Length - (long)gh.MarkCount * MarkSize(gh);

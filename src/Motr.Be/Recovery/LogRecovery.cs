@@ -220,7 +220,12 @@ internal sealed class LogRecovery
             seg.Memory.Commit(gh.SegmentSize);
             var regions = new LogRecord.Regions(chunk, gh);
             while (regions.MoveNext(out long offset, out var bytes))
+            {
+                // The record's shape was checked against its group's segment size; this guards the raw copy itself.
+                if (offset > seg.Memory.Committed - bytes.Length)
+                    throw new BeCorruptionException(_log.Where, _log.Physical(h.Position), $"record lsn {h.Lsn}: region [0x{offset:X}, +{bytes.Length}) of segment {gh.SegmentId} is outside its {seg.Memory.Committed} bytes");
                 bytes.CopyTo(new Span<byte>(seg.Base + offset, bytes.Length));
+            }
             if (_options.OnRecoveredPayload is { } onPayload && gh.PayloadCount > 0)
             {
                 int p = regions.PayloadStart;

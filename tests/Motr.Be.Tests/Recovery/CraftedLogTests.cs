@@ -1,0 +1,205 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using Motr.Be.Log;
+using Motr.Be.Storage;
+using Motr.Be.Tests.TestSupport;
+using Motr.Be.Tx;
+
+namespace Motr.Be.Tests.Recovery;
+
+/// <summary>
+/// Logs crafted with valid checksums but impossible contents (a fuzzing pass found each): a group whose segment size
+/// is negative or not a page multiple, a payload length near 2^32, a header slot whose checkpoint or geometry cannot
+/// be, a header counting fewer segments than the folder holds. Each is refused as corruption, or recovered as a torn
+/// tail to the state after the real transactions; none crashes the process, throws another kind of exception, or
+/// replaces a segment that holds data.
+/// </summary>
+public class CraftedLogTests
+{
+    private const long Off = Engines.DataStart;
+    private const string LogName = BeConstants.LogFileName;
+    private const int Txs = 10;
+
+    /// <summary>A crash image whose log holds <see cref="Txs"/> records, tx i writing i at <see cref="Off"/> of segment 1.</summary>
+    private static async Task<SimStorage> Crashed()
+    {
+        var storage = new SimStorage();
+        await using var e = await Engines.Open(Engines.Sim(storage));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            for (int i = 1; i <= Txs; i++)
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                tx.Capture<long>(Off) = i;
+                await tx.Close();
+            }
+        });
+        return storage.Clone();
+    }
+
+    /// <summary>A packed group with a valid checksum; <paramref name="body"/> is what follows its header.</summary>
+    private static byte[] Group(ulong segment, long segmentSize, uint regions, uint payloads, byte[] body)
+    {
+        var chunk = new byte[GroupHeader.SizeOf + body.Length];
+        body.CopyTo(chunk, GroupHeader.SizeOf);
+        var gh = new GroupHeader
+        {
+            Magic = BeConstants.GroupMagic, Length = (uint)chunk.Length, SegmentId = segment, GroupSeq = 1000, FirstTxId = 1000,
+            TxCount = 1, RegionCount = regions, PayloadCount = payloads, Flags = GroupFlags.Packed, SegmentSize = segmentSize,
+        };
+        MemoryMarshal.Write(chunk, gh);
+        gh.Crc = Crc32C.Compute(chunk.AsSpan(0, 60), chunk.AsSpan(GroupHeader.SizeOf));
+        MemoryMarshal.Write(chunk, gh);
+        return chunk;
+    }
+
+    /// <summary>Writes <paramref name="group"/> as a valid record after the log's last one (next lsn, next position).</summary>
+    private static void Append(SimStorage s, byte[] group)
+    {
+        var log = s.ReadAll(LogName);
+        long off = LogFormat.AreaOffset;
+        RecordHeader last = default;
+        while (off + RecordHeader.SizeOf <= log.Length)
+        {
+            var h = MemoryMarshal.Read<RecordHeader>(log.AsSpan((int)off));
+            if (h.Magic != BeConstants.LogRecordMagic) break;
+            last = h;
+            off += h.Length;
+        }
+        Assert.Equal(BeConstants.LogRecordMagic, last.Magic);
+        var rec = new byte[LogFormat.AlignSector(RecordHeader.SizeOf + group.Length)];
+        group.CopyTo(rec, RecordHeader.SizeOf);
+        var header = new RecordHeader
+        {
+            Magic = BeConstants.LogRecordMagic, Version = BeConstants.LogVersion, Lsn = last.Lsn + 1, Position = last.Position + last.Length,
+            Length = (uint)rec.Length, GroupCount = 1, BodyLength = (uint)group.Length,
+            GroupCrcs = ~Crc32C.Append(~0u, group.AsSpan(60, 4)), DomainId = BinaryPrimitives.ReadUInt64LittleEndian(log.AsSpan(16)),
+        };
+        MemoryMarshal.Write(rec, header);
+        header.HeaderCrc = LogRecord.HeaderCrc(rec);
+        MemoryMarshal.Write(rec, header);
+        s.Overwrite(LogName, LogFormat.AreaOffset + header.Position, rec);
+    }
+
+    /// <summary>Edits header slot <paramref name="slot"/> and seals its checksum again.</summary>
+    private static void RewriteSlot(SimStorage s, int slot, Action<byte[]> edit)
+    {
+        var b = s.ReadAll(LogName).AsSpan(slot * BeConstants.SectorSize, LogHeaderSlot.SizeOf).ToArray();
+        edit(b);
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(LogHeaderSlot.CrcOffset), Crc32C.Compute(b.AsSpan(0, LogHeaderSlot.CrcOffset)));
+        s.Overwrite(LogName, slot * BeConstants.SectorSize, b);
+    }
+
+    private static int NewestSlot(SimStorage s)
+    {
+        var log = s.ReadAll(LogName);
+        return BinaryPrimitives.ReadUInt64LittleEndian(log.AsSpan(48)) >= BinaryPrimitives.ReadUInt64LittleEndian(log.AsSpan(BeConstants.SectorSize + 48)) ? 0 : 1;
+    }
+
+    /// <summary>
+    /// Opens the image: either corruption naming the log, or a domain holding the state after the real transactions
+    /// (value <see cref="Txs"/>); any other exception fails the test. Returns which.
+    /// </summary>
+    private static async Task<string> OpenRefusedOrIntact(SimStorage s, Action<DomainOptions>? tweak = null)
+    {
+        var o = Engines.Sim(s);
+        tweak?.Invoke(o);
+        try
+        {
+            await using var e = await Engines.Open(o);
+            var loc = e.Localities[0];
+            Assert.Equal(Txs, await loc.RunAsync(() => loc.Segment!.At<long>(Off)));
+            return "recovered";
+        }
+        catch (BeCorruptionException ex)
+        {
+            Assert.Contains(LogName, ex.File);
+            return "refused";
+        }
+    }
+
+    private static byte[] Region(long offset, int length, long value)
+    {
+        var body = new byte[16];
+        BinaryPrimitives.WriteUInt64LittleEndian(body, RegionDesc.Make(offset, length).Packed);
+        BinaryPrimitives.WriteInt64LittleEndian(body.AsSpan(8), value);
+        return body;
+    }
+
+    [Theory]
+    [InlineData(long.MinValue, true)]            // offset > size - length overflowed: the region passed, and was copied outside the segment (the process died)
+    [InlineData(-4096L, true)]
+    [InlineData((256L << 10) + 100, false)]      // not a page multiple: committing memory failed with OutOfMemoryException
+    [InlineData(BeConstants.MaxSegmentSize + 4096, false)]
+    public async Task A_group_whose_segment_size_cannot_be_is_refused_or_cut(long segmentSize, bool withRegion)
+    {
+        var s = await Crashed();
+        Append(s, withRegion ? Group(1, segmentSize, 1, 0, Region(3L << 20, 8, 777)) : Group(1, segmentSize, 0, 0, []));
+        Append(s, Group(1, 512 << 10, 0, 0, []));
+        await OpenRefusedOrIntact(s);
+    }
+
+    [Theory]
+    [InlineData(0x8000_0000u, false)]            // cast to int, the length went negative and the shape check read backwards
+    [InlineData(0xFFFF_FFF8u, true)]             // the shape check passed; handing the payload over sliced out of range
+    public async Task A_payload_length_near_2_to_the_32_is_refused_or_cut(uint length, bool payloadCallback)
+    {
+        var s = await Crashed();
+        var body = new byte[32];
+        BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(8), length);
+        Append(s, Group(1, 256 << 10, 0, 2, body));
+        await OpenRefusedOrIntact(s, payloadCallback ? o => o.OnRecoveredPayload = _ => { } : null);
+    }
+
+    [Theory]
+    [InlineData(long.MinValue)]
+    [InlineData(-512L)]
+    [InlineData(100L)]
+    [InlineData(long.MaxValue - 511)]
+    [InlineData(1L << 62)]
+    public async Task A_header_slot_with_an_impossible_checkpoint_is_not_trusted(long position)
+    {
+        var s = await Crashed();
+        RewriteSlot(s, NewestSlot(s), b => BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(56), position));
+        // The other slot (older, valid) is used, or the log is refused: never a read at a wild offset.
+        await OpenRefusedOrIntact(s);
+    }
+
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(512L)]
+    public async Task A_log_whose_header_gives_a_tiny_record_area_is_refused(long area)
+    {
+        var s = await Crashed();
+        for (int slot = 0; slot < 2; slot++)
+            RewriteSlot(s, slot, b =>
+            {
+                BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(24), LogFormat.AreaOffset + area);
+                BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(40), area);
+            });
+        using (var f = s.Open(LogName, StorageOpenMode.OpenExisting)) f.SetLength(LogFormat.AreaOffset + area);
+        Assert.Equal("refused", await OpenRefusedOrIntact(s));
+    }
+
+    [Fact]
+    public async Task A_header_counting_fewer_segments_than_the_folder_holds_replaces_none()
+    {
+        var s = new SimStorage();
+        await using (var e = await Engines.Open(Engines.Sim(s)))
+            foreach (var loc in e.Localities)
+                await loc.RunAsync(async () =>
+                {
+                    using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                    tx.Capture<long>(Off) = 4242;
+                    await tx.Close();
+                });
+        var before = s.ReadAll(BeConstants.SegmentFileName(2));
+        Assert.Equal(4242, BinaryPrimitives.ReadInt64LittleEndian(before.AsSpan((int)Off)));
+        RewriteSlot(s, NewestSlot(s), b => BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(80), 1));
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => Engines.Open(Engines.Sim(s)));
+        Assert.Contains(BeConstants.SegmentFileName(2), ex.File);
+        Assert.Contains("refusing to replace it", ex.Message);
+        Assert.Equal(before, s.ReadAll(BeConstants.SegmentFileName(2)));
+    }
+}
