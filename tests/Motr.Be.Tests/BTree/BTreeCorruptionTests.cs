@@ -482,14 +482,7 @@ public class BTreeCorruptionTests
             Assert.NotEqual(Raw.Nodes(seg, t.Check())[0], node); // not the root: some keys stay reachable
         });
         await h.Close();
-        void Flip(int at, byte mask)
-        {
-            using var f = File.OpenHandle(h.SegmentFile, FileMode.Open, FileAccess.ReadWrite);
-            var b = new byte[1];
-            RandomAccess.Read(f, b, node + at);
-            b[0] ^= mask;
-            RandomAccess.Write(f, b, node + at);
-        }
+        void Flip(int at, byte mask) => Raw.FlipByte(h.SegmentFile, node + at, mask);
         int sizeField = Raw.NodeHeaderField(nameof(NodeHeader.Size));
         switch (damage)
         {

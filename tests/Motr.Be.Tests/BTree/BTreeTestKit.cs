@@ -302,13 +302,13 @@ internal static class Raw
         RandomAccess.Write(f, node, offset);
     }
 
-    /// <summary>Flips one bit of the byte at <paramref name="offset"/> of a closed segment file.</summary>
-    public static void FlipByte(string file, long offset)
+    /// <summary>Flips the bits <paramref name="mask"/> of the byte at <paramref name="offset"/> of a closed segment file.</summary>
+    public static void FlipByte(string file, long offset, byte mask = 0x10)
     {
         using var f = File.OpenHandle(file, FileMode.Open, FileAccess.ReadWrite);
         var b = new byte[1];
         Assert.Equal(1, RandomAccess.Read(f, b, offset));
-        b[0] ^= 0x10;
+        b[0] ^= mask;
         RandomAccess.Write(f, b, offset);
         RandomAccess.FlushToDisk(f);
     }
