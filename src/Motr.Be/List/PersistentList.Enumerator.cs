@@ -41,7 +41,9 @@ public readonly partial struct PersistentList
             _list = list;
             _backward = backward;
             _next = backward ? h.Last : h.First;
-            _left = h.Count;
+            // A walk longer than the segment has room for links is a cycle whatever the head says: a damaged
+            // count must not let one run for 2^63 steps.
+            _left = Math.Min(Math.Max(h.Count, 0), Math.Max(0, (list._seg.Size - ListFormat.MinOffset) / ListLink.SizeOf));
             _current = 0;
             _from = 0;
         }

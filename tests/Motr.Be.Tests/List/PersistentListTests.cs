@@ -505,6 +505,8 @@ public sealed class PersistentListTests
         await Damage(tx => tx.Capture<ListLink>(d + LinkOffset).Next = d, "past the head's count", walkThrows: true); // self loop
         await Damage(tx => { tx.Capture<ListLink>(d + LinkOffset).Next = b; tx.Capture<ListLink>(b + LinkOffset).Prev = d; },
             $"0x{b:X}: its prev is 0x{d:X}, expected 0x{a:X}", walkThrows: true);                              // cycle with matching back pointer
+        await Damage(tx => { tx.Capture<ListLink>(d + LinkOffset).Next = b; tx.Capture<ListLink>(b + LinkOffset).Prev = d; tx.Capture<ListHead>(HeadAt(0)).Count = long.MaxValue; },
+            $"0x{b:X}: its prev is 0x{d:X}, expected 0x{a:X}", walkThrows: true);                              // cycle under a count of 2^63 - 1: the walk still ends
         await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Count = 7, "visited 4 elements but the head's count is 7", walkThrows: false);
         await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Count = 3, "past the head's count 3", walkThrows: true);
         await Damage(tx => tx.Capture<ListLink>(b + LinkOffset).Magic = 0x1234, "link magic is 0x0000000000001234", walkThrows: true);
