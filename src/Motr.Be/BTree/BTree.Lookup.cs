@@ -136,7 +136,7 @@ public sealed unsafe partial class BTree
         }
         var n = new Node(_seg.Base, off);
         if (n.H.Magic != NodeMagic || n.H.Tree != _hdr || n.H.Level != 0 || n.Count == 0
-            || !(_seg.IsVerified(off) || VerifiedNow(off))
+            || !(_seg.IsVerified(off) || FirstReadProblem(off) is null)
             || Compare(KeyAt(n, 0), key) > 0 || Compare(KeyAt(n, n.Count - 1), key) < 0)
         {
             _cookieMisses++;
@@ -144,15 +144,6 @@ public sealed unsafe partial class BTree
         }
         _cookieHits++;
         leaf = n;
-        return true;
-    }
-
-    /// <summary>Whether the node at <paramref name="off"/>, not read before this session, is whole (it is then marked verified); a cookie to a damaged node only misses.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool VerifiedNow(long off)
-    {
-        if (NodeProblem(off) != null) return false;
-        _seg.MarkVerified(off);
         return true;
     }
 }

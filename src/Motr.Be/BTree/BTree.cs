@@ -210,8 +210,15 @@ public sealed unsafe partial class BTree
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void FirstRead(long offset)
     {
-        if (NodeProblem(offset) is { } what) throw new BeCorruptionException(_seg.FileName, offset, $"{Where}: node 0x{offset:X}: {what}");
-        _seg.MarkVerified(offset);
+        if (FirstReadProblem(offset) is { } what) throw new BeCorruptionException(_seg.FileName, offset, $"{Where}: node 0x{offset:X}: {what}");
+    }
+
+    /// <summary>What is wrong with the node at <paramref name="offset"/> (<see cref="NodeProblem"/>), or null, and then it is marked verified for the session.</summary>
+    private string? FirstReadProblem(long offset)
+    {
+        var problem = NodeProblem(offset);
+        if (problem is null) _seg.MarkVerified(offset);
+        return problem;
     }
 
     /// <summary>Allocates and initialises an empty node; returns its offset.</summary>

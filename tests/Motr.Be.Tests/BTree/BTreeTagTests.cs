@@ -307,7 +307,7 @@ public class BTreeTagTests
             var e = Assert.Throws<BeCorruptionException>(() => t.Lookup(inside, out _));
             Assert.Equal(leaf, e.Offset);
             Assert.Contains($"node format version {version} is not supported", e.Message);
-            Assert.Contains(t.Check().Problems, p => p.Contains($"node 0x{leaf:X}: version {version}"));
+            Assert.Contains(t.Check().Problems, p => p.Contains($"node 0x{leaf:X}: node format version {version} is not supported"));
         });
     }
 
