@@ -5,6 +5,8 @@ using Motr.Be.Storage;
 using Motr.Be.Tests.TestSupport;
 using Motr.Be.Tx;
 
+using static Motr.Be.Tests.Recovery.LogImages;
+
 namespace Motr.Be.Tests.Recovery;
 
 /// <summary>Damaged files: each gives the documented behaviour and a message naming what and where.</summary>
@@ -12,44 +14,6 @@ public class BadInputTests
 {
     private const long Off = Engines.DataStart;
     private const string Seg1 = "seg-0001.motr", Seg2 = "seg-0002.motr", LogName = "motr.log";
-
-    /// <summary>A domain whose log holds 10 records (one tx each, values 1..10) that are not yet checkpointed, as after a crash.</summary>
-    private static async Task<SimStorage> CrashedWithTenRecords()
-    {
-        var storage = new SimStorage();
-        await using (var e = await Engines.Open(Engines.Sim(storage)))
-        {
-            var loc = e.Localities[0];
-            await loc.RunAsync(async () =>
-            {
-                for (int i = 1; i <= 10; i++)
-                {
-                    using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
-                    tx.Capture<long>(Off) = i;
-                    await tx.Close(); // awaiting each: one record per tx
-                }
-            });
-            storage = storage.Clone();
-        }
-        return storage;
-    }
-
-    private record struct Rec(long Offset, uint Length, ulong Lsn);
-
-    private static List<Rec> Records(SimStorage s)
-    {
-        var log = s.ReadAll(LogName);
-        var list = new List<Rec>();
-        long off = LogFormat.AreaOffset;
-        while (off + RecordHeader.SizeOf <= log.Length)
-        {
-            var h = MemoryMarshal.Read<RecordHeader>(log.AsSpan((int)off));
-            if (h.Magic != BeConstants.LogRecordMagic) break;
-            list.Add(new Rec(off, h.Length, h.Lsn));
-            off += h.Length;
-        }
-        return list;
-    }
 
     private static void Flip(SimStorage s, string file, long offset)
     {

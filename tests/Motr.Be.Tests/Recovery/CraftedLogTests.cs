@@ -20,24 +20,6 @@ public class CraftedLogTests
     private const string LogName = BeConstants.LogFileName;
     private const int Txs = 10;
 
-    /// <summary>A crash image whose log holds <see cref="Txs"/> records, tx i writing i at <see cref="Off"/> of segment 1.</summary>
-    private static async Task<SimStorage> Crashed()
-    {
-        var storage = new SimStorage();
-        await using var e = await Engines.Open(Engines.Sim(storage));
-        var loc = e.Localities[0];
-        await loc.RunAsync(async () =>
-        {
-            for (int i = 1; i <= Txs; i++)
-            {
-                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
-                tx.Capture<long>(Off) = i;
-                await tx.Close();
-            }
-        });
-        return storage.Clone();
-    }
-
     /// <summary>A packed group with a valid checksum; <paramref name="body"/> is what follows its header.</summary>
     private static byte[] Group(ulong segment, long segmentSize, uint regions, uint payloads, byte[] body)
     {
@@ -57,29 +39,20 @@ public class CraftedLogTests
     /// <summary>Writes <paramref name="group"/> as a valid record after the log's last one (next lsn, next position).</summary>
     private static void Append(SimStorage s, byte[] group)
     {
-        var log = s.ReadAll(LogName);
-        long off = LogFormat.AreaOffset;
-        RecordHeader last = default;
-        while (off + RecordHeader.SizeOf <= log.Length)
-        {
-            var h = MemoryMarshal.Read<RecordHeader>(log.AsSpan((int)off));
-            if (h.Magic != BeConstants.LogRecordMagic) break;
-            last = h;
-            off += h.Length;
-        }
-        Assert.Equal(BeConstants.LogRecordMagic, last.Magic);
+        var last = LogImages.Records(s)[^1];
+        long position = last.Offset - LogFormat.AreaOffset + last.Length;
         var rec = new byte[LogFormat.AlignSector(RecordHeader.SizeOf + group.Length)];
         group.CopyTo(rec, RecordHeader.SizeOf);
         var header = new RecordHeader
         {
-            Magic = BeConstants.LogRecordMagic, Version = BeConstants.LogVersion, Lsn = last.Lsn + 1, Position = last.Position + last.Length,
+            Magic = BeConstants.LogRecordMagic, Version = BeConstants.LogVersion, Lsn = last.Lsn + 1, Position = position,
             Length = (uint)rec.Length, GroupCount = 1, BodyLength = (uint)group.Length,
-            GroupCrcs = ~Crc32C.Append(~0u, group.AsSpan(60, 4)), DomainId = BinaryPrimitives.ReadUInt64LittleEndian(log.AsSpan(16)),
+            GroupCrcs = ~Crc32C.Append(~0u, group.AsSpan(60, 4)), DomainId = BinaryPrimitives.ReadUInt64LittleEndian(s.ReadAll(LogName).AsSpan(16)),
         };
         MemoryMarshal.Write(rec, header);
         header.HeaderCrc = LogRecord.HeaderCrc(rec);
         MemoryMarshal.Write(rec, header);
-        s.Overwrite(LogName, LogFormat.AreaOffset + header.Position, rec);
+        s.Overwrite(LogName, LogFormat.AreaOffset + position, rec);
     }
 
     /// <summary>Edits header slot <paramref name="slot"/> and seals its checksum again.</summary>
@@ -134,7 +107,7 @@ public class CraftedLogTests
     [InlineData(BeConstants.MaxSegmentSize + 4096, false)]
     public async Task A_group_whose_segment_size_cannot_be_is_refused_or_cut(long segmentSize, bool withRegion)
     {
-        var s = await Crashed();
+        var s = await LogImages.CrashedWithTenRecords();
         Append(s, withRegion ? Group(1, segmentSize, 1, 0, Region(3L << 20, 8, 777)) : Group(1, segmentSize, 0, 0, []));
         Append(s, Group(1, 512 << 10, 0, 0, []));
         await OpenRefusedOrIntact(s);
@@ -145,7 +118,7 @@ public class CraftedLogTests
     [InlineData(0xFFFF_FFF8u, true)]             // the shape check passed; handing the payload over sliced out of range
     public async Task A_payload_length_near_2_to_the_32_is_refused_or_cut(uint length, bool payloadCallback)
     {
-        var s = await Crashed();
+        var s = await LogImages.CrashedWithTenRecords();
         var body = new byte[32];
         BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(8), length);
         Append(s, Group(1, 256 << 10, 0, 2, body));
@@ -160,7 +133,7 @@ public class CraftedLogTests
     [InlineData(1L << 62)]
     public async Task A_header_slot_with_an_impossible_checkpoint_is_not_trusted(long position)
     {
-        var s = await Crashed();
+        var s = await LogImages.CrashedWithTenRecords();
         RewriteSlot(s, NewestSlot(s), b => BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(56), position));
         // The other slot (older, valid) is used, or the log is refused: never a read at a wild offset.
         await OpenRefusedOrIntact(s);
@@ -171,7 +144,7 @@ public class CraftedLogTests
     [InlineData(512L)]
     public async Task A_log_whose_header_gives_a_tiny_record_area_is_refused(long area)
     {
-        var s = await Crashed();
+        var s = await LogImages.CrashedWithTenRecords();
         for (int slot = 0; slot < 2; slot++)
             RewriteSlot(s, slot, b =>
             {
