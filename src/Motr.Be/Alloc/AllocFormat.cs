@@ -59,6 +59,9 @@ public static class AllocFormat
     /// <summary>Words of the non-empty-bin bitmap.</summary>
     public const int BitmapWords = (BinCount + 63) / 64;
 
+    /// <summary>The bits of the bitmap's last word that name a free list; the others are always zero.</summary>
+    public const ulong LastBitmapWordMask = BinCount % 64 == 0 ? ~0UL : (1UL << (BinCount % 64)) - 1;
+
     /// <summary>Chunk flag: the chunk is free (on a free list).</summary>
     public const ushort FlagFree = 0x1;
 

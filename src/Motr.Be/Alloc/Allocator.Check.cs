@@ -169,7 +169,10 @@ public sealed unsafe partial class Allocator
             if (s->FreeBytes != freeBytes) Add(problems, $"state: {s->FreeBytes} free bytes recorded, {freeBytes} found");
         }
 
-        // 2. The free lists and the bitmap.
+        // 2. The free lists and the bitmap (whose last word's spare bits allocation ignores: harmless, but damage).
+        ulong stray = s->Bitmap[AllocFormat.BitmapWords - 1] & ~AllocFormat.LastBitmapWordMask;
+        if (stray != 0)
+            Add(problems, $"allocator state: bitmap word {AllocFormat.BitmapWords - 1} has bits 0x{stray:X16} set past the {AllocFormat.BinCount} free lists");
         var listed = new HashSet<long>();
         for (int bin = 0; bin < AllocFormat.BinCount; bin++)
         {

@@ -146,6 +146,19 @@ public sealed unsafe partial class Allocator
     private bool LooksFree(long chunk) =>
         InChain(chunk) && H(chunk)->Magic == AllocFormat.ChunkMagic && H(chunk)->Flags == AllocFormat.FlagFree;
 
+    /// <summary>
+    /// Full check of a chunk reached through a free-list link before anything is written through it: a valid
+    /// free header, followed by a chunk whose boundary tag links back to it (free chunks never touch the
+    /// wilderness). A fake or stale header inside a live block fails the second part, since the chunk after it
+    /// links back to the live block's own header.
+    /// </summary>
+    private bool IsFreeChunk(long chunk)
+    {
+        if (!HeaderValid(chunk) || H(chunk)->Flags != AllocFormat.FlagFree) return false;
+        long after = chunk + H(chunk)->Size;
+        return after < S->HeapTop && HeaderValid(after) && H(after)->Prev == chunk;
+    }
+
     // ---- alloc --------------------------------------------------------------------------------------
 
     /// <summary>
@@ -225,6 +238,7 @@ public sealed unsafe partial class Allocator
         {
             ulong bits = s->Bitmap[w];
             if (w == bin >> 6) bits &= ~0UL << (bin & 63);
+            if (w == AllocFormat.BitmapWords - 1) bits &= AllocFormat.LastBitmapWordMask; // stray bits name no list
             if (bits != 0) return (w << 6) + BitOperations.TrailingZeroCount(bits);
         }
         return -1;
@@ -243,8 +257,9 @@ public sealed unsafe partial class Allocator
             long head = S->Heads[bin];
             if (bin < AllocFormat.SmallClassCount && align == G)
             {
-                // Exact-fit class: every member has the class size, which is at least the need.
-                if (!LooksFree(head)) ThrowListCorrupt(bin, head);
+                // Exact-fit class: every member has the class size, which is at least the need. A head of
+                // another size came through a damaged link; taking it would hand out a block too small.
+                if (!LooksFree(head) || H(head)->Size != Hdr + (long)(bin + 1) * G) ThrowListCorrupt(bin, head);
                 return head;
             }
             long best = 0, bestSize = long.MaxValue, bestGap = 0;
@@ -282,7 +297,11 @@ public sealed unsafe partial class Allocator
         long prev = H(c)->Prev;
         long next = c + size;
         if (next >= S->HeapTop || !HeaderValid(next) || H(next)->Prev != c) ThrowCorrupt(c, $"free chunk of {size} bytes is not followed by a chunk linking back to it");
+        if (gap + need > size) ThrowCorrupt(c, $"free chunk of {size} bytes cannot hold the {gap + need} bytes its free list promised");
         ValidateLinks(c);
+        long rem = size - gap - need;
+        if (gap > 0) ValidateHead(AllocFormat.BinOf(gap));
+        if (rem >= MinChunk) ValidateHead(AllocFormat.BinOf(rem));
 
         ref AllocatorState st = ref CaptureState(tx);
         Unlink(tx, c, AllocFormat.BinOf(size));
@@ -290,7 +309,6 @@ public sealed unsafe partial class Allocator
         st.FreeChunks--;
 
         long a = c + gap;
-        long rem = size - gap - need;
         long aSize = rem >= MinChunk ? need : need + rem;
         long aPrev = prev;
         if (gap > 0)
@@ -379,6 +397,8 @@ public sealed unsafe partial class Allocator
             if (after >= top || !HeaderValid(after) || H(after)->Prev != end) ThrowCorrupt(end, "free chunk is not followed by a chunk linking back to it");
             ValidateLinks(end);
         }
+        long mergedEnd = end + nSize;
+        if (mergedEnd != top) ValidateHead(AllocFormat.BinOf(mergedEnd - (prevFree ? p : c)));
 
         ref AllocatorState st = ref CaptureState(tx);
         st.UsedBytes -= size - Hdr;
@@ -452,12 +472,38 @@ public sealed unsafe partial class Allocator
         return c;
     }
 
-    /// <summary>Checks the free-list links of free chunk <paramref name="c"/> before it is unlinked.</summary>
+    /// <summary>
+    /// Checks the free-list links of free chunk <paramref name="c"/> (its header already checked) before it is
+    /// unlinked, the way a safe unlink does: each neighbour is a real free chunk that links back to
+    /// <paramref name="c"/>, and a chunk without a predecessor is its list's head. Free-list links carry no
+    /// checksum of their own; without this, one damaged link makes the unlink write list pointers into a live
+    /// block and makes a later allocation hand out a chunk too small or one already in use.
+    /// </summary>
     private void ValidateLinks(long c)
     {
         FreeNode* n = Node(c);
-        if (n->Next != 0 && !LooksFree(n->Next)) ThrowCorrupt(c, $"free-list link to 0x{n->Next:X} does not lead to a free chunk");
-        if (n->Prev != 0 && !LooksFree(n->Prev)) ThrowCorrupt(c, $"free-list back link to 0x{n->Prev:X} does not lead to a free chunk");
+        long next = n->Next, prev = n->Prev;
+        if (next != 0 && (!IsFreeChunk(next) || Node(next)->Prev != c))
+            ThrowCorrupt(c, $"free-list link to 0x{next:X} does not lead to a free chunk linking back to it");
+        if (prev != 0)
+        {
+            if (!IsFreeChunk(prev) || Node(prev)->Next != c)
+                ThrowCorrupt(c, $"free-list back link to 0x{prev:X} does not lead to a free chunk linking to it");
+        }
+        else
+        {
+            int bin = AllocFormat.BinOf(H(c)->Size);
+            if (S->Heads[bin] != c)
+                ThrowCorrupt(c, $"it has no predecessor on free list {bin}, but the list starts at 0x{S->Heads[bin]:X}");
+        }
+    }
+
+    /// <summary>Checks the head of free list <paramref name="bin"/> before a chunk is pushed in front of it (the push writes its back link).</summary>
+    private void ValidateHead(int bin)
+    {
+        long head = S->Heads[bin];
+        if (head != 0 && (!IsFreeChunk(head) || Node(head)->Prev != 0 || AllocFormat.BinOf(H(head)->Size) != bin))
+            ThrowListCorrupt(bin, head);
     }
 
     // ---- captured writes ----------------------------------------------------------------------------
@@ -575,5 +621,5 @@ public sealed unsafe partial class Allocator
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowListCorrupt(int bin, long chunk) =>
-        throw new BeCorruptionException(Where, chunk, $"allocator free list {bin} holds 0x{chunk:X}, which is not a free chunk");
+        throw new BeCorruptionException(Where, chunk, $"allocator free list {bin} holds 0x{chunk:X}, which is not a free chunk of that list");
 }
