@@ -21,10 +21,11 @@ public readonly partial struct PersistentList
 
     /// <summary>
     /// Walks a list's element offsets in one direction. It reads the following element before it moves
-    /// to the current one, so the current element may be deleted during the walk; any other change to the
-    /// list invalidates the enumerator. Each step validates the element's link (a damaged chain throws
-    /// <see cref="BeCorruptionException"/>), and the walk stops with that error after more elements than the
-    /// count the list had when the walk began (a cycle).
+    /// to the current one, so the current element may be deleted (and freed) during the walk; any other change to the
+    /// list invalidates the enumerator. Each step validates the element's link and that it links back to the
+    /// element before it, and the end of the chain is checked against the head (a damaged chain throws
+    /// <see cref="BeCorruptionException"/> instead of skipping elements); the walk also stops with that error
+    /// after more elements than the count the list had when the walk began (a cycle).
     /// </summary>
     public struct Enumerator
     {
@@ -34,6 +35,7 @@ public readonly partial struct PersistentList
         private long _current;
         private long _left;
         private long _from;
+        private long _fromBack;
 
         internal Enumerator(PersistentList list, bool backward)
         {
@@ -46,7 +48,16 @@ public readonly partial struct PersistentList
             _left = Math.Min(Math.Max(h.Count, 0), Math.Max(0, (list._seg.Size - ListFormat.MinOffset) / ListLink.SizeOf));
             _current = 0;
             _from = 0;
+            _fromBack = 0;
         }
+
+        /// <summary>
+        /// Whether <paramref name="back"/>, the back link of the element reached from the previous one (or the
+        /// head's end when the chain ends), names that previous element. When the walk deleted the previous
+        /// element, the list links past it: then it names that element's own predecessor, kept when the walk
+        /// moved to it (not read again: the deleted element may have been freed and its memory reused).
+        /// </summary>
+        private readonly bool LinksBack(long back) => back == _from || (_from != 0 && back == _fromBack);
 
         /// <summary>Offset of the current element.</summary>
         public readonly long Current => _current;
@@ -58,16 +69,41 @@ public readonly partial struct PersistentList
             long e = _next;
             if (e == 0)
             {
+                // The chain ended: at the head's end of the list, or a damaged link cut it short.
+                ref ListHead h = ref _list.HeadRef("enumerate");
+                if (!LinksBack(_backward ? h.First : h.Last)) _list.ThrowCutShort(_from, _backward);
                 _current = 0;
                 return false;
             }
             if (_left-- <= 0) _list.ThrowTooLong(e, _from);
             long link = _list.Neighbour(e, "enumerate", _from);
             ref ListLink k = ref _list._seg.At<ListLink>(link);
+            // Safe walk: the element must link back to the one before it, or a damaged link would skip
+            // elements (or jump to another part of the chain) without a sign.
+            if (e == _from || !LinksBack(_backward ? k.Next : k.Prev)) _list.ThrowNotLinkedBack(e, _from, _backward);
+            _fromBack = _backward ? k.Next : k.Prev;
             _from = _current = e;
             _next = _backward ? k.Prev : k.Next;
             return true;
         }
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn, System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private void ThrowNotLinkedBack(long elem, long from, bool backward)
+    {
+        ref ListLink k = ref _seg.At<ListLink>(elem + _linkOffset);
+        throw new BeCorruptionException(_seg.FileName, elem + _linkOffset,
+            $"{Where}: enumerate: element 0x{elem:X}, reached from {(from == 0 ? "the head" : $"0x{from:X}")}, links back to " +
+            $"0x{(backward ? k.Next : k.Prev):X}: a damaged link skips part of the list");
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn, System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private void ThrowCutShort(long from, bool backward)
+    {
+        ref ListHead h = ref _seg.At<ListHead>(_head);
+        throw new BeCorruptionException(_seg.FileName, from == 0 ? _head : from + _linkOffset,
+            $"{Where}: enumerate: the chain ends after {(from == 0 ? "the head" : $"element 0x{from:X}")}, but the head's " +
+            $"{(backward ? "first" : "last")} element is 0x{(backward ? h.First : h.Last):X}: a damaged link cuts the list short");
     }
 
     [System.Diagnostics.CodeAnalysis.DoesNotReturn, System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]

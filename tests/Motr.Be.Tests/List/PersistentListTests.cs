@@ -252,6 +252,85 @@ public sealed class PersistentListTests
     });
 
     [Fact]
+    public Task Enumerator_allows_deleting_and_freeing_the_current_element() => OnLocality(async seg =>
+    {
+        // Elements from the allocator with the link at offset 0: freeing one writes the allocator's free-list
+        // links over its link's next and prev, which the walk must not need again.
+        var alloc = seg.Allocator;
+        long head;
+        using (var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit + PersistentList.CreateCredit))
+        {
+            head = alloc.Alloc(tx, ListHead.SizeOf);
+            PersistentList.Create(tx, seg, head);
+            _ = tx.Close();
+        }
+        var list = new PersistentList(seg, head, linkOffset: 0);
+        var elems = new long[12];
+        using (var tx = await seg.BeginAsync((Motr.Be.Alloc.Allocator.AllocCredit + PersistentList.AddTailCredit) * elems.Length))
+        {
+            for (int i = 0; i < elems.Length; i++) { elems[i] = alloc.Alloc(tx, 64); list.AddTail(tx, elems[i]); }
+            _ = tx.Close();
+        }
+        foreach (bool backward in new[] { false, true })
+        {
+            var seen = new List<long>();
+            var credit = (PersistentList.DelCredit + Motr.Be.Alloc.Allocator.FreeCredit) * 6;
+            using (var tx = await seg.BeginAsync(credit))
+            {
+                int i = 0;
+                var walk = backward ? list.Backward.GetEnumerator() : list.GetEnumerator();
+                while (walk.MoveNext())
+                {
+                    long e = walk.Current;
+                    seen.Add(e);
+                    if (backward || i++ % 2 == 0) { list.Del(tx, e); alloc.Free(tx, e); }
+                }
+                _ = tx.Close();
+            }
+            Assert.Equal(backward ? 6 : 12, seen.Count);
+        }
+        ListAssert.Same(list, []);
+        Assert.Empty(list.Check());
+        Assert.Empty(alloc.Check());
+    });
+
+    [Fact]
+    public Task A_damaged_link_that_skips_or_cuts_the_list_stops_a_walk_in_either_direction() => OnLocality(async seg =>
+    {
+        var list = await NewList(seg);
+        long[] e = Enumerable.Range(0, 6).Select(i => Elem(i)).ToArray();
+        await Do(seg, tx => { foreach (long x in e) list.AddTail(tx, x); });
+        byte[] before = ListAssert.Snapshot(seg);
+
+        // Each damage a single link; before the back-link check a walk skipped elements or ended early without
+        // a sign. The exception names the element whose back link does not fit, or where the chain ended.
+        async Task Walks(Action<Transaction> damage, bool backward, long where, string expected)
+        {
+            using var tx = await seg.BeginAsync(Big);
+            damage(tx);
+            var seen = new List<long>();
+            var ex = Assert.Throws<BeCorruptionException>(() =>
+            {
+                if (backward) foreach (long x in list.Backward) seen.Add(x);
+                else foreach (long x in list) seen.Add(x);
+            });
+            Assert.Equal(where + LinkOffset, ex.Offset);
+            Assert.Contains(expected, ex.Message);
+            Assert.NotEmpty(list.Check());
+            tx.Abort();
+            Assert.Equal(before, ListAssert.Snapshot(seg));
+        }
+        await Walks(tx => tx.Capture<ListLink>(e[1] + LinkOffset).Next = e[4], backward: false, e[4], "skips part of the list");    // skip forward
+        await Walks(tx => tx.Capture<ListLink>(e[4] + LinkOffset).Prev = e[1], backward: true, e[1], "skips part of the list");     // skip backward
+        await Walks(tx => tx.Capture<ListLink>(e[0] + LinkOffset).Next = e[5], backward: false, e[5], "skips part of the list");    // jump to the tail
+        await Walks(tx => tx.Capture<ListLink>(e[3] + LinkOffset).Next = e[1], backward: false, e[1], "skips part of the list");    // jump back
+        await Walks(tx => tx.Capture<ListLink>(e[2] + LinkOffset).Next = 0, backward: false, e[2], "cuts the list short");          // cut forward
+        await Walks(tx => tx.Capture<ListLink>(e[3] + LinkOffset).Prev = 0, backward: true, e[3], "cuts the list short");           // cut backward
+        await Walks(tx => tx.Capture<ListLink>(e[2] + LinkOffset).Next = e[2], backward: false, e[2], "skips part of the list");    // self loop
+        ListAssert.Same(list, e.ToList());
+    });
+
+    [Fact]
     public Task Queries_enumeration_and_ops_do_not_allocate() => OnLocality(async seg =>
     {
         var list = await NewList(seg);
@@ -500,7 +579,7 @@ public sealed class PersistentListTests
         }
 
         ref ListLink L(long e) => ref seg.At<ListLink>(e + LinkOffset);
-        await Damage(tx => tx.Capture<ListLink>(c + LinkOffset).Prev = a, $"0x{c:X}: its prev is 0x{a:X}, expected 0x{b:X}", walkThrows: false);
+        await Damage(tx => tx.Capture<ListLink>(c + LinkOffset).Prev = a, $"0x{c:X}: its prev is 0x{a:X}, expected 0x{b:X}", walkThrows: true);
         await Damage(tx => tx.Capture<ListLink>(d + LinkOffset).Next = b, "its next is", walkThrows: true);        // cycle d -> b
         await Damage(tx => tx.Capture<ListLink>(d + LinkOffset).Next = d, "past the head's count", walkThrows: true); // self loop
         await Damage(tx => { tx.Capture<ListLink>(d + LinkOffset).Next = b; tx.Capture<ListLink>(b + LinkOffset).Prev = d; },
@@ -512,7 +591,7 @@ public sealed class PersistentListTests
         await Damage(tx => tx.Capture<ListLink>(b + LinkOffset).Magic = 0x1234, "link magic is 0x0000000000001234", walkThrows: true);
         await Damage(tx => tx.Capture<ListLink>(b + LinkOffset).Owner = HeadAt(1), $"on list 0x{HeadAt(1):X}", walkThrows: true);
         await Damage(tx => tx.Capture<ListLink>(a + LinkOffset).Next = seg.Size + 8, "outside the data area", walkThrows: true);
-        await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Last = c, "ended at 0x", walkThrows: false);
+        await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Last = c, "ended at 0x", walkThrows: true);
         await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Reserved = 1, "reserved field", walkThrows: false);
         await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Magic = 0, "head magic is 0x0000000000000000", walkThrows: true);
         await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Version = 9, "head version is 9", walkThrows: true);
