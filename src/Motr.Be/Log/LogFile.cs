@@ -19,6 +19,9 @@ internal sealed class LogFile : IDisposable
     public long CheckpointPosition => _slot.CheckpointPosition;
     public ulong CheckpointLsn => _slot.CheckpointLsn;
 
+    /// <summary>Why the other header slot was not used when the log was opened (damaged), or null when both were valid.</summary>
+    public string? SkippedSlot { get; private init; }
+
     private LogFile(IStorageFile file, string where, LogHeaderSlot slot)
     {
         _file = file;
@@ -87,7 +90,7 @@ internal sealed class LogFile : IDisposable
             if (length < LogFormat.AreaOffset)
                 throw new BeCorruptionException(where, length, $"log file is truncated: {length} bytes, shorter than its {LogFormat.AreaOffset}-byte header");
             LogHeaderSlot? best = null;
-            string? firstProblem = null;
+            string? firstProblem = null, skipped = null;
             Span<byte> buf = stackalloc byte[LogHeaderSlot.SizeOf];
             for (int i = 0; i < 2; i++)
             {
@@ -105,6 +108,7 @@ internal sealed class LogFile : IDisposable
                 if (problem != null)
                 {
                     firstProblem ??= problem;
+                    skipped = problem;
                     continue;
                 }
                 if (best is null || s.SlotSeq > best.Value.SlotSeq) best = s;
@@ -112,7 +116,7 @@ internal sealed class LogFile : IDisposable
             if (best is not { } slot) throw new BeCorruptionException(where, 0, firstProblem!);
             if (slot.FileSize != length || slot.AreaOffset != LogFormat.AreaOffset || slot.AreaSize != length - LogFormat.AreaOffset)
                 throw new BeCorruptionException(where, 24, $"log geometry does not match the file: header says {slot.FileSize} bytes, file has {length}");
-            return new LogFile(f, where, slot);
+            return new LogFile(f, where, slot) { SkippedSlot = skipped };
         }
         catch
         {

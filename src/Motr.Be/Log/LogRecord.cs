@@ -87,7 +87,7 @@ internal static class LogRecord
                 if (m.Block < 0 || m.Block >= gh.SegmentSize) return $"checksum cancel at 0x{m.Block:X} is outside the segment size {gh.SegmentSize}";
             }
             else if (m.Kind != ChecksumDescKind.Placed) return $"checksum descriptor of block 0x{m.Block:X} has unknown kind {m.Kind}";
-            else if (m.Block < 0 || m.Length < 4 || m.Block + m.Length > gh.SegmentSize || m.CrcOffset > m.Length - 4 || m.Magic == 0)
+            else if (m.Block < 0 || m.Length < 4 || m.Length > int.MaxValue || m.Block + m.Length > gh.SegmentSize || m.CrcOffset > m.Length - 4 || m.Magic == 0)
                 return $"checksum descriptor of block [0x{m.Block:X}, +{m.Length}) (crc at +{m.CrcOffset}) is invalid for segment size {gh.SegmentSize}";
         }
         return null;

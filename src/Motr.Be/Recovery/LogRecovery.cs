@@ -76,6 +76,7 @@ internal sealed class LogRecovery
                 }
 
                 // The end of the log, or damage in the middle of it?
+                if (_log.SkippedSlot != null) RefuseIfLogWentFurther(pos, lsn);
                 string where = $"record lsn {lsn} at {_log.Where} offset 0x{_log.Physical(pos):X}";
                 if (FindLaterRecord(pos, lsn, out long laterPos, out ulong laterLsn))
                 {
@@ -134,6 +135,8 @@ internal sealed class LogRecovery
             return Status.Absent;
         }
         if (h.Length > _log.ToLapEnd(pos)) { problem = $"length {h.Length} runs past the end of the log area"; return Status.Damaged; }
+        // The writer never makes a record larger than this; a longer one would have recovery rent a buffer the size of the area.
+        if (h.Length > _maxRecord) { problem = $"length {h.Length} is over the largest record this log holds ({_maxRecord} bytes)"; return Status.Damaged; }
         if (_buf.Length < h.Length)
         {
             ArrayPool<byte>.Shared.Return(_buf);
@@ -148,6 +151,44 @@ internal sealed class LogRecovery
             return Status.Damaged;
         }
         return Status.Valid;
+    }
+
+    /// <summary>
+    /// With one header slot damaged, the checkpoint in use may be the older one, and the log may since have
+    /// wrapped over it: then its first record's place holds a later lap's record (or the middle of one), which
+    /// reads as the end of the log, and opening would silently drop every record after the lost checkpoint.
+    /// So when a slot was skipped, the end recovery reached (lsn <paramref name="lsn"/>) is checked against the
+    /// whole area: an intact record header with a greater lsn proves the log went further. Neither replaying
+    /// from this checkpoint nor cutting the log is then safe (records after the lost checkpoint may already be
+    /// placed), so the open is refused in every recovery mode. Costs one read of the area, only in this case.
+    /// </summary>
+    private void RefuseIfLogWentFurther(long pos, ulong lsn)
+    {
+        const int Chunk = 1 << 20;
+        byte[] buf = ArrayPool<byte>.Shared.Rent(Chunk);
+        try
+        {
+            long area = _log.AreaSize;
+            for (long at = 0; at < area; at += Chunk)
+            {
+                int n = _log.Read(LogFormat.AreaOffset + at, buf.AsSpan(0, (int)Math.Min(Chunk, area - at)));
+                for (int i = 0; i + RecordHeader.SizeOf <= n; i += BeConstants.SectorSize)
+                {
+                    var hdr = buf.AsSpan(i, RecordHeader.SizeOf);
+                    if (LogRecord.CheckHeader(hdr, _log.DomainId, area, out var h) != null || h.Lsn <= lsn) continue;
+                    string why = $"the newest checkpoint is lost ({_log.SkippedSlot})";
+                    throw new BeCorruptionException(_log.Where, LogFormat.AreaOffset + at + i,
+                        $"log corruption: {why} and the checkpoint in use (lsn {_log.CheckpointLsn} at position {_log.CheckpointPosition}) is out of date: " +
+                        $"recovery found the log's end at lsn {lsn} (position {pos}), but record lsn {h.Lsn} for position {h.Position} is written at " +
+                        $"offset 0x{LogFormat.AreaOffset + at + i:X}: the log has wrapped over that checkpoint. Refusing to open in any recovery mode, " +
+                        "since replaying from it would miss records and cutting the log would lose placed ones");
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buf);
+        }
     }
 
     /// <summary>

@@ -36,8 +36,11 @@ public class CraftedLogTests
         return chunk;
     }
 
-    /// <summary>Writes <paramref name="group"/> as a valid record after the log's last one (next lsn, next position).</summary>
-    private static void Append(SimStorage s, byte[] group)
+    /// <summary>
+    /// Writes <paramref name="group"/> as a valid record after the log's last one (next lsn, next position); a
+    /// <paramref name="length"/> makes the header claim that many bytes (its checksum still valid).
+    /// </summary>
+    private static void Append(SimStorage s, byte[] group, uint? length = null)
     {
         var last = LogImages.Records(s)[^1];
         long position = last.Offset - LogFormat.AreaOffset + last.Length;
@@ -46,7 +49,7 @@ public class CraftedLogTests
         var header = new RecordHeader
         {
             Magic = BeConstants.LogRecordMagic, Version = BeConstants.LogVersion, Lsn = last.Lsn + 1, Position = position,
-            Length = (uint)rec.Length, GroupCount = 1, BodyLength = (uint)group.Length,
+            Length = length ?? (uint)rec.Length, GroupCount = 1, BodyLength = (uint)group.Length,
             GroupCrcs = ~Crc32C.Append(~0u, group.AsSpan(60, 4)), DomainId = BinaryPrimitives.ReadUInt64LittleEndian(s.ReadAll(LogName).AsSpan(16)),
         };
         MemoryMarshal.Write(rec, header);
@@ -153,6 +156,113 @@ public class CraftedLogTests
             });
         using (var f = s.Open(LogName, StorageOpenMode.OpenExisting)) f.SetLength(LogFormat.AreaOffset + area);
         Assert.Equal("refused", await OpenRefusedOrIntact(s));
+    }
+
+    [Fact]
+    public async Task A_record_longer_than_the_writer_ever_makes_is_cut_without_reading_it()
+    {
+        var s = await LogImages.CrashedWithTenRecords();
+        long area = BinaryPrimitives.ReadInt64LittleEndian(s.ReadAll(LogName).AsSpan(40));
+        // Half the area: inside it, but twice the largest record (a quarter of the area). Before, recovery rented a
+        // buffer of that size and read it all before the body checksum failed.
+        Append(s, Group(1, 256 << 10, 0, 0, []), length: (uint)(area / 2));
+        var warnings = new List<string>();
+        Assert.Equal("recovered", await OpenRefusedOrIntact(s, o => o.OnWarning = warnings.Add));
+        Assert.Contains(warnings, w => w.Contains($"length {area / 2} is over the largest record this log holds ({area / 4} bytes)") && w.Contains("torn write"));
+    }
+
+    /// <summary>
+    /// A domain whose 1 MiB log has wrapped (3000 one-record transactions, each capturing <paramref name="bytes"/>
+    /// bytes, the first 8 its number): its newest record sits a lap or more past its physical place.
+    /// </summary>
+    private static async Task<(SimStorage Image, long Position, ulong Lsn)> WrappedLog(int bytes = 8)
+    {
+        var storage = new SimStorage();
+        var o = Engines.Sim(storage);
+        o.CheckpointFraction = 0.5;
+        await using (var e = await Engines.Open(o))
+        {
+            var loc = e.Localities[0];
+            await loc.RunAsync(async () =>
+            {
+                for (int i = 1; i <= 3000; i++)
+                {
+                    using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(bytes));
+                    tx.Capture(Off, bytes);
+                    loc.Segment!.At<long>(Off) = i;
+                    await tx.Close();
+                }
+            });
+            storage = storage.Clone();
+        }
+        var log = storage.ReadAll(LogName);
+        long bestPos = -1;
+        ulong bestLsn = 0;
+        for (long off = LogFormat.AreaOffset; off + RecordHeader.SizeOf <= log.Length; off += BeConstants.SectorSize)
+        {
+            var h = MemoryMarshal.Read<RecordHeader>(log.AsSpan((int)off));
+            if (h.Magic != BeConstants.LogRecordMagic || h.Lsn <= bestLsn || LogRecord.HeaderCrc(log.AsSpan((int)off)) != h.HeaderCrc) continue;
+            bestLsn = h.Lsn;
+            bestPos = h.Position;
+        }
+        return (storage, bestPos, bestLsn);
+    }
+
+    [Theory]
+    [InlineData(RecoveryMode.Strict, false)]
+    [InlineData(RecoveryMode.TruncateAtCorruption, false)]
+    [InlineData(RecoveryMode.Strict, true)]
+    [InlineData(RecoveryMode.TruncateAtCorruption, true)]
+    public async Task A_checkpoint_the_log_has_wrapped_over_is_refused_in_every_mode(RecoveryMode mode, bool midRecord)
+    {
+        // Before, this opened in both modes with nothing replayed: the later lap's record (or the middle of one)
+        // at the checkpoint's place read as the end of the log, and every record after the lost checkpoint was dropped.
+        var (s, position, lsn) = await WrappedLog(midRecord ? 2000 : 8);
+        long area = BinaryPrimitives.ReadInt64LittleEndian(s.ReadAll(LogName).AsSpan(40));
+        Assert.True(position >= area, $"the log did not wrap: newest record at position {position}, area {area}");
+        // The newest slot is damaged, and the other one's checkpoint lies a lap behind the newest record's place
+        // (or a sector into it, where the record's body is): what a damaged newest slot looks like once the writer
+        // has gone a lap past the previous checkpoint.
+        long checkpoint = position - area + (midRecord ? BeConstants.SectorSize : 0);
+        if (midRecord) Assert.True(MemoryMarshal.Read<RecordHeader>(s.ReadAll(LogName).AsSpan((int)(LogFormat.AreaOffset + position % area))).Length > BeConstants.SectorSize);
+        int newest = NewestSlot(s);
+        RewriteSlot(s, 1 - newest, b =>
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(56), checkpoint);
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(64), lsn - 10);
+        });
+        s.Overwrite(LogName, newest * BeConstants.SectorSize + 60, [0xEE]);
+        var before = s.ReadAll(LogName);
+        var o = Engines.Sim(s);
+        o.RecoveryMode = mode;
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => Engines.Open(o));
+        Assert.Contains($"the newest checkpoint is lost (header slot {newest}: checksum mismatch)", ex.Message);
+        Assert.Contains($"the checkpoint in use (lsn {lsn - 10} at position {checkpoint}) is out of date", ex.Message);
+        Assert.Contains("the log has wrapped over that checkpoint", ex.Message);
+        Assert.Equal(before, s.ReadAll(LogName)); // nothing cut or wiped
+    }
+
+    [Fact]
+    public async Task An_older_checkpoint_the_log_has_not_wrapped_over_still_recovers_everything()
+    {
+        var (s, position, _) = await WrappedLog();
+        var log = s.ReadAll(LogName);
+        long area = BinaryPrimitives.ReadInt64LittleEndian(log.AsSpan(40));
+        // The oldest record still in the log: the one just after the newest record's place, from the lap before.
+        uint newestLength = MemoryMarshal.Read<RecordHeader>(log.AsSpan((int)(LogFormat.AreaOffset + position % area))).Length;
+        var oldest = MemoryMarshal.Read<RecordHeader>(log.AsSpan((int)(LogFormat.AreaOffset + (position + newestLength) % area)));
+        Assert.Equal(position + newestLength - area, oldest.Position);
+        int newest = NewestSlot(s);
+        RewriteSlot(s, 1 - newest, b =>
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(56), oldest.Position);
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(64), oldest.Lsn);
+        });
+        s.Overwrite(LogName, newest * BeConstants.SectorSize + 60, [0xEE]);
+        // Replaying a whole lap from there, in order, ends in the state of the last transaction.
+        await using var e = await Engines.Open(Engines.Sim(s));
+        var loc = e.Localities[0];
+        Assert.Equal(3000, await loc.RunAsync(() => loc.Segment!.At<long>(Off)));
     }
 
     [Fact]
