@@ -135,8 +135,6 @@ internal sealed class LogRecovery
             return Status.Absent;
         }
         if (h.Length > _log.ToLapEnd(pos)) { problem = $"length {h.Length} runs past the end of the log area"; return Status.Damaged; }
-        // The writer never makes a record larger than this; a longer one would have recovery rent a buffer the size of the area.
-        if (h.Length > _maxRecord) { problem = $"length {h.Length} is over the largest record this log holds ({_maxRecord} bytes)"; return Status.Damaged; }
         if (_buf.Length < h.Length)
         {
             ArrayPool<byte>.Shared.Return(_buf);
@@ -201,9 +199,15 @@ internal sealed class LogRecovery
     {
         Span<byte> hdr = stackalloc byte[RecordHeader.SizeOf];
         long lapStart = pos + _log.ToLapEnd(pos);
+        // A group may outgrow the largest record while another transaction stays open (it cannot be sealed
+        // mid-way), so a record can be longer: when the damaged record's own header is intact, look as far as it says.
+        long reach = _maxRecord;
+        if (_log.Read(_log.Physical(pos), hdr) == hdr.Length && LogRecord.CheckHeader(hdr, _log.DomainId, _log.AreaSize, out var own) == null
+            && own.Lsn == lsn && own.Position == pos)
+            reach = Math.Max(reach, own.Length);
         foreach (long start in new[] { pos, lapStart })
         {
-            long limit = Math.Min(start + _maxRecord + BeConstants.SectorSize, start + _log.ToLapEnd(start));
+            long limit = Math.Min(start + reach + BeConstants.SectorSize, start + _log.ToLapEnd(start));
             for (long p = start; p < limit; p += BeConstants.SectorSize)
             {
                 if (_log.Read(_log.Physical(p), hdr) < hdr.Length) break;
