@@ -47,6 +47,9 @@ public static class BeConstants
     /// <summary>Name of the log file in a domain folder.</summary>
     public const string LogFileName = "motr.log";
 
+    /// <summary>The file a <see cref="Storage.FileStorage"/> locks while an engine has its folder open.</summary>
+    public const string LockFileName = "motr.lock";
+
     /// <summary>Segment file name pattern: <c>seg-{id:D4}.motr</c>.</summary>
     public static string SegmentFileName(ulong id) => $"seg-{id:D4}.motr";
 }

@@ -23,6 +23,7 @@ public readonly record struct DomainStats(LogWriterStats Log, PlacerStats Placin
 public sealed class Domain : IAsyncDisposable
 {
     private readonly IStorage _storage;
+    private readonly IDisposable _folderLock;
     private readonly LogFile _log;
     private readonly Segment[] _segments;
     private readonly Placer _placer;
@@ -47,19 +48,33 @@ public sealed class Domain : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         var storage = options.Storage ?? new FileStorage(options.Path ?? throw new ArgumentException("DomainOptions needs a Path or a Storage"));
-        bool created = false;
-        if (!storage.Exists(BeConstants.LogFileName))
+        if (!options.CreateIfMissing && !storage.Exists(BeConstants.LogFileName)) ThrowNoDomain(storage);
+        // Before anything is read: a second engine on the folder would replay and write the same log.
+        var folderLock = storage.Lock();
+        try
         {
-            if (!options.CreateIfMissing) throw new BeException($"{storage.Location}: no domain here (no {BeConstants.LogFileName}) and CreateIfMissing is off");
-            Create(storage, options);
-            created = true;
+            bool created = false;
+            if (!storage.Exists(BeConstants.LogFileName))
+            {
+                if (!options.CreateIfMissing) ThrowNoDomain(storage);
+                Create(storage, options);
+                created = true;
+            }
+            return new Domain(storage, options, created, folderLock);
         }
-        return new Domain(storage, options, created);
+        catch
+        {
+            folderLock.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Opens the domain on a thread-pool thread (recovery does file I/O).</summary>
     public static Task<Domain> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default) =>
         Task.Run(() => Open(options), cancellationToken);
+
+    private static void ThrowNoDomain(IStorage storage) =>
+        throw new BeException($"{storage.Location}: no domain here (no {BeConstants.LogFileName}) and CreateIfMissing is off");
 
     private static void Create(IStorage storage, DomainOptions o)
     {
@@ -95,9 +110,10 @@ public sealed class Domain : IAsyncDisposable
             if (name.StartsWith("seg-", StringComparison.Ordinal) && !name.EndsWith(".new", StringComparison.Ordinal)) storage.Delete(name);
     }
 
-    private Domain(IStorage storage, DomainOptions options, bool created)
+    private Domain(IStorage storage, DomainOptions options, bool created, IDisposable folderLock)
     {
         _storage = storage;
+        _folderLock = folderLock;
         Options = options;
         _log = LogFile.Open(storage);
         var segments = new List<Segment>();
@@ -239,6 +255,7 @@ public sealed class Domain : IAsyncDisposable
             _placer.Dispose();
             _log.Dispose();
             foreach (var s in _segments) s.Dispose();
+            _folderLock.Dispose(); // last: the files are closed
         }).ConfigureAwait(false);
     }
 }

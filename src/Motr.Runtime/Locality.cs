@@ -84,46 +84,96 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
         if (Volatile.Read(ref _sleeping) == 1) _wake.Set();
     }
 
+    // Operations started by RunAsync and not yet finished. A stopped locality drops what is posted to it, so an
+    // operation still awaiting (a persistence wait, say) when the engine closes would never finish: DisposeAsync
+    // fails them instead, and RunAsync on a stopped locality fails at once.
+    private readonly HashSet<IRun> _runs = new();
+
+    private interface IRun
+    {
+        void Abandon(Exception reason);
+    }
+
+    private sealed class Run0() : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), IRun
+    {
+        public void Abandon(Exception reason) => TrySetException(reason);
+    }
+
+    private sealed class Run1<T>() : TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously), IRun
+    {
+        public void Abandon(Exception reason) => TrySetException(reason);
+    }
+
+    /// <summary>Adds a run to the pending set; false (and a faulted run) if the locality is stopping.</summary>
+    private bool Begin(IRun run)
+    {
+        lock (_runs)
+        {
+            if (!_stopping)
+            {
+                _runs.Add(run);
+                return true;
+            }
+        }
+        run.Abandon(Stopped());
+        return false;
+    }
+
+    private void End(IRun run)
+    {
+        lock (_runs) _runs.Remove(run);
+    }
+
+    private ObjectDisposedException Stopped() =>
+        new(ToString(), $"{this} is stopped (its engine was closed): the operation did not run or did not finish; " +
+            "transactions it had closed may or may not be persistent (reopen the engine to see)");
+
     /// <summary>Runs <paramref name="operation"/> on the locality; its awaits resume on the locality. Completes with its outcome.</summary>
+    /// <exception cref="ObjectDisposedException">The locality stopped before the operation finished (the task faults).</exception>
     public Task RunAsync(Func<Task> operation)
     {
-        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var run = new Run0();
+        if (!Begin(run)) return run.Task;
         Post(static s =>
         {
-            var (op, t) = ((Func<Task>, TaskCompletionSource))s!;
+            var (op, t, self) = ((Func<Task>, Run0, Locality))s!;
             Task task;
             try { task = op(); }
-            catch (Exception e) { t.TrySetException(e); return; }
+            catch (Exception e) { self.End(t); t.TrySetException(e); return; }
             task.ContinueWith(static (x, o) =>
             {
-                var tc = (TaskCompletionSource)o!;
+                var (tc, me) = ((Run0, Locality))o!;
+                me.End(tc);
                 if (x.IsFaulted) tc.TrySetException(x.Exception!.InnerExceptions);
                 else if (x.IsCanceled) tc.TrySetCanceled();
                 else tc.TrySetResult();
-            }, t, TaskContinuationOptions.ExecuteSynchronously);
-        }, (operation, tcs));
-        return tcs.Task;
+            }, (t, self), TaskContinuationOptions.ExecuteSynchronously);
+        }, (operation, run, this));
+        return run.Task;
     }
 
     /// <summary>Runs <paramref name="operation"/> on the locality and returns its result.</summary>
+    /// <exception cref="ObjectDisposedException">The locality stopped before the operation finished (the task faults).</exception>
     public Task<T> RunAsync<T>(Func<Task<T>> operation)
     {
-        var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var run = new Run1<T>();
+        if (!Begin(run)) return run.Task;
         Post(static s =>
         {
-            var (op, t) = ((Func<Task<T>>, TaskCompletionSource<T>))s!;
+            var (op, t, self) = ((Func<Task<T>>, Run1<T>, Locality))s!;
             Task<T> task;
             try { task = op(); }
-            catch (Exception e) { t.TrySetException(e); return; }
+            catch (Exception e) { self.End(t); t.TrySetException(e); return; }
             task.ContinueWith(static (x, o) =>
             {
-                var tc = (TaskCompletionSource<T>)o!;
+                var (tc, me) = ((Run1<T>, Locality))o!;
+                me.End(tc);
                 if (x.IsFaulted) tc.TrySetException(x.Exception!.InnerExceptions);
                 else if (x.IsCanceled) tc.TrySetCanceled();
                 else tc.TrySetResult(x.Result);
-            }, t, TaskContinuationOptions.ExecuteSynchronously);
-        }, (operation, tcs));
-        return tcs.Task;
+            }, (t, self), TaskContinuationOptions.ExecuteSynchronously);
+        }, (operation, run, this));
+        return run.Task;
     }
 
     /// <summary>Runs <paramref name="action"/> on the locality as one turn.</summary>
@@ -165,12 +215,23 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
         _stopped.TrySetResult();
     }
 
-    /// <summary>Stops the thread after the work already queued; later posts are dropped.</summary>
+    /// <summary>
+    /// Stops the thread after the work already queued; later posts are dropped. Operations started by
+    /// <see cref="RunAsync(Func{Task})"/> that have not finished then (awaiting something that would resume them
+    /// here) fail with <see cref="ObjectDisposedException"/>, as do later calls.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
-        _stopping = true;
+        lock (_runs) _stopping = true;
         _wake.Set();
         await _stopped.Task.ConfigureAwait(false);
+        IRun[] left;
+        lock (_runs)
+        {
+            left = [.. _runs];
+            _runs.Clear();
+        }
+        foreach (var run in left) run.Abandon(Stopped());
     }
 
     /// <inheritdoc />

@@ -176,7 +176,9 @@ public sealed class CliTests : IDisposable
                 }
             });
             Directory.CreateDirectory(crashed);
-            foreach (var f in Directory.GetFiles(live)) File.Copy(f, Path.Combine(crashed, Path.GetFileName(f)));
+            // The domain's files as a crash would leave them; not the lock file, which the live engine holds locked.
+            foreach (var f in Directory.GetFiles(live))
+                if (Path.GetFileName(f) != BeConstants.LockFileName) File.Copy(f, Path.Combine(crashed, Path.GetFileName(f)));
         }
         // Records in the log file: headers start on 512-byte boundaries with the magic "MOTRLOGR" (docs/log-and-recovery.md).
         string log = Path.Combine(crashed, BeConstants.LogFileName);

@@ -31,6 +31,24 @@ public sealed class FileStorage : IStorage
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// An advisory lock on the file <see cref="BeConstants.LockFileName"/> in the folder: .NET takes flock(LOCK_EX)
+    /// for <see cref="FileShare.None"/> on Unix (and a sharing lock on Windows). The kernel drops it when the process
+    /// dies, so a crash never leaves the folder locked; the file itself is left in place.
+    /// </remarks>
+    public IDisposable Lock()
+    {
+        try
+        {
+            return new FileStream(Full(BeConstants.LockFileName), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException ex)
+        {
+            throw new BeException($"{_dir}: the folder is in use by another engine (in this process or another one holds {BeConstants.LockFileName}): {ex.Message}", ex);
+        }
+    }
+
+    /// <inheritdoc />
     public bool Exists(string name) => File.Exists(Full(name));
 
     /// <inheritdoc />

@@ -43,6 +43,13 @@ public interface IStorage
 
     /// <summary>Deletes a closed file if it exists, durably.</summary>
     void Delete(string name);
+
+    /// <summary>
+    /// Takes the folder for one domain until the returned handle is disposed: a second taker (another engine in
+    /// this process or another process) is refused with a <see cref="BeException"/> naming the folder. Two engines
+    /// on one folder would each replay and write the same log, and acknowledged transactions would be lost.
+    /// </summary>
+    IDisposable Lock();
 }
 
 /// <summary>

@@ -71,6 +71,27 @@ public sealed partial class SimStorage : IStorage
         }
     }
 
+    private int _locked;
+
+    /// <inheritdoc />
+    /// <remarks>Per storage object: a <see cref="Clone"/> or a crash image starts unlocked, as a rebooted disk would.</remarks>
+    public IDisposable Lock()
+    {
+        if (Interlocked.Exchange(ref _locked, 1) != 0)
+            throw new BeException("sim: the folder is in use by another engine (the storage is locked)");
+        return new SimLock(this);
+    }
+
+    private sealed class SimLock(SimStorage storage) : IDisposable
+    {
+        private int _done;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0) Volatile.Write(ref storage._locked, 0);
+        }
+    }
+
     /// <inheritdoc />
     public string Location => "sim";
 

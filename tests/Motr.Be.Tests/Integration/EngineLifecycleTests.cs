@@ -1,0 +1,74 @@
+using Motr.Be.Storage;
+using Motr.Be.Tests.TestSupport;
+using Motr.Be.Tx;
+using Motr.Runtime;
+
+namespace Motr.Be.Tests.Integration;
+
+/// <summary>An engine's folder is its own while it is open, and closing it fails what cannot finish instead of leaving it hanging.</summary>
+public class EngineLifecycleTests
+{
+    [Fact]
+    public async Task A_second_engine_on_an_open_folder_is_refused_and_the_first_loses_nothing()
+    {
+        using var dir = new TempDir();
+        var o = Engines.Options(dir.Path, segments: 1);
+        await using (var first = await Engines.Open(o))
+        {
+            var loc = first.Localities[0];
+            // Before, the second open succeeded; each engine replayed and wrote the same log, and after both
+            // closed the first one's acknowledged transactions were gone.
+            var ex = await Assert.ThrowsAsync<BeException>(() => Engines.Open(Engines.Options(dir.Path, segments: 1)));
+            Assert.Contains(dir.Path, ex.Message);
+            Assert.Contains("in use by another engine", ex.Message);
+            await loc.RunAsync(async () =>
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                tx.Capture<long>(Engines.DataStart) = 4242;
+                await tx.Close();
+            });
+        }
+        await using (var again = await Engines.Open(o))
+        {
+            var loc = again.Localities[0];
+            Assert.Equal(4242, await loc.RunAsync(() => loc.Segment!.At<long>(Engines.DataStart)));
+        }
+    }
+
+    [Fact]
+    public async Task A_second_engine_on_open_sim_storage_is_refused()
+    {
+        var s = new SimStorage();
+        await using var first = await Engines.Open(Engines.Sim(s));
+        var ex = await Assert.ThrowsAsync<BeException>(() => Engines.Open(Engines.Sim(s)));
+        Assert.Contains("in use by another engine", ex.Message);
+        // A crash image is another disk: it opens.
+        await using var image = await Engines.Open(Engines.Sim(s.Clone()));
+    }
+
+    [Fact]
+    public async Task Work_on_a_closed_engine_fails_instead_of_hanging()
+    {
+        using var dir = new TempDir();
+        var e = await Engines.Open(Engines.Options(dir.Path, segments: 1));
+        var loc = e.Localities[0];
+        var started = new TaskCompletionSource();
+        // A workload that keeps awaiting persistence on the locality while the engine closes.
+        var work = loc.RunAsync(async () =>
+        {
+            for (long i = 0; ; i++)
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                tx.Capture<long>(Engines.DataStart) = i;
+                started.TrySetResult();
+                await tx.Close();
+            }
+        });
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await e.DisposeAsync();
+        // Before, both stayed WaitingForActivation forever: the stopped locality dropped their continuations.
+        var ex = await Assert.ThrowsAsync<ObjectDisposedException>(() => work.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("is stopped", ex.Message);
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => loc.RunAsync(() => 42).WaitAsync(TimeSpan.FromSeconds(30)));
+    }
+}
