@@ -56,6 +56,7 @@ public sealed unsafe partial class BTree
     /// </summary>
     public BTreeCheckReport Check()
     {
+        Enter();
         _seg.Tx.SealForCheck();
         var rep = new BTreeCheckReport();
         ref TreeHeader h = ref Hdr;

@@ -1,4 +1,5 @@
 using Motr.Be.Alloc;
+using Motr.Be.Log;
 using Motr.Be.Tx;
 
 namespace Motr.Be.BTree;
@@ -60,9 +61,11 @@ public sealed partial class BTree
     private TxCredit _cachedInsert;
     private int _cachedInsertHeight = -1;
 
-    private TxCredit ComputeInsertCredit(int keyLength, int valueLength)
+    private TxCredit ComputeInsertCredit(int keyLength, int valueLength) =>
+        InsertCreditFor(keyLength, valueLength, LargestNode, (int)Hdr.InternalSize, Height);
+
+    private TxCredit InsertCreditFor(int keyLength, int valueLength, int big, int inner, int height)
     {
-        int big = LargestNode, inner = (int)Hdr.InternalSize;
         var leaf = LeafSpec(keyLength, valueLength);
         // A split may promote any key of the node, not just the new one: size separators by the longest.
         int sepLength = Math.Max(keyLength, (int)Hdr.MaxKeyLength);
@@ -71,13 +74,14 @@ public sealed partial class BTree
         var emptyFirst = TxCredit.Region(sep.Size) + TxCredit.Region(4) + (sep.KeyLarge ? Allocator.FreeCredit : default);
         var perLevel = SplitCost(big) + TouchCost + PlaceCost(big, sep.Size) + (sep.KeyLarge ? LargeCost(sepLength) : default) + emptyFirst;
         var newRoot = NewNodeCost(inner) + (PlaceCost(inner, sep.Size) + (sep.KeyLarge ? LargeCost(sepLength) : default)) * 2;
-        return TreeCost + TouchCost + PlaceCost(big, leaf.Size) + LargeParts(leaf) + perLevel * Height + newRoot;
+        return TreeCost + TouchCost + PlaceCost(big, leaf.Size) + LargeParts(leaf) + perLevel * height + newRoot;
     }
 
     /// <summary>Credit of <see cref="Delete"/> at the tree's current height: every level may merge or rebalance, the root may shrink.</summary>
-    public TxCredit DeleteCredit()
+    public TxCredit DeleteCredit() => DeleteCreditFor(LargestNode, Height);
+
+    private TxCredit DeleteCreditFor(int big, int height)
     {
-        int big = LargestNode;
         int keyLength = (int)Math.Max(Hdr.MaxKeyLength, 1u);
         // A delete never allocates: a merge moves the parent's separator down, out-of-node chunk and all, and a borrow
         // whose new separator would need a chunk of its own is skipped. So a separator written is an in-node record:
@@ -95,7 +99,25 @@ public sealed partial class BTree
             + PlaceCost(big, sepSize);                                                   // new one in
         var perLevel = TxCredit.Max(merge, rebalance);
         var collapse = TouchCost + TxCredit.Region(4) + Allocator.FreeCredit + Allocator.FreeCredit;
-        return TreeCost + leafRemove + perLevel * Height + collapse * Height;
+        return TreeCost + leafRemove + perLevel * height + collapse * height;
+    }
+
+    /// <summary>
+    /// Why nodes of up to <paramref name="big"/> bytes (internal ones <paramref name="inner"/>) would leave this tree
+    /// unchangeable on its domain's log, or null: once a node size is used, credits are sized by it for good (the
+    /// tree may hold such nodes), so a size whose smallest insert or any delete needs more log than one transaction
+    /// may reserve would leave a tree that can never be changed nor emptied. Checked with a level to grow on.
+    /// </summary>
+    private string? NodeSizeProblem(int big, int inner)
+    {
+        int height = Height + 1;
+        long max = _seg.Domain.MaxTxReservation;
+        long insert = LogFormat.Reservation(InsertCreditFor(Math.Max(_keySize, 1), Math.Max(_valueSize, 0), big, inner, height));
+        long delete = LogFormat.Reservation(DeleteCreditFor(big, height));
+        long need = Math.Max(insert, delete);
+        return need <= max ? null
+            : $"nodes of {big} bytes need {need} bytes of log per operation at height {height}, more than a transaction may reserve on this domain's log ({max}); " +
+              "use smaller nodes or a larger log";
     }
 
     /// <summary>Credit of <see cref="Update"/> for a key and new value of these lengths.</summary>

@@ -18,6 +18,7 @@ public sealed partial class BTree
     public async Task<long> DeleteAllAsync(int batch = 64, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
+        Enter();
         long deleted = 0;
         var cursor = OpenCursor();
         while (Count > 0)

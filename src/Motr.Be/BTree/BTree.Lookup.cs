@@ -79,6 +79,7 @@ public sealed unsafe partial class BTree
     /// <summary>Finds <paramref name="key"/>; <paramref name="value"/> points into the segment until the tree next changes.</summary>
     public BTreeStatus Lookup(ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value)
     {
+        Enter();
         CheckKey(key);
         _lookups++;
         var leaf = Descend(key);
@@ -88,6 +89,7 @@ public sealed unsafe partial class BTree
     /// <summary>Like <see cref="Lookup(ReadOnlySpan{byte}, out ReadOnlySpan{byte})"/>, trying the cookie's leaf first and updating the cookie.</summary>
     public BTreeStatus Lookup(ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value, ref BTreeCookie cookie)
     {
+        Enter();
         CheckKey(key);
         _lookups++;
         if (!TryCookie(key, cookie, out var leaf)) leaf = Descend(key);

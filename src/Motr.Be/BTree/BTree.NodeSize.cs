@@ -18,7 +18,9 @@ public sealed partial class BTree
     /// and nodes of different sizes live side by side. A size must be at least the smallest the tree was
     /// created with (records were sized for it).
     /// </summary>
-    /// <exception cref="ArgumentException">A size is not a power of two from 512 to 65536, or is below the tree's minimum.</exception>
+    /// <exception cref="ArgumentException">A size is not a power of two from 512 to 65536, is below the tree's minimum, or
+    /// makes operations need more log than a transaction may reserve on this domain (credits are sized by the largest
+    /// node size ever set, so such a tree could never be changed again).</exception>
     public void SetNodeSizes(Transaction tx, int leafSize, int internalSize)
     {
         CheckNodeSize(leafSize, "leaf size");
@@ -26,6 +28,8 @@ public sealed partial class BTree
         int min = MinimumNodeSize;
         if (leafSize < min || internalSize < min)
             throw new ArgumentException($"{Where}: node sizes {leafSize}/{internalSize}: this tree's records need nodes of at least {min} bytes");
+        if (NodeSizeProblem(Math.Max(LargestNode, Math.Max(leafSize, internalSize)), internalSize) is { } tooBig)
+            throw new ArgumentException($"{Where}: node sizes {leafSize}/{internalSize}: {tooBig}");
         BeginOp();
         ref TreeHeader h = ref TouchTree(tx);
         h.LeafSize = (uint)leafSize;

@@ -57,16 +57,16 @@ public sealed unsafe partial class BTree
     public Segment Segment => _seg;
 
     /// <summary>Number of records.</summary>
-    public long Count => Hdr.Count;
+    public long Count { get { Enter(); return Hdr.Count; } }
 
     /// <summary>Levels: 1 while the root is a leaf.</summary>
-    public int Height => (int)Hdr.Height;
+    public int Height { get { Enter(); return (int)Hdr.Height; } }
 
     /// <summary>Largest node size in the tree.</summary>
     internal int LargestNode => (int)Hdr.LargestNode;
 
     /// <summary>Nodes in the tree.</summary>
-    public long NodeCount => Hdr.Nodes;
+    public long NodeCount { get { Enter(); return Hdr.Nodes; } }
 
     /// <summary>Format of the leaves.</summary>
     public NodeFormat LeafFormat => _leafFormat;
@@ -81,6 +81,36 @@ public sealed unsafe partial class BTree
 
     private string Where => $"b+tree 0x{_hdr:X} in segment {_seg.Id} ({_seg.FileName})";
 
+    // Set by Destroy: every later use of this object is refused.
+    private bool _destroyed;
+
+    /// <summary>
+    /// Every public operation starts here: the object must still name a live tree (not destroyed, through this
+    /// object or another one, nor replaced by another tree made at the same place: its cached format would be
+    /// applied to the other tree's nodes), the segment must be open, and the caller must be on the segment's
+    /// owner thread (the tree's memory has no locks: the owner is the lock).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Enter()
+    {
+        ref TreeHeader h = ref Hdr; // ObjectDisposedException once the engine is closed
+        if (_destroyed || h.Magic != TreeMagic || h.KeySize != _keySize || h.ValueSize != _valueSize || h.LeafFormat != (byte)_leafFormat) ThrowGone();
+        if (_seg.Tx.Owner is { IsOwnerThread: false }) ThrowNotOwner();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowGone()
+    {
+        ref TreeHeader h = ref Hdr;
+        if (_destroyed || h.Magic == 0) throw new ObjectDisposedException(nameof(BTree), $"{Where} was destroyed; this object can no longer be used");
+        if (h.Magic != TreeMagic) throw new BeCorruptionException(_seg.FileName, _hdr, $"{Where}: not a b+tree header (magic 0x{h.Magic:X8})");
+        throw new ObjectDisposedException(nameof(BTree), $"{Where} was destroyed and another tree made at its place; this object can no longer be used (open the new tree)");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotOwner() =>
+        throw new InvalidOperationException($"{Where}: b+tree operations must run on the segment's owner thread (its locality)");
+
     // ---- create, open, destroy -------------------------------------------------------------------------
 
     /// <summary>Credit of <see cref="Create"/>.</summary>
@@ -88,7 +118,9 @@ public sealed unsafe partial class BTree
 
     /// <summary>Creates an empty tree in <paramref name="tx"/>'s segment; keep <see cref="Offset"/> to open it later.</summary>
     /// <exception cref="ArgumentException">The configuration is invalid (the message says why).</exception>
-    /// <exception cref="BeException">The segment has no room for the tree.</exception>
+    /// <exception cref="BeException">The segment has no room for the tree (abort the transaction: the header may be allocated).</exception>
+    /// <exception cref="ArgumentException">Besides an invalid configuration: node sizes whose operations would need more
+    /// log than a transaction may reserve on this domain (abort the transaction).</exception>
     public static BTree Create(Transaction tx, Segment segment, BTreeConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -124,9 +156,20 @@ public sealed unsafe partial class BTree
         tx.DeferChecksum(hdr, TreeHeader.SizeOf, TreeHeader.CrcOffset, TreeMagic);
         segment.MarkVerified(hdr);
         var tree = new BTree(segment, hdr, config.Comparer);
+        if (tree.NodeSizeProblem(Math.Max(leaf, inner), inner) is { } tooMuchLog)
+            throw new ArgumentException($"b+tree in segment {segment.Id} ({segment.FileName}): node sizes {leaf}/{inner}: {tooMuchLog} (abort the transaction)");
         tree.BeginOp();
         tree._treeTouched = true; // captured whole above
-        h.Root = tree.NewNode(tx, 0, leaf);
+        try
+        {
+            h.Root = tree.NewNode(tx, 0, leaf);
+        }
+        catch (NoSpace)
+        {
+            var a = segment.Allocator;
+            throw new BeException($"segment {segment.Id} ({segment.FileName}): cannot create a b+tree: no room for its {leaf}-byte root node " +
+                $"({a.FreeBytes} bytes free, segment size {segment.Size} of at most {segment.MaxSize}{(a.GrowthAllowed ? "" : ", growth disallowed")}); abort the transaction");
+        }
         return tree;
     }
 
@@ -152,6 +195,7 @@ public sealed unsafe partial class BTree
     /// <exception cref="BeException">The tree is not empty.</exception>
     public void Destroy(Transaction tx)
     {
+        Enter();
         ref TreeHeader h = ref Hdr;
         if (h.Count != 0 || h.Height != 1)
             throw new BeException($"{Where}: cannot destroy a tree holding {h.Count} records; delete them first");
@@ -159,9 +203,11 @@ public sealed unsafe partial class BTree
         tx.Capture(root, 4);
         *(uint*)(_seg.Base + root) = 0;
         _seg.Allocator.Free(tx, root);
+        BeginOp(); // cursors find the tree gone at their next move
         tx.Capture(_hdr, 4);
         h.Magic = 0;
         _seg.Allocator.Free(tx, _hdr);
+        _destroyed = true;
     }
 
     private static void CheckNodeSize(int size, string what)
@@ -262,6 +308,7 @@ public sealed unsafe partial class BTree
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void BeginOp()
     {
+        Enter();
         _touchedCount = 0;
         _treeTouched = false;
         if (_cursorCount > 0) SaveCursors();

@@ -56,7 +56,8 @@ public sealed unsafe class BTreeCursor
     {
         get
         {
-            if (_valid && _keyAt >= 0 && _mods == _t.Modifications) return new ReadOnlySpan<byte>(_rec + _keyAt, _keyLen);
+            if (_valid && _keyAt >= 0 && _mods == _t.Modifications && _t.Segment.IsOpen) return new ReadOnlySpan<byte>(_rec + _keyAt, _keyLen);
+            _t.Enter();
             Reposition();
             if (_keyAt >= 0) return new ReadOnlySpan<byte>(_rec + _keyAt, _keyLen);
             return _t.KeyAt(Leaf, _i);
@@ -68,7 +69,8 @@ public sealed unsafe class BTreeCursor
     {
         get
         {
-            if (_valid && _valueAt >= 0 && _mods == _t.Modifications) return new ReadOnlySpan<byte>(_rec + _valueAt, _valueLen);
+            if (_valid && _valueAt >= 0 && _mods == _t.Modifications && _t.Segment.IsOpen) return new ReadOnlySpan<byte>(_rec + _valueAt, _valueLen);
+            _t.Enter();
             Reposition();
             if (_valueAt >= 0) return new ReadOnlySpan<byte>(_rec + _valueAt, _valueLen);
             return _t.ValueOfCursor(Leaf, _i);
@@ -86,6 +88,7 @@ public sealed unsafe class BTreeCursor
     /// <summary>To the smallest key not below <paramref name="key"/> (slant lookup); false if there is none.</summary>
     public bool Seek(ReadOnlySpan<byte> key)
     {
+        _t.Enter();
         _mods = _t.Modifications;
         _depth = _t.DescendInto(key, _nodes, _idx);
         var leaf = Leaf;
@@ -100,6 +103,7 @@ public sealed unsafe class BTreeCursor
     public bool MoveNext()
     {
         if (!_valid) return false;
+        if (!_t.Segment.IsOpen) _t.Enter(); // throws: the cursor's cached leaf is unmapped memory
         if (Stale)
         {
             if (!_saved) ThrowLost();
@@ -123,6 +127,7 @@ public sealed unsafe class BTreeCursor
     public bool MovePrev()
     {
         if (!_valid) return false;
+        if (!_t.Segment.IsOpen) _t.Enter();
         if (Stale)
         {
             if (!_saved) ThrowLost();
@@ -155,6 +160,7 @@ public sealed unsafe class BTreeCursor
 
     private bool SeekEdge(bool last)
     {
+        _t.Enter();
         _mods = _t.Modifications;
         _depth = _t.DescendEdge(last, _nodes, _idx);
         var leaf = Leaf;
@@ -175,6 +181,7 @@ public sealed unsafe class BTreeCursor
 
     private bool NextLeaf()
     {
+        _t.Enter();
         // Unpositioned until the next leaf is reached: a damaged node on the way throws, and the cursor must
         // not then describe a record by the new path and the old leaf's index.
         _valid = false;
@@ -200,6 +207,7 @@ public sealed unsafe class BTreeCursor
 
     private bool PrevLeaf()
     {
+        _t.Enter();
         _valid = false; // as in NextLeaf
         int d = _depth - 2;
         while (d >= 0 && --_idx[d] < 0) d--;
@@ -278,7 +286,9 @@ public sealed unsafe class BTreeCursor
         var key = _key.AsSpan(0, _keyLength).ToArray();
         if (!Seek(key) || _t.CompareKeys(Key, key) != 0)
         {
-            // Keep the old place (its key is still saved): MoveNext/MovePrev go on from there.
+            // Keep the old place (its key is still saved): MoveNext/MovePrev go on from there. The seek may have
+            // run off the end and left the cursor unpositioned; it is still at that place.
+            _valid = true;
             _saved = true;
             _mods = long.MinValue;
             throw new InvalidOperationException("the record under the cursor was deleted; move the cursor");

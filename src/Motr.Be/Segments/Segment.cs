@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Motr.Be.Storage;
 using Motr.Be.Tx;
@@ -38,18 +39,40 @@ public sealed unsafe partial class Segment : IDisposable
     public Domain Domain { get; }
 
     /// <summary>The header at offset 0 (read it; change its dynamic fields only inside a transaction).</summary>
-    public ref SegmentHeader Header => ref *(SegmentHeader*)_mem.Base;
+    public ref SegmentHeader Header => ref *(SegmentHeader*)Base;
 
     /// <summary>Current size of the address space in bytes.</summary>
-    public long Size => ((SegmentHeader*)_mem.Base)->Size;
+    public long Size => ((SegmentHeader*)Base)->Size;
 
     /// <summary>The size the segment may grow to.</summary>
-    public long MaxSize => ((SegmentHeader*)_mem.Base)->MaxSize;
+    public long MaxSize => ((SegmentHeader*)Base)->MaxSize;
 
     /// <summary>Id of the last transaction closed on this segment (0: none since creation).</summary>
     public long LastTxId => Tx.LastTxId;
 
-    internal byte* Base => _mem.Base;
+    /// <summary>The start of the segment's memory. A closed segment's memory is unmapped: any use of it after the
+    /// engine closed (a tree, list or allocator object kept too long) throws here instead of faulting the process.</summary>
+    internal byte* Base
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            byte* b = _mem.Base;
+            if (b == null) ThrowClosed();
+            return b;
+        }
+    }
+
+    /// <summary>Whether the segment's memory is still mapped (false once its engine closed).</summary>
+    public bool IsOpen
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _mem.Base != null;
+    }
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowClosed() =>
+        throw new ObjectDisposedException(FileName, $"segment {Id} ({FileName}) is closed: its engine was disposed, so its trees, lists and allocator can no longer be used");
 
     internal SegmentMemory Memory => _mem;
 
@@ -59,7 +82,7 @@ public sealed unsafe partial class Segment : IDisposable
     public Span<byte> Bytes(long offset, int length)
     {
         if ((ulong)offset > (ulong)Size || (ulong)length > (ulong)(Size - offset)) ThrowRange(offset, length);
-        return new Span<byte>(_mem.Base + offset, length);
+        return new Span<byte>(Base + offset, length);
     }
 
     /// <summary>A reference to the <typeparamref name="T"/> stored at <paramref name="offset"/>.</summary>
@@ -68,7 +91,7 @@ public sealed unsafe partial class Segment : IDisposable
     public ref T At<T>(long offset) where T : unmanaged
     {
         if ((ulong)offset > (ulong)Size || (ulong)sizeof(T) > (ulong)(Size - offset)) ThrowRange(offset, sizeof(T));
-        return ref *(T*)(_mem.Base + offset);
+        return ref *(T*)(Base + offset);
     }
 
     /// <summary>

@@ -309,6 +309,71 @@ public class BTreeBadInputTests
     }
 
     [Fact]
+    public async Task Create_without_room_for_the_root_is_a_clear_error_naming_the_segment()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20, logSize: 16 << 20, segmentMaxSize: 1 << 20);
+        await h.Run(async seg =>
+        {
+            // Fill the heap with 4 KiB blocks, then free one: a hole that holds a tree header but no 8 KiB root.
+            var blocks = new List<long>();
+            while (true)
+            {
+                using var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit);
+                if (seg.Allocator.TryAlloc(tx, 4096, 8, out long b) != Motr.Be.Alloc.AllocStatus.Ok) { tx.Abort(); break; }
+                blocks.Add(b);
+                await tx.Close();
+            }
+            using (var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.FreeCredit))
+            {
+                seg.Allocator.Free(tx, blocks[blocks.Count / 2]);
+                await tx.Close();
+            }
+            using (var tx = await seg.BeginAsync(Tree.CreateCredit))
+            {
+                // Before: BTree+NoSpace, a private exception with no message, from NewNode.
+                var ex = Assert.Throws<BeException>(() => Tree.Create(tx, seg, new BTreeConfig { NodeSize = 8192 }));
+                Assert.Contains($"segment {seg.Id} ({seg.FileName}): cannot create a b+tree: no room for its 8192-byte root node", ex.Message);
+                tx.Abort();
+            }
+            Assert.Empty(seg.Allocator.Check());
+        });
+    }
+
+    [Fact]
+    public async Task Node_sizes_whose_operations_the_log_can_never_admit_are_refused()
+    {
+        await using var h = await TreeHost.Start(logSize: 4 << 20);
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            for (ulong k = 0; k < 3000; k++) await Ops.Insert(t, Ops.U64(k), new byte[16]);
+            Assert.True(t.Height >= 4);
+            using (var tx = await seg.BeginAsync(Tree.SetNodeSizesCredit))
+            {
+                // Before, this was accepted, and from then on no insert, delete or delete-all could be admitted:
+                // credits are sized by the largest node size ever set.
+                var ex = Assert.Throws<ArgumentException>(() => t.SetNodeSizes(tx, 65536, 65536));
+                Assert.Contains("more than a transaction may reserve on this domain's log", ex.Message);
+                Assert.Equal(0, tx.Used.Regions);
+                t.SetNodeSizes(tx, 1024, 1024); // within reach: accepted
+                await tx.Close();
+            }
+            Assert.Equal(BTreeStatus.Ok, await Ops.Delete(t, Ops.U64(5)));
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Ops.U64(5), new byte[16]));
+            Assert.Equal(3000, await t.DeleteAllAsync());
+            Ops.AssertHealthy(t);
+        });
+        await using var tiny = await TreeHost.Start(logSize: 1 << 20);
+        await tiny.Run(async seg =>
+        {
+            using var tx = await seg.BeginAsync(Tree.CreateCredit);
+            var ex = Assert.Throws<ArgumentException>(() => Tree.Create(tx, seg, new BTreeConfig { NodeSize = 65536 }));
+            Assert.Contains("nodes of 65536 bytes need", ex.Message);
+            tx.Abort();
+        });
+    }
+
+    [Fact]
     public async Task A_full_segment_that_may_not_grow_gives_OutOfSpace_and_changes_nothing()
     {
         // 1 MiB segment, no growth.
