@@ -129,6 +129,13 @@ internal sealed partial class TxManager
         _dirtyOpen[_dirtyCount++] = tx;
     }
 
+    /// <summary>A transaction rolled back to no change: as if it had never captured.</summary>
+    internal void MarkClean(Transaction tx)
+    {
+        Undirty(tx);
+        tx._captureTurn = -1;
+    }
+
     private void Undirty(Transaction tx)
     {
         if (tx._openSlot < 0) return;

@@ -46,6 +46,28 @@ public class SavepointTests
     }
 
     [Fact]
+    public async Task A_transaction_rolled_back_to_no_change_may_wait_again()
+    {
+        var storage = new SimStorage();
+        await using var e = await Engines.Open(Engines.Sim(storage, segments: 1));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            using var tx = await seg.BeginAsync(new TxCredit(8, 1024));
+            var sp = tx.Savepoint();
+            tx.Capture<long>(Off) = 5;                     // what an operation that then ran out of space did
+            tx.RollbackTo(sp);
+            await Task.Yield();                            // a new turn: before, the engine aborted the tx here as left open
+            Assert.Equal(TxState.Open, tx.State);
+            tx.Capture<long>(Off) = 6;
+            await tx.Close();
+        });
+        Assert.Equal(0, e.Domain.InvariantViolations);
+        Assert.Equal(6, await loc.RunAsync(() => loc.Segment!.At<long>(Off)));
+    }
+
+    [Fact]
     public async Task A_savepoint_of_another_transaction_is_refused()
     {
         using var dir = new TempDir();
