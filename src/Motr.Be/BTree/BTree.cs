@@ -57,16 +57,16 @@ public sealed unsafe partial class BTree
     public Segment Segment => _seg;
 
     /// <summary>Number of records.</summary>
-    public long Count { get { Enter(); return Hdr.Count; } }
+    public long Count { get { EnterToRead(); return Hdr.Count; } }
 
     /// <summary>Levels: 1 while the root is a leaf.</summary>
-    public int Height { get { Enter(); return (int)Hdr.Height; } }
+    public int Height { get { EnterToRead(); return (int)Hdr.Height; } }
 
     /// <summary>Largest node size in the tree.</summary>
     internal int LargestNode => (int)Hdr.LargestNode;
 
     /// <summary>Nodes in the tree.</summary>
-    public long NodeCount { get { Enter(); return Hdr.Nodes; } }
+    public long NodeCount { get { EnterToRead(); return Hdr.Nodes; } }
 
     /// <summary>Format of the leaves.</summary>
     public NodeFormat LeafFormat => _leafFormat;
@@ -88,14 +88,24 @@ public sealed unsafe partial class BTree
     /// Every public operation starts here: the object must still name a live tree (not destroyed, through this
     /// object or another one, nor replaced by another tree made at the same place: its cached format would be
     /// applied to the other tree's nodes), the segment must be open, and the caller must be on the segment's
-    /// owner thread (the tree's memory has no locks: the owner is the lock).
+    /// owner thread (the tree's memory has no locks: the owner is the lock). The header's counters skip the last check.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Enter()
     {
+        EnterToRead();
+        if (_seg.Tx.Owner is { IsOwnerThread: false }) ThrowNotOwner();
+    }
+
+    /// <summary>
+    /// <see cref="Enter"/> without the thread check, for the header's counters (<see cref="Count"/>, <see cref="Stats"/>):
+    /// monitoring reads them from other threads, and they touch no node.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void EnterToRead()
+    {
         ref TreeHeader h = ref Hdr; // ObjectDisposedException once the engine is closed
         if (_destroyed || h.Magic != TreeMagic || h.KeySize != _keySize || h.ValueSize != _valueSize || h.LeafFormat != (byte)_leafFormat) ThrowGone();
-        if (_seg.Tx.Owner is { IsOwnerThread: false }) ThrowNotOwner();
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
