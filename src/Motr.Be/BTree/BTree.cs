@@ -28,6 +28,9 @@ public sealed unsafe partial class BTree
     private readonly int _keySize, _valueSize;
     private readonly bool _recordCrc;
     private readonly int _inline;
+    private readonly ulong _birth;
+    private readonly byte _flags;
+    private readonly uint _comparerId;
     private readonly byte[] _scratch = new byte[MaxNodeSize];
     private readonly byte[] _scratch2 = new byte[MaxNodeSize];
     private byte[] _sepKey = new byte[256];
@@ -48,6 +51,9 @@ public sealed unsafe partial class BTree
         _internalFormat = _keySize >= 0 ? NodeFormat.FixedKeyValue : NodeFormat.Variable;
         _recordCrc = (h.Flags & RecordChecksumFlag) != 0;
         _inline = (int)h.InlineLimit;
+        _birth = h.Birth;
+        _flags = h.Flags;
+        _comparerId = h.ComparerId;
     }
 
     /// <summary>Offset of the tree header: what to keep (e.g. with <see cref="Segment.SetRoot"/>) to open the tree again.</summary>
@@ -105,15 +111,17 @@ public sealed unsafe partial class BTree
     private void EnterToRead()
     {
         ref TreeHeader h = ref Hdr; // ObjectDisposedException once the engine is closed
-        if (_destroyed || h.Magic != TreeMagic || h.KeySize != _keySize || h.ValueSize != _valueSize || h.LeafFormat != (byte)_leafFormat) ThrowGone();
+        if (_destroyed || h.Magic != TreeMagic || h.Birth != _birth || h.KeySize != _keySize || h.ValueSize != _valueSize
+            || h.LeafFormat != (byte)_leafFormat || h.Flags != _flags || h.InlineLimit != (uint)_inline || h.ComparerId != _comparerId) ThrowGone();
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowGone()
     {
+        // This object opened a valid header here once: anything else there now means the tree was destroyed (through
+        // this object or another) and the place freed, perhaps reused; not damage, which Open and fsck report.
         ref TreeHeader h = ref Hdr;
-        if (_destroyed || h.Magic == 0) throw new ObjectDisposedException(nameof(BTree), $"{Where} was destroyed; this object can no longer be used");
-        if (h.Magic != TreeMagic) throw new BeCorruptionException(_seg.FileName, _hdr, $"{Where}: not a b+tree header (magic 0x{h.Magic:X8})");
+        if (_destroyed || h.Magic != TreeMagic) throw new ObjectDisposedException(nameof(BTree), $"{Where} was destroyed; this object can no longer be used");
         throw new ObjectDisposedException(nameof(BTree), $"{Where} was destroyed and another tree made at its place; this object can no longer be used (open the new tree)");
     }
 
@@ -127,10 +135,9 @@ public sealed unsafe partial class BTree
     public static TxCredit CreateCredit => Allocator.AllocCredit * 2 + TxCredit.Region(TreeHeader.SizeOf) + TxCredit.Region(NodeHeader.SizeOf) + Transaction.ChecksumCredit * 2;
 
     /// <summary>Creates an empty tree in <paramref name="tx"/>'s segment; keep <see cref="Offset"/> to open it later.</summary>
-    /// <exception cref="ArgumentException">The configuration is invalid (the message says why).</exception>
-    /// <exception cref="BeException">The segment has no room for the tree (abort the transaction: the header may be allocated).</exception>
-    /// <exception cref="ArgumentException">Besides an invalid configuration: node sizes whose operations would need more
-    /// log than a transaction may reserve on this domain (abort the transaction).</exception>
+    /// <exception cref="BeException">The segment has no room for the tree (nothing was changed).</exception>
+    /// <exception cref="ArgumentException">The configuration is invalid, or its node sizes would make operations need more
+    /// log than a transaction may reserve on this domain (nothing was changed).</exception>
     public static BTree Create(Transaction tx, Segment segment, BTreeConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -146,6 +153,8 @@ public sealed unsafe partial class BTree
         bool crc = config.RecordChecksums;
         if (FixedRecordsProblem(format, config.KeySize ?? -1, config.ValueSize ?? -1, crc, leaf, inner) is { } tooBig) throw new ArgumentException(tooBig);
 
+        // The checks below need the tree; a refusal rolls back to here, so it changes nothing.
+        var start = tx.Savepoint();
         long hdr = segment.Allocator.Alloc(tx, TreeHeader.SizeOf, 64);
         ref TreeHeader h = ref tx.Capture<TreeHeader>(hdr);
         h = new TreeHeader
@@ -162,12 +171,16 @@ public sealed unsafe partial class BTree
             ComparerId = ComparerId(config.Comparer),
             InlineLimit = (uint)MaxInline(Math.Min(leaf, inner)),
             LargestNode = (uint)Math.Max(leaf, inner),
+            Birth = (ulong)Random.Shared.NextInt64(1, long.MaxValue),
         };
         tx.DeferChecksum(hdr, TreeHeader.SizeOf, TreeHeader.CrcOffset, TreeMagic);
         segment.MarkVerified(hdr);
         var tree = new BTree(segment, hdr, config.Comparer);
         if (tree.NodeSizeProblem(Math.Max(leaf, inner), inner) is { } tooMuchLog)
-            throw new ArgumentException($"b+tree in segment {segment.Id} ({segment.FileName}): node sizes {leaf}/{inner}: {tooMuchLog} (abort the transaction)");
+        {
+            tx.RollbackTo(start);
+            throw new ArgumentException($"b+tree in segment {segment.Id} ({segment.FileName}): node sizes {leaf}/{inner}: {tooMuchLog}");
+        }
         tree.BeginOp();
         tree._treeTouched = true; // captured whole above
         try
@@ -176,9 +189,10 @@ public sealed unsafe partial class BTree
         }
         catch (NoSpace)
         {
+            tx.RollbackTo(start);
             var a = segment.Allocator;
             throw new BeException($"segment {segment.Id} ({segment.FileName}): cannot create a b+tree: no room for its {leaf}-byte root node " +
-                $"({a.FreeBytes} bytes free, segment size {segment.Size} of at most {segment.MaxSize}{(a.GrowthAllowed ? "" : ", growth disallowed")}); abort the transaction");
+                $"({a.FreeBytes} bytes free, segment size {segment.Size} of at most {segment.MaxSize}{(a.GrowthAllowed ? "" : ", growth disallowed")})");
         }
         return tree;
     }

@@ -152,7 +152,13 @@ internal struct TreeHeader
     [FieldOffset(76)] public uint MaxKeyLength;
     /// <summary>[80, u32] largest node size in the tree (credits are sized by it).</summary>
     [FieldOffset(80)] public uint LargestNode;
-    // [84, 124) reserved, zero.
+    /// <summary>
+    /// [84, u64] a random nonzero stamp set at creation, never changed: a <see cref="BTree"/> object compares it at every
+    /// operation, so one kept past its tree's destruction is never taken for a tree made later at the same place.
+    /// 0 in headers made before the field existed.
+    /// </summary>
+    [FieldOffset(84)] public ulong Birth;
+    // [92, 124) reserved, zero.
     /// <summary>[124, u32] CRC32C of the header without this field, recomputed when the group is sealed.</summary>
     [FieldOffset(124)] public uint Crc;
 

@@ -333,7 +333,8 @@ public class BTreeBadInputTests
                 // Before: BTree+NoSpace, a private exception with no message, from NewNode.
                 var ex = Assert.Throws<BeException>(() => Tree.Create(tx, seg, new BTreeConfig { NodeSize = 8192 }));
                 Assert.Contains($"segment {seg.Id} ({seg.FileName}): cannot create a b+tree: no room for its 8192-byte root node", ex.Message);
-                tx.Abort();
+                Assert.Equal(0, tx.Used.Regions); // the header allocated first is rolled back
+                await tx.Close();
             }
             Assert.Empty(seg.Allocator.Check());
         });
@@ -367,9 +368,12 @@ public class BTreeBadInputTests
         await tiny.Run(async seg =>
         {
             using var tx = await seg.BeginAsync(Tree.CreateCredit);
+            long free = seg.Allocator.FreeBytes;
             var ex = Assert.Throws<ArgumentException>(() => Tree.Create(tx, seg, new BTreeConfig { NodeSize = 65536 }));
             Assert.Contains("nodes of 65536 bytes need", ex.Message);
-            tx.Abort();
+            Assert.Equal(0, tx.Used.Regions);
+            Assert.Equal(free, seg.Allocator.FreeBytes);
+            await tx.Close();
         });
     }
 

@@ -79,6 +79,41 @@ public class BTreeLifecycleTests
         });
     }
 
+    [Fact]
+    public async Task A_stale_object_is_refused_even_by_a_tree_of_the_same_shape_or_after_its_space_was_reused()
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            var fixedConfig = new BTreeConfig { NodeSize = 512, KeySize = 8, ValueSize = 8 };
+            var a = await Create(seg, fixedConfig, "a");
+            var twin = Tree.Open(seg, a.Offset);
+            using (var tx = await seg.BeginAsync(Tree.DestroyCredit)) { a.Destroy(tx); await tx.Close(); }
+            // The same key size, value size and leaf format; only the record checksums differ (a review found
+            // the object accepted, and its insert corrupted the new tree). The creation stamp tells them apart.
+            var b = await Create(seg, fixedConfig with { RecordChecksums = true }, "b");
+            Assert.Equal(a.Offset, b.Offset);
+            using (var tx = await seg.BeginAsync(b.InsertCredit(8, 8)))
+            {
+                Assert.Throws<ObjectDisposedException>(() => twin.Insert(tx, U64(1), U64(2)));
+                tx.Abort();
+            }
+            AssertHealthy(b);
+
+            // The header's place freed and reused for plain data: still "destroyed", not corruption.
+            using (var tx = await seg.BeginAsync(Tree.DestroyCredit)) { b.Destroy(tx); await tx.Close(); }
+            using (var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit + Motr.Be.Tx.TxCredit.Region(128)))
+            {
+                long blk = seg.Allocator.Alloc(tx, 128, 64);
+                Assert.Equal(a.Offset, blk);
+                tx.Capture(blk, 128).Fill(0x5A);
+                await tx.Close();
+            }
+            var ex = Assert.Throws<ObjectDisposedException>(() => twin.Count);
+            Assert.Contains("was destroyed", ex.Message);
+        });
+    }
+
     private static Motr.Be.Tx.TxCredit TxCreditFor(Tree t) => t.InsertCredit(8, 8);
 
     [Fact]
