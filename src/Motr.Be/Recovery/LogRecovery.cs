@@ -201,10 +201,15 @@ internal sealed class LogRecovery
         long lapStart = pos + _log.ToLapEnd(pos);
         // A group may outgrow the largest record while another transaction stays open (it cannot be sealed
         // mid-way), so a record can be longer: when the damaged record's own header is intact, look as far as it says.
+        // A header that carries the record magic but fails its checks is damage, not a torn write (sectors are
+        // written whole): its length is unknown, so look through the whole lap for the record after it.
         long reach = _maxRecord;
-        if (_log.Read(_log.Physical(pos), hdr) == hdr.Length && LogRecord.CheckHeader(hdr, _log.DomainId, _log.AreaSize, out var own) == null
-            && own.Lsn == lsn && own.Position == pos)
-            reach = Math.Max(reach, own.Length);
+        if (_log.Read(_log.Physical(pos), hdr) == hdr.Length)
+        {
+            string? headerProblem = LogRecord.CheckHeader(hdr, _log.DomainId, _log.AreaSize, out var own);
+            if (headerProblem == null && own.Lsn == lsn && own.Position == pos) reach = Math.Max(reach, own.Length);
+            else if (headerProblem != null && own.Magic == BeConstants.LogRecordMagic) reach = _log.AreaSize;
+        }
         foreach (long start in new[] { pos, lapStart })
         {
             long limit = Math.Min(start + reach + BeConstants.SectorSize, start + _log.ToLapEnd(start));
