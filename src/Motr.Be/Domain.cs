@@ -47,7 +47,7 @@ public sealed class Domain : IAsyncDisposable
     public static Domain Open(DomainOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var storage = options.Storage ?? new FileStorage(options.Path ?? throw new ArgumentException("DomainOptions needs a Path or a Storage"));
+        IStorage storage = new SyncFailureLatch(options.Storage ?? new FileStorage(options.Path ?? throw new ArgumentException("DomainOptions needs a Path or a Storage")));
         if (!options.CreateIfMissing && !storage.Exists(BeConstants.LogFileName)) ThrowNoDomain(storage);
         // Before anything is read: a second engine on the folder would replay and write the same log.
         var folderLock = storage.Lock();
@@ -249,13 +249,26 @@ public sealed class Domain : IAsyncDisposable
         if (Interlocked.Exchange(ref _closed, 1) != 0) return;
         await Task.Run(() =>
         {
-            foreach (var s in _segments) s.Tx.SealOnClose();
-            Writer.Stop();
-            _placer.Stop();
-            _placer.Dispose();
-            _log.Dispose();
-            foreach (var s in _segments) s.Dispose();
-            _folderLock.Dispose(); // last: the files are closed
+            try
+            {
+                foreach (var s in _segments) s.Tx.SealOnClose();
+                Writer.Stop();
+                _placer.Stop();
+            }
+            finally
+            {
+                // Whatever failed above, the files, memory and the folder's lock are released (the lock last).
+                try
+                {
+                    _placer.Dispose();
+                    _log.Dispose();
+                    foreach (var s in _segments) s.Dispose();
+                }
+                finally
+                {
+                    _folderLock.Dispose();
+                }
+            }
         }).ConfigureAwait(false);
     }
 }

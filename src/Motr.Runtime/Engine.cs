@@ -43,6 +43,7 @@ public sealed class Engine : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        Exception? flushError = null;
         if (Domain.Failure is null)
         {
             var flushes = new Task[_localities.Length];
@@ -51,10 +52,20 @@ public sealed class Engine : IAsyncDisposable
                 var loc = _localities[i];
                 flushes[i] = loc.RunAsync(async () => await loc.Segment!.FlushAsync());
             }
+            // A flush that fails must not keep the files and the folder's lock: the domain closes whatever happened,
+            // and an unexpected error is rethrown after.
             try { await Task.WhenAll(flushes).ConfigureAwait(false); }
             catch (LogFailedException) { }
+            catch (Exception e) { flushError = e; }
         }
-        foreach (var l in _localities) await l.DisposeAsync().ConfigureAwait(false);
-        await Domain.DisposeAsync().ConfigureAwait(false);
+        try
+        {
+            foreach (var l in _localities) await l.DisposeAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            await Domain.DisposeAsync().ConfigureAwait(false);
+        }
+        if (flushError is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(flushError);
     }
 }
