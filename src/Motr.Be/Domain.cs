@@ -249,24 +249,31 @@ public sealed class Domain : IAsyncDisposable
         if (Interlocked.Exchange(ref _closed, 1) != 0) return;
         await Task.Run(() =>
         {
+            // Whatever fails on the way, the threads are stopped before anything they use is released, and the files,
+            // memory and the folder's lock are released (the lock last).
             try
             {
                 foreach (var s in _segments) s.Tx.SealOnClose();
-                Writer.Stop();
-                _placer.Stop();
             }
             finally
             {
-                // Whatever failed above, the files, memory and the folder's lock are released (the lock last).
                 try
                 {
-                    _placer.Dispose();
-                    _log.Dispose();
-                    foreach (var s in _segments) s.Dispose();
+                    try { Writer.Stop(); }
+                    finally { _placer.Stop(); }
                 }
                 finally
                 {
-                    _folderLock.Dispose();
+                    try
+                    {
+                        _placer.Dispose();
+                        _log.Dispose();
+                        foreach (var s in _segments) s.Dispose();
+                    }
+                    finally
+                    {
+                        _folderLock.Dispose();
+                    }
                 }
             }
         }).ConfigureAwait(false);

@@ -28,7 +28,7 @@ public sealed partial class BTree
     {
         get
         {
-            EnterToRead();
+            using var read = ReadHeader();
             ref TreeHeader h = ref Hdr;
             return new BTreeStats(_inserts, _deletes, _updates, _lookups, _splits, _merges, _borrows, _cookieHits, _cookieMisses,
                 h.Count, (int)h.Height, h.Nodes, h.LargeChunks, h.LargeBytes, _prefixShortened);

@@ -63,16 +63,16 @@ public sealed unsafe partial class BTree
     public Segment Segment => _seg;
 
     /// <summary>Number of records.</summary>
-    public long Count { get { EnterToRead(); return Hdr.Count; } }
+    public long Count { get { using var read = ReadHeader(); return Hdr.Count; } }
 
     /// <summary>Levels: 1 while the root is a leaf.</summary>
-    public int Height { get { EnterToRead(); return (int)Hdr.Height; } }
+    public int Height { get { using var read = ReadHeader(); return (int)Hdr.Height; } }
 
     /// <summary>Largest node size in the tree.</summary>
     internal int LargestNode => (int)Hdr.LargestNode;
 
     /// <summary>Nodes in the tree.</summary>
-    public long NodeCount { get { EnterToRead(); return Hdr.Nodes; } }
+    public long NodeCount { get { using var read = ReadHeader(); return Hdr.Nodes; } }
 
     /// <summary>Format of the leaves.</summary>
     public NodeFormat LeafFormat => _leafFormat;
@@ -113,6 +113,35 @@ public sealed unsafe partial class BTree
         ref TreeHeader h = ref Hdr; // ObjectDisposedException once the engine is closed
         if (_destroyed || h.Magic != TreeMagic || h.Birth != _birth || h.KeySize != _keySize || h.ValueSize != _valueSize
             || h.LeafFormat != (byte)_leafFormat || h.Flags != _flags || h.InlineLimit != (uint)_inline || h.ComparerId != _comparerId) ThrowGone();
+    }
+
+    /// <summary>
+    /// A read of the header's counters, from any thread: off the owner thread it holds the segment's memory
+    /// mapped until disposed (an engine closing meanwhile waits for it, or the read throws ObjectDisposedException).
+    /// </summary>
+    private HeaderRead ReadHeader()
+    {
+        if (_seg.Tx.Owner is { IsOwnerThread: true } || _seg.Tx.Owner is null)
+        {
+            EnterToRead();
+            return default;
+        }
+        if (!_seg.EnterForeignRead()) throw new ObjectDisposedException(nameof(BTree), $"{Where}: its segment is closed (the engine was disposed)");
+        try
+        {
+            EnterToRead();
+        }
+        catch
+        {
+            _seg.ExitForeignRead();
+            throw;
+        }
+        return new HeaderRead(_seg);
+    }
+
+    private readonly ref struct HeaderRead(Segment? seg)
+    {
+        public void Dispose() => seg?.ExitForeignRead();
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -141,8 +141,33 @@ public sealed unsafe partial class Segment : IDisposable
         throw new ArgumentOutOfRangeException(nameof(offset),
             $"segment {Id} ({FileName}): range [0x{offset:X}, +{length}) is outside the segment (size 0x{Size:X})");
 
-    /// <summary>Releases the memory image. Only the domain calls this, after its log is closed.</summary>
-    public void Dispose() => _mem.Dispose();
+    // Readers off the owner thread (monitoring reading a tree's counters) inside EnterForeignRead/ExitForeignRead.
+    private int _foreignReaders;
+    private int _closing;
+
+    /// <summary>
+    /// Starts a read of segment memory from a thread other than the owner's; false once the segment is closing.
+    /// The memory is not unmapped while such a read is in progress, so a reader racing the engine's close gets
+    /// false (or finishes first) instead of touching unmapped memory.
+    /// </summary>
+    internal bool EnterForeignRead()
+    {
+        Interlocked.Increment(ref _foreignReaders);
+        if (Volatile.Read(ref _closing) == 0 && _mem.Base != null) return true;
+        Interlocked.Decrement(ref _foreignReaders);
+        return false;
+    }
+
+    internal void ExitForeignRead() => Interlocked.Decrement(ref _foreignReaders);
+
+    /// <summary>Releases the memory image, once reads in progress off the owner thread are done. Only the domain calls this, after its log is closed.</summary>
+    public void Dispose()
+    {
+        Interlocked.Exchange(ref _closing, 1);
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _foreignReaders) != 0) spin.SpinOnce();
+        _mem.Dispose();
+    }
 
     /// <inheritdoc />
     public override string ToString() => $"segment {Id} ({FileName}, {Size} bytes)";

@@ -294,7 +294,8 @@ public sealed unsafe class Transaction : IDisposable
         _usedBytes = savepoint.UsedBytes + Math.Max(_payloadLen, 0); // the payload is not part of savepoints: it stays
         // Rolled back to nothing: the transaction holds no change again, so it may wait across turns like one that
         // never captured (an operation that answered OutOfSpace must not make the caller's next await a violation).
-        if (_regionCount == 0 && _markCount == 0 && _payloadLen < 0 && _captureTurn >= 0) M.MarkClean(this);
+        // (Checksum marks do not count: they change no memory, and a transaction holding only marks may wait anyway.)
+        if (_regionCount == 0 && _payloadLen < 0 && _captureTurn >= 0) M.MarkClean(this);
     }
 
     /// <summary>Asks that the group holding this transaction be written as soon as possible.</summary>
