@@ -64,6 +64,9 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
     /// <inheritdoc />
     public bool IsOwnerThread => t_current == this;
 
+    /// <summary>Whether the locality's thread has stopped (after <see cref="DisposeAsync"/>): nothing posted to it runs any more.</summary>
+    public bool HasStopped => _stopped.Task.IsCompleted;
+
     /// <summary>Makes this locality the owner of <paramref name="segment"/>.</summary>
     public void Attach(Segment segment)
     {
@@ -248,7 +251,9 @@ internal sealed class LocalitySynchronizationContext(Locality locality) : Synchr
         if (locality.IsOwnerThread) { d(state); return; }
         using var done = new ManualResetEventSlim();
         locality.PostCallback(s => { try { d(s); } finally { done.Set(); } }, state);
-        done.Wait();
+        // A stopped locality drops what is posted to it: fail rather than wait forever.
+        while (!done.Wait(100))
+            if (locality.HasStopped && !done.IsSet) throw new ObjectDisposedException(locality.ToString(), $"{locality} is stopped: the callback sent to it will not run");
     }
 
     public override SynchronizationContext CreateCopy() => this;

@@ -71,4 +71,21 @@ public class EngineLifecycleTests
         Assert.Contains("is stopped", ex.Message);
         await Assert.ThrowsAsync<ObjectDisposedException>(() => loc.RunAsync(() => 42).WaitAsync(TimeSpan.FromSeconds(30)));
     }
+
+    [Fact]
+    public async Task Send_to_a_stopped_locality_fails_instead_of_waiting_forever()
+    {
+        using var dir = new TempDir();
+        var e = await Engines.Open(Engines.Options(dir.Path, segments: 1));
+        var loc = e.Localities[0];
+        var context = await loc.RunAsync(() => SynchronizationContext.Current!);
+        int ran = 0;
+        context.Send(_ => ran++, null);
+        Assert.Equal(1, ran);
+        await e.DisposeAsync();
+        Assert.True(loc.HasStopped);
+        var send = Task.Run(() => context.Send(_ => ran++, null));
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => send.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(1, ran);
+    }
 }
