@@ -260,7 +260,11 @@ public sealed class Domain : IAsyncDisposable
                 try
                 {
                     try { Writer.Stop(); }
-                    finally { _placer.Stop(); }
+                    finally
+                    {
+                        _placer.Stop();
+                        foreach (var s in _segments) s.Tx.CloseTasks();
+                    }
                 }
                 finally
                 {

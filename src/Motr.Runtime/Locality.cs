@@ -97,14 +97,24 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
         void Abandon(Exception reason);
     }
 
+    // An abandoned run's exception counts as observed: its only awaiter may be another abandoned run's dropped
+    // continuation, and an unobserved fault would reach TaskScheduler.UnobservedTaskException.
     private sealed class Run0() : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), IRun
     {
-        public void Abandon(Exception reason) => TrySetException(reason);
+        public void Abandon(Exception reason)
+        {
+            TrySetException(reason);
+            _ = Task.Exception;
+        }
     }
 
     private sealed class Run1<T>() : TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously), IRun
     {
-        public void Abandon(Exception reason) => TrySetException(reason);
+        public void Abandon(Exception reason)
+        {
+            TrySetException(reason);
+            _ = Task.Exception;
+        }
     }
 
     /// <summary>Adds a run to the pending set; false (and a faulted run) if the locality is stopping.</summary>

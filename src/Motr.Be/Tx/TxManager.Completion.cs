@@ -41,17 +41,57 @@ internal sealed partial class TxManager
         _waiters[_waiterCount++] = new Waiter { Seq = seq, Continuation = continuation };
     }
 
+    // Tasks of TxPersistence.AsTask: completed where the outcome becomes known (the log writer's thread, a failure,
+    // the domain's close), never through the owner, whose queue is dropped once it stops — a task awaited off the
+    // owner must not hang because the engine closed.
+    private readonly object _taskGate = new();
+    private readonly List<(long Seq, TaskCompletionSource Tcs)> _tasks = new();
+    private int _taskCount;
+    private bool _tasksClosed;
+
     public Task PersistedTask(long seq)
     {
         if (IsDurable(seq))
             return _domain.Failure is not null && Volatile.Read(ref _writerDurableSeq) < seq ? Task.FromException(_domain.Failure) : Task.CompletedTask;
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        AddWaiter(seq, () =>
+        lock (_taskGate)
         {
-            try { ThrowIfFailed(seq); tcs.TrySetResult(); }
-            catch (Exception e) { tcs.TrySetException(e); }
-        });
+            _tasks.Add((seq, tcs));
+            Volatile.Write(ref _taskCount, _tasks.Count);
+        }
+        CompleteTasks(); // the outcome may have become known since IsDurable
         return tcs.Task;
+    }
+
+    /// <summary>Completes the persistence tasks whose outcome is known: durable, failed, or the domain closed first.</summary>
+    private void CompleteTasks()
+    {
+        // A full fence: the log writer's store of its durable sequence must not pass this read of the count
+        // (a task registered meanwhile reads the sequence under the lock, after its own store).
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _taskCount) == 0) return;
+        lock (_taskGate)
+        {
+            long durable = Volatile.Read(ref _writerDurableSeq);
+            var failure = _domain.Failure;
+            for (int i = _tasks.Count - 1; i >= 0; i--)
+            {
+                var (seq, tcs) = _tasks[i];
+                if (seq <= durable) tcs.TrySetResult();
+                else if (failure is not null) tcs.TrySetException(new LogFailedException($"segment {Segment.Id}: group {seq} was not made durable: {failure.Message}", failure));
+                else if (_tasksClosed) tcs.TrySetException(new ObjectDisposedException(Segment.FileName, $"segment {Segment.Id}: the domain closed before group {seq} was made durable"));
+                else continue;
+                _tasks.RemoveAt(i);
+            }
+            Volatile.Write(ref _taskCount, _tasks.Count);
+        }
+    }
+
+    /// <summary>The domain has closed (its log writer stopped): persistence tasks still waiting get their outcome now.</summary>
+    internal void CloseTasks()
+    {
+        lock (_taskGate) _tasksClosed = true;
+        CompleteTasks();
     }
 
     /// <summary>Log writer thread: group <paramref name="seq"/> (and all before it) is durable.</summary>
@@ -59,10 +99,15 @@ internal sealed partial class TxManager
     {
         Volatile.Write(ref _writerDurableSeq, seq);
         PostCompletion();
+        CompleteTasks();
     }
 
     /// <summary>Any thread: the domain failed; wake every waiter so it observes the failure.</summary>
-    internal void OnFailure() => PostCompletion();
+    internal void OnFailure()
+    {
+        PostCompletion();
+        CompleteTasks();
+    }
 
     private void PostCompletion()
     {

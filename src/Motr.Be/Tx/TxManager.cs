@@ -243,7 +243,18 @@ internal sealed partial class TxManager
         return true;
     }
 
-    private void ReturnLocalSpace(long n) => _localSpace += n;
+    private void ReturnLocalSpace(long n)
+    {
+        _localSpace += n;
+        // Keep at most a chunk: a large transaction's unused reservation returned here would otherwise sit with this
+        // locality while it idles, and a transaction waiting for space on another locality would wait for it forever.
+        long excess = _localSpace - _domain.SpaceChunk;
+        if (excess > 0)
+        {
+            _domain.LogSpace.Release(excess);
+            _localSpace -= excess;
+        }
+    }
 
     private void ReleaseLocalSpace()
     {

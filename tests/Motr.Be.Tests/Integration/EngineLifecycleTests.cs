@@ -73,6 +73,57 @@ public class EngineLifecycleTests
     }
 
     [Fact]
+    public async Task A_persistence_task_awaited_off_the_locality_completes_when_the_engine_closes()
+    {
+        // A helper's probe: the transaction closes in the locality's last turns, the locality stops, and AsTask is
+        // taken after. Its completion was posted to the stopped locality and dropped: the task never completed.
+        var hooks = new HookStorage(new SimStorage());
+        var o = Engines.Sim(hooks.Inner, segments: 1);
+        o.Storage = hooks;
+        var e = await Engines.Open(o);
+        var loc = e.Localities[0];
+        var gate = new ManualResetEventSlim();
+        hooks.Before = (f, op, _, _) =>
+        {
+            if (op == "flush" && f.Name == BeConstants.LogFileName && Thread.CurrentThread.Name == "motr-log-writer") gate.Wait(10_000);
+        };
+        var disposing = e.DisposeAsync().AsTask();
+        var persistence = await loc.RunAsync(async () =>
+        {
+            using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+            tx.Capture<long>(Engines.DataStart) = 42;
+            return tx.Close();
+        });
+        while (!loc.HasStopped) await Task.Delay(10);
+        var task = persistence.AsTask();
+        gate.Set();
+        await disposing.WaitAsync(TimeSpan.FromSeconds(30));
+        await task.WaitAsync(TimeSpan.FromSeconds(30)); // durable: the close wrote it
+        Assert.True(persistence.IsCompleted);
+    }
+
+    [Fact]
+    public async Task A_large_transactions_unused_log_space_is_not_kept_by_an_idle_locality()
+    {
+        // A helper's probe: an aborted large transaction's reservation went back to its locality's local space and
+        // stayed there while it idled; a transaction on the other locality waiting for that space waited forever.
+        var s = new SimStorage();
+        await using var e = await Engines.Open(Engines.Sim(s, segments: 2, logSize: 2 << 20));
+        var (loc0, loc1) = (e.Localities[0], e.Localities[1]);
+        var big = new TxCredit(1, e.Domain.MaxTxReservation / 2 - 8192);
+        await loc0.RunAsync(async () =>
+        {
+            using var tx = await loc0.Segment!.BeginAsync(big); // aborted unused at dispose
+        });
+        var waiting = loc1.RunAsync(async () =>
+        {
+            using var small = await loc1.Segment!.BeginAsync(TxCredit.Region(64 << 10)); // open, nothing captured
+            using var large = await loc1.Segment!.BeginAsync(big);
+        });
+        await waiting.WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
     public async Task Send_to_a_stopped_locality_fails_instead_of_waiting_forever()
     {
         using var dir = new TempDir();
