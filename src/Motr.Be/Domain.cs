@@ -157,6 +157,8 @@ public sealed class Domain : IAsyncDisposable
             var byId = _segments.ToDictionary(s => s.Id);
             var report = new LogRecovery(_log, byId, _placer, options, MaxRecordSize).Run();
             Recovery = created ? new RecoveryReport { Created = true, EndPosition = report.EndPosition, NextLsn = report.NextLsn } : report;
+            if (report.DamagedHeaderSlot is { } slot)
+                options.OnWarning?.Invoke($"{storage.Location}/{BeConstants.LogFileName}: {slot}; the other header slot's checkpoint was used, and the damaged slot rewritten");
             foreach (var s in _segments)
             {
                 s.VerifyHeaderBlocks($"{storage.Location}/{s.FileName}");

@@ -41,7 +41,22 @@ internal static class FsckCommand
         }
         await using (var engine = opened)
         {
-            stdout.WriteLine($"domain {folder}: {engine.Localities.Count} segments; {engine.Domain.Recovery}");
+            var recovery = engine.Domain.Recovery;
+            stdout.WriteLine($"domain {folder}: {engine.Localities.Count} segments; {recovery}");
+            // Damage recovery got past is still damage found: a header slot lost (the log's redundancy with it), or
+            // records discarded by --truncate-at-corruption.
+            if (recovery.DamagedHeaderSlot is { } slot)
+            {
+                stdout.WriteLine($"  damage: {BeConstants.LogFileName}: {slot}; the other slot served, and recovery rewrote this one from it");
+                problems++;
+                damaged++;
+            }
+            if (recovery.Truncated is { } cut)
+            {
+                stdout.WriteLine($"  damage: {BeConstants.LogFileName}: {cut}");
+                problems++;
+                damaged++;
+            }
             foreach (var loc in engine.Localities)
             {
                 var o = await loc.RunAsync(() => Check(loc.Segment!));
@@ -71,9 +86,14 @@ internal static class FsckCommand
             uint magic = BinaryPrimitives.ReadUInt32LittleEndian(seg.Bytes(off, sizeof(uint)));
             if (magic != BTreeFormatConstants.TreeMagic)
             {
-                notes.Add($"{root}: not a b+tree (magic 0x{magic:X8}); not checked");
+                if (LooksLikeTreeHeaderWithDamagedMagic(seg, off))
+                    damage.Add($"{root}: b+tree header with a damaged magic (0x{magic:X8}; its checksum holds for the tree magic)");
+                else
+                    notes.Add($"{root}: not a b+tree (magic 0x{magic:X8}); not checked");
                 continue;
             }
+            if (name == TreeFileCommands.LoadingRoot)
+                notes.Add($"{root}: the partial tree of an interrupted `motr load`; the next load removes it");
             try
             {
                 trees.Add(BTree.Open(seg, off));
@@ -91,6 +111,17 @@ internal static class FsckCommand
         // A damaged tree header leaves that tree's blocks unowned too: leaks are damage only when every root was a checked tree.
         bool leaksAreDamage = notes.Count == 0 && damage.Count == 0;
         return new SegmentOutcome(SegmentCheck.Run(seg, trees), names, damage, notes, leaksAreDamage);
+    }
+
+    /// <summary>Whether the header at <paramref name="off"/> would be an intact tree header if its magic were the tree magic.</summary>
+    private static bool LooksLikeTreeHeaderWithDamagedMagic(Segment seg, long off)
+    {
+        const int size = 128, crcOffset = 124; // TreeHeader (docs/btree.md)
+        if (off > seg.Size - size) return false;
+        Span<byte> copy = stackalloc byte[size];
+        seg.Bytes(off, size).CopyTo(copy);
+        BinaryPrimitives.WriteUInt32LittleEndian(copy, BTreeFormatConstants.TreeMagic);
+        return BlockChecksum.Verify(copy, crcOffset);
     }
 
     /// <summary>Prints one segment's outcome; returns how many problems count as damage.</summary>

@@ -17,6 +17,9 @@ internal static class MotrCommand
     /// <summary>Exit code: the command could not do its work (bad arguments, a domain that does not open, a missing tree).</summary>
     public const int Failed = 2;
 
+    /// <summary>Exit code: interrupted (SIGINT or SIGTERM) and stopped cleanly, as shells report a SIGINT (128 + 2).</summary>
+    public const int Interrupted = 130;
+
     public const string Usage = """
         motr: tools for a Motr.Actors domain folder
 
@@ -27,17 +30,21 @@ internal static class MotrCommand
               exactly one tree. Exit code 0: healthy; 1: damage found, each problem with its offset (damage that
               keeps the domain from opening too); 2: could not check. --truncate-at-corruption opens a domain
               whose log has a damaged record by discarding it and everything after it (those transactions are
-              lost; the report says how many).
-          motr dump <domain-folder> <root-name> <file> [--segment N]
+              lost; the report says how many, and it counts as damage found).
+          motr dump <domain-folder> <root-name> <file> [--segment N] [--force]
               Saves the b+tree named <root-name> in segment N (default 1) to a portable, versioned,
-              checksummed file.
+              checksummed file, written beside <file> and renamed to it when complete. An existing <file> is
+              replaced only with --force; a file in the domain folder never.
           motr load <domain-folder> <file> <root-name> [--segment N]
               Loads a saved tree into a new tree of segment N (default 1), named <root-name>, which must be free.
+              The tree gets its name only when complete; an interrupted load's partial tree is removed, at once
+              or by the next load.
+          Ctrl-C (SIGINT) or SIGTERM stops dump and load cleanly: exit code 130.
           motr help
         """;
 
     /// <summary>Runs the command given by <paramref name="args"/>; returns the process exit code.</summary>
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancel = default)
     {
         if (args.Length == 0 || args[0] is "help" or "--help" or "-h")
         {
@@ -49,8 +56,8 @@ internal static class MotrCommand
             return args[0] switch
             {
                 "fsck" => await FsckCommand.RunAsync(Parse(args, 1, 1, allowSegment: false, "--truncate-at-corruption"), stdout, stderr),
-                "dump" => await TreeFileCommands.DumpAsync(Parse(args, 3, 3, allowSegment: true), stdout, stderr),
-                "load" => await TreeFileCommands.LoadAsync(Parse(args, 3, 3, allowSegment: true), stdout, stderr),
+                "dump" => await TreeFileCommands.DumpAsync(Parse(args, 3, 3, allowSegment: true, "--force"), stdout, stderr, cancel),
+                "load" => await TreeFileCommands.LoadAsync(Parse(args, 3, 3, allowSegment: true), stdout, stderr, cancel),
                 _ => throw new UsageException($"unknown command '{args[0]}'"),
             };
         }
@@ -60,6 +67,13 @@ internal static class MotrCommand
             stderr.WriteLine();
             stderr.WriteLine(Usage);
             return Failed;
+        }
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+        {
+            stderr.WriteLine(args[0] == "load"
+                ? "motr load: interrupted; the partial tree was removed"
+                : $"motr {args[0]}: interrupted; nothing was written under the name asked for");
+            return Interrupted;
         }
         catch (Exception e) when (e is CommandException or BeException or IOException or UnauthorizedAccessException)
         {

@@ -1,5 +1,6 @@
 using Motr.Be;
 using Motr.Be.BTree;
+using Motr.Be.Segments;
 using Motr.Runtime;
 
 namespace Motr.Cli;
@@ -7,29 +8,51 @@ namespace Motr.Cli;
 /// <summary><c>motr dump</c> and <c>motr load</c>: a named b+tree to and from a <see cref="BTreeDump"/> file.</summary>
 internal static class TreeFileCommands
 {
-    public static async Task<int> DumpAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr)
+    /// <summary>
+    /// The root a load keeps its tree under until it is complete, then renamed to the name asked for in one
+    /// transaction: an interrupted load never leaves a partial tree under that name, and the next load removes it.
+    /// </summary>
+    internal const string LoadingRoot = "motr-load-in-progress";
+
+    public static async Task<int> DumpAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr, CancellationToken cancel)
     {
         string folder = a.Positional[0], root = a.Positional[1], file = a.Positional[2];
+        CheckDumpTarget(folder, file, a.Flags.Contains("--force"));
         await using var engine = await Engine.OpenAsync(MotrCommand.OpenExisting(folder, stderr));
         var loc = LocalityOf(engine, a.Segment);
-        // A new file beside the target, renamed over it once complete: an interrupted dump leaves no half file under the name.
+        // A new file beside the target, renamed over it once complete and synced: an interrupted dump leaves no half
+        // file under the name.
         string partial = file + ".partial";
         long records;
         try
         {
-            records = await loc.RunAsync(() => SaveAsync(loc, a.Segment, root, partial, stderr));
+            records = await loc.RunAsync(() => SaveAsync(loc, a.Segment, root, partial, stderr, cancel));
+            File.Move(partial, file, overwrite: true);
         }
         catch
         {
-            File.Delete(partial);
+            try { File.Delete(partial); } catch (Exception) { /* the original error says more */ }
             throw;
         }
-        File.Move(partial, file, overwrite: true);
         stdout.WriteLine($"dump: {records} records of '{root}' (segment {a.Segment}) saved to {file} ({new FileInfo(file).Length} bytes)");
         return MotrCommand.Ok;
     }
 
-    private static async Task<long> SaveAsync(Locality loc, int segment, string root, string path, TextWriter stderr)
+    /// <summary>Refuses, before the domain is opened, a target in the domain's folder, a folder, a missing folder, or (without --force) an existing file.</summary>
+    private static void CheckDumpTarget(string folder, string file, bool force)
+    {
+        string full = Path.GetFullPath(file);
+        string? dir = Path.GetDirectoryName(full);
+        if (dir is null || !Directory.Exists(dir)) throw new CommandException($"no folder {dir ?? file} to write the dump into");
+        if (Directory.Exists(full)) throw new CommandException($"{file} is a folder; give a file name for the dump");
+        if (string.Equals(dir.TrimEnd(Path.DirectorySeparatorChar), Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar), StringComparison.Ordinal))
+            throw new CommandException($"{file} is inside the domain folder {folder}: write the dump elsewhere");
+        // The dump is renamed over its target: never over anything already there unless asked (.NET cannot tell a
+        // device node or a FIFO from a file, so --force replaces whatever the name holds).
+        if (File.Exists(full) && !force) throw new CommandException($"{file} exists; --force replaces it");
+    }
+
+    private static async Task<long> SaveAsync(Locality loc, int segment, string root, string path, TextWriter stderr, CancellationToken cancel)
     {
         var seg = loc.Segment!;
         if (!seg.TryGetRoot(root, out long off))
@@ -38,13 +61,16 @@ internal static class TreeFileCommands
         try { tree = BTree.Open(seg, off); }
         catch (ArgumentException e) { throw new CommandException($"{e.Message}: dump knows only the bytewise order"); }
         await using var output = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
-        return await BTreeDump.SaveAsync(tree, output, new Throttled<long>(n => stderr.WriteLine($"saved {n} records...")));
+        long records = await BTreeDump.SaveAsync(tree, output, new Throttled<long>(n => stderr.WriteLine($"saved {n} records...")), cancel);
+        output.Flush(flushToDisk: true); // durable before it is renamed to the name asked for
+        return records;
     }
 
-    public static async Task<int> LoadAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr)
+    public static async Task<int> LoadAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr, CancellationToken cancel)
     {
         string folder = a.Positional[0], file = a.Positional[1], root = a.Positional[2];
         if (!File.Exists(file)) throw new CommandException($"no file {file}");
+        if (root == LoadingRoot) throw new CommandException($"'{LoadingRoot}' is the name a load uses while it runs; choose another");
         await using var engine = await Engine.OpenAsync(MotrCommand.OpenExisting(folder, stderr));
         var loc = LocalityOf(engine, a.Segment);
         long records = await loc.RunAsync(async () =>
@@ -52,19 +78,45 @@ internal static class TreeFileCommands
             var seg = loc.Segment!;
             if (seg.TryGetRoot(root, out long existing))
                 throw new CommandException($"segment {a.Segment}: root '{root}' already names 0x{existing:X}; load under a new name");
+            if (seg.TryGetRoot(LoadingRoot, out long stale)) await RemoveInterruptedLoadAsync(seg, stale, stderr);
             await using var input = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous);
+            BTree tree;
             try
             {
-                var tree = await BTreeDump.LoadAsync(input, seg, config: null, root, new Throttled<long>(n => stderr.WriteLine($"loaded {n} records...")));
-                return tree.Count;
+                tree = await BTreeDump.LoadAsync(input, seg, config: null, LoadingRoot, new Throttled<long>(n => stderr.WriteLine($"loaded {n} records...")), cancel);
             }
             catch (ArgumentException e)
             {
                 throw new CommandException(e.Message);
             }
+            catch (Exception e) when (e.Data["Motr.BTreeDump.Cleanup"] is Exception cleanup)
+            {
+                throw new CommandException($"{e.Message}; and the partial tree could not be removed ({cleanup.Message}): it stays under root " +
+                    $"'{LoadingRoot}', which the next load removes");
+            }
+            // Complete: under the name asked for, in one transaction.
+            using (var tx = await seg.BeginAsync(Segment.RootCredit * 2))
+            {
+                seg.SetRoot(tx, root, tree.Offset);
+                seg.RemoveRoot(tx, LoadingRoot);
+                await tx.Close();
+            }
+            return tree.Count;
         });
         stdout.WriteLine($"load: {records} records from {file} into '{root}' (segment {a.Segment})");
         return MotrCommand.Ok;
+    }
+
+    /// <summary>Deletes the partial tree an interrupted load left under <see cref="LoadingRoot"/>, and the root.</summary>
+    private static async Task RemoveInterruptedLoadAsync(Segment seg, long offset, TextWriter stderr)
+    {
+        var tree = BTree.Open(seg, offset);
+        stderr.WriteLine($"removing the partial tree an interrupted load left ({tree.Count} records, root '{LoadingRoot}')...");
+        await tree.DeleteAllAsync(progress: new Throttled<long>(n => stderr.WriteLine($"removed {n} records...")));
+        using var tx = await seg.BeginAsync(BTree.DestroyCredit + Segment.RootCredit);
+        tree.Destroy(tx);
+        seg.RemoveRoot(tx, LoadingRoot);
+        await tx.Close();
     }
 
     private static Locality LocalityOf(Engine engine, int segment) =>
@@ -72,7 +124,7 @@ internal static class TreeFileCommands
             ? engine.Localities[segment - 1]
             : throw new CommandException($"the domain has {engine.Localities.Count} segments; there is no segment {segment}");
 
-    private static string Names(Motr.Be.Segments.Segment seg)
+    private static string Names(Segment seg)
     {
         var roots = seg.Roots();
         return roots.Count == 0 ? "none" : string.Join(", ", roots.Select(r => $"'{r.Key}'"));

@@ -36,6 +36,9 @@ public sealed class RecoveryReport
     /// <summary>Set in <see cref="RecoveryMode.TruncateAtCorruption"/> when damaged records followed by intact ones were discarded.</summary>
     public string? Truncated { get; init; }
 
+    /// <summary>Set when one of the log's two header slots was damaged and the other one's checkpoint served (what was wrong with it).</summary>
+    public string? DamagedHeaderSlot { get; init; }
+
     /// <summary>Time recovery took.</summary>
     public TimeSpan Duration { get; init; }
 
@@ -43,5 +46,6 @@ public sealed class RecoveryReport
     public override string ToString() =>
         Created ? "created a new domain"
         : $"replayed {RecordsReplayed} records ({GroupsReplayed} groups, {TxsReplayed} txs, {BytesReplayed} bytes) from lsn {CheckpointLsn} in {Duration.TotalMilliseconds:F1} ms"
-          + (TornTail is null ? "" : $"; torn tail cut: {TornTail}") + (Truncated is null ? "" : $"; TRUNCATED: {Truncated}");
+          + (TornTail is null ? "" : $"; torn tail cut: {TornTail}") + (Truncated is null ? "" : $"; TRUNCATED: {Truncated}")
+          + (DamagedHeaderSlot is null ? "" : $"; DAMAGED LOG HEADER: {DamagedHeaderSlot} (the other slot served)");
 }
