@@ -121,7 +121,7 @@ public sealed unsafe partial class BTree
     /// </summary>
     private HeaderRead ReadHeader()
     {
-        if (_seg.Tx.Owner is { IsOwnerThread: true } || _seg.Tx.Owner is null)
+        if (_seg.Tx.Owner is { IsOwnerThread: true })
         {
             EnterToRead();
             return default;

@@ -74,16 +74,17 @@ internal sealed partial class TxManager
         {
             long durable = Volatile.Read(ref _writerDurableSeq);
             var failure = _domain.Failure;
-            for (int i = _tasks.Count - 1; i >= 0; i--)
+            int keep = 0; // one pass, compacting: this runs on the log writer's thread
+            for (int i = 0; i < _tasks.Count; i++)
             {
                 var (seq, tcs) = _tasks[i];
                 if (seq <= durable) tcs.TrySetResult();
                 else if (failure is not null) tcs.TrySetException(new LogFailedException($"segment {Segment.Id}: group {seq} was not made durable: {failure.Message}", failure));
                 else if (_tasksClosed) tcs.TrySetException(new ObjectDisposedException(Segment.FileName, $"segment {Segment.Id}: the domain closed before group {seq} was made durable"));
-                else continue;
-                _tasks.RemoveAt(i);
+                else _tasks[keep++] = _tasks[i];
             }
-            Volatile.Write(ref _taskCount, _tasks.Count);
+            _tasks.RemoveRange(keep, _tasks.Count - keep);
+            Volatile.Write(ref _taskCount, keep);
         }
     }
 

@@ -202,6 +202,13 @@ internal sealed partial class TxManager
     {
         if (CanSeal && (_groupUrgent || _domain.Writer.IsIdle)) Seal();
         if (_localSpace > 0 && _domain.LogSpace.HasWaiters) ReleaseLocalSpace();
+        else if (_localSpace > _domain.SpaceChunk)
+        {
+            // Going to sleep with more than a chunk (a large transaction's unused reservation came back): keep one. A
+            // transaction that may later wait for space on another locality must not wait on an idle one's hoard.
+            _domain.LogSpace.Release(_localSpace - _domain.SpaceChunk);
+            _localSpace = _domain.SpaceChunk;
+        }
     }
 
     internal void ForceGroup(long seq)
@@ -243,18 +250,7 @@ internal sealed partial class TxManager
         return true;
     }
 
-    private void ReturnLocalSpace(long n)
-    {
-        _localSpace += n;
-        // Keep at most a chunk: a large transaction's unused reservation returned here would otherwise sit with this
-        // locality while it idles, and a transaction waiting for space on another locality would wait for it forever.
-        long excess = _localSpace - _domain.SpaceChunk;
-        if (excess > 0)
-        {
-            _domain.LogSpace.Release(excess);
-            _localSpace -= excess;
-        }
-    }
+    private void ReturnLocalSpace(long n) => _localSpace += n;
 
     private void ReleaseLocalSpace()
     {

@@ -87,19 +87,20 @@ public class EngineLifecycleTests
         {
             if (op == "flush" && f.Name == BeConstants.LogFileName && Thread.CurrentThread.Name == "motr-log-writer") gate.Wait(10_000);
         };
-        var disposing = e.DisposeAsync().AsTask();
         var persistence = await loc.RunAsync(async () =>
         {
             using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
             tx.Capture<long>(Engines.DataStart) = 42;
             return tx.Close();
         });
-        while (!loc.HasStopped) await Task.Delay(10);
+        await loc.DisposeAsync();                       // the locality stops; the group is still in the writer's sync
+        Assert.False(persistence.IsCompleted);
         var task = persistence.AsTask();
         gate.Set();
-        await disposing.WaitAsync(TimeSpan.FromSeconds(30));
-        await task.WaitAsync(TimeSpan.FromSeconds(30)); // durable: the close wrote it
+        await task.WaitAsync(TimeSpan.FromSeconds(30)); // durable once the sync returns
         Assert.True(persistence.IsCompleted);
+        // The engine's own close then finds its locality already stopped: its flush fails, and it closes anyway.
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => e.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
     }
 
     [Fact]
