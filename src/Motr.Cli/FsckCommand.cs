@@ -86,7 +86,9 @@ internal static class FsckCommand
             uint magic = BinaryPrimitives.ReadUInt32LittleEndian(seg.Bytes(off, sizeof(uint)));
             if (magic != BTreeFormatConstants.TreeMagic)
             {
-                if (LooksLikeTreeHeaderWithDamagedMagic(seg, off))
+                if (magic == 0 && LooksLikeTreeHeaderWithDamagedMagic(seg, off))
+                    damage.Add($"{root}: names a destroyed b+tree (its header's magic is zero): the root was not removed with it");
+                else if (LooksLikeTreeHeaderWithDamagedMagic(seg, off))
                     damage.Add($"{root}: b+tree header with a damaged magic (0x{magic:X8}; its checksum holds for the tree magic)");
                 else
                     notes.Add($"{root}: not a b+tree (magic 0x{magic:X8}); not checked");

@@ -71,7 +71,7 @@ internal static class MotrCommand
         catch (OperationCanceledException) when (cancel.IsCancellationRequested)
         {
             stderr.WriteLine(args[0] == "load"
-                ? "motr load: interrupted; the partial tree was removed"
+                ? "motr load: interrupted; no partial tree is left"
                 : $"motr {args[0]}: interrupted; nothing was written under the name asked for");
             return Interrupted;
         }

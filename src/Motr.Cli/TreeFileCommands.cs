@@ -78,7 +78,7 @@ internal static class TreeFileCommands
             var seg = loc.Segment!;
             if (seg.TryGetRoot(root, out long existing))
                 throw new CommandException($"segment {a.Segment}: root '{root}' already names 0x{existing:X}; load under a new name");
-            if (seg.TryGetRoot(LoadingRoot, out long stale)) await RemoveInterruptedLoadAsync(seg, stale, stderr);
+            if (seg.TryGetRoot(LoadingRoot, out long stale)) await RemoveInterruptedLoadAsync(seg, stale, stderr, cancel);
             await using var input = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous);
             BTree tree;
             try
@@ -94,12 +94,19 @@ internal static class TreeFileCommands
                 throw new CommandException($"{e.Message}; and the partial tree could not be removed ({cleanup.Message}): it stays under root " +
                     $"'{LoadingRoot}', which the next load removes");
             }
-            // Complete: under the name asked for, in one transaction.
-            using (var tx = await seg.BeginAsync(Segment.RootCredit * 2))
+            // Complete: under the name asked for, in one transaction (the working name's slot freed first, so a segment
+            // with one free slot takes the load too).
+            try
             {
-                seg.SetRoot(tx, root, tree.Offset);
+                using var tx = await seg.BeginAsync(Segment.RootCredit * 2);
                 seg.RemoveRoot(tx, LoadingRoot);
+                seg.SetRoot(tx, root, tree.Offset);
                 await tx.Close();
+            }
+            catch (Exception e) when (e is BeException or IOException)
+            {
+                throw new CommandException($"the tree was loaded but could not be named '{root}' ({e.Message}); it stays under root " +
+                    $"'{LoadingRoot}', which the next load removes");
             }
             return tree.Count;
         });
@@ -107,14 +114,28 @@ internal static class TreeFileCommands
         return MotrCommand.Ok;
     }
 
-    /// <summary>Deletes the partial tree an interrupted load left under <see cref="LoadingRoot"/>, and the root.</summary>
-    private static async Task RemoveInterruptedLoadAsync(Segment seg, long offset, TextWriter stderr)
+    /// <summary>
+    /// Deletes the partial tree an interrupted load left under <see cref="LoadingRoot"/>, and the root. A tree too
+    /// damaged to open or empty loses only its name (its blocks are then what fsck reports as leaked), so it never
+    /// blocks later loads.
+    /// </summary>
+    private static async Task RemoveInterruptedLoadAsync(Segment seg, long offset, TextWriter stderr, CancellationToken cancel)
     {
-        var tree = BTree.Open(seg, offset);
-        stderr.WriteLine($"removing the partial tree an interrupted load left ({tree.Count} records, root '{LoadingRoot}')...");
-        await tree.DeleteAllAsync(progress: new Throttled<long>(n => stderr.WriteLine($"removed {n} records...")));
+        BTree? tree = null;
+        try
+        {
+            tree = BTree.Open(seg, offset);
+            stderr.WriteLine($"removing the partial tree an interrupted load left ({tree.Count} records, root '{LoadingRoot}')...");
+            await tree.DeleteAllAsync(progress: new Throttled<long>(n => stderr.WriteLine($"removed {n} records...")), cancellationToken: cancel);
+        }
+        catch (BeCorruptionException e)
+        {
+            stderr.WriteLine($"warning: the partial tree an interrupted load left is damaged ({e.Message}); only its name '{LoadingRoot}' is " +
+                "removed, and fsck will list its blocks as leaked");
+            tree = null;
+        }
         using var tx = await seg.BeginAsync(BTree.DestroyCredit + Segment.RootCredit);
-        tree.Destroy(tx);
+        tree?.Destroy(tx);
         seg.RemoveRoot(tx, LoadingRoot);
         await tx.Close();
     }

@@ -22,6 +22,9 @@ internal sealed class LogFile : IDisposable
     /// <summary>Why the other header slot was not used when the log was opened (damaged), or null when both were valid.</summary>
     public string? SkippedSlot { get; private init; }
 
+    /// <summary>Whether <see cref="SkippedSlot"/> was damage (magic, checksum, impossible fields), not a newer build's slot.</summary>
+    public bool SkippedSlotDamaged { get; private init; }
+
     private LogFile(IStorageFile file, string where, LogHeaderSlot slot)
     {
         _file = file;
@@ -91,6 +94,7 @@ internal sealed class LogFile : IDisposable
                 throw new BeCorruptionException(where, length, $"log file is truncated: {length} bytes, shorter than its {LogFormat.AreaOffset}-byte header");
             LogHeaderSlot? best = null;
             string? firstProblem = null, skipped = null;
+            bool skippedDamaged = false;
             Span<byte> buf = stackalloc byte[LogHeaderSlot.SizeOf];
             for (int i = 0; i < 2; i++)
             {
@@ -109,6 +113,9 @@ internal sealed class LogFile : IDisposable
                 {
                     firstProblem ??= problem;
                     skipped = problem;
+                    // A slot of a newer format is a newer build's checkpoint, not damage: never rewritten by this one.
+                    skippedDamaged = s.Magic != BeConstants.LogHeaderMagic || s.Crc != Crc32C.Compute(buf[..LogHeaderSlot.CrcOffset])
+                        || (s.Version >= BeConstants.MinLogVersion && s.Version <= BeConstants.LogVersion);
                     continue;
                 }
                 if (best is null || s.SlotSeq > best.Value.SlotSeq) best = s;
@@ -116,7 +123,7 @@ internal sealed class LogFile : IDisposable
             if (best is not { } slot) throw new BeCorruptionException(where, 0, firstProblem!);
             if (slot.FileSize != length || slot.AreaOffset != LogFormat.AreaOffset || slot.AreaSize != length - LogFormat.AreaOffset)
                 throw new BeCorruptionException(where, 24, $"log geometry does not match the file: header says {slot.FileSize} bytes, file has {length}");
-            return new LogFile(f, where, slot) { SkippedSlot = skipped };
+            return new LogFile(f, where, slot) { SkippedSlot = skipped, SkippedSlotDamaged = skippedDamaged };
         }
         catch
         {

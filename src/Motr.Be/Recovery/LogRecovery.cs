@@ -98,7 +98,7 @@ internal sealed class LogRecovery
             if (torn != null) EraseTorn(pos);
             SealPlacedChecksums();
             if (records > 0) _placer.Checkpoint();   // writes the other slot: a damaged one is rewritten
-            else if (_log.SkippedSlot != null) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn); // restore the second copy
+            else if (_log.SkippedSlotDamaged) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn); // restore the second copy
             // Only once everything before is placed and checkpointed may the rest of the log go.
             if (truncated != null) WipeAfter(pos);
         }
@@ -118,7 +118,7 @@ internal sealed class LogRecovery
             NextLsn = lsn,
             TornTail = torn,
             Truncated = truncated,
-            DamagedHeaderSlot = _log.SkippedSlot,
+            DamagedHeaderSlot = _log.SkippedSlotDamaged ? _log.SkippedSlot : null,
             Duration = sw.Elapsed,
         };
     }
