@@ -14,8 +14,9 @@ public sealed class CliEdgeTests : IDisposable
     public CliEdgeTests() => Directory.CreateDirectory(_root);
     public void Dispose() { try { Directory.Delete(_root, true); } catch (IOException) { } }
 
-    private static DomainOptions Options(string dir) => new() { Path = dir, Segments = 2, SegmentSize = 4 << 20, LogSize = 8 << 20 };
-    private static byte[] Key(int i) => BitConverter.GetBytes((ulong)i * 0x9E3779B97F4A7C15UL);
+    private static DomainOptions Options(string dir) => CliHarness.Options(dir);
+    private static byte[] Key(int i) => CliHarness.Key(i);
+    private static Task<(int Code, string Out, string Err)> Motr(params string[] args) => CliHarness.Motr(args);
 
     private static async Task<Tree> Fill(Segment seg, string name, int n)
     {
@@ -36,12 +37,6 @@ public sealed class CliEdgeTests : IDisposable
         return t;
     }
 
-    private static async Task<(int Code, string Out, string Err)> Motr(params string[] args)
-    {
-        var o = new StringWriter(); var e = new StringWriter();
-        int code = await MotrCommand.RunAsync(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
 
     // The rename did SetRoot(name) before RemoveRoot(LoadingRoot): with 38 of 39 roots used the load failed only after
     // loading everything, leaving the complete tree under 'motr-load-in-progress'.

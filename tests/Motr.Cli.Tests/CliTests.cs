@@ -23,10 +23,9 @@ public sealed class CliTests : IDisposable
 
     private const int RecordsT = 500, RecordsU = 200;
 
-    private static DomainOptions Options(string dir) =>
-        new() { Path = dir, Segments = 2, SegmentSize = 4 << 20, LogSize = 8 << 20 };
+    private static DomainOptions Options(string dir) => CliHarness.Options(dir);
 
-    private static byte[] Key(int i) => BitConverter.GetBytes((ulong)i * 0x9E3779B97F4A7C15UL);
+    private static byte[] Key(int i) => CliHarness.Key(i);
 
     private static byte[] Value(int i)
     {
@@ -69,13 +68,7 @@ public sealed class CliTests : IDisposable
         return t;
     }
 
-    private static async Task<(int Code, string Out, string Err)> Motr(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = await MotrCommand.RunAsync(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static Task<(int Code, string Out, string Err)> Motr(params string[] args) => CliHarness.Motr(args);
 
     [Fact]
     public async Task Fsck_of_a_healthy_domain_lists_each_tree_and_exits_0()
