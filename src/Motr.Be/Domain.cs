@@ -259,29 +259,35 @@ public sealed class Domain : IAsyncDisposable
             }
             finally
             {
-                try
-                {
-                    try { Writer.Stop(); }
-                    finally
-                    {
-                        _placer.Stop();
-                        foreach (var s in _segments) s.Tx.CloseTasks();
-                    }
-                }
-                finally
-                {
-                    try
-                    {
-                        _placer.Dispose();
-                        _log.Dispose();
-                        foreach (var s in _segments) s.Dispose();
-                    }
-                    finally
-                    {
-                        _folderLock.Dispose();
-                    }
-                }
+                try { StopThreads(); }
+                finally { Release(); }
             }
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>Stops the log writer and the placer (the placer even if the writer's stop fails), then settles persistence tasks.</summary>
+    private void StopThreads()
+    {
+        try { Writer.Stop(); }
+        finally
+        {
+            _placer.Stop();
+            foreach (var s in _segments) s.Tx.CloseTasks();
+        }
+    }
+
+    /// <summary>Releases files and memory, and the folder's lock last, whatever fails before it.</summary>
+    private void Release()
+    {
+        try
+        {
+            _placer.Dispose();
+            _log.Dispose();
+            foreach (var s in _segments) s.Dispose();
+        }
+        finally
+        {
+            _folderLock.Dispose();
+        }
     }
 }

@@ -86,9 +86,10 @@ internal static class FsckCommand
             uint magic = BinaryPrimitives.ReadUInt32LittleEndian(seg.Bytes(off, sizeof(uint)));
             if (magic != BTreeFormatConstants.TreeMagic)
             {
-                if (magic == 0 && LooksLikeTreeHeaderWithDamagedMagic(seg, off))
+                bool treeButMagic = BTree.IsTreeHeaderButForMagic(seg, off);
+                if (treeButMagic && magic == 0)
                     damage.Add($"{root}: names a destroyed b+tree (its header's magic is zero): the root was not removed with it");
-                else if (LooksLikeTreeHeaderWithDamagedMagic(seg, off))
+                else if (treeButMagic)
                     damage.Add($"{root}: b+tree header with a damaged magic (0x{magic:X8}; its checksum holds for the tree magic)");
                 else
                     notes.Add($"{root}: not a b+tree (magic 0x{magic:X8}); not checked");
@@ -113,17 +114,6 @@ internal static class FsckCommand
         // A damaged tree header leaves that tree's blocks unowned too: leaks are damage only when every root was a checked tree.
         bool leaksAreDamage = notes.Count == 0 && damage.Count == 0;
         return new SegmentOutcome(SegmentCheck.Run(seg, trees), names, damage, notes, leaksAreDamage);
-    }
-
-    /// <summary>Whether the header at <paramref name="off"/> would be an intact tree header if its magic were the tree magic.</summary>
-    private static bool LooksLikeTreeHeaderWithDamagedMagic(Segment seg, long off)
-    {
-        const int size = 128, crcOffset = 124; // TreeHeader (docs/btree.md)
-        if (off > seg.Size - size) return false;
-        Span<byte> copy = stackalloc byte[size];
-        seg.Bytes(off, size).CopyTo(copy);
-        BinaryPrimitives.WriteUInt32LittleEndian(copy, BTreeFormatConstants.TreeMagic);
-        return BlockChecksum.Verify(copy, crcOffset);
     }
 
     /// <summary>Prints one segment's outcome; returns how many problems count as damage.</summary>

@@ -241,6 +241,21 @@ public sealed unsafe partial class BTree
         return new BTree(segment, offset, comparer);
     }
 
+    /// <summary>
+    /// Whether the header at <paramref name="offset"/> is a tree header whose magic alone is wrong: its checksum holds
+    /// once the tree magic is put back. For fsck, to tell a damaged (or, with a zero magic, destroyed) tree from
+    /// another structure a root names.
+    /// </summary>
+    public static bool IsTreeHeaderButForMagic(Segment segment, long offset)
+    {
+        ArgumentNullException.ThrowIfNull(segment);
+        if (offset < 0 || offset > segment.Size - TreeHeader.SizeOf) return false;
+        Span<byte> copy = stackalloc byte[TreeHeader.SizeOf];
+        segment.Bytes(offset, TreeHeader.SizeOf).CopyTo(copy);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(copy, TreeMagic);
+        return BlockChecksum.Verify(copy, TreeHeader.CrcOffset);
+    }
+
     /// <summary>Credit of <see cref="Destroy"/>.</summary>
     public static TxCredit DestroyCredit => Allocator.FreeCredit * 2 + TxCredit.Region(4) * 2;
 

@@ -101,10 +101,14 @@ internal sealed class LogFile : IDisposable
                 f.Read(i * BeConstants.SectorSize, buf);
                 var s = MemoryMarshal.Read<LogHeaderSlot>(buf);
                 string? problem = null;
+                bool otherVersion = false; // a slot of another format is another build's checkpoint, not damage: never rewritten by this one
                 if (s.Magic != BeConstants.LogHeaderMagic) problem = $"header slot {i}: not a Motr log (magic 0x{s.Magic:X16}, expected 0x{BeConstants.LogHeaderMagic:X16})";
                 else if (s.Crc != Crc32C.Compute(buf[..LogHeaderSlot.CrcOffset])) problem = $"header slot {i}: checksum mismatch";
                 else if (s.Version < BeConstants.MinLogVersion || s.Version > BeConstants.LogVersion)
+                {
                     problem = $"header slot {i}: log format version {s.Version} is not supported; this build reads versions {BeConstants.MinLogVersion} to {BeConstants.LogVersion}";
+                    otherVersion = true;
+                }
                 else if (s.AreaOffset != LogFormat.AreaOffset || s.AreaSize < MinAreaSize || s.AreaSize % BeConstants.PageSize != 0 || s.FileSize != s.AreaOffset + s.AreaSize)
                     problem = $"header slot {i}: impossible geometry: area of {s.AreaSize} bytes at {s.AreaOffset} in a {s.FileSize}-byte file";
                 else if (s.CheckpointPosition < 0 || s.CheckpointPosition % BeConstants.SectorSize != 0 || s.CheckpointPosition > MaxPosition || s.CheckpointLsn == 0)
@@ -113,9 +117,7 @@ internal sealed class LogFile : IDisposable
                 {
                     firstProblem ??= problem;
                     skipped = problem;
-                    // A slot of a newer format is a newer build's checkpoint, not damage: never rewritten by this one.
-                    skippedDamaged = s.Magic != BeConstants.LogHeaderMagic || s.Crc != Crc32C.Compute(buf[..LogHeaderSlot.CrcOffset])
-                        || (s.Version >= BeConstants.MinLogVersion && s.Version <= BeConstants.LogVersion);
+                    skippedDamaged = !otherVersion;
                     continue;
                 }
                 if (best is null || s.SlotSeq > best.Value.SlotSeq) best = s;
