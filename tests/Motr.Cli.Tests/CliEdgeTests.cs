@@ -20,13 +20,7 @@ public sealed class CliEdgeTests : IDisposable
 
     private static async Task<Tree> Fill(Segment seg, string name, int n)
     {
-        Tree t;
-        using (var tx = await seg.BeginAsync(Tree.CreateCredit + Segment.RootCredit))
-        {
-            t = Tree.Create(tx, seg, new BTreeConfig { NodeSize = 1024 });
-            seg.SetRoot(tx, name, t.Offset);
-            await tx.Close();
-        }
+        var t = await CliHarness.CreateTree(seg, name);
         for (int i = 0; i < n; i++)
         {
             using var tx = await seg.BeginAsync(t.InsertCredit(8, 40));

@@ -58,15 +58,7 @@ public sealed class CliTests : IDisposable
         return dir;
     }
 
-    /// <summary>A new empty tree of 1 KiB nodes named <paramref name="name"/> in <paramref name="seg"/>, durable.</summary>
-    private static async Task<Tree> CreateTree(Segment seg, string name)
-    {
-        using var tx = await seg.BeginAsync(Tree.CreateCredit + Segment.RootCredit);
-        var t = Tree.Create(tx, seg, new BTreeConfig { NodeSize = 1024 });
-        seg.SetRoot(tx, name, t.Offset);
-        await tx.Close();
-        return t;
-    }
+    private static Task<Tree> CreateTree(Segment seg, string name) => CliHarness.CreateTree(seg, name);
 
     private static Task<(int Code, string Out, string Err)> Motr(params string[] args) => CliHarness.Motr(args);
 
