@@ -258,7 +258,6 @@ public static class BTreeSimWorkload
                         if (shortCredit)
                         {
                             tx.Abort();
-                            t.NoteAbort();
                             Interlocked.Increment(ref retries);
                             i--;
                             continue;
@@ -266,7 +265,6 @@ public static class BTreeSimWorkload
                         if (abort)
                         {
                             tx.Abort();
-                            t.NoteAbort();
                             Interlocked.Increment(ref aborted);
                             // The abort restored every node: the tree is the last closed state again.
                             if (t.Count != st.Live.Count || rng.Next(8) == 0) Compare(t, st.Live, $"seed {seed}, segment {seg.Id}: after an abort");

@@ -186,7 +186,6 @@ public static class BTreeWorkload
                 if (!new TxCredit(tx.Credit.Regions - tx.Used.Regions, tx.Credit.Bytes - tx.Used.Bytes).Covers(t.DeleteCredit()))
                 {
                     tx.Abort();
-                    t.NoteAbort();
                     continue;
                 }
                 Expect(t.Delete(tx, Key(c - Window)), BTreeStatus.Ok, index, c, $"delete {c - Window}");

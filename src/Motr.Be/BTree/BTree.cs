@@ -31,6 +31,7 @@ public sealed unsafe partial class BTree
     private readonly ulong _birth;
     private readonly byte _flags;
     private readonly uint _comparerId;
+    private readonly CursorRegistry _cursors; // shared with every other object on this tree
     private readonly byte[] _scratch = new byte[MaxNodeSize];
     private readonly byte[] _scratch2 = new byte[MaxNodeSize];
     private byte[] _sepKey = new byte[256];
@@ -54,6 +55,7 @@ public sealed unsafe partial class BTree
         _birth = h.Birth;
         _flags = h.Flags;
         _comparerId = h.ComparerId;
+        _cursors = seg.Watcher(header, _birth, static () => new CursorRegistry());
     }
 
     /// <summary>Offset of the tree header: what to keep (e.g. with <see cref="Segment.SetRoot"/>) to open the tree again.</summary>
@@ -379,8 +381,7 @@ public sealed unsafe partial class BTree
         Enter();
         _touchedCount = 0;
         _treeTouched = false;
-        if (_cursorCount > 0) SaveCursors();
-        _mods++; // cursors find their place again after any operation that may change the tree
+        _cursors.BeforeChange(); // cursors find their place again after any operation that may change the tree
     }
 
     private void Remember(long off) => _touched[_touchedCount++] = off;

@@ -6,9 +6,9 @@ namespace Motr.Be.BTree;
 /// Walks a tree in key order: <see cref="SeekFirst"/>, <see cref="SeekLast"/>, <see cref="Seek"/> (slant:
 /// the first key not below the given one), then <see cref="MoveNext"/> / <see cref="MovePrev"/>.
 /// <see cref="Key"/> and <see cref="Value"/> point into the segment. If the tree changes between moves,
-/// the cursor finds its place again by its last key, so it can be kept across transactions.
-/// Reusable and allocation-free once its key buffer has grown; use on the tree's locality, and
-/// change the tree through the same <see cref="BTree"/> object the cursor came from.
+/// the cursor finds its place again by its last key, so it can be kept across transactions: changes
+/// through any <see cref="BTree"/> object on the tree, and transactions that abort or roll back.
+/// Reusable and allocation-free once its key buffer has grown; use on the tree's locality.
 /// </summary>
 public sealed unsafe class BTreeCursor
 {
@@ -298,38 +298,10 @@ public sealed unsafe class BTreeCursor
 
 public sealed unsafe partial class BTree
 {
-    /// <summary>Changes made through this object (cursors compare it to know when to find their place again).</summary>
-    internal long Modifications => _mods;
+    /// <summary>Changes made to the tree through any object on it, and restores of its segment (cursors compare it to know when to find their place again).</summary>
+    internal long Modifications => _cursors.Modifications;
 
-    // Every change through this object, and every abort reported by NoteAbort: a transaction that aborts
-    // restores nodes behind the cursors' backs too, and the engine cannot see which trees an abort touched.
-    private long _mods;
-
-    /// <summary>Tells cursors on this tree that a transaction that changed it was aborted.</summary>
-    public void NoteAbort() => _mods++;
-
-    // Cursors opened on this tree, so an operation can ask them to save their key before it changes anything.
-    private WeakReference<BTreeCursor>[] _cursors = new WeakReference<BTreeCursor>[4];
-    private int _cursorCount;
-
-    internal void Register(BTreeCursor c)
-    {
-        if (_cursorCount == _cursors.Length)
-        {
-            int live = 0;
-            for (int i = 0; i < _cursorCount; i++)
-                if (_cursors[i].TryGetTarget(out _)) _cursors[live++] = _cursors[i];
-            _cursorCount = live;
-            if (_cursorCount == _cursors.Length) Array.Resize(ref _cursors, _cursors.Length * 2);
-        }
-        _cursors[_cursorCount++] = new WeakReference<BTreeCursor>(c);
-    }
-
-    private void SaveCursors()
-    {
-        for (int i = 0; i < _cursorCount; i++)
-            if (_cursors[i].TryGetTarget(out var c)) c.SaveKey();
-    }
+    internal void Register(BTreeCursor c) => _cursors.Register(c);
 
     /// <summary>A cursor over this tree, not yet positioned.</summary>
     public BTreeCursor OpenCursor() => new(this);

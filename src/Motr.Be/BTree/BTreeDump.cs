@@ -369,7 +369,6 @@ public static class BTreeDump
             }
             catch (Exception e)
             {
-                tree.NoteAbort();
                 try { await RemovePartialAsync(tree, segment, rootName, run.Budget); }
                 catch (Exception cleanup) { e.Data["Motr.BTreeDump.Cleanup"] = cleanup; }
                 throw;

@@ -281,6 +281,7 @@ public sealed unsafe class Transaction : IDisposable
     {
         if (_state != TxState.Open) ThrowState("roll back");
         if (savepoint.Tx != this || savepoint.Regions > _regionCount) throw new TxUsageException($"tx on segment {M.Segment.Id}: the savepoint is not of this transaction, or was rolled back past");
+        if (_regionCount > savepoint.Regions) M.Segment.BeforeRestore();
         byte* b = M.Segment.Base;
         for (int i = _regionCount - 1; i >= savepoint.Regions; i--)
         {
@@ -336,6 +337,7 @@ public sealed unsafe class Transaction : IDisposable
 
     internal void Rollback()
     {
+        if (_regionCount > 0) M.Segment.BeforeRestore(); // cursors keep their keys before their nodes change back
         byte* b = M.Segment.Base;
         for (int i = _regionCount - 1; i >= 0; i--)
         {

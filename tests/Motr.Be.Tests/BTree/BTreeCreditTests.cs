@@ -66,7 +66,6 @@ public class BTreeCreditTests(ITestOutputHelper output)
             if (abort)
             {
                 tx.Abort();
-                t.NoteAbort();
                 aborted++;
                 return;
             }

@@ -98,7 +98,6 @@ public class BTreeModelTests(ITestOutputHelper output)
                     if (abort)
                     {
                         tx.Abort();
-                        tree.NoteAbort();
                         aborts++;
                     }
                     else _ = tx.Close();

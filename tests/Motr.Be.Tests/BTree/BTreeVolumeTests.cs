@@ -115,7 +115,6 @@ public class BTreeVolumeTests(ITestOutputHelper output)
                     if (rng.Next(20) == 0)
                     {
                         tx.Abort();
-                        t.NoteAbort();
                         aborted++;
                     }
                     else

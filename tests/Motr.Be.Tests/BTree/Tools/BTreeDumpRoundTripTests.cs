@@ -248,7 +248,6 @@ public sealed class BTreeDumpRoundTripTests
                 Assert.True(seg.TryBegin(t.InsertCredit(8, 200), out var aborted));
                 Assert.Equal(BTreeStatus.Ok, t.Insert(aborted, K(2L * (firstBlock + 5) + 1), new byte[200]));
                 aborted.Abort();
-                t.NoteAbort();
                 // An insert ahead through another object of the same tree: saved (the save seeks from the root after every write).
                 var other = Tree.Open(seg, t.Offset);
                 Assert.True(seg.TryBegin(other.InsertCredit(8, 200), out var viaOther));

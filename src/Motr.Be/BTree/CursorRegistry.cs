@@ -1,0 +1,42 @@
+using Motr.Be.Segments;
+
+namespace Motr.Be.BTree;
+
+/// <summary>
+/// The cursors open on one tree and the count of its changes, shared by every <see cref="BTree"/> object on the tree
+/// (one per tree in a segment, see <see cref="Segment.Watcher"/>): a change through any object, or an abort or
+/// rollback anywhere in the segment, makes every cursor keep its key first and find its place again after.
+/// </summary>
+internal sealed class CursorRegistry : RestoreWatcher
+{
+    private WeakReference<BTreeCursor>[] _cursors = new WeakReference<BTreeCursor>[4];
+    private int _count;
+
+    /// <summary>Changes made to the tree, and restores of its segment: a cursor that saw another count is stale.</summary>
+    internal long Modifications;
+
+    internal void Register(BTreeCursor c)
+    {
+        if (_count == _cursors.Length)
+        {
+            int live = 0;
+            for (int i = 0; i < _count; i++)
+                if (_cursors[i].TryGetTarget(out _)) _cursors[live++] = _cursors[i];
+            _count = live;
+            if (_count == _cursors.Length) Array.Resize(ref _cursors, _cursors.Length * 2);
+        }
+        _cursors[_count++] = new WeakReference<BTreeCursor>(c);
+    }
+
+    /// <summary>The tree is about to change: every cursor keeps its key, to find its place again afterwards.</summary>
+    internal void BeforeChange()
+    {
+        for (int i = 0; i < _count; i++)
+            if (_cursors[i].TryGetTarget(out var c)) c.SaveKey();
+        Modifications++;
+    }
+
+    // An abort or a rollback to a savepoint may restore this tree's nodes, and the segment cannot tell which trees a
+    // transaction touched: every cursor on every tree of the segment finds its place again.
+    internal override void BeforeRestore() => BeforeChange();
+}

@@ -1,0 +1,49 @@
+namespace Motr.Be.Segments;
+
+/// <summary>
+/// In-memory state that every handle on one structure of a segment shares (a b+tree's cursors and its count of
+/// changes), and that must hear before a transaction puts captured bytes back: an abort or a rollback to a
+/// savepoint changes the structure behind the backs of whatever points into it.
+/// </summary>
+internal abstract class RestoreWatcher
+{
+    /// <summary>A transaction of the segment is about to restore bytes it captured; called on the owner thread.</summary>
+    internal abstract void BeforeRestore();
+}
+
+public sealed partial class Segment
+{
+    // Keyed by the structure's offset and a stamp it was made with, so a structure made later at the same place
+    // gets its own. Held weakly: the handles keep their watcher alive, and the table forgets it with the last one.
+    private readonly Dictionary<(long Offset, ulong Stamp), WeakReference<RestoreWatcher>> _watchers = new();
+    private int _watchersPruneAt = 16;
+
+    /// <summary>The watcher every handle on the structure at <paramref name="offset"/> made with <paramref name="stamp"/> shares: the live one, or a new one from <paramref name="make"/>.</summary>
+    internal T Watcher<T>(long offset, ulong stamp, Func<T> make) where T : RestoreWatcher
+    {
+        lock (_watchers)
+        {
+            if (_watchers.TryGetValue((offset, stamp), out var weak) && weak.TryGetTarget(out var live) && live is T same) return same;
+            if (_watchers.Count >= _watchersPruneAt)
+            {
+                foreach (var (key, w) in _watchers)
+                    if (!w.TryGetTarget(out _)) _watchers.Remove(key);
+                _watchersPruneAt = Math.Max(16, _watchers.Count * 2);
+            }
+            var made = make();
+            _watchers[(offset, stamp)] = new WeakReference<RestoreWatcher>(made);
+            return made;
+        }
+    }
+
+    /// <summary>Tells every live watcher that a transaction is about to restore captured bytes.</summary>
+    internal void BeforeRestore()
+    {
+        if (_watchers.Count == 0) return;
+        lock (_watchers)
+        {
+            foreach (var (_, w) in _watchers)
+                if (w.TryGetTarget(out var watcher)) watcher.BeforeRestore();
+        }
+    }
+}
