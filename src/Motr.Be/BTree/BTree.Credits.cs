@@ -15,6 +15,8 @@ public sealed partial class BTree
 
     /// <summary>The tree header's fields and checksum, once per operation.</summary>
     private static TxCredit TreeCost => TxCredit.Region(TreeHeader.MutableLength) + Transaction.ChecksumCredit;
+    // The header's count of freed nodes, captured once by an operation that frees one (its checksum is TreeCost's).
+    private static TxCredit FreesCost => TxCredit.Region(sizeof(ulong));
 
     /// <summary>A node's key prefix.</summary>
     private static TxCredit PrefixCost => TxCredit.Region(NodeHeader.PrefixRegionLength);
@@ -99,7 +101,7 @@ public sealed partial class BTree
             + PlaceCost(big, sepSize);                                                   // new one in
         var perLevel = TxCredit.Max(merge, rebalance);
         var collapse = TouchCost + TxCredit.Region(4) + Allocator.FreeCredit + Allocator.FreeCredit;
-        return TreeCost + leafRemove + perLevel * height + collapse * height;
+        return TreeCost + FreesCost + leafRemove + perLevel * height + collapse * height;
     }
 
     /// <summary>

@@ -66,8 +66,7 @@ public sealed unsafe partial class BTree
         int i = SearchLeaf(node, key, out bool found);
         if (found)
         {
-            cookie.Leaf = node.Off;
-            cookie.Seq = node.H.Seq;
+            SetCookie(ref cookie, node.Off);
             return BTreeStatus.Exists;
         }
         if (!EnoughSpace(spec)) return BTreeStatus.OutOfSpace;
@@ -94,8 +93,7 @@ public sealed unsafe partial class BTree
         ref TreeHeader h = ref TouchTree(tx);
         h.Count++;
         if ((uint)key.Length > h.MaxKeyLength) h.MaxKeyLength = (uint)key.Length;
-        cookie.Leaf = node.Off;
-        cookie.Seq = node.H.Seq;
+        SetCookie(ref cookie, node.Off);
         _inserts++;
         return BTreeStatus.Ok;
     }

@@ -5,13 +5,15 @@ namespace Motr.Be.BTree;
 
 /// <summary>
 /// Remembers the leaf a key was found or inserted in (r.btree.cookie-lookup). A later operation given the
-/// cookie goes straight to that leaf when the key still falls inside it, and silently descends from
-/// the root when not. Keep one per caller; it is a plain value.
+/// cookie goes straight to that leaf when the key still falls inside it and no node of the tree was freed
+/// since (nor a transaction of the segment rolled back), and silently descends from the root when not.
+/// Keep one per caller; it is a plain value.
 /// </summary>
 public struct BTreeCookie
 {
     internal long Leaf;
-    internal ulong Seq;
+    internal ulong Epoch;    // the tree's birth stamp plus its count of freed nodes when the cookie was made
+    internal long Restores;  // the segment's restores this session then
 
     /// <summary>Whether the cookie points at a leaf at all.</summary>
     public readonly bool IsSet => Leaf != 0;
@@ -22,6 +24,14 @@ public struct BTreeCookie
 
 public sealed unsafe partial class BTree
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void SetCookie(ref BTreeCookie cookie, long leaf)
+    {
+        cookie.Leaf = leaf;
+        cookie.Epoch = _birth + Hdr.NodeFrees;
+        cookie.Restores = _watch.Restores;
+    }
+
     private struct PathEntry
     {
         public long Node;
@@ -93,8 +103,7 @@ public sealed unsafe partial class BTree
         CheckKey(key);
         _lookups++;
         if (!TryCookie(key, cookie, out var leaf)) leaf = Descend(key);
-        cookie.Leaf = leaf.Off;
-        cookie.Seq = leaf.H.Seq;
+        SetCookie(ref cookie, leaf.Off);
         return LookupIn(leaf, key, out value);
     }
 
@@ -124,8 +133,10 @@ public sealed unsafe partial class BTree
     }
 
     /// <summary>
-    /// Whether the cookie's leaf still holds the place of <paramref name="key"/>: it is a live leaf of this
-    /// tree and the key lies within its first and last keys (or the node is unchanged since).
+    /// Whether the cookie's leaf still holds the place of <paramref name="key"/>: no node of the tree was freed and
+    /// nothing restored since the cookie was made (so its leaf is still a node of this tree, not a block reused for
+    /// something else: a copy of a node would pass every other check), it is a leaf of this tree, and the key lies
+    /// within its first and last keys.
     /// </summary>
     private bool TryCookie(ReadOnlySpan<byte> key, in BTreeCookie cookie, out Node leaf)
     {
@@ -137,7 +148,8 @@ public sealed unsafe partial class BTree
             return false;
         }
         var n = new Node(_seg.Base, off);
-        if (n.H.Magic != NodeMagic || n.H.Tree != _hdr || n.H.Level != 0 || n.Count == 0
+        if (cookie.Epoch != _birth + Hdr.NodeFrees || cookie.Restores != _watch.Restores
+            || n.H.Magic != NodeMagic || n.H.Tree != _hdr || n.H.Level != 0 || n.Count == 0
             || !(_seg.IsVerified(off) || FirstReadProblem(off) is null)
             || Compare(KeyAt(n, 0), key) > 0 || Compare(KeyAt(n, n.Count - 1), key) < 0)
         {

@@ -31,7 +31,7 @@ public sealed unsafe partial class BTree
     private readonly ulong _birth;
     private readonly byte _flags;
     private readonly uint _comparerId;
-    private readonly CursorRegistry _cursors; // shared with every other object on this tree
+    private readonly TreeWatch _watch; // shared with every other object on this tree
     private readonly byte[] _scratch = new byte[MaxNodeSize];
     private readonly byte[] _scratch2 = new byte[MaxNodeSize];
     private byte[] _sepKey = new byte[256];
@@ -55,7 +55,7 @@ public sealed unsafe partial class BTree
         _birth = h.Birth;
         _flags = h.Flags;
         _comparerId = h.ComparerId;
-        _cursors = seg.Watcher(header, _birth, static () => new CursorRegistry());
+        _watch = seg.Watcher(header, _birth, static () => new TreeWatch());
     }
 
     /// <summary>Offset of the tree header: what to keep (e.g. with <see cref="Segment.SetRoot"/>) to open the tree again.</summary>
@@ -372,6 +372,12 @@ public sealed unsafe partial class BTree
         *(uint*)(_seg.Base + off) = 0; // a node is never mistaken for one once freed
         _seg.Allocator.Free(tx, off);
         TouchTree(tx).Nodes--;
+        if (!_freesTouched)
+        {
+            _freesTouched = true;
+            tx.Capture(_hdr + TreeHeader.NodeFreesOffset, sizeof(ulong));
+        }
+        Hdr.NodeFrees++; // the cookies of this tree are refused from now on
     }
 
     /// <summary>Starts an operation: nothing touched yet.</summary>
@@ -381,7 +387,8 @@ public sealed unsafe partial class BTree
         Enter();
         _touchedCount = 0;
         _treeTouched = false;
-        _cursors.BeforeChange(); // cursors find their place again after any operation that may change the tree
+        _freesTouched = false;
+        _watch.BeforeChange(); // cursors find their place again after any operation that may change the tree
     }
 
     private void Remember(long off) => _touched[_touchedCount++] = off;
@@ -406,6 +413,7 @@ public sealed unsafe partial class BTree
     }
 
     private bool _treeTouched;
+    private bool _freesTouched;
 
     /// <summary>Captures the tree header's changing fields once per operation.</summary>
     private ref TreeHeader TouchTree(Transaction tx)

@@ -299,9 +299,9 @@ public sealed unsafe class BTreeCursor
 public sealed unsafe partial class BTree
 {
     /// <summary>Changes made to the tree through any object on it, and restores of its segment (cursors compare it to know when to find their place again).</summary>
-    internal long Modifications => _cursors.Modifications;
+    internal long Modifications => _watch.Modifications;
 
-    internal void Register(BTreeCursor c) => _cursors.Register(c);
+    internal void Register(BTreeCursor c) => _watch.Register(c);
 
     /// <summary>A cursor over this tree, not yet positioned.</summary>
     public BTreeCursor OpenCursor() => new(this);

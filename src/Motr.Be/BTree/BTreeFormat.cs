@@ -158,12 +158,19 @@ internal struct TreeHeader
     /// 0 in headers made before the field existed.
     /// </summary>
     [FieldOffset(84)] public ulong Birth;
-    // [92, 124) reserved, zero.
+    /// <summary>
+    /// [92, u64] nodes freed over the tree's life. A cookie keeps it (with <see cref="Birth"/>) and is refused once it
+    /// changed: a freed leaf's block may come back as anything, even a byte-exact copy of a node of this tree.
+    /// Captured on its own by the operations that free a node, so the ones that do not log no more.
+    /// </summary>
+    [FieldOffset(92)] public ulong NodeFrees;
+    // [100, 124) reserved, zero.
     /// <summary>[124, u32] CRC32C of the header without this field, recomputed when the group is sealed.</summary>
     [FieldOffset(124)] public uint Crc;
 
     /// <summary>The fields operations change: Root .. MaxKeyLength (a few set once sit in between).</summary>
     public const int MutableOffset = 8, MutableLength = 84 - 8;
+    public const int NodeFreesOffset = 92;
     public const int CrcOffset = 124;
 }
 

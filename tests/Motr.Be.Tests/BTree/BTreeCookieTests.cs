@@ -183,4 +183,90 @@ public class BTreeCookieTests
         });
         h.AssertNoCaptureViolations();
     }
+    /// <summary>
+    /// A cookie kept past its leaf's free, where the block came back from the allocator holding a byte-exact copy of
+    /// that node (say a value some application keeps): magic, owner, level, checksum and key range all pass, so the
+    /// cookie must be refused for the free itself. Trusting it answered from the copy: a deleted key found.
+    /// </summary>
+    [Fact]
+    public async Task A_cookie_of_a_freed_leaf_whose_block_holds_a_copy_of_the_node_misses()
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            var (t, model) = await Fill(seg);
+            var cookie = default(BTreeCookie);
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(K(100_000), out _, ref cookie));
+            long leaf = cookie.Leaf;
+            byte[] image = seg.Bytes(leaf, 512).ToArray();
+            var keys = Raw.VarLeafKeys(seg, leaf);
+            // Delete from the leaf's first key on until the leaf is merged away and freed.
+            var doomed = model.Keys.Where(k => N(k) >= N(keys[0])).ToList();
+            int d = 0;
+            while (Raw.Magic(seg, leaf) == Raw.NodeMagic)
+            {
+                Assert.Equal(BTreeStatus.Ok, await Ops.Delete(t, doomed[d]));
+                model.Remove(doomed[d++]);
+            }
+            Assert.True(d >= 2, $"freed after {d} deletes"); // keys[1] is gone from the tree, not from the copy
+            // Someone allocates blocks of the node's size until the freed one comes back, and writes the copy into it.
+            using (var tx = await seg.BeginAsync((Motr.Be.Alloc.Allocator.AllocCredit + Motr.Be.Tx.TxCredit.Region(512)) * 4096))
+            {
+                long got = seg.Allocator.Alloc(tx, 512);
+                for (int i = 0; i < 4096 && got != leaf; i++)
+                {
+                    if (got < leaf && got + 512 + 32 > leaf)
+                    {
+                        // The freed node joined a free chunk before it: take that chunk's front, then the node's place.
+                        seg.Allocator.Free(tx, got);
+                        seg.Allocator.Alloc(tx, leaf - got - 32);
+                    }
+                    got = seg.Allocator.Alloc(tx, 512);
+                }
+                Assert.Equal(leaf, got);
+                image.CopyTo(tx.Capture(leaf, 512));
+                await tx.Close();
+            }
+            var s = t.Stats;
+            var stale = cookie;
+            Assert.Equal(BTreeStatus.NotFound, t.Lookup(keys[1], out _, ref cookie));
+            Assert.Equal((s.CookieHits, s.CookieMisses + 1), (t.Stats.CookieHits, t.Stats.CookieMisses));
+            Assert.NotEqual(leaf, cookie.Leaf);
+            // An insert given such a cookie goes to the tree, not into the copy.
+            using (var tx = await seg.BeginAsync(t.InsertCredit(8, 3)))
+            {
+                Assert.Equal(BTreeStatus.Ok, t.Insert(tx, keys[1], [1, 2, 3], ref stale));
+                await tx.Close();
+            }
+            model[keys[1]] = [1, 2, 3];
+            Assert.Equal(image, seg.Bytes(leaf, 512).ToArray());
+            Assert.Equal([1, 2, 3], Ops.Get(t, keys[1]));
+            Assert.Equal(model.Count, t.Count);
+        });
+    }
+
+    /// <summary>An abort or rollback anywhere in the segment may turn a leaf back into what its block was: cookies made before miss once, then hit again.</summary>
+    [Fact]
+    public async Task A_cookie_made_before_an_abort_misses_once()
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            var (t, _) = await Fill(seg);
+            var other = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 }, "other");
+            var cookie = default(BTreeCookie);
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(K(100_000), out _, ref cookie));
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(K(100_100), out _, ref cookie));
+            var s = t.Stats;
+            using (var tx = await seg.BeginAsync(other.InsertCredit(8, 1)))
+            {
+                Assert.Equal(BTreeStatus.Ok, other.Insert(tx, K(1), [1]));
+                tx.Abort();
+            }
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(K(100_000), out _, ref cookie));
+            Assert.Equal((s.CookieHits, s.CookieMisses + 1), (t.Stats.CookieHits, t.Stats.CookieMisses));
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(K(100_100), out _, ref cookie));
+            Assert.Equal((s.CookieHits + 1, s.CookieMisses + 1), (t.Stats.CookieHits, t.Stats.CookieMisses));
+        });
+    }
 }

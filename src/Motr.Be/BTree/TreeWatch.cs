@@ -3,17 +3,21 @@ using Motr.Be.Segments;
 namespace Motr.Be.BTree;
 
 /// <summary>
-/// The cursors open on one tree and the count of its changes, shared by every <see cref="BTree"/> object on the tree
-/// (one per tree in a segment, see <see cref="Segment.Watcher"/>): a change through any object, or an abort or
-/// rollback anywhere in the segment, makes every cursor keep its key first and find its place again after.
+/// What every <see cref="BTree"/> object on one tree shares (one per tree in a segment, see <see cref="Segment.Watcher"/>):
+/// the cursors open on it and the count of its changes, so a change through any object, or an abort or rollback
+/// anywhere in the segment, makes every cursor keep its key first and find its place again after; and the count of
+/// restores, which cookies compare.
 /// </summary>
-internal sealed class CursorRegistry : RestoreWatcher
+internal sealed class TreeWatch : RestoreWatcher
 {
     private WeakReference<BTreeCursor>[] _cursors = new WeakReference<BTreeCursor>[4];
     private int _count;
 
     /// <summary>Changes made to the tree, and restores of its segment: a cursor that saw another count is stale.</summary>
     internal long Modifications;
+
+    /// <summary>Restores of the segment this session: a cookie made before one may name a block the restore turned back into something else.</summary>
+    internal long Restores;
 
     internal void Register(BTreeCursor c)
     {
@@ -37,6 +41,10 @@ internal sealed class CursorRegistry : RestoreWatcher
     }
 
     // An abort or a rollback to a savepoint may restore this tree's nodes, and the segment cannot tell which trees a
-    // transaction touched: every cursor on every tree of the segment finds its place again.
-    internal override void BeforeRestore() => BeforeChange();
+    // transaction touched: every cursor on every tree of the segment finds its place again, every cookie is refused.
+    internal override void BeforeRestore()
+    {
+        BeforeChange();
+        Restores++;
+    }
 }
