@@ -140,4 +140,52 @@ public class EngineLifecycleTests
         await Assert.ThrowsAsync<ObjectDisposedException>(() => send.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(1, ran);
     }
+    /// <summary>
+    /// Runs still awaiting when the engine closes fail; a caller that dropped such a task (as an outer run does when
+    /// its continuation is dropped by the stopped locality) must not get an unobserved fault reported for it.
+    /// </summary>
+    [Fact]
+    public async Task An_abandoned_run_leaves_no_unobserved_exception()
+    {
+        var seen = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        EventHandler<UnobservedTaskExceptionEventArgs> watch = (_, a) =>
+        {
+            foreach (var x in a.Exception.InnerExceptions)
+                if (x is ObjectDisposedException && x.Message.Contains("is stopped (its engine was closed)")) seen.Enqueue(x);
+        };
+        TaskScheduler.UnobservedTaskException += watch;
+        try
+        {
+            using var dir = new TempDir();
+            var e = await Engines.Open(Engines.Options(dir.Path, segments: 1));
+            await StartNestedRunsAndDropThem(e.Localities[0]);
+            await e.DisposeAsync();
+            for (int i = 0; i < 3; i++)
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+            }
+            Assert.Empty(seen);
+        }
+        finally
+        {
+            TaskScheduler.UnobservedTaskException -= watch;
+        }
+    }
+
+    // Not inlined, so no reference to the dropped tasks stays in the test's frame.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task StartNestedRunsAndDropThem(Locality loc)
+    {
+        var started = new TaskCompletionSource();
+        _ = loc.RunAsync(async () =>
+        {
+            await loc.RunAsync(async () =>
+            {
+                started.TrySetResult();
+                await new TaskCompletionSource().Task; // never completes
+            });
+        });
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+    }
 }
