@@ -13,7 +13,7 @@ public struct BTreeCookie
 {
     internal long Leaf;
     internal ulong Epoch;    // the tree's birth stamp plus its count of freed nodes when the cookie was made
-    internal long Restores;  // the segment's restores this session then
+    internal long Restores;  // the segment's restores (aborts, rollbacks) this session then
 
     /// <summary>Whether the cookie points at a leaf at all.</summary>
     public readonly bool IsSet => Leaf != 0;
@@ -29,7 +29,7 @@ public sealed unsafe partial class BTree
     {
         cookie.Leaf = leaf;
         cookie.Epoch = _birth + Hdr.NodeFrees;
-        cookie.Restores = _watch.Restores;
+        cookie.Restores = _seg.Restores;
     }
 
     private struct PathEntry
@@ -148,7 +148,7 @@ public sealed unsafe partial class BTree
             return false;
         }
         var n = new Node(_seg.Base, off);
-        if (cookie.Epoch != _birth + Hdr.NodeFrees || cookie.Restores != _watch.Restores
+        if (cookie.Epoch != _birth + Hdr.NodeFrees || cookie.Restores != _seg.Restores
             || n.H.Magic != NodeMagic || n.H.Tree != _hdr || n.H.Level != 0 || n.Count == 0
             || !(_seg.IsVerified(off) || FirstReadProblem(off) is null)
             || Compare(KeyAt(n, 0), key) > 0 || Compare(KeyAt(n, n.Count - 1), key) < 0)

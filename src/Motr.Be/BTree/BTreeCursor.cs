@@ -258,8 +258,8 @@ public sealed unsafe class BTreeCursor
     private void ThrowLost()
     {
         _valid = false;
-        throw new InvalidOperationException("the tree changed under the cursor after it was positioned, without an operation warning it " +
-            "(a transaction aborted after the cursor moved?); seek again");
+        throw new InvalidOperationException("the tree changed under the cursor and its key could not be kept first " +
+            "(its out-of-node key unreadable when a transaction aborted?); seek again");
     }
 
     /// <summary>Leaves the cursor unpositioned (so the tree need not save its key on changes).</summary>

@@ -5,8 +5,7 @@ namespace Motr.Be.BTree;
 /// <summary>
 /// What every <see cref="BTree"/> object on one tree shares (one per tree in a segment, see <see cref="Segment.Watcher"/>):
 /// the cursors open on it and the count of its changes, so a change through any object, or an abort or rollback
-/// anywhere in the segment, makes every cursor keep its key first and find its place again after; and the count of
-/// restores, which cookies compare.
+/// anywhere in the segment, makes every cursor keep its key first and find its place again after.
 /// </summary>
 internal sealed class TreeWatch : RestoreWatcher
 {
@@ -15,9 +14,6 @@ internal sealed class TreeWatch : RestoreWatcher
 
     /// <summary>Changes made to the tree, and restores of its segment: a cursor that saw another count is stale.</summary>
     internal long Modifications;
-
-    /// <summary>Restores of the segment this session: a cookie made before one may name a block the restore turned back into something else.</summary>
-    internal long Restores;
 
     internal void Register(BTreeCursor c)
     {
@@ -41,10 +37,17 @@ internal sealed class TreeWatch : RestoreWatcher
     }
 
     // An abort or a rollback to a savepoint may restore this tree's nodes, and the segment cannot tell which trees a
-    // transaction touched: every cursor on every tree of the segment finds its place again, every cookie is refused.
+    // transaction touched: every cursor on every tree of the segment finds its place again. Nothing here may keep the
+    // restore from happening: a cursor whose key cannot be read (a damaged out-of-node key) is left lost instead
+    // (its next move asks for a seek).
     internal override void BeforeRestore()
     {
-        BeforeChange();
-        Restores++;
+        for (int i = 0; i < _count; i++)
+        {
+            if (!_cursors[i].TryGetTarget(out var c)) continue;
+            try { c.SaveKey(); }
+            catch (Exception) { /* not saved: lost */ }
+        }
+        Modifications++;
     }
 }

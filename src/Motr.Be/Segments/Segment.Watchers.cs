@@ -36,9 +36,16 @@ public sealed partial class Segment
         }
     }
 
+    /// <summary>
+    /// Restores of captured bytes this session (aborts and rollbacks to a savepoint that undid something): whatever
+    /// remembered a place before one (a b+tree cookie) must not trust it, since the block may be something else again.
+    /// </summary>
+    internal long Restores;
+
     /// <summary>Tells every live watcher that a transaction is about to restore captured bytes.</summary>
     internal void BeforeRestore()
     {
+        Restores++;
         if (_watchers.Count == 0) return;
         lock (_watchers)
         {

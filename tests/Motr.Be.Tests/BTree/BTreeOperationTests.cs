@@ -411,6 +411,48 @@ public class BTreeOperationTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// Cursors keep their keys before an abort restores bytes; one whose key cannot be read (its out-of-node
+    /// reference damaged) must not stop the abort from restoring: it is left lost, and asks for a seek.
+    /// </summary>
+    [Fact]
+    public async Task An_abort_restores_even_when_a_cursors_key_cannot_be_read()
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 4096 });
+            var big = new byte[3000];
+            big[0] = 5;
+            await Ops.Insert(t, [1], [1]);
+            await Ops.Insert(t, big, [2]);
+            await Ops.Insert(t, [9], [3]);
+            var c = t.OpenCursor();
+            Assert.True(c.Seek(big));
+            var cookie = default(BTreeCookie);
+            Assert.Equal(BTreeStatus.Ok, t.Lookup(big, out _, ref cookie));
+            var r = Raw.VarRecord(seg, cookie.Leaf, 1);
+            Assert.True(r.KeyLarge);
+            long chunkAt = cookie.Leaf + r.Rec + 8; // the key's LargeRef.Chunk
+            long good = seg.At<long>(chunkAt);
+            seg.At<long>(chunkAt) = seg.Size + (1 << 20); // damage, outside any transaction
+            long used = seg.Allocator.UsedBytes;
+            using (var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit))
+            {
+                seg.Allocator.Alloc(tx, 100);
+                Assert.NotEqual(used, seg.Allocator.UsedBytes);
+                tx.Abort();
+            }
+            Assert.Equal(used, seg.Allocator.UsedBytes);
+            Assert.Contains("seek", Assert.Throws<InvalidOperationException>(() => c.MoveNext()).Message);
+            seg.At<long>(chunkAt) = good;
+            Assert.True(c.Seek(big));
+            Assert.True(c.MoveNext());
+            Assert.Equal([9], c.Key.ToArray());
+            Ops.AssertHealthy(t);
+        });
+    }
+
+    /// <summary>
     /// Two objects on one tree: a cursor of one finds its place again after changes made through the other (the
     /// objects share the tree's cursor registry), instead of reading a shifted leaf.
     /// </summary>
