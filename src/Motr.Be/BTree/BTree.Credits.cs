@@ -1,5 +1,7 @@
+using System.Runtime.CompilerServices;
 using Motr.Be.Alloc;
 using Motr.Be.Log;
+using Motr.Be.Segments;
 using Motr.Be.Tx;
 
 namespace Motr.Be.BTree;
@@ -126,12 +128,32 @@ public sealed partial class BTree
     public TxCredit UpdateCredit(int keyLength, int valueLength) =>
         InsertCredit(keyLength, valueLength) + RemoveCost(LargestNode) + Allocator.FreeCredit * 2 + TxCredit.Region(4) * 2;
 
-    private void CheckCredit(Transaction tx, TxCredit need, string op)
+    /// <summary>
+    /// Every changing operation starts here, before it changes anything: the transaction must be an open one of the
+    /// tree's segment (a transaction captures, and an abort restores, its own segment's bytes only: the tree's changes
+    /// would be neither logged nor undone), and its remaining credit must cover <paramref name="need"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void CheckTx(Transaction tx, TxCredit need, string op) => CheckTx(tx, _seg, need, op, Where);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CheckTx(Transaction tx, Segment seg, TxCredit need, string op, string where)
     {
         var c = tx.Credit;
         var u = tx.Used;
-        if (c.Regions - u.Regions < need.Regions || c.Bytes - u.Bytes < need.Bytes)
-            throw new TxUsageException($"{Where}: {op} needs credit {need}; the transaction has {c.Regions - u.Regions} regions / {c.Bytes - u.Bytes} bytes left " +
-                "(compute the credit in the same turn as the operation: the tree's height may have changed)");
+        if (tx.Segment != seg || tx.State != TxState.Open || c.Regions - u.Regions < need.Regions || c.Bytes - u.Bytes < need.Bytes)
+            ThrowTx(tx, seg, need, op, where);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowTx(Transaction tx, Segment seg, TxCredit need, string op, string where)
+    {
+        if (tx.Segment != seg)
+            throw new ArgumentException($"{where}: {op} was given a transaction of segment {tx.Segment.Id}, not of the tree's segment {seg.Id}", nameof(tx));
+        if (tx.State != TxState.Open) throw new TxUsageException($"{where}: {op} needs an open transaction; it is {tx.State}");
+        var c = tx.Credit;
+        var u = tx.Used;
+        throw new TxUsageException($"{where}: {op} needs credit {need}; the transaction has {c.Regions - u.Regions} regions / {c.Bytes - u.Bytes} bytes left " +
+            "(compute the credit in the same turn as the operation: the tree's height may have changed)");
     }
 }

@@ -6,10 +6,12 @@ public sealed unsafe partial class BTree
 {
     /// <summary>Deletes <paramref name="key"/>; <see cref="BTreeStatus.NotFound"/> if it is not there. Underfull nodes are merged or rebalanced.</summary>
     /// <remarks>The transaction needs <see cref="DeleteCredit"/>.</remarks>
+    /// <exception cref="ArgumentException">The transaction is of another segment (nothing was changed).</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, or its remaining credit does not cover the operation (nothing was changed).</exception>
     public BTreeStatus Delete(Transaction tx, ReadOnlySpan<byte> key)
     {
         CheckKey(key);
-        CheckCredit(tx, DeleteCredit(), "delete");
+        CheckTx(tx, DeleteCredit(), "delete");
         BeginOp();
         var leaf = Descend(key);
         int i = SearchLeaf(leaf, key, out bool found);

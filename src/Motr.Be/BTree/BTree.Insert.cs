@@ -9,8 +9,9 @@ public sealed unsafe partial class BTree
 {
     /// <summary>Inserts <paramref name="key"/> with <paramref name="value"/>; <see cref="BTreeStatus.Exists"/> if the key is there (nothing changes).</summary>
     /// <remarks>The transaction needs <see cref="InsertCredit"/> for these lengths.</remarks>
-    /// <exception cref="ArgumentException">Empty key, or a key or value over the limit or of the wrong fixed size.</exception>
-    /// <exception cref="TxUsageException">The transaction's remaining credit does not cover the insert (nothing changed).</exception>
+    /// <exception cref="ArgumentException">Empty key, or a key or value over the limit or of the wrong fixed size, or a
+    /// transaction of another segment (nothing changed).</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, or its remaining credit does not cover the insert (nothing changed).</exception>
     public BTreeStatus Insert(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
     {
         BTreeCookie none = default;
@@ -51,7 +52,7 @@ public sealed unsafe partial class BTree
     {
         CheckKey(key);
         CheckValue(valueLength);
-        CheckCredit(tx, InsertCredit(key.Length, valueLength), "insert");
+        CheckTx(tx, InsertCredit(key.Length, valueLength), "insert");
         BeginOp();
         // Every capture of this operation comes after the savepoint (BeginOp makes it capture afresh).
         var sp = tx.Savepoint();

@@ -20,7 +20,8 @@ public sealed partial class BTree
     /// </summary>
     /// <exception cref="ArgumentException">A size is not a power of two from 512 to 65536, is below the tree's minimum, or
     /// makes operations need more log than a transaction may reserve on this domain (credits are sized by the largest
-    /// node size ever set, so such a tree could never be changed again).</exception>
+    /// node size ever set, so such a tree could never be changed again), or the transaction is of another segment.</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, or its remaining credit does not cover <see cref="SetNodeSizesCredit"/> (nothing was changed).</exception>
     public void SetNodeSizes(Transaction tx, int leafSize, int internalSize)
     {
         CheckNodeSize(leafSize, "leaf size");
@@ -30,6 +31,7 @@ public sealed partial class BTree
             throw new ArgumentException($"{Where}: node sizes {leafSize}/{internalSize}: this tree's records need nodes of at least {min} bytes");
         if (NodeSizeProblem(Math.Max(LargestNode, Math.Max(leafSize, internalSize)), internalSize) is { } tooBig)
             throw new ArgumentException($"{Where}: node sizes {leafSize}/{internalSize}: {tooBig}");
+        CheckTx(tx, SetNodeSizesCredit, "set node sizes");
         BeginOp();
         ref TreeHeader h = ref TouchTree(tx);
         h.LeafSize = (uint)leafSize;

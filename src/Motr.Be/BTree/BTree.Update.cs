@@ -7,11 +7,13 @@ public sealed unsafe partial class BTree
 {
     /// <summary>Replaces the value of <paramref name="key"/> (it may grow or shrink); <see cref="BTreeStatus.NotFound"/> if the key is not there.</summary>
     /// <remarks>The transaction needs <see cref="UpdateCredit"/> for the new value's length.</remarks>
+    /// <exception cref="ArgumentException">The transaction is of another segment (nothing was changed).</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, or its remaining credit does not cover the operation (nothing was changed).</exception>
     public BTreeStatus Update(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
     {
         CheckKey(key);
         CheckValue(value.Length);
-        CheckCredit(tx, UpdateCredit(key.Length, value.Length), "update");
+        CheckTx(tx, UpdateCredit(key.Length, value.Length), "update");
         BeginOp();
         var sp = tx.Savepoint(); // before the first capture of this operation
         var leaf = Descend(key);

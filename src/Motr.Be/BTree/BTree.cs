@@ -168,11 +168,14 @@ public sealed unsafe partial class BTree
     /// <summary>Creates an empty tree in <paramref name="tx"/>'s segment; keep <see cref="Offset"/> to open it later.</summary>
     /// <exception cref="BeException">The segment has no room for the tree (nothing was changed).</exception>
     /// <exception cref="ArgumentException">The configuration is invalid, or its node sizes would make operations need more
-    /// log than a transaction may reserve on this domain (nothing was changed).</exception>
+    /// log than a transaction may reserve on this domain, or the transaction is of another segment (nothing was changed).</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, or has less than <see cref="CreateCredit"/> left (nothing was changed).</exception>
     public static BTree Create(Transaction tx, Segment segment, BTreeConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
-        if (tx.Segment != segment) throw new ArgumentException($"the transaction is on segment {tx.Segment.Id}, not {segment.Id}");
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(segment);
+        CheckTx(tx, segment, CreateCredit, "create", $"b+tree in segment {segment.Id} ({segment.FileName})");
         int leaf = config.NodeSize, inner = config.InternalNodeSize ?? config.NodeSize;
         CheckNodeSize(leaf, nameof(config.NodeSize));
         CheckNodeSize(inner, nameof(config.InternalNodeSize));
@@ -263,9 +266,12 @@ public sealed unsafe partial class BTree
 
     /// <summary>Frees an empty tree (its root and header). A tree with records is an error: delete them first (<see cref="DeleteAllAsync"/>).</summary>
     /// <exception cref="BeException">The tree is not empty.</exception>
+    /// <exception cref="ArgumentException">The transaction is of another segment (nothing was changed).</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, or its remaining credit does not cover the operation (nothing was changed).</exception>
     public void Destroy(Transaction tx)
     {
         Enter();
+        CheckTx(tx, DestroyCredit, "destroy");
         ref TreeHeader h = ref Hdr;
         if (h.Count != 0 || h.Height != 1)
             throw new BeException($"{Where}: cannot destroy a tree holding {h.Count} records; delete them first");
