@@ -187,6 +187,8 @@ public sealed unsafe partial class BTree
         bool crc = config.RecordChecksums;
         if (FixedRecordsProblem(format, config.KeySize ?? -1, config.ValueSize ?? -1, crc, leaf, inner) is { } tooBig) throw new ArgumentException(tooBig);
 
+        uint comparerId = ComparerId(config.Comparer); // the comparer's Name is the caller's code: before any change
+
         // The checks below need the tree; a refusal rolls back to here, so it changes nothing.
         var start = tx.Savepoint();
         long hdr = segment.Allocator.Alloc(tx, TreeHeader.SizeOf, 64);
@@ -202,7 +204,7 @@ public sealed unsafe partial class BTree
             KeySize = config.KeySize ?? -1,
             ValueSize = config.ValueSize ?? -1,
             Height = 1,
-            ComparerId = ComparerId(config.Comparer),
+            ComparerId = comparerId,
             InlineLimit = (uint)MaxInline(Math.Min(leaf, inner)),
             LargestNode = (uint)Math.Max(leaf, inner),
             Birth = (ulong)Random.Shared.NextInt64(1, long.MaxValue),

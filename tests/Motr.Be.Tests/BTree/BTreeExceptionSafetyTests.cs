@@ -174,4 +174,27 @@ public sealed class BTreeExceptionSafetyTests
     }
 
     // ---- a comparer that throws ----------------------------------------------------------------------
+
+    /// <summary>A comparer whose <see cref="IKeyComparer.Name"/> throws: Create reads it, and must do so before it changes anything.</summary>
+    private sealed class NamelessComparer : IKeyComparer
+    {
+        public string Name => throw new Boom();
+        public int Compare(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b) => a.SequenceCompareTo(b);
+    }
+
+    [Fact]
+    public async Task A_comparer_whose_name_throws_leaves_create_without_a_trace()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20);
+        await h.Run(async seg =>
+        {
+            var before = Snapshot(seg);
+            using var tx = await seg.BeginAsync(Tree.CreateCredit);
+            Assert.Throws<Boom>(() => Tree.Create(tx, seg, new BTreeConfig { Comparer = new NamelessComparer() }));
+            AssertUnchanged(seg, before, "create with a comparer whose name throws");
+            Assert.Equal(default, tx.Used);
+            await tx.Close();
+            Assert.Empty(seg.Allocator.Check());
+        });
+    }
 }
