@@ -6,7 +6,7 @@ namespace Motr.Be.BTree;
 public sealed unsafe partial class BTree
 {
     /// <summary>Replaces the value of <paramref name="key"/> (it may grow or shrink); <see cref="BTreeStatus.NotFound"/> if the key is not there.</summary>
-    /// <remarks>The transaction needs <see cref="UpdateCredit"/> for the new value's length.</remarks>
+    /// <remarks>The transaction needs <see cref="UpdateCredit"/> for the new value's length. <see cref="BTreeStatus.OutOfSpace"/> changes nothing.</remarks>
     /// <exception cref="ArgumentException">The transaction is of another segment (nothing was changed).</exception>
     /// <exception cref="TxUsageException">The transaction is not open, or its remaining credit does not cover the operation (nothing was changed).</exception>
     public BTreeStatus Update(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
@@ -43,7 +43,11 @@ public sealed unsafe partial class BTree
             FinishRecord(n, off, spec);
             return BTreeStatus.Ok;
         }
-        if (!EnoughSpace(spec)) return BTreeStatus.OutOfSpace;
+        if (!EnoughSpace(spec))
+        {
+            tx.RollbackTo(sp); // the leaf was touched: OutOfSpace leaves the transaction as it was
+            return BTreeStatus.OutOfSpace;
+        }
         // Otherwise the record is rebuilt at the same index (it may move, or split the leaf).
         var keyCopy = CopySeparator(key);
         Node node;

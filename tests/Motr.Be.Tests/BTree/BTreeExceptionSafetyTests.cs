@@ -34,6 +34,31 @@ public sealed class BTreeExceptionSafetyTests
 
     // ---- OutOfSpace ----------------------------------------------------------------------------------
 
+    /// <summary>
+    /// An update that answers OutOfSpace must leave its transaction as it found it (docs/transactions.md: it may
+    /// then wait across turns): no capture — the leaf's header was captured before the space check.
+    /// </summary>
+    [Fact]
+    public async Task An_update_refused_for_space_leaves_the_transaction_without_captures()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20, logSize: 32 << 20, segmentMaxSize: 1 << 20);
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, [1], [1, 2, 3]));
+            var big = new byte[1_200_000]; // more than the segment may ever hold
+            var before = Snapshot(seg);
+            using var tx = await seg.BeginAsync(t.UpdateCredit(1, big.Length));
+            Assert.Equal(BTreeStatus.OutOfSpace, t.Update(tx, [1], big));
+            AssertUnchanged(seg, before, "update refused for space");
+            Assert.Equal(default, tx.Used);
+            await Task.Yield(); // a transaction that holds no capture may wait
+            await tx.Close();
+            Assert.Equal([1, 2, 3], Ops.Get(t, [1]));
+            Ops.AssertHealthy(t, "after the refused update");
+        });
+    }
+
     // ---- credit --------------------------------------------------------------------------------------
 
     /// <summary>Credits short of <paramref name="need"/> by one region or one byte, and a few far below it.</summary>
