@@ -24,7 +24,7 @@ public sealed unsafe partial class BTree
 
     private BTreeStatus Insert(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, ref BTreeCookie cookie, bool useCookie)
     {
-        var st = BeginInsert(tx, key, value.Length, ref cookie, useCookie, out var node, out int rec, out var spec, out var dest);
+        var st = BeginInsert(tx, key, value.Length, ref cookie, useCookie, out var node, out int rec, out var spec, out var dest, out _);
         if (st != BTreeStatus.Ok) return st;
         value.CopyTo(dest);
         FinishRecord(node, rec, spec);
@@ -36,26 +36,45 @@ public sealed unsafe partial class BTree
     /// <paramref name="fill"/> writes straight into its place in the tree (inside the transaction), so the
     /// value is never built elsewhere first. <see cref="BTreeStatus.Exists"/> if the key is there.
     /// </summary>
+    /// <remarks>
+    /// <paramref name="fill"/> should write the whole span: bytes it leaves are zeros in node, and whatever the
+    /// chunk held before out of node. If it throws, the insert is rolled back — with anything <paramref name="fill"/>
+    /// captured in <paramref name="tx"/> itself — and the exception passes on: the transaction is as it was before
+    /// the call, and may still be closed.
+    /// </remarks>
+    /// <exception cref="ArgumentException">As for <see cref="Insert(Transaction, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/>.</exception>
+    /// <exception cref="TxUsageException">As for <see cref="Insert(Transaction, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/>.</exception>
     public BTreeStatus InsertInPlace<TState>(Transaction tx, ReadOnlySpan<byte> key, int valueLength, TState state, SpanAction<byte, TState> fill)
     {
         ArgumentNullException.ThrowIfNull(fill);
         BTreeCookie none = default;
-        var st = BeginInsert(tx, key, valueLength, ref none, false, out var node, out int rec, out var spec, out var dest);
+        var st = BeginInsert(tx, key, valueLength, ref none, false, out var node, out int rec, out var spec, out var dest, out var start);
         if (st != BTreeStatus.Ok) return st;
-        fill(dest, state);
+        try
+        {
+            fill(dest, state);
+        }
+        catch
+        {
+            // The record is counted but not finished (its checksums unset): a caller that caught this and closed the
+            // transaction would commit it so. Undo the insert (unless the fill ended the transaction itself).
+            if (tx.State == TxState.Open) tx.RollbackTo(start);
+            _inserts--;
+            throw;
+        }
         FinishRecord(node, rec, spec);
         return BTreeStatus.Ok;
     }
 
     private BTreeStatus BeginInsert(Transaction tx, ReadOnlySpan<byte> key, int valueLength, ref BTreeCookie cookie, bool useCookie,
-        out Node node, out int recOffset, out RecordSpec spec, out Span<byte> value)
+        out Node node, out int recOffset, out RecordSpec spec, out Span<byte> value, out TxSavepoint sp)
     {
         CheckKey(key);
         CheckValue(valueLength);
         CheckTx(tx, InsertCredit(key.Length, valueLength), "insert");
         BeginOp();
         // Every capture of this operation comes after the savepoint (BeginOp makes it capture afresh).
-        var sp = tx.Savepoint();
+        sp = tx.Savepoint();
         node = default;
         recOffset = -1;
         spec = default;

@@ -32,6 +32,58 @@ public sealed class BTreeExceptionSafetyTests
 
     // ---- InsertInPlace's fill ------------------------------------------------------------------------
 
+    /// <summary>
+    /// A fill that writes part of the value and throws: the insert must leave nothing behind — not a record
+    /// counted but never finished (its out-of-node value's or record's checksum unset), which a caller that
+    /// catches and closes would commit as damage. Every key is tried first with a throwing fill (in a leaf with
+    /// room, and in a full leaf, where the split has been made by then), then inserted for real.
+    /// </summary>
+    [Theory]
+    [InlineData("in node")]
+    [InlineData("in node, record checksums")]
+    [InlineData("out-of-node value")]
+    public async Task A_fill_that_throws_leaves_no_trace_when_the_transaction_is_closed(string kind)
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20);
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512, RecordChecksums = kind.Contains("checksums") });
+            var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+            int vlen = kind == "out-of-node value" ? 300 : 40;
+            var rng = new Random(11);
+            for (int i = 0; i < 120; i++)
+            {
+                var k = Ops.U64((ulong)rng.NextInt64());
+                var v = Ops.Bytes(vlen, i);
+                var before = Snapshot(seg);
+                long count = t.Count;
+                using (var tx = await seg.BeginAsync(t.InsertCredit(k.Length, vlen)))
+                {
+                    Assert.Throws<Boom>(() => t.InsertInPlace(tx, k, vlen, v, static (span, val) =>
+                    {
+                        val.AsSpan(0, span.Length / 2).CopyTo(span);
+                        throw new Boom();
+                    }));
+                    AssertUnchanged(seg, before, $"insert {i}: a fill that threw");
+                    Assert.Equal(default, tx.Used);
+                    await tx.Close(); // the caller caught it and went on
+                }
+                Assert.Equal(count, t.Count);
+                using (var tx = await seg.BeginAsync(t.InsertCredit(k.Length, vlen)))
+                {
+                    Assert.Equal(BTreeStatus.Ok, t.InsertInPlace(tx, k, vlen, v, static (span, val) => val.CopyTo(span)));
+                    await tx.Close();
+                }
+                model[k] = v;
+            }
+            Assert.True(t.Height >= 2);
+            Ops.AssertEqual(t, model, "after the throwing fills");
+            Assert.Empty(seg.Allocator.Check());
+        });
+        await h.Reopen();
+        await h.Run(seg => Ops.AssertHealthy(Ops.Open(seg), "reopened"));
+    }
+
     // ---- OutOfSpace ----------------------------------------------------------------------------------
 
     /// <summary>
