@@ -10,6 +10,11 @@ namespace Motr.Be.BTree;
 /// through any <see cref="BTree"/> object on the tree, and transactions that abort or roll back.
 /// Reusable and allocation-free once its key buffer has grown; use on the tree's locality.
 /// </summary>
+/// <remarks>
+/// A move that throws (the tree's comparer, a damaged node) while the cursor finds its place again after a change
+/// leaves it at its last key: the next move tries again from there. A <see cref="Seek"/>, <see cref="SeekFirst"/> or
+/// <see cref="SeekLast"/> that throws, or a move that throws on its way to another leaf, leaves it unpositioned.
+/// </remarks>
 public sealed unsafe class BTreeCursor
 {
     private readonly BTree _t;
@@ -89,6 +94,7 @@ public sealed unsafe class BTreeCursor
     public bool Seek(ReadOnlySpan<byte> key)
     {
         _t.Enter();
+        _valid = false; // until it arrives: a throw on the way (the comparer, a damaged node) must not leave the old place current
         _mods = _t.Modifications;
         _depth = _t.DescendInto(key, _nodes, _idx);
         var leaf = Leaf;
@@ -104,14 +110,7 @@ public sealed unsafe class BTreeCursor
     {
         if (!_valid) return false;
         if (!_t.Segment.IsOpen) _t.Enter(); // throws: the cursor's cached leaf is unmapped memory
-        if (Stale)
-        {
-            if (!_saved) ThrowLost();
-            // Find the first key above the last one seen.
-            var last = _key.AsSpan(0, _keyLength).ToArray();
-            if (!Seek(last)) return false;
-            if (_t.CompareKeys(Key, last) > 0) return true;
-        }
+        if (Stale && RefindForNext() is { } moved) return moved;
         if (++_i < _leafCount)
         {
             // Same leaf: the scan's hot path.
@@ -128,13 +127,7 @@ public sealed unsafe class BTreeCursor
     {
         if (!_valid) return false;
         if (!_t.Segment.IsOpen) _t.Enter();
-        if (Stale)
-        {
-            if (!_saved) ThrowLost();
-            // The last key below the one seen: seek to it, then step back once.
-            bool at = Seek(_key.AsSpan(0, _keyLength).ToArray());
-            if (!at) return SeekLast();
-        }
+        if (Stale && RefindForPrev() is { } moved) return moved;
         if (--_i >= 0)
         {
             _rec = Node.RecIn(_leaf, _i);
@@ -143,6 +136,52 @@ public sealed unsafe class BTreeCursor
         }
         _idx[_depth - 1] = _i;
         return PrevLeaf();
+    }
+
+    /// <summary>
+    /// After the tree changed: at the first key above the last one seen (true), past the end (false), or at that key
+    /// itself (null: the caller steps on).
+    /// </summary>
+    private bool? RefindForNext()
+    {
+        if (!_saved) ThrowLost();
+        var last = _key.AsSpan(0, _keyLength).ToArray();
+        try
+        {
+            if (!Seek(last)) return false;
+            return _t.CompareKeys(Key, last) > 0 ? true : null;
+        }
+        catch
+        {
+            KeepPlace();
+            throw;
+        }
+    }
+
+    /// <summary>After the tree changed: at the last key seen or the first above it (null: the caller steps back), or, past the end, at the last key.</summary>
+    private bool? RefindForPrev()
+    {
+        if (!_saved) ThrowLost();
+        try
+        {
+            return Seek(_key.AsSpan(0, _keyLength).ToArray()) ? null : SeekLast();
+        }
+        catch
+        {
+            KeepPlace();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Finding the place again failed (the comparer threw, a damaged node): stay lost at the saved key, so the next
+    /// move tries again from it instead of taking the leaf the seek left behind for current.
+    /// </summary>
+    private void KeepPlace()
+    {
+        _valid = true;
+        _saved = true;
+        _mods = long.MinValue;
     }
 
     /// <summary>
@@ -161,6 +200,7 @@ public sealed unsafe class BTreeCursor
     private bool SeekEdge(bool last)
     {
         _t.Enter();
+        _valid = false; // as in Seek
         _mods = _t.Modifications;
         _depth = _t.DescendEdge(last, _nodes, _idx);
         var leaf = Leaf;
@@ -284,13 +324,21 @@ public sealed unsafe class BTreeCursor
         if (!Stale) return;
         if (!_saved) ThrowLost();
         var key = _key.AsSpan(0, _keyLength).ToArray();
-        if (!Seek(key) || _t.CompareKeys(Key, key) != 0)
+        bool there;
+        try
+        {
+            there = Seek(key) && _t.CompareKeys(Key, key) == 0;
+        }
+        catch
+        {
+            KeepPlace();
+            throw;
+        }
+        if (!there)
         {
             // Keep the old place (its key is still saved): MoveNext/MovePrev go on from there. The seek may have
             // run off the end and left the cursor unpositioned; it is still at that place.
-            _valid = true;
-            _saved = true;
-            _mods = long.MinValue;
+            KeepPlace();
             throw new InvalidOperationException("the record under the cursor was deleted; move the cursor");
         }
     }

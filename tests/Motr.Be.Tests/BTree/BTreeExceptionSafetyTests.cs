@@ -19,6 +19,23 @@ public sealed class BTreeExceptionSafetyTests
         public Boom() : base("boom") { }
     }
 
+    /// <summary>Bytewise order that throws at its Nth call from now (<see cref="ThrowAt"/>); 0: never.</summary>
+    private sealed class ThrowingComparer : IKeyComparer
+    {
+        public int Countdown;
+        public long Calls;
+        public string Name => "throwing-bytewise";
+
+        public void ThrowAt(int n) => Countdown = n;
+
+        public int Compare(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+        {
+            Calls++;
+            if (Countdown > 0 && --Countdown == 0) throw new Boom();
+            return a.SequenceCompareTo(b);
+        }
+    }
+
     private static byte[] Snapshot(Segment seg) => seg.Bytes(0, checked((int)seg.Size)).ToArray();
 
     private static void AssertUnchanged(Segment seg, byte[] before, string what)
@@ -252,6 +269,70 @@ public sealed class BTreeExceptionSafetyTests
 
     // ---- a comparer that throws ----------------------------------------------------------------------
 
+    /// <summary>
+    /// A cursor that must find its place again after the tree changed, whose comparer throws on the way: the
+    /// exception reaches the caller, and the cursor must still be lost-and-findable, not take the stale leaf it
+    /// cached for current — the next move must go on from its key, as if the exception never happened.
+    /// </summary>
+    [Theory]
+    [InlineData("next")]
+    [InlineData("prev")]
+    [InlineData("key")]
+    public async Task A_cursor_whose_refinding_throws_finds_its_place_on_the_next_move(string move)
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            byte[]? Move(BTreeCursor c) => move switch
+            {
+                "next" => c.MoveNext() ? c.Key.ToArray() : null,
+                "prev" => c.MovePrev() ? c.Key.ToArray() : null,
+                _ => c.Key.ToArray(),
+            };
+            int thrown = 0;
+            // The comparer throws at its nth call of the move: in the descent, or in the leaf's search after it.
+            for (int n = 1; n <= 12; n++)
+            {
+                var cmp = new ThrowingComparer();
+                var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512, KeySize = 8, ValueSize = 16, Comparer = cmp }, $"t{n}");
+                var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+                async Task Put(ulong i)
+                {
+                    var v = Ops.Bytes(16, (int)i);
+                    Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Ops.U64(i), v));
+                    model[Ops.U64(i)] = v;
+                }
+                for (ulong i = 0; i < 400; i += 4) await Put(i);
+                var c = t.OpenCursor();
+                Assert.True(c.Seek(Ops.U64(200)));
+                // The cursor's leaf splits and its key moves away: keys just below it go in.
+                for (ulong i = 197; i > 120; i--)
+                    if (i % 4 != 0) await Put(i);
+                var at = Ops.U64(200);
+                var expected = move switch
+                {
+                    "next" => model.Keys.First(k => ByteArrayComparer.Instance.Compare(k, at) > 0),
+                    "prev" => model.Keys.Last(k => ByteArrayComparer.Instance.Compare(k, at) < 0),
+                    _ => at,
+                };
+                cmp.ThrowAt(n);
+                byte[]? got;
+                try { got = Move(c); }
+                catch (Boom)
+                {
+                    thrown++;
+                    cmp.ThrowAt(0);
+                    got = Move(c); // the caller retries
+                }
+                cmp.ThrowAt(0);
+                Assert.True(got is not null && got.AsSpan().SequenceEqual(expected),
+                    $"comparer throwing at call {n} of the move: the cursor then went to {(got is null ? "the end" : Ops.Hex(got))}, expected {Ops.Hex(expected)}");
+                Ops.AssertEqual(t, model, $"n={n}");
+            }
+            Assert.True(thrown >= 3, $"the comparer threw in only {thrown} moves");
+        });
+    }
+
     /// <summary>A comparer whose <see cref="IKeyComparer.Name"/> throws: Create reads it, and must do so before it changes anything.</summary>
     private sealed class NamelessComparer : IKeyComparer
     {
@@ -273,5 +354,113 @@ public sealed class BTreeExceptionSafetyTests
             await tx.Close();
             Assert.Empty(seg.Allocator.Check());
         });
+    }
+
+    /// <summary>
+    /// A random workload whose comparer throws now and then, at a random call of an operation: the segment is as
+    /// before the operation when the exception comes out, whether the caller then closes or aborts; a cursor kept
+    /// across it all goes on in order; fsck and the model agree throughout.
+    /// </summary>
+    [Fact]
+    public async Task A_comparer_throwing_at_random_calls_changes_nothing_and_cursors_go_on()
+    {
+        int seed = Ops.Seed();
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20);
+        await h.Run(async seg =>
+        {
+            var rng = new Random(seed);
+            var cmp = new ThrowingComparer();
+            var shape = TreeShape.Of("var", 512);
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512, Comparer = cmp });
+            var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+            var c = t.OpenCursor();
+            byte[]? at = null; // the cursor's key, null when unpositioned
+            int booms = 0;
+            for (int step = 0; step < 3000; step++)
+            {
+                string when = $"seed {seed}, step {step}";
+                var k = shape.Key(rng, 600);
+                var v = shape.Value(rng);
+                int op = rng.Next(6);
+                if (op == 5)
+                {
+                    // The cursor: next, or a seek when it is unpositioned.
+                    if (rng.Next(3) == 0) cmp.ThrowAt(rng.Next(1, 10));
+                    byte[]? expected = at is null ? model.Keys.FirstOrDefault(x => ByteArrayComparer.Instance.Compare(x, k) >= 0)
+                        : model.Keys.FirstOrDefault(x => ByteArrayComparer.Instance.Compare(x, at) > 0);
+                    bool ok;
+                    try { ok = at is null ? c.Seek(k) : c.MoveNext(); }
+                    catch (Boom)
+                    {
+                        booms++;
+                        cmp.ThrowAt(0);
+                        if (at is null) continue; // a failed seek leaves it unpositioned: seek again later
+                        ok = c.MoveNext();
+                    }
+                    cmp.ThrowAt(0);
+                    byte[]? got = ok ? c.Key.ToArray() : null;
+                    Assert.True(expected is null ? got is null : got is not null && got.AsSpan().SequenceEqual(expected),
+                        $"{when}: the cursor from {(at is null ? "a seek" : Ops.Hex(at))} went to {(got is null ? "the end" : Ops.Hex(got))}, expected {(expected is null ? "the end" : Ops.Hex(expected))}");
+                    at = got;
+                    continue;
+                }
+                TxCredit credit = op switch
+                {
+                    0 or 1 => t.InsertCredit(k.Length, v.Length),
+                    2 => t.UpdateCredit(k.Length, v.Length),
+                    _ => t.DeleteCredit(),
+                };
+                var before = Snapshot(seg);
+                using var tx = await seg.BeginAsync(credit);
+                bool arm = rng.Next(2) == 0;
+                if (arm) cmp.ThrowAt(rng.Next(1, 12));
+                BTreeStatus st;
+                try
+                {
+                    st = op switch
+                    {
+                        0 => t.Insert(tx, k, v),
+                        1 => t.InsertInPlace(tx, k, v.Length, v, static (span, val) => val.CopyTo(span)),
+                        2 => t.Update(tx, k, v),
+                        3 => t.Delete(tx, k),
+                        _ => t.Lookup(k, out ReadOnlySpan<byte> _),
+                    };
+                }
+                catch (Boom)
+                {
+                    booms++;
+                    cmp.ThrowAt(0);
+                    AssertUnchanged(seg, before, $"{when}: op {op} threw");
+                    if (rng.Next(2) == 0) await tx.Close();
+                    else tx.Abort();
+                    continue;
+                }
+                cmp.ThrowAt(0);
+                if (rng.Next(8) == 0)
+                {
+                    tx.Abort();
+                    AssertUnchanged(seg, before, $"{when}: op {op} aborted");
+                    continue;
+                }
+                await tx.Close();
+                if (st != BTreeStatus.Ok || op == 4) continue;
+                if (op == 3) model.Remove(k);
+                else model[k] = v;
+                if (step % 1000 == 999)
+                {
+                    if (rng.Next(2) == 0)
+                    {
+                        cmp.ThrowAt(rng.Next(1, 500));
+                        try { t.Check(); } catch (Boom) { booms++; }
+                        cmp.ThrowAt(0);
+                    }
+                    Ops.AssertEqual(t, model, when);
+                    Assert.Empty(seg.Allocator.Check());
+                }
+            }
+            Assert.True(booms > 300, $"only {booms} exceptions");
+            Ops.AssertEqual(t, model, "end");
+        });
+        await h.Reopen();
     }
 }
