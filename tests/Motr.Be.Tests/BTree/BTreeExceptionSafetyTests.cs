@@ -463,4 +463,139 @@ public sealed class BTreeExceptionSafetyTests
         });
         await h.Reopen();
     }
+
+    /// <summary>
+    /// Delete-all interrupted by its comparer or by a cancellation through its progress callback: what it deleted is
+    /// a prefix, the tree is intact, and a second call finishes the job.
+    /// </summary>
+    [Theory]
+    [InlineData("comparer")]
+    [InlineData("cancel")]
+    [InlineData("progress throws")]
+    public async Task Delete_all_interrupted_leaves_an_intact_suffix_and_resumes(string how)
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            var cmp = new ThrowingComparer();
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512, Comparer = cmp });
+            var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+            await Ops.Fill(t, model, TreeShape.Of("var", 512), new Random(8), 1500, 100_000);
+            var keys = model.Keys.ToList();
+            for (int n = 1; n <= 6; n++)
+            {
+                using var cts = new CancellationTokenSource();
+                int reports = 0;
+                var progress = new SyncProgress(_ =>
+                {
+                    if (++reports < n) return;
+                    if (how == "cancel") cts.Cancel();
+                    else if (how == "progress throws") throw new Boom();
+                });
+                if (how == "comparer") cmp.ThrowAt(n * 97);
+                var e = await Record.ExceptionAsync(() => t.DeleteAllAsync(16, progress, cts.Token));
+                cmp.ThrowAt(0);
+                Assert.True(e is Boom or OperationCanceledException, $"{how} {n}: {e}");
+                long left = t.Count;
+                Assert.True(left > 0);
+                var rest = Ops.Keys(t);
+                Assert.Equal(keys.Skip(keys.Count - (int)left).Select(k => Ops.Hex(k)), rest.Select(k => Ops.Hex(k)));
+                Ops.AssertHealthy(t, $"{how} {n}");
+                keys = rest;
+            }
+            await t.DeleteAllAsync(16);
+            Assert.Equal(0, t.Count);
+            Ops.AssertHealthy(t, "emptied");
+            Assert.Equal(2, t.Check().Chunks.Count); // the header and the root
+        });
+    }
+
+    /// <summary>Reports on the caller's thread, at once (<see cref="Progress{T}"/> posts).</summary>
+    private sealed class SyncProgress(Action<long> report) : IProgress<long>
+    {
+        public void Report(long value) => report(value);
+    }
+
+    /// <summary>
+    /// A load stopped at each of its reads (cancelled there, or the comparer throwing at a chosen call while it
+    /// checks the dump's order or inserts) removes what it loaded; a save stopped the same way leaves its tree as it was.
+    /// </summary>
+    [Fact]
+    public async Task Dump_tools_stopped_at_every_read_or_compare_leave_the_segment_as_before()
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            var cmp = new ThrowingComparer();
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 1024, Comparer = cmp });
+            var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+            var rng = new Random(21);
+            for (int i = 0; i < 6000; i++)
+            {
+                var k = Ops.U64((ulong)rng.NextInt64());
+                var v = Ops.Bytes(100, i);
+                if (await Ops.Insert(t, k, v) == BTreeStatus.Ok) model[k] = v;
+            }
+            var dump = new MemoryStream();
+            Assert.Equal(model.Count, await BTreeDump.SaveAsync(t, dump));
+            byte[] good = dump.ToArray();
+            Assert.True(good.Length > 2 * BTreeDumpFormat.TargetBlockBytes);
+
+            long used = seg.Allocator.UsedBytes;
+            int stops = 0;
+            for (int k = 1; ; k++)
+            {
+                using var cts = new CancellationTokenSource();
+                var input = new CancelAtRead(good, k, cts);
+                Tree? copy = null;
+                var e = await Record.ExceptionAsync(async () => copy = await BTreeDump.LoadAsync(input, seg, new BTreeConfig { NodeSize = 1024, Comparer = cmp }, "copy", null, cts.Token));
+                if (e is null)
+                {
+                    // Past the last read: loaded whole. Remove it again.
+                    Assert.Equal(model.Count, copy!.Count);
+                    await copy.DeleteAllAsync();
+                    using var tx = await seg.BeginAsync(Tree.DestroyCredit + Segment.RootCredit);
+                    copy.Destroy(tx);
+                    seg.RemoveRoot(tx, "copy");
+                    await tx.Close();
+                    Assert.Equal(used, seg.Allocator.UsedBytes);
+                    break;
+                }
+                Assert.True(e is OperationCanceledException, $"read {k}: {e}");
+                Assert.False(e.Data.Contains("Motr.BTreeDump.Cleanup"));
+                Assert.False(seg.TryGetRoot("copy", out _), $"read {k}");
+                Assert.Equal(used, seg.Allocator.UsedBytes);
+                stops++;
+            }
+            Assert.True(stops >= 6, $"{stops} reads");
+            foreach (int n in new[] { 1, 500, 6000, 9000, 20_000 })
+            {
+                cmp.ThrowAt(n);
+                var e = await Record.ExceptionAsync(() => BTreeDump.LoadAsync(new MemoryStream(good), seg, new BTreeConfig { NodeSize = 1024, Comparer = cmp }, "copy", null, default));
+                cmp.ThrowAt(0);
+                Assert.True(e is Boom, $"comparer throwing at {n}: {e}");
+                Assert.False(e.Data.Contains("Motr.BTreeDump.Cleanup"));
+                Assert.False(seg.TryGetRoot("copy", out _));
+                Assert.Equal(used, seg.Allocator.UsedBytes);
+                cmp.ThrowAt(n);
+                e = await Record.ExceptionAsync(() => BTreeDump.SaveAsync(t, new MemoryStream()));
+                cmp.ThrowAt(0);
+                Assert.True(e is null or Boom, $"save, comparer throwing at {n}: {e}");
+            }
+            Ops.AssertEqual(t, model, "after the stopped loads and saves");
+            Assert.Empty(seg.Allocator.Check());
+        });
+    }
+
+    /// <summary>Cancels the token as its <c>k</c>th read starts.</summary>
+    private sealed class CancelAtRead(byte[] data, int k, CancellationTokenSource cts) : MemoryStream(data)
+    {
+        private int _reads;
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (++_reads == k) cts.Cancel();
+            return base.ReadAsync(buffer, cancellationToken);
+        }
+    }
 }
