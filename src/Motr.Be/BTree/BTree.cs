@@ -89,9 +89,6 @@ public sealed unsafe partial class BTree
 
     private string Where => $"b+tree 0x{_hdr:X} in segment {_seg.Id} ({_seg.FileName})";
 
-    // Set by Destroy: every later use of this object is refused.
-    private bool _destroyed;
-
     /// <summary>
     /// Every public operation starts here: the object must still name a live tree (not destroyed, through this
     /// object or another one, nor replaced by another tree made at the same place: its cached format would be
@@ -113,7 +110,7 @@ public sealed unsafe partial class BTree
     private void EnterToRead()
     {
         ref TreeHeader h = ref Hdr; // ObjectDisposedException once the engine is closed
-        if (_destroyed || h.Magic != TreeMagic || h.Birth != _birth || h.KeySize != _keySize || h.ValueSize != _valueSize
+        if (h.Magic != TreeMagic || h.Birth != _birth || h.KeySize != _keySize || h.ValueSize != _valueSize
             || h.LeafFormat != (byte)_leafFormat || h.Flags != _flags || h.InlineLimit != (uint)_inline || h.ComparerId != _comparerId) ThrowGone();
     }
 
@@ -152,7 +149,7 @@ public sealed unsafe partial class BTree
         // This object opened a valid header here once: anything else there now means the tree was destroyed (through
         // this object or another) and the place freed, perhaps reused; not damage, which Open and fsck report.
         ref TreeHeader h = ref Hdr;
-        if (_destroyed || h.Magic != TreeMagic) throw new ObjectDisposedException(nameof(BTree), $"{Where} was destroyed; this object can no longer be used");
+        if (h.Magic != TreeMagic) throw new ObjectDisposedException(nameof(BTree), $"{Where} was destroyed; this object can no longer be used");
         throw new ObjectDisposedException(nameof(BTree), $"{Where} was destroyed and another tree made at its place; this object can no longer be used (open the new tree)");
     }
 
@@ -285,7 +282,7 @@ public sealed unsafe partial class BTree
         tx.Capture(_hdr, 4);
         h.Magic = 0;
         _seg.Allocator.Free(tx, _hdr);
-        _destroyed = true;
+        // No flag on the object: the cleared magic tells every later use, and an abort of this transaction puts it back.
     }
 
     private static void CheckNodeSize(int size, string what)

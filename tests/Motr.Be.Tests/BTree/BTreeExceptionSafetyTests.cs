@@ -598,4 +598,38 @@ public sealed class BTreeExceptionSafetyTests
             return base.ReadAsync(buffer, cancellationToken);
         }
     }
+
+    /// <summary>
+    /// A destroy whose transaction is then aborted (an exception after it, and the transaction's <c>using</c>) leaves
+    /// the tree in place: the object must go on serving it, not refuse it as destroyed for good.
+    /// </summary>
+    [Fact]
+    public async Task A_destroy_rolled_back_by_an_abort_leaves_the_object_usable()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20);
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            var before = Snapshot(seg);
+            void DestroyThenFail(Transaction tx)
+            {
+                t.Destroy(tx);
+                throw new Boom(); // e.g. the root name's removal failed
+            }
+            using (var tx = await seg.BeginAsync(Tree.DestroyCredit + Segment.RootCredit))
+                Assert.Throws<Boom>(() => DestroyThenFail(tx)); // the caller's using aborts it
+            AssertUnchanged(seg, before, "destroy aborted");
+            Assert.Equal(0, t.Count);
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, [1], [2]));
+            Assert.Equal([2], Ops.Get(t, [1]));
+            Ops.AssertHealthy(t, "after the aborted destroy");
+            Assert.Equal(BTreeStatus.Ok, await Ops.Delete(t, [1]));
+            using (var tx = await seg.BeginAsync(Tree.DestroyCredit))
+            {
+                t.Destroy(tx);
+                await tx.Close();
+            }
+            Assert.Throws<ObjectDisposedException>(() => t.Count);
+        });
+    }
 }
