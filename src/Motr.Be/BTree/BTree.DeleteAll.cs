@@ -15,6 +15,8 @@ public sealed partial class BTree
     /// than an eighth of the largest transaction the log accepts, so a deep tree of large nodes on a small log
     /// is emptied in smaller transactions instead of being refused.
     /// </remarks>
+    /// <exception cref="BeCorruptionException">The tree's first key cannot be found by a descent: its keys are out of order for
+    /// its comparer (a comparer that is not a total order, or damage). The batch under way is rolled back.</exception>
     public async Task<long> DeleteAllAsync(int batch = 64, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
@@ -38,7 +40,9 @@ public sealed partial class BTree
             for (int i = 0; i < n && cursor.SeekFirst(); i++)
             {
                 var key = CopySeparator(cursor.Key).ToArray();
-                Delete(tx, key);
+                // The first key, found by the cursor, not found by a descent: the keys are out of order. Going on would
+                // delete nothing and meet the same key again for ever.
+                if (Delete(tx, key) != BTreeStatus.Ok) ThrowOutOfOrder(key);
                 deleted++;
             }
             await tx.Close();
@@ -46,4 +50,9 @@ public sealed partial class BTree
         }
         return deleted;
     }
+
+    private void ThrowOutOfOrder(byte[] key) =>
+        throw new BeCorruptionException(_seg.FileName, _hdr, $"{Where}: delete-all cannot find its first key " +
+            $"{Convert.ToHexString(key.AsSpan(0, Math.Min(key.Length, 32)))}{(key.Length > 32 ? ".." : "")} by a descent: the keys are out of order " +
+            $"for the comparer '{ComparerName}' (one that is not a total order, or damage); Check names where");
 }

@@ -632,4 +632,38 @@ public sealed class BTreeExceptionSafetyTests
             Assert.Throws<ObjectDisposedException>(() => t.Count);
         });
     }
+
+    /// <summary>Bytewise order, or its reverse while <see cref="Lie"/> is set: a comparer that is not a total order over time.</summary>
+    private sealed class LyingComparer : IKeyComparer
+    {
+        public bool Lie;
+        public string Name => "lying-bytewise";
+        public int Compare(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b) => Lie ? b.SequenceCompareTo(a) : a.SequenceCompareTo(b);
+    }
+
+    /// <summary>
+    /// A comparer that answered inconsistently once left a key out of place: fsck names it, and delete-all, which
+    /// deletes the first key again and again, must fail rather than spin for ever on a first key its descent cannot find.
+    /// </summary>
+    [Fact]
+    public async Task Delete_all_refuses_a_tree_out_of_order_instead_of_spinning()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20);
+        await h.Run(async seg =>
+        {
+            var cmp = new LyingComparer();
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512, Comparer = cmp });
+            for (byte i = 1; i <= 5; i++) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, [i], [i]));
+            cmp.Lie = true;
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, [9], [9])); // goes first
+            cmp.Lie = false;
+            Assert.Equal([9], Ops.Keys(t)[0]);
+            Assert.False(t.Check().Healthy);
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            var e = await Record.ExceptionAsync(() => t.DeleteAllAsync(4, null, cts.Token));
+            Assert.True(e is BeCorruptionException, $"{e}");
+            Assert.Contains("out of order", e.Message);
+            Assert.Equal(6, t.Count);
+        });
+    }
 }
