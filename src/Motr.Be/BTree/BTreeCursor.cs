@@ -51,6 +51,13 @@ public sealed unsafe class BTreeCursor
         _saved = true;
     }
 
+    /// <summary>
+    /// The key <see cref="SaveKey"/> kept, in place: a seek never writes <c>_key</c> (only <see cref="SaveKey"/> does, when
+    /// the tree is about to change; <see cref="CacheLeaf"/> may grow the array, copying it, and this span then reads the old
+    /// one, unchanged), so finding the place again by it needs no copy.
+    /// </summary>
+    private ReadOnlySpan<byte> SavedKey => _key.AsSpan(0, _keyLength);
+
     /// <summary>Whether the cursor is at a record.</summary>
     public bool IsValid => _valid && !Stale;
 
@@ -145,7 +152,7 @@ public sealed unsafe class BTreeCursor
     private bool? RefindForNext()
     {
         if (!_saved) ThrowLost();
-        var last = _key.AsSpan(0, _keyLength).ToArray();
+        var last = SavedKey;
         try
         {
             if (!Seek(last)) return false;
@@ -164,7 +171,7 @@ public sealed unsafe class BTreeCursor
         if (!_saved) ThrowLost();
         try
         {
-            return Seek(_key.AsSpan(0, _keyLength).ToArray()) ? null : SeekLast();
+            return Seek(SavedKey) ? null : SeekLast();
         }
         catch
         {
@@ -313,7 +320,7 @@ public sealed unsafe class BTreeCursor
         bool crc = (h->Flags & RecordChecksumFlag) != 0;
         _keyAt = format == NodeFormat.Variable ? -1 : Node.LengthFields(format);
         _keyLen = h->KeySize;
-        if (_keyLen > _key.Length) _key = new byte[_keyLen];
+        if (_keyLen > _key.Length) Array.Resize(ref _key, _keyLen); // keeping a saved key (Reposition keeps it after a failed seek)
         _valueAt = format == NodeFormat.FixedKeyValue && !crc ? _keyLen : -1;
         _valueLen = h->ValueSize;
     }
@@ -323,7 +330,7 @@ public sealed unsafe class BTreeCursor
         if (!_valid) throw new InvalidOperationException("the cursor is not at a record");
         if (!Stale) return;
         if (!_saved) ThrowLost();
-        var key = _key.AsSpan(0, _keyLength).ToArray();
+        var key = SavedKey;
         bool there;
         try
         {
