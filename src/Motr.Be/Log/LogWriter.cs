@@ -116,7 +116,7 @@ internal sealed class LogWriter
     private void Discard()
     {
         foreach (var g in _batch)
-            if (g is not null) BufferPool.Return(g.Buffer);
+            if (g.Buffer is not null) BufferPool.Return(g.Buffer);
         _batch.Clear();
     }
 
@@ -203,7 +203,7 @@ internal sealed class LogWriter
         // Durable: the groups' buffers now belong to the placer (Discard must not return them too), which
         // gets the bytes before every group completes on its own locality — in this order, so a checkpoint
         // asked for by anyone who saw a transaction persist includes it.
-        for (int g = first; g < end; g++) _batch[g] = null!;
+        for (int g = first; g < end; g++) _batch[g] = default;
         _placer.Enqueue(new DurableRecord(groups, length, lsn, position));
         foreach (var sg in groups) sg.Manager.OnGroupDurable(sg.Seq);
     }

@@ -381,8 +381,12 @@ internal sealed unsafe partial class TxManager
     internal bool ChecksumsCurrent => _dirtyCount == 0 && _groupTxCount == 0;
 }
 
-/// <summary>A group chunk ready for the log, with what the log writer needs to account for it.</summary>
-internal sealed class SealedGroup(TxManager manager, long seq, byte[] buffer, int length, long reserved, int txCount, uint crc)
+/// <summary>
+/// A group chunk ready for the log, with what the log writer needs to account for it. A value, not an object: a
+/// locality seals a group per durable transaction when they come one at a time, and the group must not cost an
+/// allocation (default: no group, a place in the log writer's batch already handed on).
+/// </summary>
+internal readonly struct SealedGroup(TxManager manager, long seq, byte[] buffer, int length, long reserved, int txCount, uint crc)
 {
     public readonly TxManager Manager = manager;
     public readonly long Seq = seq;
