@@ -19,8 +19,10 @@ internal sealed class LogWriter
     private readonly Placer _placer;
     private readonly Thread _thread;
     private readonly Lock _lock = new();
-    private List<SealedGroup> _inbox = new();
-    private List<SealedGroup> _batch = new();
+    // Groups sealed while a record is written (a burst of closes seals one per 128 transactions): room for a few hundred
+    // from the start, so the lists do not grow, each in turn, as bursts reach new peaks.
+    private List<SealedGroup> _inbox = new(256);
+    private List<SealedGroup> _batch = new(256);
     private readonly ManualResetEventSlim _signal = new(false, spinCount: 100);
     private int _idle;
     private volatile bool _stopping;
