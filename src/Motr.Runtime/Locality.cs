@@ -99,8 +99,50 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
 
     // An abandoned run's exception counts as observed: its only awaiter may be another abandoned run's dropped
     // continuation, and an unobserved fault would reach TaskScheduler.UnobservedTaskException.
-    private sealed class Run0() : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), IRun
+    //
+    // A run is its own posted state and holds what it runs, so starting one allocates only the run (its task is what
+    // RunAsync returns): no closure for an Action or Func<T>, no task for their result, and no continuation for an
+    // operation that completes in its first turn (most of them; one that awaits is finished by a continuation).
+    private sealed class Run0 : TaskCompletionSource, IRun
     {
+        private readonly Locality _owner;
+        private readonly Func<Task>? _operation;
+        private readonly Action? _action;
+
+        public Run0(Locality owner, Func<Task>? operation, Action? action) : base(TaskCreationOptions.RunContinuationsAsynchronously)
+        {
+            _owner = owner;
+            _operation = operation;
+            _action = action;
+        }
+
+        public static readonly Action<object?> Start = static s => ((Run0)s!).Go();
+
+        private void Go()
+        {
+            Task task;
+            try
+            {
+                if (_action is not null)
+                {
+                    _action();
+                    task = Task.CompletedTask;
+                }
+                else task = _operation!();
+            }
+            catch (Exception e) { _owner.End(this); TrySetException(e); return; }
+            if (task.IsCompleted) Finish(task);
+            else task.ContinueWith(static (x, o) => ((Run0)o!).Finish(x), this, TaskContinuationOptions.ExecuteSynchronously);
+        }
+
+        private void Finish(Task x)
+        {
+            _owner.End(this);
+            if (x.IsFaulted) TrySetException(x.Exception!.InnerExceptions);
+            else if (x.IsCanceled) TrySetCanceled();
+            else TrySetResult();
+        }
+
         public void Abandon(Exception reason)
         {
             TrySetException(reason);
@@ -108,8 +150,48 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
         }
     }
 
-    private sealed class Run1<T>() : TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously), IRun
+    private sealed class Run1<T> : TaskCompletionSource<T>, IRun
     {
+        private readonly Locality _owner;
+        private readonly Func<Task<T>>? _operation;
+        private readonly Func<T>? _func;
+
+        public Run1(Locality owner, Func<Task<T>>? operation, Func<T>? func) : base(TaskCreationOptions.RunContinuationsAsynchronously)
+        {
+            _owner = owner;
+            _operation = operation;
+            _func = func;
+        }
+
+        public static readonly Action<object?> Start = static s => ((Run1<T>)s!).Go();
+
+        private void Go()
+        {
+            Task<T> task;
+            try
+            {
+                if (_func is not null)
+                {
+                    T result = _func();
+                    _owner.End(this);
+                    TrySetResult(result);
+                    return;
+                }
+                task = _operation!();
+            }
+            catch (Exception e) { _owner.End(this); TrySetException(e); return; }
+            if (task.IsCompleted) Finish(task);
+            else task.ContinueWith(static (x, o) => ((Run1<T>)o!).Finish(x), this, TaskContinuationOptions.ExecuteSynchronously);
+        }
+
+        private void Finish(Task<T> x)
+        {
+            _owner.End(this);
+            if (x.IsFaulted) TrySetException(x.Exception!.InnerExceptions);
+            else if (x.IsCanceled) TrySetCanceled();
+            else TrySetResult(x.Result);
+        }
+
         public void Abandon(Exception reason)
         {
             TrySetException(reason);
@@ -143,57 +225,29 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
 
     /// <summary>Runs <paramref name="operation"/> on the locality; its awaits resume on the locality. Completes with its outcome.</summary>
     /// <exception cref="ObjectDisposedException">The locality stopped before the operation finished (the task faults).</exception>
-    public Task RunAsync(Func<Task> operation)
-    {
-        var run = new Run0();
-        if (!Begin(run)) return run.Task;
-        Post(static s =>
-        {
-            var (op, t, self) = ((Func<Task>, Run0, Locality))s!;
-            Task task;
-            try { task = op(); }
-            catch (Exception e) { self.End(t); t.TrySetException(e); return; }
-            task.ContinueWith(static (x, o) =>
-            {
-                var (tc, me) = ((Run0, Locality))o!;
-                me.End(tc);
-                if (x.IsFaulted) tc.TrySetException(x.Exception!.InnerExceptions);
-                else if (x.IsCanceled) tc.TrySetCanceled();
-                else tc.TrySetResult();
-            }, (t, self), TaskContinuationOptions.ExecuteSynchronously);
-        }, (operation, run, this));
-        return run.Task;
-    }
+    public Task RunAsync(Func<Task> operation) => Start(new Run0(this, operation, null));
 
     /// <summary>Runs <paramref name="operation"/> on the locality and returns its result.</summary>
     /// <exception cref="ObjectDisposedException">The locality stopped before the operation finished (the task faults).</exception>
-    public Task<T> RunAsync<T>(Func<Task<T>> operation)
+    public Task<T> RunAsync<T>(Func<Task<T>> operation) => Start(new Run1<T>(this, operation, null));
+
+    /// <summary>Runs <paramref name="action"/> on the locality as one turn.</summary>
+    public Task RunAsync(Action action) => Start(new Run0(this, null, action));
+
+    /// <summary>Runs <paramref name="func"/> on the locality as one turn and returns its result.</summary>
+    public Task<T> RunAsync<T>(Func<T> func) => Start(new Run1<T>(this, null, func));
+
+    private Task Start(Run0 run)
     {
-        var run = new Run1<T>();
-        if (!Begin(run)) return run.Task;
-        Post(static s =>
-        {
-            var (op, t, self) = ((Func<Task<T>>, Run1<T>, Locality))s!;
-            Task<T> task;
-            try { task = op(); }
-            catch (Exception e) { self.End(t); t.TrySetException(e); return; }
-            task.ContinueWith(static (x, o) =>
-            {
-                var (tc, me) = ((Run1<T>, Locality))o!;
-                me.End(tc);
-                if (x.IsFaulted) tc.TrySetException(x.Exception!.InnerExceptions);
-                else if (x.IsCanceled) tc.TrySetCanceled();
-                else tc.TrySetResult(x.Result);
-            }, (t, self), TaskContinuationOptions.ExecuteSynchronously);
-        }, (operation, run, this));
+        if (Begin(run)) Post(Run0.Start, run);
         return run.Task;
     }
 
-    /// <summary>Runs <paramref name="action"/> on the locality as one turn.</summary>
-    public Task RunAsync(Action action) => RunAsync(() => { action(); return Task.CompletedTask; });
-
-    /// <summary>Runs <paramref name="func"/> on the locality as one turn and returns its result.</summary>
-    public Task<T> RunAsync<T>(Func<T> func) => RunAsync(() => Task.FromResult(func()));
+    private Task<T> Start<T>(Run1<T> run)
+    {
+        if (Begin(run)) Post(Run1<T>.Start, run);
+        return run.Task;
+    }
 
     private void Run()
     {
