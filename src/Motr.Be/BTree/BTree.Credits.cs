@@ -134,15 +134,23 @@ public sealed partial class BTree
     /// would be neither logged nor undone), and its remaining credit must cover <paramref name="need"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void CheckTx(Transaction tx, TxCredit need, string op) => CheckTx(tx, _seg, need, op, Where);
+    private void CheckTx(Transaction tx, TxCredit need, string op)
+    {
+        if (!TxFits(tx, _seg, need)) ThrowTx(tx, _seg, need, op, Where); // Where is built only to throw: it allocates
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void CheckTx(Transaction tx, Segment seg, TxCredit need, string op, string where)
     {
+        if (!TxFits(tx, seg, need)) ThrowTx(tx, seg, need, op, where);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TxFits(Transaction tx, Segment seg, TxCredit need)
+    {
         var c = tx.Credit;
         var u = tx.Used;
-        if (tx.Segment != seg || tx.State != TxState.Open || c.Regions - u.Regions < need.Regions || c.Bytes - u.Bytes < need.Bytes)
-            ThrowTx(tx, seg, need, op, where);
+        return tx.Segment == seg && tx.State == TxState.Open && c.Regions - u.Regions >= need.Regions && c.Bytes - u.Bytes >= need.Bytes;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
