@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using static Motr.Be.BTree.BTreeFormatConstants;
 
 namespace Motr.Be.BTree;
@@ -126,7 +127,7 @@ public sealed unsafe class BTreeCursor
             return true;
         }
         _idx[_depth - 1] = _i;
-        return NextLeaf();
+        return CrossLeaf(forward: true);
     }
 
     /// <summary>To the previous key; false (and invalid) before the first.</summary>
@@ -142,7 +143,45 @@ public sealed unsafe class BTreeCursor
             return true;
         }
         _idx[_depth - 1] = _i;
-        return PrevLeaf();
+        return CrossLeaf(forward: false);
+    }
+
+    /// <summary>
+    /// From the leaf's last record to the next leaf (or its first to the previous one). A damaged node on the way
+    /// throws; the cursor then stays at the record it was at (its key kept, as after a change), so a retried move
+    /// throws again or, once the node is readable, goes on — instead of having lost its place and reporting the end.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool CrossLeaf(bool forward)
+    {
+        long leaf = _nodes[_depth - 1];
+        int at = forward ? _i - 1 : _i + 1;
+        try
+        {
+            return forward ? NextLeaf() : PrevLeaf();
+        }
+        catch
+        {
+            KeepKeyOf(leaf, at);
+            throw;
+        }
+    }
+
+    // For CrossLeaf: keeps the key of record i of leaf (unchanged memory: the move only read) and the place by it.
+    private void KeepKeyOf(long leaf, int i)
+    {
+        try
+        {
+            var k = _t.KeyAt(new Node(_t.Segment.Base, leaf), i);
+            if (k.Length > _key.Length) _key = new byte[Math.Max(k.Length, _key.Length * 2)];
+            k.CopyTo(_key);
+            _keyLength = k.Length;
+            KeepPlace();
+        }
+        catch (Exception)
+        {
+            // The key cannot be read either: the cursor stays unpositioned.
+        }
     }
 
     /// <summary>

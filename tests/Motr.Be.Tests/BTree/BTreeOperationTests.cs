@@ -453,6 +453,50 @@ public class BTreeOperationTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A scan that meets a damaged leaf throws; a caller that retries the move must not be told the scan ended (the
+    /// cursor had lost its place): it throws again while the node is damaged, and goes on once it is readable.
+    /// </summary>
+    [Fact]
+    public async Task A_move_that_meets_a_damaged_leaf_keeps_its_place_for_a_retry()
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            for (int i = 0; i < 200; i++) await Ops.Insert(t, [(byte)i], [(byte)i]);
+            foreach (bool forward in new[] { true, false })
+            {
+                var c = t.OpenCursor();
+                Assert.True(forward ? c.SeekFirst() : c.SeekLast());
+                var cookie = default(BTreeCookie);
+                Assert.Equal(BTreeStatus.Ok, t.Lookup(c.Key, out _, ref cookie));
+                long first = cookie.Leaf;
+                var here = c.Key.ToArray();
+                // Walk to the edge of the first leaf, then damage the leaf after it.
+                while (true)
+                {
+                    Assert.True(forward ? c.MoveNext() : c.MovePrev());
+                    Assert.Equal(BTreeStatus.Ok, t.Lookup(c.Key, out _, ref cookie));
+                    if (cookie.Leaf != first) break;
+                    here = c.Key.ToArray();
+                }
+                long next = cookie.Leaf;
+                var nextKey = c.Key.ToArray();
+                Assert.True(c.Seek(here));
+                uint magic = seg.At<uint>(next);
+                seg.At<uint>(next) = 0x0BAD0BAD;
+                var ex = Assert.Throws<BeCorruptionException>(() => forward ? c.MoveNext() : c.MovePrev());
+                Assert.Equal(next, ex.Offset);
+                Assert.Throws<BeCorruptionException>(() => forward ? c.MoveNext() : c.MovePrev()); // before: false, "the end"
+                seg.At<uint>(next) = magic;
+                Assert.True(forward ? c.MoveNext() : c.MovePrev());
+                Assert.Equal(nextKey, c.Key.ToArray());
+            }
+            Ops.AssertHealthy(t);
+        });
+    }
+
+    /// <summary>
     /// Two objects on one tree: a cursor of one finds its place again after changes made through the other (the
     /// objects share the tree's cursor registry), instead of reading a shifted leaf.
     /// </summary>
