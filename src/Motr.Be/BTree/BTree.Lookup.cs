@@ -13,7 +13,7 @@ public struct BTreeCookie
 {
     internal long Leaf;
     internal ulong Epoch;    // the tree's birth stamp plus its count of freed nodes when the cookie was made
-    internal long Restores;  // the segment's restores (aborts, rollbacks) this session then
+    internal long Restores;  // the segment's restore count (aborts, rollbacks; never repeats over reopens) then
 
     /// <summary>Whether the cookie points at a leaf at all.</summary>
     public readonly bool IsSet => Leaf != 0;

@@ -37,15 +37,20 @@ public sealed partial class Segment
     }
 
     /// <summary>
-    /// Restores of captured bytes this session (aborts and rollbacks to a savepoint that undid something): whatever
-    /// remembered a place before one (a b+tree cookie) must not trust it, since the block may be something else again.
+    /// Changes whenever the segment's memory may go back to an earlier state (an abort, a rollback to a savepoint that
+    /// undid something): whatever remembered a place before (a b+tree cookie) must not trust it, since the block may be
+    /// something else again. Its values come from a clock of the process, so they never repeat, across reopens
+    /// included: a cookie from before a restore never hits, in this session or a later one, where the block of a node
+    /// the restore unmade is free in the file. (So a cookie kept across a reopen misses once.)
     /// </summary>
-    internal long Restores;
+    internal long Restores = Interlocked.Increment(ref s_restoreClock);
+
+    private static long s_restoreClock;
 
     /// <summary>Tells every live watcher that a transaction is about to restore captured bytes.</summary>
     internal void BeforeRestore()
     {
-        Restores++;
+        Restores = Interlocked.Increment(ref s_restoreClock);
         if (_watchers.Count == 0) return;
         lock (_watchers)
         {
