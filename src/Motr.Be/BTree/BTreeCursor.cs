@@ -345,7 +345,7 @@ public sealed unsafe class BTreeCursor
     {
         _valid = false;
         throw new InvalidOperationException("the tree changed under the cursor and its key could not be kept first " +
-            "(its out-of-node key unreadable when a transaction aborted?); seek again");
+            "(its out-of-node key unreadable when the tree changed or a transaction aborted?); seek again");
     }
 
     /// <summary>Leaves the cursor unpositioned (so the tree need not save its key on changes).</summary>

@@ -29,18 +29,25 @@ internal sealed class TreeWatch : RestoreWatcher
     }
 
     /// <summary>The tree is about to change: every cursor keeps its key, to find its place again afterwards.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal void BeforeChange()
     {
-        for (int i = 0; i < _count; i++)
-            if (_cursors[i].TryGetTarget(out var c)) c.SaveKey();
+        if (_count != 0) SaveKeys();
         Modifications++;
     }
 
     // An abort or a rollback to a savepoint may restore this tree's nodes, and the segment cannot tell which trees a
-    // transaction touched: every cursor on every tree of the segment finds its place again. Nothing here may keep the
-    // restore from happening: a cursor whose key cannot be read (a damaged out-of-node key) is left lost instead
-    // (its next move asks for a seek).
+    // transaction touched: every cursor on every tree of the segment finds its place again.
     internal override void BeforeRestore()
+    {
+        if (_count != 0) SaveKeys();
+        Modifications++;
+    }
+
+    // Nothing here may keep a change or a restore from happening: a cursor whose key cannot be read (a damaged
+    // out-of-node key) is left lost instead (its next move asks for a seek). A change it stopped would be refused
+    // through every object on the tree for as long as the cursor lived, a delete of the damaged record included.
+    private void SaveKeys()
     {
         for (int i = 0; i < _count; i++)
         {
@@ -48,6 +55,5 @@ internal sealed class TreeWatch : RestoreWatcher
             try { c.SaveKey(); }
             catch (Exception) { /* not saved: lost */ }
         }
-        Modifications++;
     }
 }
