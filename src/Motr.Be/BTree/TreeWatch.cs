@@ -47,13 +47,22 @@ internal sealed class TreeWatch : RestoreWatcher
     // Nothing here may keep a change or a restore from happening: a cursor whose key cannot be read (a damaged
     // out-of-node key) is left lost instead (its next move asks for a seek). A change it stopped would be refused
     // through every object on the tree for as long as the cursor lived, a delete of the damaged record included.
+    // Cursors gone are dropped on the way, so a burst of them (short-lived objects each register the cursor behind
+    // Min and Slant) is walked once after they are collected, not by every later change until a registration prunes.
     private void SaveKeys()
     {
+        int live = 0;
         for (int i = 0; i < _count; i++)
         {
-            if (!_cursors[i].TryGetTarget(out var c)) continue;
+            var w = _cursors[i];
+            if (!w.TryGetTarget(out var c)) continue;
+            if (live != i) _cursors[live] = w;
+            live++;
             try { c.SaveKey(); }
             catch (Exception) { /* not saved: lost */ }
         }
+        if (live == _count) return;
+        Array.Clear(_cursors, live, _count - live);
+        _count = live;
     }
 }

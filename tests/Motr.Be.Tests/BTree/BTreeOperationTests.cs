@@ -542,6 +542,41 @@ public class BTreeOperationTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// Every change walks the cursors registered on the tree, through every object on it. Cursors gone (say those of
+    /// short-lived objects, each registering the one behind Min and Slant) must not stay in that walk: before, they
+    /// were dropped only when a registration found the list full, so after a burst every later change walked them all.
+    /// </summary>
+    [Fact]
+    public async Task Cursors_gone_leave_the_walk_every_change_makes()
+    {
+        await using var h = await TreeHost.Start();
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            await Ops.Insert(t, [1], [1]);
+            MinThroughShortLivedObjects(seg, t.Offset, 5000);
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+            await Ops.Insert(t, [2], [2]);
+            Assert.True(Registered(t) < 16, $"{Registered(t)} cursors still walked after the burst");
+        });
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void MinThroughShortLivedObjects(Motr.Be.Segments.Segment seg, long offset, int n)
+    {
+        for (int i = 0; i < n; i++) Assert.Equal(BTreeStatus.Ok, Tree.Open(seg, offset).Min(out _, out _));
+    }
+
+    private static int Registered(Tree t)
+    {
+        const System.Reflection.BindingFlags F = System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance;
+        var watch = typeof(Tree).GetField("_watch", F)!.GetValue(t)!;
+        return (int)watch.GetType().GetField("_count", F)!.GetValue(watch)!;
+    }
+
+    /// <summary>
     /// Two objects on one tree: a cursor of one finds its place again after changes made through the other (the
     /// objects share the tree's cursor registry), instead of reading a shifted leaf.
     /// </summary>
