@@ -51,19 +51,25 @@ public sealed partial class BTree
     /// </summary>
     public TxCredit InsertCredit(int keyLength, int valueLength)
     {
-        // Fixed-size trees: the credit depends only on the height; keep it.
-        if (_keySize >= 0 && _valueSize >= 0 && _cachedInsertHeight == Height) return _cachedInsert;
+        // Fixed-size trees: the credit depends only on the header's height and node sizes; keep it for them (they may
+        // change through another object on the tree, or back by an abort, so they are compared, not invalidated).
+        int height = Height; // (refuses an object whose tree is gone)
+        if (_keySize >= 0 && _valueSize >= 0 && _cachedInsertHeight == height && _cachedInsertLargest == Hdr.LargestNode
+            && _cachedInsertInner == Hdr.InternalSize) return _cachedInsert;
         var credit = ComputeInsertCredit(keyLength, valueLength);
         if (_keySize >= 0 && _valueSize >= 0 && keyLength == _keySize && valueLength == _valueSize)
         {
             _cachedInsert = credit;
-            _cachedInsertHeight = Height;
+            _cachedInsertHeight = height;
+            _cachedInsertLargest = Hdr.LargestNode;
+            _cachedInsertInner = Hdr.InternalSize;
         }
         return credit;
     }
 
     private TxCredit _cachedInsert;
     private int _cachedInsertHeight = -1;
+    private uint _cachedInsertLargest, _cachedInsertInner;
 
     private TxCredit ComputeInsertCredit(int keyLength, int valueLength) =>
         InsertCreditFor(keyLength, valueLength, LargestNode, (int)Hdr.InternalSize, Height);

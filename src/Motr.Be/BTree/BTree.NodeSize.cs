@@ -37,7 +37,6 @@ public sealed partial class BTree
         h.LeafSize = (uint)leafSize;
         h.InternalSize = (uint)internalSize;
         h.LargestNode = Math.Max(h.LargestNode, (uint)Math.Max(leafSize, internalSize));
-        _cachedInsertHeight = -1;
     }
 
     /// <summary>The smallest node size this tree accepts: the one whose inline limit its records were sized by.</summary>

@@ -249,4 +249,28 @@ public class BTreeCreditTests(ITestOutputHelper output)
         });
         h.AssertNoCaptureViolations();
     }
+
+    /// <summary>
+    /// A fixed-size tree keeps its insert credit per height; node sizes set through another object on the tree (or put
+    /// back by an abort) must not leave it stale: it was kept at the old sizes' figure, 10 KB against the 296 KB needed.
+    /// </summary>
+    [Fact]
+    public async Task Insert_credit_follows_node_sizes_set_through_another_object()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 64 << 20, logSize: 64 << 20);
+        await h.Run(async seg =>
+        {
+            var a = await Ops.Create(seg, new BTreeConfig { KeySize = 8, ValueSize = 8, NodeSize = 512 });
+            var small = a.InsertCredit(8, 8);
+            var b = Tree.Open(seg, a.Offset);
+            using (var tx = await seg.BeginAsync(Tree.SetNodeSizesCredit))
+            {
+                b.SetNodeSizes(tx, 16384, 16384);
+                Assert.Equal(b.InsertCredit(8, 8), a.InsertCredit(8, 8));
+                Assert.True(a.InsertCredit(8, 8).Bytes > small.Bytes);
+                tx.Abort();
+            }
+            Assert.Equal(small, a.InsertCredit(8, 8));
+        });
+    }
 }
