@@ -15,6 +15,26 @@ public class BTreeCookieTests
 
     private static ulong N(ReadOnlySpan<byte> k) => BinaryPrimitives.ReadUInt64BigEndian(k);
 
+    /// <summary>Allocates 512-byte blocks until the freed block at <paramref name="leaf"/> comes back, and writes <paramref name="image"/> into it.</summary>
+    private static async Task PlaceCopy(Motr.Be.Segments.Segment seg, long leaf, byte[] image)
+    {
+        using var tx = await seg.BeginAsync((Motr.Be.Alloc.Allocator.AllocCredit + Motr.Be.Tx.TxCredit.Region(512)) * 4096);
+        long got = seg.Allocator.Alloc(tx, 512);
+        for (int i = 0; i < 4096 && got != leaf; i++)
+        {
+            if (got < leaf && got + 512 + 32 > leaf)
+            {
+                // The freed node joined a free chunk before it: take that chunk's front, then the node's place.
+                seg.Allocator.Free(tx, got);
+                seg.Allocator.Alloc(tx, leaf - got - 32);
+            }
+            got = seg.Allocator.Alloc(tx, 512);
+        }
+        Assert.Equal(leaf, got);
+        image.CopyTo(tx.Capture(leaf, 512));
+        await tx.Close();
+    }
+
     private static async Task<(Tree Tree, SortedDictionary<byte[], byte[]> Model)> Fill(Motr.Be.Segments.Segment seg, string name = "t")
     {
         var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 }, name);
@@ -212,23 +232,7 @@ public class BTreeCookieTests
             }
             Assert.True(d >= 2, $"freed after {d} deletes"); // keys[1] is gone from the tree, not from the copy
             // Someone allocates blocks of the node's size until the freed one comes back, and writes the copy into it.
-            using (var tx = await seg.BeginAsync((Motr.Be.Alloc.Allocator.AllocCredit + Motr.Be.Tx.TxCredit.Region(512)) * 4096))
-            {
-                long got = seg.Allocator.Alloc(tx, 512);
-                for (int i = 0; i < 4096 && got != leaf; i++)
-                {
-                    if (got < leaf && got + 512 + 32 > leaf)
-                    {
-                        // The freed node joined a free chunk before it: take that chunk's front, then the node's place.
-                        seg.Allocator.Free(tx, got);
-                        seg.Allocator.Alloc(tx, leaf - got - 32);
-                    }
-                    got = seg.Allocator.Alloc(tx, 512);
-                }
-                Assert.Equal(leaf, got);
-                image.CopyTo(tx.Capture(leaf, 512));
-                await tx.Close();
-            }
+            await PlaceCopy(seg, leaf, image);
             var s = t.Stats;
             var stale = cookie;
             Assert.Equal(BTreeStatus.NotFound, t.Lookup(keys[1], out _, ref cookie));
@@ -318,22 +322,7 @@ public class BTreeCookieTests
             long leaf = stale.Leaf;
             // A byte-exact copy of the node, with a valid checksum (as it would have been placed), lands in its freed block.
             Motr.Be.Segments.BlockChecksum.Seal(image, NodeHeader.CrcOffset);
-            using (var tx = await seg.BeginAsync((Motr.Be.Alloc.Allocator.AllocCredit + Motr.Be.Tx.TxCredit.Region(512)) * 4096))
-            {
-                long got = seg.Allocator.Alloc(tx, 512);
-                for (int i = 0; i < 4096 && got != leaf; i++)
-                {
-                    if (got < leaf && got + 512 + 32 > leaf)
-                    {
-                        seg.Allocator.Free(tx, got);
-                        seg.Allocator.Alloc(tx, leaf - got - 32);
-                    }
-                    got = seg.Allocator.Alloc(tx, 512);
-                }
-                Assert.Equal(leaf, got);
-                image.CopyTo(tx.Capture(leaf, 512));
-                await tx.Close();
-            }
+            await PlaceCopy(seg, leaf, image);
             var s = t.Stats;
             Assert.Equal(BTreeStatus.NotFound, t.Lookup(ghost, out _, ref stale));
             Assert.Equal((s.CookieHits, s.CookieMisses + 1), (t.Stats.CookieHits, t.Stats.CookieMisses));
