@@ -510,12 +510,6 @@ public sealed class BTreeExceptionSafetyTests
         });
     }
 
-    /// <summary>Reports on the caller's thread, at once (<see cref="Progress{T}"/> posts).</summary>
-    private sealed class SyncProgress(Action<long> report) : IProgress<long>
-    {
-        public void Report(long value) => report(value);
-    }
-
     /// <summary>
     /// A load stopped at each of its reads (cancelled there, or the comparer throwing at a chosen call while it
     /// checks the dump's order or inserts) removes what it loaded; a save stopped the same way leaves its tree as it was.

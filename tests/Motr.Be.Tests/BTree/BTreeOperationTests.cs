@@ -721,11 +721,6 @@ public class BTreeOperationTests(ITestOutputHelper output)
         });
     }
 
-    private sealed class SyncProgress(Action<long> report) : IProgress<long>
-    {
-        public void Report(long value) => report(value);
-    }
-
     [Fact]
     public async Task Destroy_right_after_create_gives_back_every_byte()
     {

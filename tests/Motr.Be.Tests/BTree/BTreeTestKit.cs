@@ -88,6 +88,12 @@ internal sealed class TreeHost : IAsyncDisposable
 }
 
 /// <summary>Tree operations each in its own transaction opened with exactly the operation's credit.</summary>
+/// <summary>Reports on the caller's thread, at once (<see cref="Progress{T}"/> posts).</summary>
+internal sealed class SyncProgress(Action<long> report) : IProgress<long>
+{
+    public void Report(long value) => report(value);
+}
+
 internal static class Ops
 {
     public static async Task<Tree> Create(Segment seg, BTreeConfig config, string name = "t")
