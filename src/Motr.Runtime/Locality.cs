@@ -128,7 +128,7 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
                     _action();
                     task = Task.CompletedTask;
                 }
-                else task = _operation!();
+                else task = _operation!() ?? throw NoTask();
             }
             catch (Exception e) { _owner.End(this); TrySetException(e); return; }
             if (task.IsCompleted) Finish(task);
@@ -177,7 +177,7 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
                     TrySetResult(result);
                     return;
                 }
-                task = _operation!();
+                task = _operation!() ?? throw NoTask();
             }
             catch (Exception e) { _owner.End(this); TrySetException(e); return; }
             if (task.IsCompleted) Finish(task);
@@ -198,6 +198,10 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
             _ = Task.Exception;
         }
     }
+
+    // An operation that returns null instead of a task: its run faults (as Task.Run does) rather than the null escaping
+    // the turn as a locality fault and leaving the run pending until the locality stops.
+    private static InvalidOperationException NoTask() => new("the operation run on the locality returned no task (null)");
 
     /// <summary>Adds a run to the pending set; false (and a faulted run) if the locality is stopping.</summary>
     private bool Begin(IRun run)

@@ -169,4 +169,13 @@ public class LocalityRunTests
             }
         }
     }
+
+    [Fact]
+    public async Task An_operation_returning_no_task_faults_its_run_instead_of_hanging()
+    {
+        await using var loc = new Locality(0);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => loc.RunAsync((Func<Task>)(() => null!)).WaitAsync(T));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => loc.RunAsync((Func<Task<int>>)(() => null!)).WaitAsync(T));
+        Assert.Equal(0, loc.Faults);
+    }
 }
