@@ -181,6 +181,9 @@ internal sealed partial class TxManager
         _turn++;
         if (_dirtyCount != 0) AbortLeftOpen();
         if (_groupUrgent && _groupTxCount > 0) Seal();
+        // A busy locality never goes idle: space its transactions gave back (aborted, or unused by a close) must not
+        // stay parked here while a begin, perhaps on another locality, waits for it.
+        if (_localSpace > 0 && _domain.LogSpace.HasWaiters) ReleaseLocalSpace();
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -1,0 +1,222 @@
+using Motr.Be.Tests.TestSupport;
+using Motr.Be.Tx;
+using Motr.Runtime;
+
+namespace Motr.Be.Tests.Tx;
+
+/// <summary>Begins that wait for log space: cancellation, two localities, closing under waiters, starvation.</summary>
+public class LogSpaceWaitTests
+{
+    private const long Off = Engines.DataStart;
+    private static readonly TimeSpan Hang = TimeSpan.FromSeconds(60);
+
+    private static async Task<Engine> Small(TempDir dir)
+    {
+        var o = Engines.Options(dir.Path, logSize: 1 << 20);
+        o.CheckpointInterval = TimeSpan.FromHours(1); // only space pressure triggers checkpoints
+        return await Engines.Open(o);
+    }
+
+    /// <summary>A credit whose reservation is about <paramref name="fraction"/> of the log's area.</summary>
+    private static TxCredit Share(Engine e, double fraction) => TxCredit.Region((int)(e.Domain.Stats.LogAreaSize * fraction / 2));
+
+    /// <summary>Everything done: no waiter, nothing used after a checkpoint, at most a chunk kept per locality, and a large tx still opens.</summary>
+    private static async Task AssertIdle(Engine e)
+    {
+        foreach (var loc in e.Localities) await loc.RunAsync(async () => await loc.Segment!.FlushAsync()).WaitAsync(Hang);
+        await e.Domain.CheckpointAsync().WaitAsync(Hang);
+        Assert.False(e.Domain.LogSpace.HasWaiters);
+        Assert.Equal(0, e.Domain.Stats.LogUsed);
+        Assert.InRange(e.Domain.Stats.LogReserved, 0, e.Localities.Count * e.Domain.SpaceChunk);
+        foreach (var loc in e.Localities)
+            await loc.RunAsync(async () =>
+            {
+                using var tx = await loc.Segment!.BeginAsync(Share(e, 0.45));
+                tx.Capture<long>(Off) = 1;
+                await tx.Close();
+            }).WaitAsync(Hang);
+    }
+
+    [Fact]
+    public async Task A_storm_of_cancelled_waiters_on_two_localities_leaks_nothing()
+    {
+        using var dir = new TempDir();
+        await using var e = await Small(dir);
+        var credit = Share(e, 0.2);
+        for (int round = 0; round < 5; round++)
+        {
+            // A clean transaction pair holds most of the log, so every begin below waits.
+            var hold = new TaskCompletionSource();
+            var held = new TaskCompletionSource();
+            var holder = e.Localities[0].RunAsync(async () =>
+            {
+                using var a = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
+                using var b = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
+                held.SetResult();
+                await hold.Task;
+            });
+            await held.Task.WaitAsync(Hang);
+            var sources = Enumerable.Range(0, 8).Select(_ => new CancellationTokenSource()).ToArray();
+            var tasks = new List<Task<bool>>();
+            for (int i = 0; i < 400; i++)
+            {
+                var loc = e.Localities[i % 2];
+                var ct = sources[i % sources.Length].Token;
+                int w = i;
+                tasks.Add(loc.RunAsync(async () =>
+                {
+                    try
+                    {
+                        using var tx = await loc.Segment!.BeginAsync(credit, ct);
+                        tx.Capture<long>(Off + 8 * (w % 64)) = w;
+                        await tx.Close();
+                        return true;
+                    }
+                    catch (OperationCanceledException) { return false; }
+                }));
+            }
+            foreach (var loc in e.Localities) await loc.RunAsync(() => { }).WaitAsync(Hang); // every begin is waiting
+            Assert.True(e.Domain.LogSpace.HasWaiters);
+            // Six sources cancelled from as many threads at once, while the holder frees its space; two never cancelled.
+            var go = new ManualResetEventSlim();
+            var storm = Enumerable.Range(0, 6).Select(k => Task.Run(() => { go.Wait(); sources[k].Cancel(); }))
+                .Append(Task.Run(() => { go.Wait(); hold.SetResult(); })).ToArray();
+            go.Set();
+            await Task.WhenAll(storm).WaitAsync(Hang);
+            await holder.WaitAsync(Hang);
+            var results = await Task.WhenAll(tasks).WaitAsync(Hang);
+            for (int i = 0; i < results.Length; i++)
+                if (i % sources.Length >= 6) Assert.True(results[i], $"begin {i} was never cancelled, yet did not run");
+            Assert.Contains(false, results);
+            await AssertIdle(e);
+        }
+    }
+
+    [Fact]
+    public async Task Closing_the_engine_under_hundreds_of_waiters_ends_every_wait()
+    {
+        using var dir = new TempDir();
+        var e = await Small(dir);
+        var hold = new TaskCompletionSource();
+        var held = new TaskCompletionSource();
+        var holder = e.Localities[0].RunAsync(async () =>
+        {
+            // Clean open transactions may stay open across awaits: they hold their reservations.
+            using var a = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
+            using var b = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
+            held.SetResult();
+            await hold.Task;
+        });
+        await held.Task.WaitAsync(Hang);
+        var waiters = new List<Task>();
+        for (int i = 0; i < 300; i++)
+        {
+            var loc = e.Localities[i % 2];
+            waiters.Add(loc.RunAsync(async () =>
+            {
+                using var tx = await loc.Segment!.BeginAsync(Share(e, 0.25));
+                tx.Capture<long>(Off) = 1;
+                await tx.Close();
+            }));
+        }
+        await e.Localities[1].RunAsync(() => { }).WaitAsync(Hang); // the waiters have begun
+        Assert.True(e.Domain.LogSpace.HasWaiters);
+        await e.DisposeAsync().AsTask().WaitAsync(Hang);
+        foreach (var t in waiters.Append(holder))
+            await Assert.ThrowsAsync<ObjectDisposedException>(() => t.WaitAsync(Hang));
+    }
+
+    /// <summary>
+    /// A locality that aborts a large transaction keeps its reservation locally. If it stays busy (its queue never runs
+    /// empty, so it never goes idle) with transactions that abort or change nothing, a waiter on the other locality must
+    /// still get the space: begins wait in arrival order, and a busy locality must not starve them.
+    /// </summary>
+    [Fact]
+    public async Task A_waiter_is_not_starved_by_a_busy_locality_holding_aborted_reservations()
+    {
+        using var dir = new TempDir();
+        await using var e = await Small(dir);
+        var busy = e.Localities[0];
+        var stop = false;
+        var streaming = new TaskCompletionSource();
+        long iterations = 0;
+        var stream = busy.RunAsync(async () =>
+        {
+            var seg = busy.Segment!;
+            using (var a = await seg.BeginAsync(Share(e, 0.4)))
+            using (var b = await seg.BeginAsync(Share(e, 0.4)))
+            {
+                a.Capture<long>(Off) = 1;
+                b.Capture<long>(Off + 8) = 2;
+                a.Abort();
+                b.Abort();
+            }
+            streaming.SetResult();
+            while (!Volatile.Read(ref stop))
+            {
+                // Look-ups that change nothing, or give up: the space comes back to this locality.
+                using (var tx = await seg.BeginAsync(TxCredit.Region(64))) { }
+                iterations++;
+                await Task.Yield();
+            }
+        });
+        try
+        {
+            await streaming.Task.WaitAsync(Hang);
+            var other = e.Localities[1];
+            await other.RunAsync(async () =>
+            {
+                using var tx = await other.Segment!.BeginAsync(Share(e, 0.4));
+                tx.Capture<long>(Off + 64) = 3;
+                await tx.Close();
+            }).WaitAsync(Hang);
+        }
+        finally
+        {
+            Volatile.Write(ref stop, true);
+        }
+        await stream.WaitAsync(Hang);
+        await AssertIdle(e);
+    }
+
+    /// <summary>A large begin behind a stream of small ones on another locality runs (arrival order), then the small ones go on.</summary>
+    [Fact]
+    public async Task A_large_waiter_behind_a_stream_of_small_closing_txs_runs()
+    {
+        using var dir = new TempDir();
+        await using var e = await Small(dir);
+        var busy = e.Localities[0];
+        var stop = false;
+        var stream = busy.RunAsync(async () =>
+        {
+            var seg = busy.Segment!;
+            async Task Writer(int w)
+            {
+                for (int i = 0; !Volatile.Read(ref stop); i++)
+                {
+                    using var tx = await seg.BeginAsync(Share(e, 0.05));
+                    tx.Capture<long>(Off + 8 * w) = i;
+                    await tx.Close();
+                }
+            }
+            await Task.WhenAll(Enumerable.Range(0, 16).Select(Writer));
+        });
+        try
+        {
+            var other = e.Localities[1];
+            for (int k = 0; k < 5; k++)
+                await other.RunAsync(async () =>
+                {
+                    using var tx = await other.Segment!.BeginAsync(Share(e, 0.48));
+                    tx.Capture<long>(Off + 256) = k;
+                    await tx.Close();
+                }).WaitAsync(Hang);
+        }
+        finally
+        {
+            Volatile.Write(ref stop, true);
+        }
+        await stream.WaitAsync(Hang);
+        await AssertIdle(e);
+    }
+}
