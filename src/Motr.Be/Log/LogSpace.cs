@@ -88,6 +88,7 @@ internal sealed class LogSpace
         {
             OnWaiter?.Invoke();
             if (ct.CanBeCanceled)
+            {
                 w.Registration = ct.Register(static s =>
                 {
                     var (space, waiter) = ((LogSpace, SpaceWaiter))s!;
@@ -103,6 +104,10 @@ internal sealed class LogSpace
                     }
                     if (removed) waiter.TrySetCanceled();
                 }, (this, w));
+                // Granted between the queueing and the registration (GrantLocked found nothing to unregister): a
+                // registration left on a long-lived token would stay in its list until the token went.
+                if (w.Task.IsCompleted) w.Registration.Unregister();
+            }
         }
         return w.Task;
     }
