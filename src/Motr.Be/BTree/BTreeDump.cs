@@ -258,7 +258,7 @@ public static class BTreeDump
     /// its unused credit covers the next record's worst case. A block is read and validated whole before any
     /// of its records is inserted. The load waits for durability every few transactions and at the end.</para>
     /// <para>On any error (damage, cancellation, out of space, I/O) the new tree is removed again — its records
-    /// deleted in batches, then the tree destroyed and the root name removed — before the error is rethrown, so
+    /// deleted in batches, then the tree destroyed and the root name removed if it still names the tree — before the error is rethrown, so
     /// nothing leaks. Should that removal fail too (e.g. the log failed), the original error is thrown with the
     /// removal's exception in its <see cref="Exception.Data"/> under "Motr.BTreeDump.Cleanup", and the tree is
     /// left for the caller (findable under <paramref name="rootName"/> if one was given). A crash during a
@@ -269,7 +269,8 @@ public static class BTreeDump
     /// <param name="segment">The segment to make the tree in (the caller runs on its owner).</param>
     /// <param name="config">The new tree's shape; null takes it from the dump's header (which then must use the bytewise comparer).
     /// Its comparer must have the name recorded in the dump, and fixed key or value sizes must match the dump's.</param>
-    /// <param name="rootName">A named root (<see cref="Segment.SetRoot"/>) to keep the new tree under from the moment it exists; it must not exist yet.</param>
+    /// <param name="rootName">A named root (<see cref="Segment.SetRoot"/>) to keep the new tree under from the moment it exists; it must not exist yet
+    /// (checked again in the turn that creates the tree, so of two loads under one name at once, one is refused).</param>
     /// <param name="progress">Receives the number of records loaded so far, every <see cref="ProgressInterval"/> records and at the end.</param>
     /// <param name="cancellationToken">Stops the load between transactions (the partial tree is then removed).</param>
     /// <exception cref="BeCorruptionException">The dump is damaged; <see cref="BeCorruptionException.Offset"/> says where.</exception>
@@ -299,6 +300,11 @@ public static class BTreeDump
             TxPersistence last;
             using (var tx = await segment.BeginAsync(BTree.CreateCredit + (rootName != null ? Segment.RootCredit : default), cancellationToken))
             {
+                // Checked again in the turn that takes the name: the awaits since the first check (the header's read,
+                // the wait for credit) let other work, another load under the same name included, take it meanwhile,
+                // and SetRoot would replace it (that tree then unreachable, or this one removed with its name later).
+                if (rootName != null && segment.TryGetRoot(rootName, out existing))
+                    throw new ArgumentException($"segment {segment.Id}: root '{rootName}' already names 0x{existing:X}; load under a new name", nameof(rootName));
                 tree = BTree.Create(tx, segment, cfg);
                 if (rootName != null) segment.SetRoot(tx, rootName, tree.Offset);
                 last = tx.Close();
@@ -649,7 +655,8 @@ public static class BTreeDump
             using (var tx = await segment.BeginAsync(BTree.DestroyCredit + Segment.RootCredit))
             {
                 tree.Destroy(tx);
-                if (rootName != null) segment.RemoveRoot(tx, rootName);
+                // Only if the name still names this tree: the caller may have given it to another meanwhile.
+                if (rootName != null && segment.TryGetRoot(rootName, out long named) && named == tree.Offset) segment.RemoveRoot(tx, rootName);
                 last = tx.Close();
             }
             await last;
