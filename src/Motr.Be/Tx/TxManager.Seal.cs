@@ -39,6 +39,10 @@ internal sealed unsafe partial class TxManager
         {
             _groupFirstTxId = tx._id;
             Interlocked.Exchange(ref _hasPendingGroup, 1);
+            // The log writer asks for a seal only as it becomes idle; one already idle waits to be asked. The owner
+            // answers when its queue runs empty, which a locality kept busy never does (work that yields and aborts
+            // in a loop): ask for the seal behind what is queued now, as the writer would have.
+            if (_domain.Writer.IsIdle) RequestSeal();
         }
         _groupTxCount++;
         // A closed transaction needs log space only for what it captured: keep that much of its

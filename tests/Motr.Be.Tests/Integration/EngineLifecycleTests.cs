@@ -188,4 +188,48 @@ public class EngineLifecycleTests
         });
         await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
     }
+
+    /// <summary>
+    /// A locality kept busy by work that never closes a transaction (it yields and aborts in a loop) never runs its
+    /// queue empty; a transaction closed on it meanwhile must still become durable. Before, with the log writer
+    /// already idle, nothing asked for the seal and the wait never ended (a load beside such work hung).
+    /// </summary>
+    [Fact]
+    public async Task A_closed_transaction_becomes_durable_while_its_locality_stays_busy()
+    {
+        using var dir = new TempDir();
+        await using var e = await Engines.Open(Engines.Options(dir.Path, segments: 1));
+        var loc = e.Localities[0];
+        bool stop = false;
+        var churn = loc.RunAsync(async () =>
+        {
+            while (!Volatile.Read(ref stop))
+            {
+                using (var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8)))
+                {
+                    tx.Capture<long>(Engines.DataStart + 8) = 1;
+                    tx.Abort();
+                }
+                await Task.Yield();
+            }
+        });
+        try
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                await loc.RunAsync(async () =>
+                {
+                    using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                    tx.Capture<long>(Engines.DataStart) = i;
+                    await tx.Close().AsTask().WaitAsync(TimeSpan.FromSeconds(60));
+                });
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref stop, true);
+        }
+        await churn.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(19, await loc.RunAsync(() => loc.Segment!.At<long>(Engines.DataStart)));
+    }
 }

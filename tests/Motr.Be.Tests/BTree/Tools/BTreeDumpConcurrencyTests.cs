@@ -294,7 +294,7 @@ public sealed class BTreeDumpConcurrencyTests
                             _ = other.Update(tx, ToolsHarness.BigEndianKey(r.Next(300) * 2L), new byte[r.Next(20_000)]);
                             tx.Abort();
                         }
-                        await Task.Delay(1);
+                        await Task.Yield();
                     }
                 }
                 var churn = Churn();
