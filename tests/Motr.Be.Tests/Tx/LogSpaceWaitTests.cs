@@ -37,6 +37,22 @@ public class LogSpaceWaitTests
             }).WaitAsync(Hang);
     }
 
+    /// <summary>Two clean open transactions on locality 0 hold 90% of the log until <paramref name="hold"/> completes; returns (their run) once they hold it.</summary>
+    private static async Task<Task> HoldMostOfTheLog(Engine e, Task hold)
+    {
+        var held = new TaskCompletionSource();
+        var holder = e.Localities[0].RunAsync(async () =>
+        {
+            // Clean open transactions may stay open across awaits: they hold their reservations.
+            using var a = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
+            using var b = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
+            held.SetResult();
+            await hold;
+        });
+        await held.Task.WaitAsync(Hang);
+        return holder;
+    }
+
     [Fact]
     public async Task A_storm_of_cancelled_waiters_on_two_localities_leaks_nothing()
     {
@@ -47,15 +63,7 @@ public class LogSpaceWaitTests
         {
             // A clean transaction pair holds most of the log, so every begin below waits.
             var hold = new TaskCompletionSource();
-            var held = new TaskCompletionSource();
-            var holder = e.Localities[0].RunAsync(async () =>
-            {
-                using var a = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
-                using var b = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
-                held.SetResult();
-                await hold.Task;
-            });
-            await held.Task.WaitAsync(Hang);
+            var holder = await HoldMostOfTheLog(e, hold.Task);
             var sources = Enumerable.Range(0, 8).Select(_ => new CancellationTokenSource()).ToArray();
             var tasks = new List<Task<bool>>();
             for (int i = 0; i < 400; i++)
@@ -98,16 +106,7 @@ public class LogSpaceWaitTests
         using var dir = new TempDir();
         var e = await Small(dir);
         var hold = new TaskCompletionSource();
-        var held = new TaskCompletionSource();
-        var holder = e.Localities[0].RunAsync(async () =>
-        {
-            // Clean open transactions may stay open across awaits: they hold their reservations.
-            using var a = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
-            using var b = await e.Localities[0].Segment!.BeginAsync(Share(e, 0.45));
-            held.SetResult();
-            await hold.Task;
-        });
-        await held.Task.WaitAsync(Hang);
+        var holder = await HoldMostOfTheLog(e, hold.Task);
         var waiters = new List<Task>();
         for (int i = 0; i < 300; i++)
         {
