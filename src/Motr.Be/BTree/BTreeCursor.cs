@@ -45,11 +45,15 @@ public sealed unsafe class BTreeCursor
     {
         if (!_valid || _saved || Stale) return;
         _idx[_depth - 1] = _i;
-        var k = _t.KeyAt(Leaf, _i);
+        CopyKey(_t.KeyAt(Leaf, _i));
+        _saved = true;
+    }
+
+    private void CopyKey(ReadOnlySpan<byte> k)
+    {
         if (k.Length > _key.Length) _key = new byte[Math.Max(k.Length, _key.Length * 2)];
         k.CopyTo(_key);
         _keyLength = k.Length;
-        _saved = true;
     }
 
     /// <summary>
@@ -172,10 +176,7 @@ public sealed unsafe class BTreeCursor
     {
         try
         {
-            var k = _t.KeyAt(new Node(_t.Segment.Base, leaf), i);
-            if (k.Length > _key.Length) _key = new byte[Math.Max(k.Length, _key.Length * 2)];
-            k.CopyTo(_key);
-            _keyLength = k.Length;
+            CopyKey(_t.KeyAt(new Node(_t.Segment.Base, leaf), i));
             KeepPlace();
         }
         catch (Exception)

@@ -38,11 +38,7 @@ internal sealed class TreeWatch : RestoreWatcher
 
     // An abort or a rollback to a savepoint may restore this tree's nodes, and the segment cannot tell which trees a
     // transaction touched: every cursor on every tree of the segment finds its place again.
-    internal override void BeforeRestore()
-    {
-        if (_count != 0) SaveKeys();
-        Modifications++;
-    }
+    internal override void BeforeRestore() => BeforeChange();
 
     // Nothing here may keep a change or a restore from happening: a cursor whose key cannot be read (a damaged
     // out-of-node key) is left lost instead (its next move asks for a seek). A change it stopped would be refused
