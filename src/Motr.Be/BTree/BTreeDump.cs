@@ -284,8 +284,7 @@ public static class BTreeDump
         ArgumentNullException.ThrowIfNull(segment);
         if (!input.CanRead) throw new ArgumentException("the input stream is not readable", nameof(input));
         CheckOwner(segment, "load");
-        if (rootName != null && segment.TryGetRoot(rootName, out long existing))
-            throw new ArgumentException($"segment {segment.Id}: root '{rootName}' already names 0x{existing:X}; load under a new name", nameof(rootName));
+        ThrowIfRootTaken(segment, rootName);
         string file = input is FileStream fs ? fs.Name : "stream";
 
         byte[] buf = ArrayPool<byte>.Shared.Rent(BlockHeaderSize + TargetBlockBytes + (64 << 10));
@@ -303,8 +302,7 @@ public static class BTreeDump
                 // Checked again in the turn that takes the name: the awaits since the first check (the header's read,
                 // the wait for credit) let other work, another load under the same name included, take it meanwhile,
                 // and SetRoot would replace it (that tree then unreachable, or this one removed with its name later).
-                if (rootName != null && segment.TryGetRoot(rootName, out existing))
-                    throw new ArgumentException($"segment {segment.Id}: root '{rootName}' already names 0x{existing:X}; load under a new name", nameof(rootName));
+                ThrowIfRootTaken(segment, rootName);
                 tree = BTree.Create(tx, segment, cfg);
                 if (rootName != null) segment.SetRoot(tx, rootName, tree.Offset);
                 last = tx.Close();
@@ -630,6 +628,13 @@ public static class BTreeDump
     {
         long bytes = Math.Clamp(segment.Domain.MaxTxReservation / 8, 64 << 10, 1 << 20);
         return new TxCredit((int)(bytes / 64), bytes);
+    }
+
+    // Checked before the load reads anything, and again in the turn that takes the name (see LoadAsync).
+    private static void ThrowIfRootTaken(Segment segment, string? rootName)
+    {
+        if (rootName != null && segment.TryGetRoot(rootName, out long existing))
+            throw new ArgumentException($"segment {segment.Id}: root '{rootName}' already names 0x{existing:X}; load under a new name", nameof(rootName));
     }
 
     /// <summary>Deletes every record of a tree that failed to load, in batches, then destroys it and removes its root name.</summary>
