@@ -306,7 +306,7 @@ internal sealed unsafe partial class TxManager
         _payloadCount = 0;
         _groupUrgent = false;
         Volatile.Write(ref _hasPendingGroup, 0);
-        if (_localSpace > 0 && _domain.LogSpace.HasWaiters) ReleaseLocalSpace();
+        ReleaseLocalSpaceIfWaited();
         _domain.Writer.Submit(sealedGroup);
     }
 

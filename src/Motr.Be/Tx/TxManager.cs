@@ -183,7 +183,7 @@ internal sealed partial class TxManager
         if (_groupUrgent && _groupTxCount > 0) Seal();
         // A busy locality never goes idle: space its transactions gave back (aborted, or unused by a close) must not
         // stay parked here while a begin, perhaps on another locality, waits for it.
-        if (_localSpace > 0 && _domain.LogSpace.HasWaiters) ReleaseLocalSpace();
+        ReleaseLocalSpaceIfWaited();
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -204,8 +204,7 @@ internal sealed partial class TxManager
     public void OnOwnerIdle()
     {
         if (CanSeal && (_groupUrgent || _domain.Writer.IsIdle)) Seal();
-        if (_localSpace > 0 && _domain.LogSpace.HasWaiters) ReleaseLocalSpace();
-        else if (_localSpace > _domain.SpaceChunk)
+        if (!ReleaseLocalSpaceIfWaited() && _localSpace > _domain.SpaceChunk)
         {
             // Going to sleep with more than a chunk (a large transaction's unused reservation came back): keep one. A
             // transaction that may later wait for space on another locality must not wait on an idle one's hoard.
@@ -260,5 +259,13 @@ internal sealed partial class TxManager
         if (_localSpace == 0) return;
         _domain.LogSpace.Release(_localSpace);
         _localSpace = 0;
+    }
+
+    /// <summary>Gives back all the space kept here if a begin waits for space (here or on another locality); whether it did.</summary>
+    private bool ReleaseLocalSpaceIfWaited()
+    {
+        if (_localSpace == 0 || !_domain.LogSpace.HasWaiters) return false;
+        ReleaseLocalSpace();
+        return true;
     }
 }
