@@ -54,15 +54,16 @@ public sealed partial class BTree
         // Fixed-size trees: the credit depends only on the header's height and node sizes; keep it for them (they may
         // change through another object on the tree, or back by an abort, so they are compared, not invalidated).
         int height = Height; // (refuses an object whose tree is gone)
-        if (_keySize >= 0 && _valueSize >= 0 && _cachedInsertHeight == height && _cachedInsertLargest == Hdr.LargestNode
-            && _cachedInsertInner == Hdr.InternalSize) return _cachedInsert;
-        var credit = ComputeInsertCredit(keyLength, valueLength);
-        if (_keySize >= 0 && _valueSize >= 0 && keyLength == _keySize && valueLength == _valueSize)
+        uint largest = Hdr.LargestNode, inner = Hdr.InternalSize;
+        bool fixedSizes = _keySize >= 0 && _valueSize >= 0;
+        if (fixedSizes && _cachedInsertHeight == height && _cachedInsertLargest == largest && _cachedInsertInner == inner) return _cachedInsert;
+        var credit = InsertCreditFor(keyLength, valueLength, (int)largest, (int)inner, height);
+        if (fixedSizes && keyLength == _keySize && valueLength == _valueSize)
         {
             _cachedInsert = credit;
             _cachedInsertHeight = height;
-            _cachedInsertLargest = Hdr.LargestNode;
-            _cachedInsertInner = Hdr.InternalSize;
+            _cachedInsertLargest = largest;
+            _cachedInsertInner = inner;
         }
         return credit;
     }
@@ -70,9 +71,6 @@ public sealed partial class BTree
     private TxCredit _cachedInsert;
     private int _cachedInsertHeight = -1;
     private uint _cachedInsertLargest, _cachedInsertInner;
-
-    private TxCredit ComputeInsertCredit(int keyLength, int valueLength) =>
-        InsertCreditFor(keyLength, valueLength, LargestNode, (int)Hdr.InternalSize, Height);
 
     private TxCredit InsertCreditFor(int keyLength, int valueLength, int big, int inner, int height)
     {
