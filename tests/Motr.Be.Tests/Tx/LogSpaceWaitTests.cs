@@ -37,6 +37,14 @@ public class LogSpaceWaitTests
             }).WaitAsync(Hang);
     }
 
+    /// <summary>One transaction of <paramref name="credit"/> on <paramref name="loc"/> writing <paramref name="value"/> at <paramref name="at"/>, awaited durable.</summary>
+    private static Task CommitOn(Locality loc, TxCredit credit, long at, long value) => loc.RunAsync(async () =>
+    {
+        using var tx = await loc.Segment!.BeginAsync(credit);
+        tx.Capture<long>(at) = value;
+        await tx.Close();
+    }).WaitAsync(Hang);
+
     /// <summary>Two clean open transactions on locality 0 hold 90% of the log until <paramref name="hold"/> completes; returns (their run) once they hold it.</summary>
     private static async Task<Task> HoldMostOfTheLog(Engine e, Task hold)
     {
@@ -162,13 +170,7 @@ public class LogSpaceWaitTests
         try
         {
             await streaming.Task.WaitAsync(Hang);
-            var other = e.Localities[1];
-            await other.RunAsync(async () =>
-            {
-                using var tx = await other.Segment!.BeginAsync(Share(e, 0.4));
-                tx.Capture<long>(Off + 64) = 3;
-                await tx.Close();
-            }).WaitAsync(Hang);
+            await CommitOn(e.Localities[1], Share(e, 0.4), Off + 64, 3);
         }
         finally
         {
@@ -202,14 +204,7 @@ public class LogSpaceWaitTests
         });
         try
         {
-            var other = e.Localities[1];
-            for (int k = 0; k < 5; k++)
-                await other.RunAsync(async () =>
-                {
-                    using var tx = await other.Segment!.BeginAsync(Share(e, 0.48));
-                    tx.Capture<long>(Off + 256) = k;
-                    await tx.Close();
-                }).WaitAsync(Hang);
+            for (int k = 0; k < 5; k++) await CommitOn(e.Localities[1], Share(e, 0.48), Off + 256, k);
         }
         finally
         {
