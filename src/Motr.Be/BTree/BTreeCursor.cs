@@ -398,6 +398,9 @@ public sealed unsafe partial class BTree
 
     internal void Register(BTreeCursor c) => _watch.Register(c);
 
+    /// <summary>Cursors in the tree's shared registry, some perhaps collected and not yet dropped (for tests).</summary>
+    internal int CursorsRegistered => _watch.Registered;
+
     /// <summary>A cursor over this tree, not yet positioned.</summary>
     public BTreeCursor OpenCursor() => new(this);
 

@@ -15,6 +15,9 @@ internal sealed class TreeWatch : RestoreWatcher
     /// <summary>Changes made to the tree, and restores of its segment: a cursor that saw another count is stale.</summary>
     internal long Modifications;
 
+    /// <summary>Cursors in the registry, some perhaps collected and not yet dropped (tests: the registry stays bounded).</summary>
+    internal int Registered => _count;
+
     internal void Register(BTreeCursor c)
     {
         if (_count == _cursors.Length)

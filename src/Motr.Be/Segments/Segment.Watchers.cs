@@ -47,6 +47,15 @@ public sealed partial class Segment
 
     private static long s_restoreClock;
 
+    /// <summary>Entries in the watcher table, some perhaps collected and not yet pruned (for tests: the table stays bounded).</summary>
+    internal int WatcherEntries
+    {
+        get
+        {
+            lock (_watchers) return _watchers.Count;
+        }
+    }
+
     /// <summary>Tells every live watcher that a transaction is about to restore captured bytes.</summary>
     internal void BeforeRestore()
     {
