@@ -87,7 +87,7 @@ public sealed unsafe partial class BTree
 
     internal ref TreeHeader Hdr => ref *(TreeHeader*)(_seg.Base + _hdr);
 
-    private string Where => $"b+tree 0x{_hdr:X} in segment {_seg.Id} ({_seg.FileName})";
+    internal string Where => $"b+tree 0x{_hdr:X} in segment {_seg.Id} ({_seg.FileName})";
 
     /// <summary>
     /// Every public operation starts here: the object must still name a live tree (not destroyed, through this

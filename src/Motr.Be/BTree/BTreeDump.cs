@@ -35,7 +35,8 @@ public static class BTreeDump
     /// Not a snapshot: the records are read with a cursor between writes to the stream, and the tree may
     /// change while a write is awaited (records are copied out of the tree in the turn that reads them, so
     /// each record is saved whole as it was at that moment). After every await the cursor seeks from the root
-    /// to the first key above the last one saved, so the file is always in strictly increasing key order and
+    /// to the first key above the last one saved if the tree changed meanwhile (else it steps on from its place),
+    /// so the file is always in strictly increasing key order and
     /// holds every record that was in the tree for the whole save, whatever changed meanwhile (through any
     /// object, or by an aborted transaction); a record inserted or deleted during the save may or may not be in
     /// it, and an update may be saved with its old or its new value. For a consistent copy, keep writers away
@@ -48,7 +49,9 @@ public static class BTreeDump
     /// <param name="cancellationToken">Stops the save between records (the output then holds an incomplete file without a trailer).</param>
     /// <exception cref="ArgumentException">The stream is not writable, or the tree's comparer name does not fit the header.</exception>
     /// <exception cref="InvalidOperationException">Called off the segment's owner thread.</exception>
-    /// <exception cref="BeCorruptionException">The tree is damaged (a node or record checksum failed while reading it).</exception>
+    /// <exception cref="BeCorruptionException">The tree is damaged (a node or record checksum failed while reading it), or its
+    /// keys are out of order for its comparer (one that is not a total order, or damage): a key not above the one saved before
+    /// it, which could otherwise send the save round the tree for ever.</exception>
     public static async Task<long> SaveAsync(BTree tree, Stream output, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(tree);
@@ -79,6 +82,7 @@ public static class BTreeDump
                 total++;
                 bool overflow = payload > 0 && payload + rec > TargetBlockBytes;
                 bool awaits = overflow || payload + rec >= TargetBlockBytes; // a block is written below
+                long mods = tree.Modifications; // the tree as this record was read: unchanged after the await, the cursor steps on
                 if (awaits)
                 {
                     // The tree may change while a write is awaited: keep the last key saved, to seek past it after.
@@ -112,7 +116,13 @@ public static class BTreeDump
                     progress?.Report(total);
                     nextReport += ProgressInterval;
                 }
-                more = awaits ? SeekPast(tree, cursor, lastKey.AsSpan(0, keyLength)) : cursor.MoveNext();
+                if (awaits) more = NextAfterWrite(tree, cursor, lastKey.AsSpan(0, keyLength), mods);
+                else if (more = cursor.MoveNext())
+                {
+                    // No await since the record was copied: its key is in the block, just written.
+                    var prev = buf.AsSpan(BlockHeaderSize + payload - rec + RecordPrefix, keyLength);
+                    if (tree.CompareKeys(cursor.Key, prev) <= 0) ThrowOutOfOrder(tree, cursor.Key, prev);
+                }
             }
             if (count > 0)
             {
@@ -134,14 +144,40 @@ public static class BTreeDump
     }
 
     /// <summary>
-    /// Positions the cursor at the first key above <paramref name="last"/>, from the root: after an await the
-    /// tree may have changed in any way (through any object, or by an abort), so the cursor's path is not trusted.
+    /// After a block was written (an await), moves the cursor from the record whose key is <paramref name="last"/> to the
+    /// next: by a step when the tree did not change meanwhile (<paramref name="mods"/> is still its count of changes and
+    /// restores), else by a seek from the root to the first key above <paramref name="last"/> (the tree may have changed
+    /// in any way, through any object or by an abort, so the cursor's path is not trusted).
     /// </summary>
-    private static bool SeekPast(BTree tree, BTreeCursor cursor, ReadOnlySpan<byte> last)
+    /// <remarks>
+    /// A seek trusts the comparer: one that is not a total order (or damage) could send it back to a key already saved,
+    /// and the save, which seeked past the last key of every block, went round the tree for ever. So the step, which
+    /// goes strictly forward in the tree whatever the comparer says, is taken whenever it is safe; and the key a seek
+    /// reaches must be above <paramref name="last"/> both ways round (a comparer that says each of two keys is above
+    /// the other is caught too), and every key after the one before it (checked by the caller), else the save throws.
+    /// </remarks>
+    /// <exception cref="BeCorruptionException">The next key is not above the last one saved for the tree's comparer.</exception>
+    private static bool NextAfterWrite(BTree tree, BTreeCursor cursor, ReadOnlySpan<byte> last, long mods)
     {
+        if (tree.Modifications == mods)
+        {
+            if (!cursor.MoveNext()) return false;
+            if (tree.CompareKeys(cursor.Key, last) <= 0) ThrowOutOfOrder(tree, cursor.Key, last);
+            return true;
+        }
         if (!cursor.Seek(last)) return false;
-        return tree.CompareKeys(cursor.Key, last) > 0 || cursor.MoveNext();
+        if (tree.CompareKeys(cursor.Key, last) <= 0 && !cursor.MoveNext()) return false;
+        if (tree.CompareKeys(cursor.Key, last) <= 0 || tree.CompareKeys(last, cursor.Key) >= 0) ThrowOutOfOrder(tree, cursor.Key, last);
+        return true;
     }
+
+    private static void ThrowOutOfOrder(BTree tree, ReadOnlySpan<byte> next, ReadOnlySpan<byte> last) =>
+        throw new BeCorruptionException(tree.Segment.FileName, tree.Offset, $"{tree.Where}: save: the next key {Hex(next)} is not above " +
+            $"the last key saved {Hex(last)} for the comparer '{tree.ComparerName}': the keys are out of order for it (a comparer " +
+            "that is not a total order, or damage); Check names where");
+
+    private static string Hex(ReadOnlySpan<byte> key) =>
+        Convert.ToHexString(key[..Math.Min(key.Length, 32)]) + (key.Length > 32 ? $"..({key.Length} bytes)" : "");
 
     private static void WriteFileHeader(byte[] buf, BTree tree, byte[] comparerName)
     {

@@ -323,4 +323,116 @@ public sealed class BTreeDumpDamageTests
             return base.ReadAsync(buffer, cancellationToken);
         }
     }
+
+    // ---- a comparer that is not a total order ------------------------------------------------------------
+
+    /// <summary>Bytewise order, or, once <see cref="Lie"/> is set, one that is not a total order.</summary>
+    private sealed class LyingComparer : IKeyComparer
+    {
+        public enum Lies { None, Reversed, EveryOtherKeyAbove }
+        public Lies Lie;
+        public string Name => "lying-bytewise";
+        public int Compare(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b) => Lie switch
+        {
+            Lies.Reversed => b.SequenceCompareTo(a),
+            // Of two keys, each is above the other: a seek (which compares each record with the key sought) goes to the first.
+            Lies.EveryOtherKeyAbove => a.SequenceEqual(b) ? 0 : 1,
+            _ => a.SequenceCompareTo(b),
+        };
+    }
+
+    /// <summary>Discards what is written; at each write, runs <paramref name="onWrite"/> (on the writer's thread, the locality).</summary>
+    private sealed class SinkStream(Func<Task>? onWrite) : Stream
+    {
+        public int Writes;
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => Writes++;
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            Writes++;
+            if (onWrite != null) await onWrite();
+        }
+    }
+
+    /// <summary>
+    /// A save seeked past the last key of each block it wrote, trusting the comparer. With one that is not a total order
+    /// the seek could land on a key already saved, and the save went round the tree for ever. Now: while the tree does not
+    /// change, the save steps on from its place and finishes whatever the comparer says ("step"); when the tree changed
+    /// during the write and it must seek ("seek"), the key reached must be above the last saved both ways round; and every
+    /// key must be above the one before it ("reversed": a tree out of order for its comparer). Otherwise it fails naming
+    /// the tree, the comparer and both keys. The token is only a guard: a save that spins is cancelled, failing the test.
+    /// </summary>
+    [Theory]
+    [InlineData("step")]
+    [InlineData("seek")]
+    [InlineData("reversed")]
+    public async Task A_save_fails_on_keys_out_of_order_for_its_comparer_instead_of_going_round_for_ever(string mode)
+    {
+        await using var h = await ToolsHarness.OpenAsync(logSize: 64 << 20);
+        await h.Run(async () =>
+        {
+            var cmp = new LyingComparer();
+            var t = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512, Comparer = cmp });
+            // 4 KiB values: about 64 records a block, so the save passes a block's last key several times.
+            var recs = new List<(byte[], byte[])>();
+            for (int i = 0; i < 300; i++) recs.Add((ToolsHarness.BigEndianKey(10L * i), new byte[4096]));
+            await ToolsHarness.InsertAllAsync(t, recs);
+            var other = Tree.Open(h.Seg, t.Offset, cmp);
+            int extra = 0;
+            var lie = mode == "reversed" ? LyingComparer.Lies.Reversed : LyingComparer.Lies.EveryOtherKeyAbove;
+            var sink = new SinkStream(mode == "seek" ? async () =>
+            {
+                // The tree changes while each block is written (through another object, in the honest order), so the
+                // save must seek again from the root.
+                cmp.Lie = LyingComparer.Lies.None;
+                var k = ToolsHarness.BigEndianKey(10L * 1000 + extra++);
+                using (var tx = await h.Seg.BeginAsync(other.InsertCredit(k.Length, 1)))
+                {
+                    Assert.Equal(BTreeStatus.Ok, other.Insert(tx, k, [1]));
+                    _ = tx.Close();
+                }
+                cmp.Lie = lie;
+            } : null);
+            cmp.Lie = lie;
+            using var guard = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            long saved = 0;
+            var e = await Record.ExceptionAsync(async () => saved = await BTreeDump.SaveAsync(t, sink, null, guard.Token));
+            cmp.Lie = LyingComparer.Lies.None;
+            Ops.AssertHealthy(t); // the tree is as it was, in the honest order
+            if (mode == "step")
+            {
+                Assert.Null(e);
+                Assert.Equal(300, saved);
+                return;
+            }
+            Assert.True(e is BeCorruptionException, $"{e}");
+            Assert.Contains($"b+tree 0x{t.Offset:X}", e.Message);
+            Assert.Contains("lying-bytewise", e.Message);
+            var m = System.Text.RegularExpressions.Regex.Match(e.Message, "next key ([0-9A-F]+) is not above the last key saved ([0-9A-F]+)");
+            Assert.True(m.Success, e.Message);
+            long next = BinaryPrimitives.ReadInt64BigEndian(Convert.FromHexString(m.Groups[1].Value));
+            long last = BinaryPrimitives.ReadInt64BigEndian(Convert.FromHexString(m.Groups[2].Value));
+            if (mode == "reversed")
+            {
+                // The second record, found by a step, is below the first for this comparer.
+                Assert.Equal((10, 0), (next, last));
+                Assert.Equal(1, sink.Writes); // the header only
+            }
+            else
+            {
+                // The seek after the first block went back to the first key.
+                Assert.Equal(0, next);
+                Assert.True(last > 0, e.Message);
+                Assert.Equal(2, sink.Writes); // the header and the first block
+            }
+        });
+    }
 }
