@@ -18,23 +18,27 @@ namespace Motr.Be.Tests.BTree;
 /// </summary>
 public class BTreeCursorSoakTests(ITestOutputHelper output)
 {
+    /// <param name="keys">Distinct keys the changes draw from (more: a taller tree).</param>
+    /// <param name="fixedKey">0: variable keys and values (some out of node); else keys of this size and 24-byte values
+    /// (fixed format; above 64 bytes, the size of a cursor's first key buffer).</param>
     [Theory]
-    [InlineData(1, 512, false)]
-    [InlineData(2, 512, true)]
-    [InlineData(3, 1024, false)]
-    [InlineData(4, 512, false)]
-    [InlineData(5, 1024, true)]
-    public async Task Cursors_on_shared_trees_follow_the_model_through_changes_rollbacks_and_aborts(int seed, int nodeSize, bool crc)
+    [InlineData(1, 512, false, 700, 0)]
+    [InlineData(2, 512, true, 700, 0)]
+    [InlineData(3, 1024, false, 700, 0)]
+    [InlineData(4, 512, false, 2500, 0)]
+    [InlineData(5, 1024, true, 700, 0)]
+    [InlineData(6, 512, false, 1500, 72)]
+    public async Task Cursors_on_shared_trees_follow_the_model_through_changes_rollbacks_and_aborts(int seed, int nodeSize, bool crc, int keys, int fixedKey)
     {
         int steps = int.TryParse(Environment.GetEnvironmentVariable("MOTR_CURSOR_SOAK_STEPS"), out int s) ? s : 2000;
         await using var h = await TreeHost.Start();
         string summary = await h.Run(async seg =>
         {
-            var soak = new CursorSoak(seg, new Random(seed), nodeSize, crc);
+            var soak = new CursorSoak(seg, new Random(seed), nodeSize, crc, keys, fixedKey);
             await soak.Run(steps);
             return soak.Summary;
         });
-        output.WriteLine($"seed {seed}, {nodeSize} B nodes{(crc ? ", record checksums" : "")}: {summary}");
+        output.WriteLine($"seed {seed}, {nodeSize} B nodes{(crc ? ", record checksums" : "")}{(fixedKey > 0 ? $", {fixedKey}-byte keys" : "")}: {summary}");
         h.AssertNoCaptureViolations();
     }
 }
@@ -42,7 +46,7 @@ public class BTreeCursorSoakTests(ITestOutputHelper output)
 /// <summary>The soak's state and steps (a class of its own so that nothing it drops stays reachable from an async frame).</summary>
 internal sealed class CursorSoak
 {
-    private const int MaxKey = 400, MaxValue = 700;
+    private const int MaxKey = 400, MaxValue = 700, FixedValue = 24;
 
     private sealed class Model
     {
@@ -109,17 +113,25 @@ internal sealed class CursorSoak
     private int _nextId, _step;
     private long _checked, _moves, _rollbacks, _aborts, _turnEndAborts, _closed, _deleteAlls, _recreates, _maxRegistered, _maxHeight;
 
-    public CursorSoak(Segment seg, Random rng, int nodeSize, bool crc)
+    private readonly int _fixedKey;
+    private byte[] Probe => new byte[_fixedKey > 0 ? _fixedKey : 1];
+    private readonly int _bigTree; // records above which deletes win, in the growing phase
+
+    public CursorSoak(Segment seg, Random rng, int nodeSize, bool crc, int keys, int fixedKey)
     {
         _seg = seg;
         _rng = rng;
-        _config = new BTreeConfig { NodeSize = nodeSize, RecordChecksums = crc };
+        _fixedKey = fixedKey;
+        _bigTree = keys * 6 / 7;
+        _config = fixedKey > 0
+            ? new BTreeConfig { NodeSize = nodeSize, RecordChecksums = crc, KeySize = fixedKey, ValueSize = FixedValue }
+            : new BTreeConfig { NodeSize = nodeSize, RecordChecksums = crc };
         // Keys over a small alphabet, so many are prefixes of others; some over the inline limit (out of node).
         byte[] alphabet = [0x00, 0x01, 0x02, 0x7f, 0x80, 0xfe, 0xff];
         var set = new HashSet<byte[]>(ByteArrayComparer.Instance);
-        while (set.Count < 700)
+        while (set.Count < keys)
         {
-            int len = rng.Next(10) == 0 ? rng.Next(nodeSize / 4 - 8, MaxKey + 1) : rng.Next(1, 7);
+            int len = fixedKey > 0 ? fixedKey : rng.Next(10) == 0 ? rng.Next(nodeSize / 4 - 8, MaxKey + 1) : rng.Next(1, 7);
             var k = new byte[len];
             for (int i = 0; i < len; i++) k[i] = i < 6 ? alphabet[rng.Next(alphabet.Length)] : (byte)rng.Next(256);
             set.Add(k);
@@ -240,7 +252,8 @@ internal sealed class CursorSoak
         int r = _rng.Next(10);
         if (r < 4 && keys.Length > 0) return keys[_rng.Next(keys.Length)];
         var k = _pool[_rng.Next(_pool.Length)];
-        if (r == 9) k = [.. k, (byte)_rng.Next(256)]; // a key just above one of the pool
+        if (r == 9 && _fixedKey == 0) k = [.. k, (byte)_rng.Next(256)]; // a key just above one of the pool
+        else if (r == 9) { k = (byte[])k.Clone(); k[^1]++; } // a key near one of the pool
         return k;
     }
 
@@ -356,8 +369,8 @@ internal sealed class CursorSoak
     {
         foreach (var (c, t) in _ghosts)
         {
-            Assert.Throws<ObjectDisposedException>(() => t.Lookup([1], out ReadOnlySpan<byte> _));
-            Assert.Throws<ObjectDisposedException>(() => c.Seek([1]));
+            Assert.Throws<ObjectDisposedException>(() => t.Lookup(Probe, out ReadOnlySpan<byte> _));
+            Assert.Throws<ObjectDisposedException>(() => c.Seek(Probe));
             bool moved = false;
             try { moved = _rng.Next(2) == 0 ? c.MoveNext() : c.MovePrev(); }
             catch (ObjectDisposedException) { }
@@ -395,7 +408,7 @@ internal sealed class CursorSoak
 
     private byte[] SomeValue()
     {
-        int len = _rng.Next(8) == 0 ? _rng.Next(150, MaxValue + 1) : _rng.Next(0, 40);
+        int len = _fixedKey > 0 ? FixedValue : _rng.Next(8) == 0 ? _rng.Next(150, MaxValue + 1) : _rng.Next(0, 40);
         var v = new byte[len];
         _rng.NextBytes(v);
         return v;
@@ -415,7 +428,7 @@ internal sealed class CursorSoak
         // Inserts win while the tree is small, deletes while it is large: it grows and shrinks through its heights.
         int phase = (_step / 300) % 2;
         int r = _rng.Next(100);
-        bool big = m.Dict.Count > (phase == 0 ? 600 : 150);
+        bool big = m.Dict.Count > (phase == 0 ? _bigTree : 150);
         byte[] k = _rng.Next(3) == 0 && m.Keys.Length > 0 ? m.Keys[_rng.Next(m.Keys.Length)] : _pool[_rng.Next(_pool.Length)];
         bool has = m.Dict.ContainsKey(k);
         if (r < (big ? 25 : 55))
@@ -612,7 +625,7 @@ internal sealed class CursorSoak
             var model = _a.Model.Copy();
             Change(tx, _a);
             _b.Objects[_rng.Next(_b.Objects.Count)].Destroy(tx);
-            Assert.Throws<ObjectDisposedException>(() => _b.Objects[0].Lookup([1], out ReadOnlySpan<byte> _));
+            Assert.Throws<ObjectDisposedException>(() => _b.Objects[0].Lookup(Probe, out ReadOnlySpan<byte> _));
             tx.RollbackTo(sp);
             _a.Model.Set(model);
             _rollbacks++;
