@@ -109,10 +109,14 @@ public sealed unsafe partial class BTree
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void EnterToRead()
     {
-        ref TreeHeader h = ref Hdr; // ObjectDisposedException once the engine is closed
-        if (h.Magic != TreeMagic || h.Birth != _birth || h.KeySize != _keySize || h.ValueSize != _valueSize
-            || h.LeafFormat != (byte)_leafFormat || h.Flags != _flags || h.InlineLimit != (uint)_inline || h.ComparerId != _comparerId) ThrowGone();
+        if (!IsOurs(ref Hdr)) ThrowGone(); // Hdr: ObjectDisposedException once the engine is closed
     }
+
+    /// <summary>Whether <paramref name="h"/> is still the header of the tree this object opened (not destroyed, not another tree made at its place).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool IsOurs(ref TreeHeader h) =>
+        h.Magic == TreeMagic && h.Birth == _birth && h.KeySize == _keySize && h.ValueSize == _valueSize
+        && h.LeafFormat == (byte)_leafFormat && h.Flags == _flags && h.InlineLimit == (uint)_inline && h.ComparerId == _comparerId;
 
     /// <summary>
     /// A read of the header's counters, from any thread: off the owner thread it holds the segment's memory

@@ -21,6 +21,11 @@ namespace Motr.Be.BTree;
 /// values taken by the owner at the previous collection (or at registration) and posts a refresh to the
 /// owner, so they lag by one collection. Node bytes are nodes × the leaf node size (an estimate when internal
 /// nodes or older nodes have another size); out-of-node bytes are exact.</para>
+/// <para>A collection never throws because of a registered tree. While the tree is gone (destroyed, through this
+/// object or another, or another tree made at its place) none of its series is reported (an aborted destroy brings
+/// them back); once its segment is closed (its engine disposed) the registration ends by itself, so a tree reopened
+/// by a new engine on the same folder and registered again is reported once, not beside stale series of the same
+/// tags. Off the owner thread both are seen one collection late, as the gauges are.</para>
 /// <para>Dispose the registration when the tree is no longer used, at the latest before its engine is closed.</para>
 /// </remarks>
 public static class BTreeMetrics
@@ -94,10 +99,12 @@ public static class BTreeMetrics
     /// </summary>
     /// <param name="tree">The tree object whose operations are counted.</param>
     /// <param name="name">An optional name, published as the <see cref="NameTag"/> tag.</param>
-    /// <returns>Disposing it removes the tree's series.</returns>
+    /// <returns>Disposing it removes the tree's series (disposing it again does nothing).</returns>
+    /// <exception cref="ObjectDisposedException">The tree is gone (destroyed, or another tree made at its place), or its engine is closed.</exception>
     public static IDisposable Register(BTree tree, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(tree);
+        _ = tree.Stats; // ObjectDisposedException if the tree is gone or its engine closed
         _ = s_operations; // the instruments exist once anything is registered
         var r = new Registration(tree, name);
         r.RequestRefresh();
@@ -130,6 +137,7 @@ public static class BTreeMetrics
         var list = new List<Measurement<long>>(regs.Length * 4);
         foreach (var r in regs)
         {
+            if (!r.Publishes()) continue;
             var s = r.Tree.CountersOnly;
             list.Add(new(s.Inserts, r.InsertTags));
             list.Add(new(s.Deletes, r.DeleteTags));
@@ -143,7 +151,8 @@ public static class BTreeMetrics
     {
         var regs = Volatile.Read(ref s_registrations);
         var list = new List<Measurement<long>>(regs.Length);
-        foreach (var r in regs) list.Add(new(field(r.Tree.CountersOnly), r.Tags));
+        foreach (var r in regs)
+            if (r.Publishes()) list.Add(new(field(r.Tree.CountersOnly), r.Tags));
         return list;
     }
 
@@ -153,6 +162,7 @@ public static class BTreeMetrics
         var list = new List<Measurement<long>>(regs.Length * 2);
         foreach (var r in regs)
         {
+            if (!r.Publishes()) continue;
             var s = r.Tree.CountersOnly;
             list.Add(new(s.CookieHits, r.HitTags));
             list.Add(new(s.CookieMisses, r.MissTags));
@@ -164,7 +174,8 @@ public static class BTreeMetrics
     {
         var regs = Volatile.Read(ref s_registrations);
         var list = new List<Measurement<long>>(regs.Length);
-        foreach (var r in regs) list.Add(new(r.Observe(field), r.Tags));
+        foreach (var r in regs)
+            if (r.Publishes()) list.Add(new(field(r), r.Tags));
         return list;
     }
 
@@ -174,8 +185,9 @@ public static class BTreeMetrics
         var list = new List<Measurement<long>>(regs.Length * 2);
         foreach (var r in regs)
         {
-            list.Add(new(r.Observe(static x => Volatile.Read(ref x.NodeBytes)), r.NodeBytesTags));
-            list.Add(new(r.Observe(static x => Volatile.Read(ref x.LargeBytes)), r.LargeBytesTags));
+            if (!r.Publishes()) continue;
+            list.Add(new(Volatile.Read(ref r.NodeBytes), r.NodeBytesTags));
+            list.Add(new(Volatile.Read(ref r.LargeBytes), r.LargeBytesTags));
         }
         return list;
     }
@@ -191,6 +203,7 @@ public static class BTreeMetrics
         public long Height, NodeCount, RecordCount, NodeBytes, LargeBytes;
         private int _refreshPending;
         private volatile bool _disposed;
+        private volatile bool _gone; // the tree was found destroyed (or replaced) at the last refresh
 
         public Registration(BTree tree, string? name)
         {
@@ -222,19 +235,24 @@ public static class BTreeMetrics
         }
 
         /// <summary>
-        /// A shape value: on the owner thread (or with no owner) read now; elsewhere the last value the owner
-        /// read, and a refresh is asked of the owner for the next collection.
+        /// Whether the registration's series are to be reported now, its shape brought up to date first: on the owner
+        /// thread (or with no owner) read now; elsewhere the values are the last the owner read, and a refresh is
+        /// asked of the owner for the next collection. Nothing is reported once the registration is disposed, while
+        /// the tree is gone (destroyed, or another tree made at its place: an aborted destroy brings it back), nor
+        /// once its segment is closed, which ends the registration (its engine was disposed: nothing will ever read
+        /// the tree again, and the same tree reopened by a new engine has the same tags). Never throws: an exception
+        /// out of a meter's callback would lose that instrument's measurements of every tree.
         /// </summary>
-        public long Observe(Func<Registration, long> field)
+        public bool Publishes()
         {
-            if (_owner is null || _owner.IsOwnerThread)
+            if (_disposed) return false;
+            if (!Tree.Segment.IsOpen)
             {
-                Refresh();
-                return field(this);
+                Dispose();
+                return false;
             }
-            long v = field(this);
             RequestRefresh();
-            return v;
+            return !_gone;
         }
 
         /// <summary>Reads the shape now if on the owner thread, else asks the owner to (at most one request pending).</summary>
@@ -259,12 +277,17 @@ public static class BTreeMetrics
         private void Refresh()
         {
             if (_disposed) return;
-            var s = Tree.Stats;
-            Volatile.Write(ref Height, s.Height);
-            Volatile.Write(ref NodeCount, s.Nodes);
-            Volatile.Write(ref RecordCount, s.Records);
-            Volatile.Write(ref NodeBytes, s.Nodes * Tree.LeafNodeSize);
-            Volatile.Write(ref LargeBytes, s.LargeBytes);
+            if (!Tree.TryReadShape(out long height, out long nodes, out long records, out long largeBytes, out int leafNodeSize))
+            {
+                _gone = true;
+                return;
+            }
+            Volatile.Write(ref Height, height);
+            Volatile.Write(ref NodeCount, nodes);
+            Volatile.Write(ref RecordCount, records);
+            Volatile.Write(ref NodeBytes, nodes * leafNodeSize);
+            Volatile.Write(ref LargeBytes, largeBytes);
+            _gone = false;
         }
 
         public void Dispose()

@@ -1,0 +1,162 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using Motr.Be.BTree;
+using Tree = Motr.Be.BTree.BTree;
+
+namespace Motr.Be.Tests.BTree.Tools;
+
+/// <summary>
+/// The instruments over the life of a registration: a tree destroyed while registered, an engine closed (and the
+/// folder reopened) under a registration left undisposed, collections from threads that are no locality.
+/// </summary>
+public sealed class BTreeMetricsLifecycleTests
+{
+    /// <summary>One measurement: instrument, its extra tag value (operation, result, part) or null, value.</summary>
+    private readonly record struct Point(string Instrument, string? Extra, long Value);
+
+    /// <summary>Collects every "Motr.BTree" measurement of one name, keeping duplicates (one entry per series reported).</summary>
+    private sealed class Collector : IDisposable
+    {
+        private readonly MeterListener _listener = new();
+        private readonly string _name;
+        private readonly ConcurrentQueue<Point> _points = new();
+
+        public Collector(string name)
+        {
+            _name = name;
+            _listener.InstrumentPublished = (inst, l) =>
+            {
+                if (inst.Meter.Name == BTreeMetrics.MeterName) l.EnableMeasurementEvents(inst);
+            };
+            _listener.SetMeasurementEventCallback<long>((inst, value, tags, _) =>
+            {
+                string? mine = null, extra = null;
+                foreach (var t in tags)
+                {
+                    if (t.Key == BTreeMetrics.NameTag) mine = t.Value as string;
+                    else if (t.Key is BTreeMetrics.OperationTag or BTreeMetrics.ResultTag or BTreeMetrics.PartTag) extra = t.Value as string;
+                }
+                if (mine == _name) _points.Enqueue(new Point(inst.Name, extra, value));
+            });
+            _listener.Start();
+        }
+
+        /// <summary>Every series of the name reported by one collection (on the calling thread).</summary>
+        public List<Point> Collect()
+        {
+            _points.Clear();
+            _listener.RecordObservableInstruments();
+            return [.. _points];
+        }
+
+        public void Dispose() => _listener.Dispose();
+    }
+
+    private static long Only(List<Point> points, string instrument, string? extra = null)
+    {
+        var found = points.FindAll(p => p.Instrument == instrument && p.Extra == extra);
+        Assert.True(found.Count == 1, $"{instrument}/{extra}: {found.Count} series ({string.Join(", ", found)})");
+        return found[0].Value;
+    }
+
+    [Fact]
+    public async Task A_tree_destroyed_while_registered_is_collected_on_its_locality_without_an_exception()
+    {
+        string name = "gone-" + Guid.NewGuid().ToString("N");
+        using var c = new Collector(name);
+        await using var h = await ToolsHarness.OpenAsync();
+        await h.Run(async () =>
+        {
+            var t = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 });
+            using var reg = BTreeMetrics.Register(t, name);
+            await ToolsHarness.InsertAllAsync(t, [(ToolsHarness.BigEndianKey(1), [1])]);
+            Assert.Equal(1, Only(c.Collect(), BTreeMetrics.Records));
+            using (var tx = await h.Seg.BeginAsync(t.DeleteCredit() + Tree.DestroyCredit))
+            {
+                Assert.Equal(BTreeStatus.Ok, t.Delete(tx, ToolsHarness.BigEndianKey(1)));
+                t.Destroy(tx);
+                // Inside the transaction the tree is gone: none of its series is reported.
+                Assert.Empty(c.Collect());
+                tx.Abort();
+            }
+            // The abort put it back, record and all.
+            var back = c.Collect();
+            Assert.Equal(1, Only(back, BTreeMetrics.Records));
+            Assert.Equal(1, Only(back, BTreeMetrics.Operations, "delete"));
+            using (var tx = await h.Seg.BeginAsync(t.DeleteCredit() + Tree.DestroyCredit))
+            {
+                Assert.Equal(BTreeStatus.Ok, t.Delete(tx, ToolsHarness.BigEndianKey(1)));
+                t.Destroy(tx);
+                await tx.Close();
+            }
+            Assert.Empty(c.Collect());
+            // Another tree made at its place is not the registered one.
+            var other = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 });
+            Assert.Equal(t.Offset, other.Offset);
+            Assert.Empty(c.Collect());
+        });
+    }
+
+    [Fact]
+    public async Task A_tree_destroyed_while_registered_is_collected_from_another_thread_without_faulting_its_locality()
+    {
+        string name = "gone-off-" + Guid.NewGuid().ToString("N");
+        using var c = new Collector(name);
+        await using var h = await ToolsHarness.OpenAsync();
+        IDisposable reg = null!;
+        await h.Run(async () =>
+        {
+            var t = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 });
+            reg = BTreeMetrics.Register(t, name);
+            using var tx = await h.Seg.BeginAsync(Tree.DestroyCredit);
+            t.Destroy(tx);
+            await tx.Close();
+        });
+        long faults = h.Loc.Faults;
+        for (int i = 0; i < 3; i++)
+        {
+            var v = c.Collect(); // posts a refresh to the locality, which finds the tree gone
+            await h.Run(() => Task.CompletedTask); // that refresh has run
+            Assert.Equal(faults, h.Loc.Faults);
+            if (i > 0) Assert.Empty(v); // the first one reported what the owner read before the destroy
+        }
+        reg.Dispose();
+    }
+
+    [Fact]
+    public async Task A_registration_left_when_its_engine_closes_ends_and_does_not_double_the_trees_series_after_a_reopen()
+    {
+        string name = "reopen-" + Guid.NewGuid().ToString("N");
+        using var c = new Collector(name);
+        await using var h = await ToolsHarness.OpenAsync();
+        long offset = 0;
+        Tree old = null!;
+        await h.Run(async () =>
+        {
+            var t = old = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 }, root: "metrics");
+            offset = t.Offset;
+            _ = BTreeMetrics.Register(t, name); // never disposed
+            await ToolsHarness.InsertAllAsync(t, [(ToolsHarness.BigEndianKey(1), [1]), (ToolsHarness.BigEndianKey(2), [2])]);
+        });
+        Assert.Equal(2, Only(c.Collect(), BTreeMetrics.Operations, "insert"));
+        await h.ReopenAsync();
+
+        // The engine is closed: collecting (on a thread that is no locality) neither throws nor reports the old tree.
+        Assert.Empty(c.Collect());
+        // Nor can the closed engine's tree be registered again (it would report nothing real, for ever).
+        Assert.Throws<ObjectDisposedException>(() => BTreeMetrics.Register(old, name));
+
+        IDisposable reg = null!;
+        await h.Run(async () =>
+        {
+            var t = Tree.Open(h.Seg, offset);
+            reg = BTreeMetrics.Register(t, name);
+            await ToolsHarness.InsertAllAsync(t, [(ToolsHarness.BigEndianKey(3), [3])]);
+            var v = c.Collect();
+            Assert.Equal(1, Only(v, BTreeMetrics.Operations, "insert"));
+            Assert.Equal(3, Only(v, BTreeMetrics.Records));
+        });
+        reg.Dispose();
+        Assert.Empty(c.Collect());
+    }
+}
