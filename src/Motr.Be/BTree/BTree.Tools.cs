@@ -10,6 +10,9 @@ public sealed partial class BTree
     /// <summary>The comparer the tree was opened with (null: bytewise).</summary>
     internal IKeyComparer? KeyComparer => _cmp;
 
+    /// <summary>The random stamp of the tree's creation: two objects of the same offset with the same stamp are of the same tree.</summary>
+    internal ulong Birth => _birth;
+
     /// <summary>Whether records carry a CRC32C.</summary>
     internal bool HasRecordChecksums => _recordCrc;
 

@@ -101,6 +101,8 @@ public static class BTreeMetrics
     /// <param name="name">An optional name, published as the <see cref="NameTag"/> tag.</param>
     /// <returns>Disposing it removes the tree's series (disposing it again does nothing).</returns>
     /// <exception cref="ObjectDisposedException">The tree is gone (destroyed, or another tree made at its place), or its engine is closed.</exception>
+    /// <exception cref="InvalidOperationException">The same tree (through this object or another) is registered under the same
+    /// name already: its series would have the same tags, which an exporter takes for one series.</exception>
     public static IDisposable Register(BTree tree, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(tree);
@@ -110,6 +112,10 @@ public static class BTreeMetrics
         r.RequestRefresh();
         lock (s_lock)
         {
+            foreach (var x in s_registrations)
+                if (x.SameSeries(tree, name))
+                    throw new InvalidOperationException($"b+tree 0x{tree.Offset:X} in segment {tree.Segment.Id} is registered already under " +
+                        (name is null ? "no name" : $"the name '{name}'") + "; dispose that registration first, or give another name");
             var a = new Registration[s_registrations.Length + 1];
             s_registrations.CopyTo(a, 0);
             a[^1] = r;
@@ -196,6 +202,7 @@ public static class BTreeMetrics
     private sealed class Registration : IDisposable
     {
         public readonly BTree Tree;
+        private readonly string? _name;
         private readonly ISegmentOwner? _owner;
         public readonly KeyValuePair<string, object?>[] Tags;
         public readonly KeyValuePair<string, object?>[] InsertTags, DeleteTags, UpdateTags, LookupTags, HitTags, MissTags, NodeBytesTags, LargeBytesTags;
@@ -208,6 +215,7 @@ public static class BTreeMetrics
         public Registration(BTree tree, string? name)
         {
             Tree = tree;
+            _name = name;
             _owner = tree.Segment.Tx.Owner;
             var basic = new List<KeyValuePair<string, object?>>
             {
@@ -233,6 +241,14 @@ public static class BTreeMetrics
             a[^1] = new(tag, value);
             return a;
         }
+
+        /// <summary>
+        /// Whether this live registration reports the series a registration of <paramref name="tree"/> under
+        /// <paramref name="name"/> would: the same tree (segment, offset and creation stamp: not a tree made since at
+        /// the same place), the same name.
+        /// </summary>
+        public bool SameSeries(BTree tree, string? name) =>
+            !_disposed && ReferenceEquals(Tree.Segment, tree.Segment) && Tree.Offset == tree.Offset && Tree.Birth == tree.Birth && _name == name;
 
         /// <summary>
         /// Whether the registration's series are to be reported now, its shape brought up to date first: on the owner

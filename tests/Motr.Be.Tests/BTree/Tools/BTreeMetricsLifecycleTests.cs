@@ -159,4 +159,43 @@ public sealed class BTreeMetricsLifecycleTests
         reg.Dispose();
         Assert.Empty(c.Collect());
     }
+
+    [Fact]
+    public async Task The_same_tree_cannot_be_registered_twice_under_the_same_tags()
+    {
+        string name = "twice-" + Guid.NewGuid().ToString("N");
+        using var c = new Collector(name);
+        await using var h = await ToolsHarness.OpenAsync();
+        await h.Run(async () =>
+        {
+            var t = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 });
+            var again = Tree.Open(h.Seg, t.Offset); // another object of the same tree
+            using var reg = BTreeMetrics.Register(t, name);
+            // Two series of identical tags (segment, offset, name) would be one series to an exporter, its value either's.
+            Assert.Throws<InvalidOperationException>(() => BTreeMetrics.Register(t, name));
+            Assert.Throws<InvalidOperationException>(() => BTreeMetrics.Register(again, name));
+            await ToolsHarness.InsertAllAsync(t, [(ToolsHarness.BigEndianKey(1), [1])]);
+            Assert.Equal(1, Only(c.Collect(), BTreeMetrics.Operations, "insert"));
+
+            // Under another name it is another series; once disposed, the tags are free again.
+            using (BTreeMetrics.Register(again, name + "-2")) { }
+            reg.Dispose();
+            using var second = BTreeMetrics.Register(again, name);
+            Assert.Equal(0, Only(c.Collect(), BTreeMetrics.Operations, "insert"));
+
+            // A tree destroyed and another made at its place: the old registration reports nothing, the new tree may be registered.
+            using (var tx = await h.Seg.BeginAsync(t.DeleteCredit() + Tree.DestroyCredit))
+            {
+                Assert.Equal(BTreeStatus.Ok, t.Delete(tx, ToolsHarness.BigEndianKey(1)));
+                t.Destroy(tx);
+                await tx.Close();
+            }
+            var other = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 });
+            Assert.Equal(t.Offset, other.Offset);
+            using var third = BTreeMetrics.Register(other, name);
+            var v = c.Collect();
+            Assert.Equal(0, Only(v, BTreeMetrics.Operations, "insert"));
+            Assert.Equal(0, Only(v, BTreeMetrics.Records));
+        });
+    }
 }
