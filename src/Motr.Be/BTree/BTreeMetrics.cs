@@ -18,7 +18,7 @@ namespace Motr.Be.BTree;
 /// recent value (64-bit reads do not tear), not a consistent set, and a value may be a few operations old.</para>
 /// <para>The gauges come from the tree's header in segment memory, which only the segment's owner may read.
 /// A collection on the owner thread reads them directly; a collection from any other thread reports the
-/// values taken by the owner at the previous collection (or at registration) and posts a refresh to the
+/// values taken by the owner at the previous collection (or read at registration) and posts a refresh to the
 /// owner, so they lag by one collection. Node bytes are nodes × the leaf node size (an estimate when internal
 /// nodes or older nodes have another size); out-of-node bytes are exact.</para>
 /// <para>A collection never throws because of a registered tree. While the tree is gone (destroyed, through this
@@ -94,8 +94,9 @@ public static class BTreeMetrics
         s_meter.CreateObservableGauge(Bytes, ObserveBytes, "By", "b+tree bytes: nodes (nodes x leaf size) and out-of-node keys and values");
 
     /// <summary>
-    /// Publishes <paramref name="tree"/>'s counters and shape until the returned object is disposed. Call on the
-    /// tree's locality (the first shape values are read there; elsewhere they are fetched from the owner).
+    /// Publishes <paramref name="tree"/>'s counters and shape until the returned object is disposed. May be called
+    /// on any thread: the first shape values are read at once (off the tree's locality as <see cref="BTree.Stats"/>
+    /// reads them).
     /// </summary>
     /// <param name="tree">The tree object whose operations are counted.</param>
     /// <param name="name">An optional name, published as the <see cref="NameTag"/> tag.</param>
@@ -106,10 +107,13 @@ public static class BTreeMetrics
     public static IDisposable Register(BTree tree, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(tree);
-        _ = tree.Stats; // ObjectDisposedException if the tree is gone or its engine closed
         _ = s_operations; // the instruments exist once anything is registered
         var r = new Registration(tree, name);
-        r.RequestRefresh();
+        if (!r.ReadShape())
+        {
+            _ = tree.Stats; // says why: the tree is gone or its engine closed
+            throw new ObjectDisposedException(nameof(BTree), $"b+tree 0x{tree.Offset:X} in segment {tree.Segment.Id}: gone, or its engine closed");
+        }
         lock (s_lock)
         {
             foreach (var x in s_registrations)
@@ -293,17 +297,23 @@ public static class BTreeMetrics
         private void Refresh()
         {
             if (_disposed) return;
-            if (!Tree.TryReadShape(out long height, out long nodes, out long records, out long largeBytes, out int leafNodeSize))
-            {
-                _gone = true;
-                return;
-            }
+            _gone = !ReadShape();
+        }
+
+        /// <summary>
+        /// Reads the shape now, on any thread (off the owner's, as <see cref="BTree.Stats"/> does, holding the segment's
+        /// memory mapped); false, reading nothing, if the tree is gone or its segment closed. At registration, so the
+        /// first collection reports the tree's shape even when it was registered off the owner thread.
+        /// </summary>
+        public bool ReadShape()
+        {
+            if (!Tree.TryReadShape(out long height, out long nodes, out long records, out long largeBytes, out int leafNodeSize)) return false;
             Volatile.Write(ref Height, height);
             Volatile.Write(ref NodeCount, nodes);
             Volatile.Write(ref RecordCount, records);
             Volatile.Write(ref NodeBytes, nodes * leafNodeSize);
             Volatile.Write(ref LargeBytes, largeBytes);
-            _gone = false;
+            return true;
         }
 
         public void Dispose()

@@ -198,4 +198,43 @@ public sealed class BTreeMetricsLifecycleTests
             Assert.Equal(0, Only(v, BTreeMetrics.Records));
         });
     }
+
+    [Fact]
+    public async Task A_tree_registered_off_its_locality_reports_its_shape_at_the_first_collection()
+    {
+        string name = "off-" + Guid.NewGuid().ToString("N");
+        using var c = new Collector(name);
+        await using var h = await ToolsHarness.OpenAsync();
+        Tree t = null!;
+        await h.Run(async () =>
+        {
+            t = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 });
+            var recs = new List<(byte[], byte[])>();
+            for (int i = 0; i < 100; i++) recs.Add((ToolsHarness.BigEndianKey(i), new byte[40]));
+            await ToolsHarness.InsertAllAsync(t, recs);
+        });
+        // The locality is busy (a long turn): a refresh posted to it cannot run before the collection below.
+        using var release = new ManualResetEventSlim();
+        using var entered = new ManualResetEventSlim();
+        var busy = h.Loc.RunAsync(() => { entered.Set(); release.Wait(); });
+        entered.Wait();
+        IDisposable reg;
+        List<Point> v;
+        try
+        {
+            reg = BTreeMetrics.Register(t, name); // on a thread that is no locality
+            v = c.Collect();
+        }
+        finally
+        {
+            release.Set();
+        }
+        await busy;
+        var s = await h.Loc.RunAsync(() => t.Stats);
+        Assert.Equal(100, Only(v, BTreeMetrics.Records));
+        Assert.Equal(s.Height, Only(v, BTreeMetrics.Depth));
+        Assert.Equal(s.Nodes, Only(v, BTreeMetrics.Nodes));
+        Assert.Equal(s.Nodes * 512, Only(v, BTreeMetrics.Bytes, "nodes"));
+        reg.Dispose();
+    }
 }
