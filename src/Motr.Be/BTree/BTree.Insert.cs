@@ -60,6 +60,7 @@ public sealed unsafe partial class BTree
             // transaction would commit it so. Undo the insert (unless the fill ended the transaction itself).
             if (tx.State == TxState.Open) tx.RollbackTo(start);
             _inserts--;
+            UndoCounts();
             throw;
         }
         FinishRecord(node, rec, spec);
@@ -73,6 +74,7 @@ public sealed unsafe partial class BTree
         CheckValue(valueLength);
         CheckTx(tx, InsertCredit(key.Length, valueLength), "insert");
         BeginOp();
+        MarkCounts();
         // Every capture of this operation comes after the savepoint (BeginOp makes it capture afresh).
         sp = tx.Savepoint();
         node = default;
@@ -108,6 +110,7 @@ public sealed unsafe partial class BTree
         {
             // Free space was there in total but too fragmented: undo this insert alone.
             tx.RollbackTo(sp);
+            UndoCounts();
             return BTreeStatus.OutOfSpace;
         }
         ref TreeHeader h = ref TouchTree(tx);

@@ -1,6 +1,10 @@
 namespace Motr.Be.BTree;
 
-/// <summary>Counters of one tree object since it was opened, and the tree's persistent shape.</summary>
+/// <summary>
+/// Counters of one tree object since it was opened, and the tree's persistent shape. An operation that answered
+/// anything but <see cref="BTreeStatus.Ok"/> (or threw) is not counted as done, nor are the splits of an insert or
+/// update rolled back for want of space; lookups count every search. Operations of a transaction aborted later stay counted.
+/// </summary>
 /// <param name="Inserts">Inserts done.</param>
 /// <param name="Deletes">Deletes done.</param>
 /// <param name="Updates">Updates done.</param>
@@ -22,6 +26,22 @@ public readonly record struct BTreeStats(long Inserts, long Deletes, long Update
 public sealed partial class BTree
 {
     private long _inserts, _deletes, _updates, _lookups, _splits, _merges, _borrows, _cookieHits, _cookieMisses, _cookieSplitDescents;
+
+    // The structural counters when the insert or update under way began: one that is rolled back (OutOfSpace, or an
+    // insert-in-place whose fill threw) changed nothing, so the splits and retaggings it made do not count.
+    private long _splitsMark, _prefixShortenedMark;
+
+    private void MarkCounts()
+    {
+        _splitsMark = _splits;
+        _prefixShortenedMark = _prefixShortened;
+    }
+
+    private void UndoCounts()
+    {
+        _splits = _splitsMark;
+        _prefixShortened = _prefixShortenedMark;
+    }
 
     /// <summary>Counters and shape.</summary>
     public BTreeStats Stats

@@ -15,6 +15,7 @@ public sealed unsafe partial class BTree
         CheckValue(value.Length);
         CheckTx(tx, UpdateCredit(key.Length, value.Length), "update");
         BeginOp();
+        MarkCounts();
         var sp = tx.Savepoint(); // before the first capture of this operation
         var leaf = Descend(key);
         int i = SearchLeaf(leaf, key, out bool found);
@@ -22,7 +23,6 @@ public sealed unsafe partial class BTree
         var spec = LeafSpec(key.Length, value.Length);
         var n = Touch(tx, leaf.Off);
         n.Parts(i, out _, out uint klenf, out byte* v, out uint vlenf);
-        _updates++;
         // In place only when the record keeps its layout: all in node before and after. The size alone does not
         // say so: a key that must now go out of node (a 16-byte reference instead of the key) can leave the
         // record the same size, and writing the value after the old key would run past the record.
@@ -41,6 +41,7 @@ public sealed unsafe partial class BTree
                 tx.Capture(n.Off + (f - n.P), 4);
             }
             FinishRecord(n, off, spec);
+            _updates++;
             return BTreeStatus.Ok;
         }
         if (!EnoughSpace(spec))
@@ -63,10 +64,12 @@ public sealed unsafe partial class BTree
         catch (NoSpace)
         {
             tx.RollbackTo(sp);
+            UndoCounts();
             return BTreeStatus.OutOfSpace;
         }
         value.CopyTo(dest);
         FinishRecord(node, rec, spec);
+        _updates++;
         return BTreeStatus.Ok;
     }
 }

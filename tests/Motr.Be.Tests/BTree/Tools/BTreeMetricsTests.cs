@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Motr.Be.BTree;
+using Motr.Be.Tests.BTree;
 using Motr.Be.Tx;
 using Tree = Motr.Be.BTree.BTree;
 
@@ -148,6 +149,65 @@ public sealed class BTreeMetricsTests
             Assert.Equal(2, v2["motr.btree.operations/insert"]);
             Assert.Equal(2, v2["motr.btree.records"]);
             Assert.Equal(1, v2["motr.btree.depth"]);
+        });
+    }
+
+    /// <summary>
+    /// An insert or update answered OutOfSpace changed nothing: it is not an operation done, and a split it began
+    /// (rolled back with it) is not a split. Free space is plentiful in total but in pieces of ~200 bytes, so both
+    /// fail only when they ask the allocator for a larger chunk, after the tree has started the operation.
+    /// </summary>
+    [Theory]
+    [InlineData("out-of-node value")]
+    [InlineData("node for a split")]
+    public async Task Operations_refused_for_space_are_not_counted(string need)
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20, logSize: 16 << 20, segmentMaxSize: 1 << 20);
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            var chunks = new List<long>();
+            bool full = false;
+            while (!full)
+            {
+                using var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit * 64);
+                for (int i = 0; i < 64; i++)
+                {
+                    if (seg.Allocator.TryAlloc(tx, 200, 8, out long c) != Motr.Be.Alloc.AllocStatus.Ok) { full = true; break; }
+                    chunks.Add(c);
+                }
+                await tx.Close();
+            }
+            for (int i = 0; i < chunks.Count; i += 2 * 32)
+            {
+                using var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.FreeCredit * 32);
+                for (int j = i; j < Math.Min(i + 64, chunks.Count); j += 2) seg.Allocator.Free(tx, chunks[j]);
+                await tx.Close();
+            }
+            long ok = 0;
+            if (need == "out-of-node value")
+            {
+                Assert.Equal(BTreeStatus.OutOfSpace, await Ops.Insert(t, [1], new byte[3000]));
+                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, [2], new byte[50]));
+                ok++;
+                Assert.Equal(BTreeStatus.OutOfSpace, await Ops.Update(t, [2], new byte[3000]));
+                Assert.Equal(0, t.Stats.Updates);
+            }
+            else
+            {
+                BTreeStatus st = BTreeStatus.Ok;
+                for (int i = 0; i < 20 && st == BTreeStatus.Ok; i++)
+                {
+                    st = await Ops.Insert(t, Ops.U64((ulong)i), new byte[60]);
+                    if (st == BTreeStatus.Ok) ok++;
+                }
+                Assert.Equal(BTreeStatus.OutOfSpace, st);
+                Assert.Equal(1, t.Height);
+            }
+            var s = t.Stats;
+            Assert.Equal(ok, s.Inserts);
+            Assert.Equal(0, s.Splits); // the tree never split: one leaf
+            Assert.Equal(1, s.Nodes);
         });
     }
 }
