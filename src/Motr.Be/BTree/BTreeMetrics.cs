@@ -116,13 +116,22 @@ public static class BTreeMetrics
         }
         lock (s_lock)
         {
-            foreach (var x in s_registrations)
+            var old = s_registrations;
+            int live = 0;
+            foreach (var x in old)
+            {
                 if (x.SameSeries(tree, name))
                     throw new InvalidOperationException($"b+tree 0x{tree.Offset:X} in segment {tree.Segment.Id} is registered already under " +
                         (name is null ? "no name" : $"the name '{name}'") + "; dispose that registration first, or give another name");
-            var a = new Registration[s_registrations.Length + 1];
-            s_registrations.CopyTo(a, 0);
-            a[^1] = r;
+                if (!x.HasEnded) live++;
+            }
+            // Registrations left when their engine closed are dropped here too, not only by a collection: without a
+            // listener they would keep their tree objects (and the closed engine's segments) for ever.
+            var a = new Registration[live + 1];
+            int n = 0;
+            foreach (var x in old)
+                if (!x.HasEnded) a[n++] = x;
+            a[n] = r;
             Volatile.Write(ref s_registrations, a);
         }
         return r;
@@ -245,6 +254,9 @@ public static class BTreeMetrics
             a[^1] = new(tag, value);
             return a;
         }
+
+        /// <summary>Whether the registration is over: disposed, or its segment closed (its engine was disposed).</summary>
+        public bool HasEnded => _disposed || !Tree.Segment.IsOpen;
 
         /// <summary>
         /// Whether this live registration reports the series a registration of <paramref name="tree"/> under

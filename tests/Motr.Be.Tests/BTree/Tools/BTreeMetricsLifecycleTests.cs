@@ -237,4 +237,35 @@ public sealed class BTreeMetricsLifecycleTests
         Assert.Equal(s.Nodes * 512, Only(v, BTreeMetrics.Bytes, "nodes"));
         reg.Dispose();
     }
+
+    [Fact]
+    public async Task A_registration_left_when_its_engine_closed_does_not_keep_its_tree_alive_without_a_listener()
+    {
+        await using var h = await ToolsHarness.OpenAsync();
+        var gone = await RegisterAndForgetAsync(h);
+        await h.ReopenAsync();
+        // No collection in between (no listener at all, say): the next registration drops what the closed engine left.
+        IDisposable reg = null!;
+        await h.Run(async () => reg = BTreeMetrics.Register(await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 })));
+        // A collection running meanwhile in another test holds its snapshot of the registrations for a moment: retry a few times.
+        for (int i = 0; i < 20 && gone.IsAlive; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+            if (gone.IsAlive) await Task.Yield();
+        }
+        Assert.False(gone.IsAlive, "the closed engine's tree object is still referenced by its registration");
+        reg.Dispose();
+    }
+
+    /// <summary>Registers a new tree and forgets the registration; returns a weak reference to the tree object.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task<WeakReference> RegisterAndForgetAsync(ToolsHarness h) =>
+        await h.Run(async () =>
+        {
+            var t = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 });
+            _ = BTreeMetrics.Register(t, "forgotten-" + Guid.NewGuid().ToString("N"));
+            return new WeakReference(t);
+        });
 }
