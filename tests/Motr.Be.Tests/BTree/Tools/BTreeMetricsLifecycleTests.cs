@@ -268,4 +268,61 @@ public sealed class BTreeMetricsLifecycleTests
             _ = BTreeMetrics.Register(t, "forgotten-" + Guid.NewGuid().ToString("N"));
             return new WeakReference(t);
         });
+
+    [Fact]
+    public async Task Registrations_added_and_disposed_on_many_threads_while_a_listener_collects_are_neither_lost_nor_left()
+    {
+        string prefix = "churn-" + Guid.NewGuid().ToString("N") + "-";
+        await using var h = await ToolsHarness.OpenAsync();
+        var t = await h.Run(() => ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 }));
+        var seen = new ConcurrentDictionary<string, int>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (inst, l) =>
+        {
+            if (inst.Meter.Name == BTreeMetrics.MeterName) l.EnableMeasurementEvents(inst);
+        };
+        listener.SetMeasurementEventCallback<long>((inst, value, tags, _) =>
+        {
+            if (inst.Name != BTreeMetrics.Records) return;
+            foreach (var tag in tags)
+                if (tag.Key == BTreeMetrics.NameTag && tag.Value is string n && n.StartsWith(prefix, StringComparison.Ordinal))
+                    seen.AddOrUpdate(n, 1, (_, c) => c + 1);
+        });
+        listener.Start();
+
+        using var stop = new CancellationTokenSource();
+        var collector = Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested) listener.RecordObservableInstruments(); // posts refreshes to the locality, too
+        });
+        const int Threads = 4, PerThread = 200;
+        var kept = new ConcurrentBag<(string Name, IDisposable Reg)>();
+        var churn = Enumerable.Range(0, Threads).Select(th => Task.Run(() =>
+        {
+            for (int i = 0; i < PerThread; i++)
+            {
+                string name = $"{prefix}{th}-{i}";
+                var reg = BTreeMetrics.Register(t, name);
+                if (i % 10 == 0) kept.Add((name, reg));
+                else
+                {
+                    reg.Dispose();
+                    if (i % 3 == 0) reg.Dispose(); // twice: nothing more
+                }
+            }
+        })).ToArray();
+        await Task.WhenAll(churn);
+        stop.Cancel();
+        await collector;
+
+        seen.Clear();
+        listener.RecordObservableInstruments();
+        Assert.Equal(Threads * PerThread / 10, kept.Count);
+        foreach (var (name, _) in kept) Assert.True(seen.TryGetValue(name, out int c) && c == 1, $"{name}: {c} series");
+        Assert.Equal(kept.Count, seen.Count); // nothing disposed is reported
+        foreach (var (_, reg) in kept) reg.Dispose();
+        seen.Clear();
+        listener.RecordObservableInstruments();
+        Assert.Empty(seen);
+    }
 }
