@@ -22,6 +22,7 @@ public sealed unsafe partial class BTree
         TouchTree(tx).Count--;
         _deletes++;
         Rebalance(tx, _depth - 1);
+        CommitCounts(); // a separator rewritten by a rebalance may shorten its node's prefix
         return BTreeStatus.Ok;
     }
 

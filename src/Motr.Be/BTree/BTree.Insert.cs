@@ -28,6 +28,8 @@ public sealed unsafe partial class BTree
         if (st != BTreeStatus.Ok) return st;
         value.CopyTo(dest);
         FinishRecord(node, rec, spec);
+        _inserts++;
+        CommitCounts();
         return BTreeStatus.Ok;
     }
 
@@ -56,14 +58,14 @@ public sealed unsafe partial class BTree
         }
         catch
         {
-            // The record is counted but not finished (its checksums unset): a caller that caught this and closed the
-            // transaction would commit it so. Undo the insert (unless the fill ended the transaction itself).
+            // The record is not finished (its checksums unset): a caller that caught this and closed the transaction
+            // would commit it so. Undo the insert (unless the fill ended the transaction itself); nothing is counted.
             if (tx.State == TxState.Open) tx.RollbackTo(start);
-            _inserts--;
-            UndoCounts();
             throw;
         }
         FinishRecord(node, rec, spec);
+        _inserts++;
+        CommitCounts();
         return BTreeStatus.Ok;
     }
 
@@ -74,7 +76,6 @@ public sealed unsafe partial class BTree
         CheckValue(valueLength);
         CheckTx(tx, InsertCredit(key.Length, valueLength), "insert");
         BeginOp();
-        MarkCounts();
         // Every capture of this operation comes after the savepoint (BeginOp makes it capture afresh).
         sp = tx.Savepoint();
         node = default;
@@ -110,15 +111,13 @@ public sealed unsafe partial class BTree
         {
             // Free space was there in total but too fragmented: undo this insert alone.
             tx.RollbackTo(sp);
-            UndoCounts();
             return BTreeStatus.OutOfSpace;
         }
         ref TreeHeader h = ref TouchTree(tx);
         h.Count++;
         if ((uint)key.Length > h.MaxKeyLength) h.MaxKeyLength = (uint)key.Length;
         SetCookie(ref cookie, node.Off);
-        _inserts++;
-        return BTreeStatus.Ok;
+        return BTreeStatus.Ok; // counted by the caller once the value is in
     }
 
     /// <summary>
@@ -193,7 +192,7 @@ public sealed unsafe partial class BTree
     /// <summary>Moves the upper half (by bytes) of touched node <paramref name="n"/>'s records to a new node, returned touched.</summary>
     private Node Split(Transaction tx, Node n, out int m)
     {
-        _splits++;
+        _opSplits++;
         int count = n.Count;
         int total = 0;
         int es = n.EntrySize;

@@ -1,9 +1,11 @@
 namespace Motr.Be.BTree;
 
 /// <summary>
-/// Counters of one tree object since it was opened, and the tree's persistent shape. An operation that answered
-/// anything but <see cref="BTreeStatus.Ok"/> (or threw) is not counted as done, nor are the splits of an insert or
-/// update rolled back for want of space; lookups count every search. Operations of a transaction aborted later stay counted.
+/// Counters of one tree object since it was opened, and the tree's persistent shape. An insert, delete or update
+/// counts, with its splits and prefix shortenings, when it returns <see cref="BTreeStatus.Ok"/>; one that answers
+/// anything else or throws (rolled back: <see cref="BTreeStatus.OutOfSpace"/>, an insert-in-place whose fill threw)
+/// counts for nothing, and the counters never go down. Lookups count every search. Operations of a transaction
+/// aborted later stay counted.
 /// </summary>
 /// <param name="Inserts">Inserts done.</param>
 /// <param name="Deletes">Deletes done.</param>
@@ -27,20 +29,19 @@ public sealed partial class BTree
 {
     private long _inserts, _deletes, _updates, _lookups, _splits, _merges, _borrows, _cookieHits, _cookieMisses, _cookieSplitDescents;
 
-    // The structural counters when the insert or update under way began: one that is rolled back (OutOfSpace, or an
-    // insert-in-place whose fill threw) changed nothing, so the splits and retaggings it made do not count.
-    private long _splitsMark, _prefixShortenedMark;
+    // Splits and prefix shortenings of the operation under way (reset by BeginOp), added to the counters only when
+    // it succeeds: one rolled back (OutOfSpace, an insert-in-place whose fill threw) changed nothing, and the
+    // counters, published as observable counters, must never be seen to go down (an exporter takes that for a reset).
+    private long _opSplits, _opShortened;
 
-    private void MarkCounts()
+    /// <summary>The operation under way succeeded: its splits and prefix shortenings count.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private void CommitCounts()
     {
-        _splitsMark = _splits;
-        _prefixShortenedMark = _prefixShortened;
-    }
-
-    private void UndoCounts()
-    {
-        _splits = _splitsMark;
-        _prefixShortened = _prefixShortenedMark;
+        if ((_opSplits | _opShortened) == 0) return;
+        _splits += _opSplits;
+        _prefixShortened += _opShortened;
+        _opSplits = _opShortened = 0;
     }
 
     /// <summary>Counters and shape.</summary>

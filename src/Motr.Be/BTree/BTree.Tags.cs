@@ -152,7 +152,7 @@ public sealed unsafe partial class BTree
         Span<byte> old = stackalloc byte[NodeHeader.PrefixLength];
         new ReadOnlySpan<byte>(n.Prefix, NodeHeader.PrefixLength).CopyTo(old);
         int bits = Math.Min(n.PrefixBits, CommonBits(old, key));
-        _prefixShortened++;
+        _opShortened++;
         SetPrefix(tx, n, old, bits, indexCaptured: false);
     }
 

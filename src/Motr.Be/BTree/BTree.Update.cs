@@ -15,7 +15,6 @@ public sealed unsafe partial class BTree
         CheckValue(value.Length);
         CheckTx(tx, UpdateCredit(key.Length, value.Length), "update");
         BeginOp();
-        MarkCounts();
         var sp = tx.Savepoint(); // before the first capture of this operation
         var leaf = Descend(key);
         int i = SearchLeaf(leaf, key, out bool found);
@@ -64,12 +63,12 @@ public sealed unsafe partial class BTree
         catch (NoSpace)
         {
             tx.RollbackTo(sp);
-            UndoCounts();
             return BTreeStatus.OutOfSpace;
         }
         value.CopyTo(dest);
         FinishRecord(node, rec, spec);
         _updates++;
+        CommitCounts();
         return BTreeStatus.Ok;
     }
 }

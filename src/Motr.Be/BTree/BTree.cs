@@ -395,6 +395,7 @@ public sealed unsafe partial class BTree
     {
         Enter();
         _touchedCount = 0;
+        _opSplits = _opShortened = 0;
         _treeTouched = false;
         _freesTouched = false;
         _watch.BeforeChange(); // cursors find their place again after any operation that may change the tree

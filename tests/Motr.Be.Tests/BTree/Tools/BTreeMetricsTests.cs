@@ -210,4 +210,56 @@ public sealed class BTreeMetricsTests
             Assert.Equal(1, s.Nodes);
         });
     }
+
+    /// <summary>
+    /// The counters are observable counters: an exporter takes a value lower than the last one for a reset. An
+    /// insert-in-place whose fill throws is rolled back and not counted, and must not have been visible as counted
+    /// meanwhile: a collection from inside the fill (or from another thread at that moment) then after it sees no drop.
+    /// </summary>
+    [Fact]
+    public async Task The_counters_never_go_down_when_an_insert_in_place_is_rolled_back()
+    {
+        string name = "mono-" + Guid.NewGuid().ToString("N");
+        using var collector = new Collector(name);
+        await using var h = await ToolsHarness.OpenAsync();
+        await h.Run(async () =>
+        {
+            var t = await ToolsHarness.CreateAsync(h.Seg, new BTreeConfig { NodeSize = 512 });
+            using var reg = BTreeMetrics.Register(t, name);
+            // Insert in place with a fill that collects then throws, until such an insert is one that split a node
+            // (its new node is in the header, inside the transaction); a normal insert of the key after each other try.
+            Dictionary<string, long> before, inside = null!;
+            long nodesInside = 0, nodesBefore;
+            int n = 0;
+            do
+            {
+                nodesBefore = t.NodeCount;
+                before = collector.Collect();
+                using (var tx = await h.Seg.BeginAsync(t.InsertCredit(8, 40)))
+                {
+                    Assert.Throws<InvalidOperationException>(() => t.InsertInPlace(tx, ToolsHarness.BigEndianKey(n), 40, 0, (span, _) =>
+                    {
+                        inside = collector.Collect();
+                        nodesInside = t.NodeCount;
+                        throw new InvalidOperationException("fill failed");
+                    }));
+                    await tx.Close();
+                }
+                if (nodesInside > nodesBefore) break;
+                using (var tx = await h.Seg.BeginAsync(t.InsertCredit(8, 40)))
+                {
+                    Assert.Equal(BTreeStatus.Ok, t.Insert(tx, ToolsHarness.BigEndianKey(n++), new byte[40]));
+                    await tx.Close();
+                }
+            }
+            while (true);
+            Assert.Equal(nodesBefore, t.NodeCount); // rolled back
+            var after = collector.Collect();
+            foreach (var key in new[] { "motr.btree.operations/insert", "motr.btree.splits", "motr.btree.prefix_shortenings" })
+            {
+                Assert.True(inside![key] <= after[key], $"{key}: {inside[key]} during the insert, {after[key]} after");
+                Assert.Equal(before[key], after[key]); // rolled back: nothing counted
+            }
+        });
+    }
 }
