@@ -25,7 +25,7 @@ namespace Motr.Be.BTree;
 /// object or another, or another tree made at its place) none of its series is reported (an aborted destroy brings
 /// them back); once its segment is closed (its engine disposed) the registration ends by itself, so a tree reopened
 /// by a new engine on the same folder and registered again is reported once, not beside stale series of the same
-/// tags. Off the owner thread both are seen one collection late, as the gauges are.</para>
+/// tags. Off the owner thread a tree gone is seen one collection late, as the gauges are.</para>
 /// <para>Dispose the registration when the tree is no longer used, at the latest before its engine is closed.</para>
 /// </remarks>
 public static class BTreeMetrics
