@@ -211,7 +211,7 @@ public static class BTreeMetrics
         return list;
     }
 
-    /// <summary>One registered tree: its tags, and its shape as last read on the owner thread.</summary>
+    /// <summary>One registered tree: its tags, and its shape as last read (at registration, then on the owner thread).</summary>
     private sealed class Registration : IDisposable
     {
         public readonly BTree Tree;
@@ -219,7 +219,7 @@ public static class BTreeMetrics
         private readonly ISegmentOwner? _owner;
         public readonly KeyValuePair<string, object?>[] Tags;
         public readonly KeyValuePair<string, object?>[] InsertTags, DeleteTags, UpdateTags, LookupTags, HitTags, MissTags, NodeBytesTags, LargeBytesTags;
-        // Written on the owner thread, read anywhere.
+        // Written at registration (any thread) and by refreshes on the owner thread, read anywhere.
         public long Height, NodeCount, RecordCount, NodeBytes, LargeBytes;
         private int _refreshPending;
         private volatile bool _disposed;
