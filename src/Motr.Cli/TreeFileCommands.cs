@@ -38,7 +38,11 @@ internal static class TreeFileCommands
         return MotrCommand.Ok;
     }
 
-    /// <summary>Refuses, before the domain is opened, a target in the domain's folder, a folder, a missing folder, or (without --force) an existing file.</summary>
+    /// <summary>
+    /// Refuses, before the domain is opened, a target in the domain's folder or in any folder holding a domain's log or
+    /// lock file (the domain's by another path, or another domain's), a folder, a missing folder, or (without --force)
+    /// an existing file.
+    /// </summary>
     private static void CheckDumpTarget(string folder, string file, bool force)
     {
         string full = Path.GetFullPath(file);
@@ -47,6 +51,12 @@ internal static class TreeFileCommands
         if (Directory.Exists(full)) throw new CommandException($"{file} is a folder; give a file name for the dump");
         if (string.Equals(dir.TrimEnd(Path.DirectorySeparatorChar), Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar), StringComparison.Ordinal))
             throw new CommandException($"{file} is inside the domain folder {folder}: write the dump elsewhere");
+        // The same folder by another path (a symlink, a bind mount) or another domain's folder: its files are an
+        // engine's, and a dump renamed over one of them (a segment, the log) destroys that domain. A folder that holds a
+        // log or a lock file is a domain folder, whatever path names it.
+        foreach (string own in new[] { BeConstants.LogFileName, BeConstants.LockFileName })
+            if (File.Exists(Path.Combine(dir, own)))
+                throw new CommandException($"{file} is in a domain folder ({dir} holds {own}): write the dump elsewhere");
         // The dump is renamed over its target: never over anything already there unless asked (.NET cannot tell a
         // device node or a FIFO from a file, so --force replaces whatever the name holds).
         if (File.Exists(full) && !force) throw new CommandException($"{file} exists; --force replaces it");

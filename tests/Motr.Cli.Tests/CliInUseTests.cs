@@ -1,0 +1,76 @@
+using Motr.Be;
+using Motr.Be.BTree;
+using Motr.Runtime;
+
+namespace Motr.Cli.Tests;
+
+/// <summary>
+/// The command on domain folders an engine has open, or that a crash, another tool or the file system left in an odd
+/// state: a clear refusal that names what and where, the documented exit code, and the folder left as it was.
+/// </summary>
+public sealed class CliInUseTests : IDisposable
+{
+    private readonly string _root = Path.Combine(Path.GetTempPath(), $"motr-cli-inuse-{Environment.ProcessId}-{Guid.NewGuid():N}");
+    public CliInUseTests() => Directory.CreateDirectory(_root);
+    public void Dispose() { try { Directory.Delete(_root, true); } catch (IOException) { } }
+
+    private static Task<(int Code, string Out, string Err)> Motr(params string[] args) => CliHarness.Motr(args);
+
+    /// <summary>A domain of two segments in <c>_root/name</c>, with tree 't' of 100 records in segment 1.</summary>
+    private async Task<string> CreateDomain(string name = "d")
+    {
+        string dir = Path.Combine(_root, name);
+        await using var engine = await Engine.OpenAsync(CliHarness.Options(dir));
+        var loc = engine.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            var t = await CliHarness.CreateTree(seg, "t");
+            for (int i = 0; i < 100; i++)
+            {
+                using var tx = await seg.BeginAsync(t.InsertCredit(8, 40));
+                Assert.Equal(BTreeStatus.Ok, t.Insert(tx, CliHarness.Key(i), new byte[40]));
+                _ = tx.Close();
+            }
+            await seg.FlushAsync();
+        });
+        return dir;
+    }
+
+    /// <summary>Every file of the folder but the lock file, by name, with its bytes.</summary>
+    private static Dictionary<string, byte[]> Files(string dir) =>
+        Directory.GetFiles(dir).Where(f => Path.GetFileName(f) != BeConstants.LockFileName)
+            .ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
+
+    private static void AssertSameFiles(Dictionary<string, byte[]> before, Dictionary<string, byte[]> after)
+    {
+        Assert.Equal(before.Keys.Order(), after.Keys.Order());
+        foreach (var (name, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(after[name]), $"{name} changed");
+    }
+
+    // The check compared the target's folder with the domain folder's path as spelled: the same folder by a symlink, or
+    // another domain's folder, passed, and `dump --force` renamed the dump over a segment file (the domain then no
+    // longer opened: "not a Motr segment").
+    [Fact]
+    public async Task Dump_never_writes_into_a_domain_folder_named_by_another_path_or_into_another_domain()
+    {
+        string dir = await CreateDomain();
+        string other = await CreateDomain("other");
+        string alias = Path.Combine(_root, "alias");
+        Directory.CreateSymbolicLink(alias, dir);
+        var before = Files(dir);
+        var otherBefore = Files(other);
+        foreach (string target in new[] { Path.Combine(alias, BeConstants.SegmentFileName(2)), Path.Combine(other, BeConstants.SegmentFileName(1)) })
+        {
+            var (code, output, err) = await Motr("dump", dir, "t", target, "--force");
+            Assert.True(code == MotrCommand.Failed, $"{target}: exit {code}\n{output}{err}");
+            Assert.Contains("is in a domain folder", err);
+            Assert.Contains(BeConstants.LogFileName, err);
+            Assert.False(File.Exists(target + ".partial"));
+        }
+        AssertSameFiles(before, Files(dir));
+        AssertSameFiles(otherBefore, Files(other));
+        Assert.Equal(MotrCommand.Ok, (await Motr("fsck", dir)).Code);
+        Assert.Equal(MotrCommand.Ok, (await Motr("fsck", other)).Code);
+    }
+}
