@@ -73,4 +73,55 @@ public sealed class CliInUseTests : IDisposable
         Assert.Equal(MotrCommand.Ok, (await Motr("fsck", dir)).Code);
         Assert.Equal(MotrCommand.Ok, (await Motr("fsck", other)).Code);
     }
+
+    // Pins: a folder an engine has open (here in this process; flock is per open file, so another process is refused
+    // the same way) is refused by every command before it reads or writes anything, with the lock named; the lock is an
+    // OS lock, so the file an engine leaves behind blocks nobody once it is closed.
+    [Fact]
+    public async Task Every_command_refuses_a_folder_an_engine_has_open_names_the_lock_and_changes_nothing()
+    {
+        string dir = await CreateDomain();
+        string dump = Path.Combine(_root, "t.motrdump");
+        Assert.Equal(MotrCommand.Ok, (await Motr("dump", dir, "t", dump)).Code);
+        await using (var engine = await Engine.OpenAsync(new DomainOptions { Path = dir, CreateIfMissing = false }))
+        {
+            var before = Files(dir);
+            string target = Path.Combine(_root, "again.motrdump");
+            foreach (var args in new[] { new[] { "fsck", dir }, ["dump", dir, "t", target], ["load", dir, dump, "t2"] })
+            {
+                var (code, output, err) = await Motr(args);
+                Assert.True(code == MotrCommand.Failed, $"{args[0]}: exit {code}\n{output}{err}");
+                Assert.Contains($"{Path.GetFullPath(dir)}: the folder is in use by another engine", err);
+                Assert.Contains(BeConstants.LockFileName, err);
+            }
+            Assert.False(File.Exists(target) || File.Exists(target + ".partial"));
+            AssertSameFiles(before, Files(dir));
+        }
+        Assert.True(File.Exists(Path.Combine(dir, BeConstants.LockFileName)));
+        Assert.Equal(MotrCommand.Ok, (await Motr("load", dir, dump, "t2")).Code);
+        Assert.Equal(MotrCommand.Ok, (await Motr("fsck", dir)).Code);
+    }
+
+    // Every IOException opening the lock file was reported as "the folder is in use by another engine": a read-only
+    // file system (EROFS), a lock file that is a dangling symlink (ENOENT) or a symlink loop (ELOOP) sent the user
+    // looking for an engine that does not exist. Only flock's EWOULDBLOCK is a holder; the rest say what failed.
+    [Fact]
+    public async Task A_lock_file_that_cannot_be_opened_is_reported_as_that_not_as_a_folder_in_use()
+    {
+        string dir = await CreateDomain();
+        string lockFile = Path.Combine(dir, BeConstants.LockFileName);
+        foreach (string target in new[] { BeConstants.LockFileName, Path.Combine(_root, "no", "such", "folder") })
+        {
+            File.Delete(lockFile);
+            File.CreateSymbolicLink(lockFile, target);   // a symlink loop, then a dangling symlink
+            var before = Files(dir);
+            var (code, output, err) = await Motr("fsck", dir);
+            Assert.True(code == MotrCommand.Failed, $"exit {code}\n{output}{err}");
+            Assert.DoesNotContain("in use", err);
+            Assert.Contains($"cannot open or create the lock file {Path.GetFullPath(lockFile)}", err);
+            AssertSameFiles(before, Files(dir));
+        }
+        File.Delete(lockFile);
+        Assert.Equal(MotrCommand.Ok, (await Motr("fsck", dir)).Code);
+    }
 }

@@ -34,18 +34,37 @@ public sealed class FileStorage : IStorage
     /// <remarks>
     /// An advisory lock on the file <see cref="BeConstants.LockFileName"/> in the folder: .NET takes flock(LOCK_EX)
     /// for <see cref="FileShare.None"/> on Unix (and a sharing lock on Windows). The kernel drops it when the process
-    /// dies, so a crash never leaves the folder locked; the file itself is left in place.
+    /// dies, so a crash never leaves the folder locked; the file itself is left in place. Only a lock another holder
+    /// has is reported as the folder in use; a lock file that cannot be opened or created (a read-only file system, a
+    /// broken symlink, no permission) is reported as that, with the system's reason.
     /// </remarks>
     public IDisposable Lock()
     {
+        string path = Full(BeConstants.LockFileName);
         try
         {
-            return new FileStream(Full(BeConstants.LockFileName), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         }
-        catch (IOException ex)
+        catch (IOException ex) when (HeldByAnother(ex))
         {
             throw new BeException($"{_dir}: the folder is in use by another engine (in this process or another one holds {BeConstants.LockFileName}): {ex.Message}", ex);
         }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new BeException($"{_dir}: cannot open or create the lock file {path}, which an engine holds while it uses the folder: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>
+    /// Whether opening the lock file failed because another holder has it locked: on Unix .NET reports flock's
+    /// EWOULDBLOCK as a plain <see cref="IOException"/> whose HResult is the errno (11 on Linux, 35 on macOS and the
+    /// BSDs); on Windows, a sharing or lock violation. Every other failure (EROFS, ELOOP, ENOENT, ...) is not contention.
+    /// </summary>
+    private static bool HeldByAnother(IOException ex)
+    {
+        if (ex.GetType() != typeof(IOException)) return false;
+        if (OperatingSystem.IsWindows()) return (ex.HResult & 0xFFFF) is 32 or 33; // ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION
+        return ex.HResult == (OperatingSystem.IsLinux() ? 11 : 35);
     }
 
     /// <inheritdoc />
