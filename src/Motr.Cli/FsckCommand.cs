@@ -19,7 +19,11 @@ internal static class FsckCommand
     /// <summary>What one segment's check found, besides <see cref="SegmentCheck"/>'s report.</summary>
     private sealed record SegmentOutcome(SegmentCheckReport Report, List<string> TreeNames, List<string> Damage, List<string> Notes, bool LeaksAreDamage);
 
-    public static async Task<int> RunAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr)
+    /// <summary>
+    /// Checks the domain; <paramref name="cancel"/> (Ctrl-C, SIGTERM) stops the check before the next segment, and the
+    /// domain is closed as after any check (the caller reports the interruption).
+    /// </summary>
+    public static async Task<int> RunAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr, CancellationToken cancel = default)
     {
         string folder = a.Positional[0];
         var options = MotrCommand.OpenExisting(folder, stderr, a.Flags.Contains("--truncate-at-corruption"));
@@ -28,7 +32,7 @@ internal static class FsckCommand
         Engine opened;
         try
         {
-            opened = await Engine.OpenAsync(options);
+            opened = await Engine.OpenAsync(options, cancel);
         }
         catch (BeCorruptionException e)
         {
@@ -59,6 +63,7 @@ internal static class FsckCommand
             }
             foreach (var loc in engine.Localities)
             {
+                cancel.ThrowIfCancellationRequested();
                 var o = await loc.RunAsync(() => Check(loc.Segment!));
                 long n = Print(o, stdout);
                 problems += n;

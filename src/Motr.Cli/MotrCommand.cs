@@ -39,7 +39,7 @@ internal static class MotrCommand
               Loads a saved tree into a new tree of segment N (default 1), named <root-name>, which must be free.
               The tree gets its name only when complete; an interrupted load's partial tree is removed, at once
               or by the next load.
-          Ctrl-C (SIGINT) or SIGTERM stops dump and load cleanly: exit code 130.
+          Ctrl-C (SIGINT) or SIGTERM stops dump and load cleanly, and fsck before its next segment: exit code 130.
           motr help
         """;
 
@@ -55,7 +55,7 @@ internal static class MotrCommand
         {
             return args[0] switch
             {
-                "fsck" => await FsckCommand.RunAsync(Parse(args, 1, 1, allowSegment: false, "--truncate-at-corruption"), stdout, stderr),
+                "fsck" => await FsckCommand.RunAsync(Parse(args, 1, 1, allowSegment: false, "--truncate-at-corruption"), stdout, stderr, cancel),
                 "dump" => await TreeFileCommands.DumpAsync(Parse(args, 3, 3, allowSegment: true, "--force"), stdout, stderr, cancel),
                 "load" => await TreeFileCommands.LoadAsync(Parse(args, 3, 3, allowSegment: true), stdout, stderr, cancel),
                 _ => throw new UsageException($"unknown command '{args[0]}'"),
@@ -70,9 +70,12 @@ internal static class MotrCommand
         }
         catch (OperationCanceledException) when (cancel.IsCancellationRequested)
         {
-            stderr.WriteLine(args[0] == "load"
-                ? "motr load: interrupted; no partial tree is left"
-                : $"motr {args[0]}: interrupted; nothing was written under the name asked for");
+            stderr.WriteLine(args[0] switch
+            {
+                "load" => "motr load: interrupted; no partial tree is left",
+                "dump" => "motr dump: interrupted; nothing was written under the name asked for",
+                _ => $"motr {args[0]}: interrupted; the check is incomplete (no verdict)",
+            });
             return Interrupted;
         }
         catch (Exception e) when (e is CommandException or BeException or IOException or UnauthorizedAccessException)

@@ -124,4 +124,35 @@ public sealed class CliInUseTests : IDisposable
         File.Delete(lockFile);
         Assert.Equal(MotrCommand.Ok, (await Motr("fsck", dir)).Code);
     }
+
+    /// <summary>A stdout that cancels <paramref name="cancel"/> once a line starting with <paramref name="prefix"/> is written.</summary>
+    private sealed class CancelOnLine(string prefix, CancellationTokenSource cancel) : StringWriter
+    {
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (value?.StartsWith(prefix, StringComparison.Ordinal) == true) cancel.Cancel();
+        }
+    }
+
+    // fsck was not given the command's cancellation: as Program.cs cancels SIGINT and SIGTERM's default (to let dump and
+    // load stop cleanly), Ctrl-C on a long fsck did nothing at all, and it ran to its verdict (exit 0 or 1).
+    [Fact]
+    public async Task Fsck_stops_on_ctrl_c_before_the_next_segment_exits_130_and_releases_the_folder()
+    {
+        string dir = await CreateDomain();
+        using var cancel = new CancellationTokenSource();
+        var stdout = new CancelOnLine("segment 1 ", cancel);
+        var stderr = new StringWriter();
+        int code = await MotrCommand.RunAsync(["fsck", dir], stdout, stderr, cancel.Token);
+        Assert.True(code == MotrCommand.Interrupted, $"exit {code}\n{stdout}{stderr}");
+        Assert.Contains("motr fsck: interrupted; the check is incomplete", stderr.ToString());
+        Assert.DoesNotContain("segment 2 ", stdout.ToString());
+        Assert.DoesNotContain("fsck: healthy", stdout.ToString());
+
+        // Interrupted before it starts: no domain opened.
+        code = await MotrCommand.RunAsync(["fsck", dir], new StringWriter(), new StringWriter(), cancel.Token);
+        Assert.Equal(MotrCommand.Interrupted, code);
+        Assert.Equal(MotrCommand.Ok, (await Motr("fsck", dir)).Code);   // the folder's lock was released
+    }
 }
