@@ -20,6 +20,13 @@ public sealed class BeCorruptionException : BeException
     /// <summary>Byte offset of the damaged structure in <see cref="File"/>.</summary>
     public long Offset { get; }
 
+    /// <summary>
+    /// Whether opening with <see cref="RecoveryMode.TruncateAtCorruption"/> gets past this damage: a damaged log record
+    /// followed by intact ones, which <see cref="RecoveryMode.Strict"/> refuses. False for damage no recovery mode opens
+    /// (a log or segment header, a truncated file, a log wrapped over its checkpoint).
+    /// </summary>
+    public bool TruncationOpens { get; init; }
+
     /// <summary>Creates the exception; the message is prefixed with file and offset.</summary>
     public BeCorruptionException(string file, long offset, string what, Exception? inner = null)
         : base($"{file} @ 0x{offset:X} ({offset}): {what}", inner)

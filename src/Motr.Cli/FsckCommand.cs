@@ -38,7 +38,8 @@ internal static class FsckCommand
         {
             // Damage that keeps the domain from opening is fsck's finding, not a failure to run.
             stdout.WriteLine($"domain {folder}: does not open: {e.Message}");
-            if (Path.GetFileName(e.File) == BeConstants.LogFileName && !a.Flags.Contains("--truncate-at-corruption"))
+            // Only for a damaged record with intact ones after it: the option opens nothing else (a log header, a truncated log).
+            if (e.TruncationOpens && !a.Flags.Contains("--truncate-at-corruption"))
                 stdout.WriteLine("  --truncate-at-corruption opens it by discarding the damaged log record and every record after it (those transactions are lost)");
             stdout.WriteLine("fsck: 1 problem (the domain does not open)");
             return MotrCommand.Damage;

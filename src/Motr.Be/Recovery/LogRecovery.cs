@@ -84,7 +84,8 @@ internal sealed class LogRecovery
                     if (_options.RecoveryMode == RecoveryMode.Strict)
                         throw new BeCorruptionException(_log.Where, _log.Physical(pos),
                             $"log corruption: record lsn {lsn} is damaged ({problem}) but a valid record lsn {laterLsn} follows at offset 0x{_log.Physical(laterPos):X}; " +
-                            "refusing to open (RecoveryMode.TruncateAtCorruption opens with the damaged record and everything after it discarded)");
+                            "refusing to open (RecoveryMode.TruncateAtCorruption opens with the damaged record and everything after it discarded)")
+                        { TruncationOpens = true };
                     truncated = what + "; it and every later record were discarded";
                     _options.OnWarning?.Invoke("recovery: " + truncated);
                 }
