@@ -73,8 +73,18 @@ public sealed class Domain : IAsyncDisposable
     public static Task<Domain> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default) =>
         Task.Run(() => Open(options), cancellationToken);
 
-    private static void ThrowNoDomain(IStorage storage) =>
+    /// <summary>
+    /// Refuses to open a folder without a log. Segment files that hold transactions there are a domain whose log is lost:
+    /// damage (<see cref="BeCorruptionException"/> naming the log and the segment), not a folder without a domain.
+    /// </summary>
+    private static void ThrowNoDomain(IStorage storage)
+    {
+        foreach (var name in storage.List())
+            if (name.StartsWith("seg-", StringComparison.Ordinal) && !name.EndsWith(".new", StringComparison.Ordinal) && !Segment.IsUnused(storage, name))
+                throw new BeCorruptionException($"{storage.Location}/{BeConstants.LogFileName}", 0,
+                    $"the log is missing, but segment file {name} holds transactions: the domain's log is lost (restore it; no new domain is created over the segments)");
         throw new BeException($"{storage.Location}: no domain here (no {BeConstants.LogFileName}) and CreateIfMissing is off");
+    }
 
     private static void Create(IStorage storage, DomainOptions o)
     {

@@ -32,7 +32,11 @@ public sealed class DomainOptions
     /// <summary>Storage to use instead of a folder (tests pass a <see cref="SimStorage"/>).</summary>
     public IStorage? Storage { get; set; }
 
-    /// <summary>Create the domain if the folder holds none (default true).</summary>
+    /// <summary>
+    /// Create the domain if the folder holds none (default true). Without it a folder with no log is refused: with a
+    /// <see cref="BeException"/> if it holds no domain, with a <see cref="BeCorruptionException"/> naming the log if
+    /// segment files there hold transactions (the domain's log is lost).
+    /// </summary>
     public bool CreateIfMissing { get; set; } = true;
 
     /// <summary>Number of segments (one per locality); default: one per processor. An existing domain keeps its segments and gains any missing ones.</summary>

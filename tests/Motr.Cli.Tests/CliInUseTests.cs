@@ -176,4 +176,30 @@ public sealed class CliInUseTests : IDisposable
             AssertSameFiles(before, Files(dir));
         }
     }
+
+    // A domain whose log was deleted or lost was reported as "no domain here (no motr.log) and CreateIfMissing is off",
+    // exit 2: fsck called a folder of segments holding data empty (and "could not check") instead of finding damage.
+    [Fact]
+    public async Task Fsck_of_segments_whose_log_is_lost_reports_damage_naming_the_log_and_changes_nothing()
+    {
+        string dir = await CreateDomain();
+        File.Delete(Path.Combine(dir, BeConstants.LogFileName));
+        var before = Files(dir);
+        var (code, output, err) = await Motr("fsck", dir);
+        Assert.True(code == MotrCommand.Damage, $"exit {code}\n{output}{err}");
+        Assert.Contains($"does not open: {Path.Combine(Path.GetFullPath(dir), BeConstants.LogFileName)} @ 0x0 (0): the log is missing, " +
+            $"but segment file {BeConstants.SegmentFileName(1)} holds transactions", output);
+        (code, output, err) = await Motr("load", dir, Path.Combine(dir, BeConstants.SegmentFileName(1)), "x");
+        Assert.True(code == MotrCommand.Failed, $"exit {code}\n{output}{err}");
+        Assert.Contains("the log is missing", err);
+        AssertSameFiles(before, Files(dir));
+
+        // Segment files that never held a transaction (an interrupted creation) are still no domain.
+        string empty = Path.Combine(_root, "empty");
+        await using (await Engine.OpenAsync(CliHarness.Options(empty))) { }
+        File.Delete(Path.Combine(empty, BeConstants.LogFileName));
+        (code, output, err) = await Motr("fsck", empty);
+        Assert.True(code == MotrCommand.Failed, $"exit {code}\n{output}{err}");
+        Assert.Contains("no domain here", err);
+    }
 }
