@@ -34,7 +34,8 @@ internal static class MotrCommand
           motr dump <domain-folder> <root-name> <file> [--segment N] [--force]
               Saves the b+tree named <root-name> in segment N (default 1) to a portable, versioned,
               checksummed file, written beside <file> and renamed to it when complete. An existing <file> is
-              replaced only with --force; a file in a domain folder never.
+              replaced only with --force; a file in a domain folder, or a symbolic link
+              (such as /dev/stdout), never.
           motr load <domain-folder> <file> <root-name> [--segment N]
               Loads a saved tree into a new tree of segment N (default 1), named <root-name>, which must be free.
               The tree gets its name only when complete; an interrupted load's partial tree is removed, at once

@@ -40,8 +40,8 @@ internal static class TreeFileCommands
 
     /// <summary>
     /// Refuses, before the domain is opened, a target in the domain's folder or in any folder holding a domain's log or
-    /// lock file (the domain's by another path, or another domain's), a folder, a missing folder, or (without --force)
-    /// an existing file.
+    /// lock file (the domain's by another path, or another domain's), a folder, a missing folder, a symbolic link (even
+    /// with --force: the rename would replace the link), or (without --force) an existing file.
     /// </summary>
     private static void CheckDumpTarget(string folder, string file, bool force)
     {
@@ -57,8 +57,14 @@ internal static class TreeFileCommands
         foreach (string own in new[] { BeConstants.LogFileName, BeConstants.LockFileName })
             if (File.Exists(Path.Combine(dir, own)))
                 throw new CommandException($"{file} is in a domain folder ({dir} holds {own}): write the dump elsewhere");
-        // The dump is renamed over its target: never over anything already there unless asked (.NET cannot tell a
-        // device node or a FIFO from a file, so --force replaces whatever the name holds).
+        // The dump is renamed over its target, which replaces a symbolic link itself, never what it points to: /dev/stdout
+        // or a shell's >(...) (/dev/fd/N) would be replaced by a file (as root, /dev/stdout for the whole system), or the
+        // dump fail with a misleading "could not find /dev/fd/63.partial". Refused even with --force.
+        if (new FileInfo(full).LinkTarget is { } link)
+            throw new CommandException($"{file} is a symbolic link (to {link}); a dump is written beside its target and renamed over it, " +
+                "which would replace the link, not write to what it names: give the path of a file");
+        // Never over anything already there unless asked (.NET cannot tell a device node or a FIFO from a file, so
+        // --force replaces whatever the name holds).
         if (File.Exists(full) && !force) throw new CommandException($"{file} exists; --force replaces it");
     }
 

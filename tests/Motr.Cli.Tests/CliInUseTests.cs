@@ -202,4 +202,29 @@ public sealed class CliInUseTests : IDisposable
         Assert.True(code == MotrCommand.Failed, $"exit {code}\n{output}{err}");
         Assert.Contains("no domain here", err);
     }
+
+    // The dump is renamed over its target, so `motr dump d t /dev/stdout --force` replaced the symlink /dev/stdout with a
+    // regular file holding the dump (for the whole system, as root), and a shell's >(...) failed with "Could not find
+    // file '/dev/fd/63.partial'". A symbolic link is refused, with --force too, and left as it was.
+    [Fact]
+    public async Task Dump_refuses_a_symbolic_link_as_its_target_even_with_force()
+    {
+        string dir = await CreateDomain();
+        string real = Path.Combine(_root, "real.motrdump");
+        File.WriteAllText(real, "precious");
+        string link = Path.Combine(_root, "link.motrdump");
+        string dangling = Path.Combine(_root, "dangling.motrdump");
+        File.CreateSymbolicLink(link, real);
+        File.CreateSymbolicLink(dangling, Path.Combine(_root, "nowhere"));
+        foreach (string target in new[] { link, dangling })
+        {
+            var (code, output, err) = await Motr("dump", dir, "t", target, "--force");
+            Assert.True(code == MotrCommand.Failed, $"{target}: exit {code}\n{output}{err}");
+            Assert.Contains($"{target} is a symbolic link", err);
+            Assert.NotNull(new FileInfo(target).LinkTarget);
+            Assert.False(File.Exists(target + ".partial"));
+        }
+        Assert.Equal("precious", File.ReadAllText(real));
+        Assert.False(File.Exists(Path.Combine(_root, "nowhere")));
+    }
 }
