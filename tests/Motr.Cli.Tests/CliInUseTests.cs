@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Motr.Be;
 using Motr.Be.BTree;
 using Motr.Runtime;
@@ -226,5 +228,65 @@ public sealed class CliInUseTests : IDisposable
         }
         Assert.Equal("precious", File.ReadAllText(real));
         Assert.False(File.Exists(Path.Combine(_root, "nowhere")));
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int kill(int pid, int signal);
+
+    private const int SigTerm = 15;
+
+    // Program.cs cancels the default action of SIGINT and SIGTERM so that the command stops cleanly, but a command
+    // blocked where no cancellation reaches (here a load reading a pipe that never delivers; as well a long recovery or
+    // a hung file system) then ignored every signal: Ctrl-C, twice or ten times, and SIGTERM did nothing, and only
+    // SIGKILL stopped it. A second signal now ends the process at once.
+    [Fact]
+    public async Task A_second_signal_ends_a_command_that_the_first_could_not_stop()
+    {
+        if (!OperatingSystem.IsLinux()) return;   // signals and /dev/stdin as a pipe
+        string dir = await CreateDomain();
+        string motr = Path.Combine(AppContext.BaseDirectory, "motr.dll");
+        string? host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
+        if (string.IsNullOrEmpty(host) || !File.Exists(host))
+            host = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
+        var psi = new ProcessStartInfo(host) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { motr, "load", dir, "/dev/stdin", "x" }) psi.ArgumentList.Add(a);
+        using var child = Process.Start(psi)!;
+        var stdout = child.StandardOutput.ReadToEndAsync();
+        var stderr = child.StandardError.ReadToEndAsync();
+        try
+        {
+            // Ready once it holds the domain (its signal handlers are registered before): then it blocks reading stdin,
+            // to which nothing is ever written.
+            string lockFile = Path.GetFullPath(Path.Combine(dir, BeConstants.LockFileName));
+            for (int i = 0; i < 600 && !child.HasExited && !Holds(child.Id, lockFile); i++) await Task.Delay(50);
+            if (child.HasExited) Assert.Fail($"exit {child.ExitCode}\n{await stdout}{await stderr}");
+            await Task.Delay(200);
+            for (int i = 0; i < 300 && !child.HasExited; i++)
+            {
+                kill(child.Id, SigTerm);
+                await Task.Delay(100);
+            }
+            Assert.True(child.HasExited, "the child ignored 300 SIGTERMs");
+            await child.WaitForExitAsync();
+            Assert.Contains("SIGTERM again: stopping at once", await stderr);
+        }
+        finally
+        {
+            if (!child.HasExited) child.Kill();
+        }
+        // The folder is free again and as healthy as before; nothing was named.
+        var (code, output, err) = await Motr("fsck", dir);
+        Assert.True(code == MotrCommand.Ok, output + err);
+        Assert.DoesNotContain("'x'", output);
+    }
+
+    /// <summary>Whether process <paramref name="pid"/> has <paramref name="path"/> open (Linux: its /proc fd links).</summary>
+    private static bool Holds(int pid, string path)
+    {
+        try
+        {
+            return Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Any(fd => new FileInfo(fd).LinkTarget == path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
 }
