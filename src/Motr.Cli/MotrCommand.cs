@@ -70,6 +70,11 @@ internal static class MotrCommand
             stderr.WriteLine(Usage);
             return Failed;
         }
+        catch (CommandInterruptedException e)
+        {
+            stderr.WriteLine($"motr {args[0]}: {e.Message}");
+            return Interrupted;
+        }
         catch (OperationCanceledException) when (cancel.IsCancellationRequested)
         {
             stderr.WriteLine(args[0] switch
@@ -149,6 +154,13 @@ internal sealed class Throttled<T>(Action<T> report) : IProgress<T>
 
 /// <summary>Bad arguments: the usage is printed after the message.</summary>
 internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>
+/// A sub-command was interrupted where the usual report of an interruption would be untrue; the message says what is
+/// left. Not an <see cref="OperationCanceledException"/>: an async method that throws one ends canceled, and the type
+/// and message would be lost on the way out of a locality's turn.
+/// </summary>
+internal sealed class CommandInterruptedException(string message, Exception inner) : Exception(message, inner);
 
 /// <summary>A sub-command could not do its work; the message says what and where.</summary>
 internal sealed class CommandException(string message) : Exception(message);

@@ -150,6 +150,12 @@ internal static class TreeFileCommands
                 "removed, and fsck will list its blocks as leaked");
             tree = null;
         }
+        catch (OperationCanceledException e) when (cancel.IsCancellationRequested)
+        {
+            // What DeleteAllAsync has not removed yet stays named: the usual "no partial tree is left" would be untrue.
+            throw new CommandInterruptedException("interrupted while removing the partial tree an interrupted load left; what remains of it " +
+                $"stays under root '{LoadingRoot}', which the next load removes", e);
+        }
         using var tx = await seg.BeginAsync(BTree.DestroyCredit + Segment.RootCredit);
         tree?.Destroy(tx);
         seg.RemoveRoot(tx, LoadingRoot);

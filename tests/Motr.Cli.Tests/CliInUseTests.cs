@@ -289,4 +289,42 @@ public sealed class CliInUseTests : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
+
+    /// <summary>A writer that cancels <paramref name="cancel"/> once a line starting with <paramref name="prefix"/> is written.</summary>
+    private static StringWriter CancelOn(string prefix, CancellationTokenSource cancel) => new CancelOnLine(prefix, cancel);
+
+    // Ctrl-C while a load removed the partial tree an earlier interrupted load had left stopped the removal with that
+    // tree still named 'motr-load-in-progress', and reported "interrupted; no partial tree is left".
+    [Fact]
+    public async Task A_load_interrupted_while_removing_an_earlier_loads_tree_says_that_tree_stays()
+    {
+        string dir = await CreateDomain();
+        string dump = Path.Combine(_root, "t.motrdump");
+        Assert.Equal(MotrCommand.Ok, (await Motr("dump", dir, "t", dump)).Code);
+        await using (var engine = await Engine.OpenAsync(new DomainOptions { Path = dir, CreateIfMissing = false }))
+        {
+            var loc = engine.Localities[0];
+            await loc.RunAsync(async () =>
+            {
+                var seg = loc.Segment!;
+                var partial = await CliHarness.CreateTree(seg, TreeFileCommands.LoadingRoot);
+                for (int i = 0; i < 20; i++)
+                {
+                    using var tx = await seg.BeginAsync(partial.InsertCredit(8, 40));
+                    partial.Insert(tx, CliHarness.Key(i), new byte[40]);
+                    _ = tx.Close();
+                }
+                await seg.FlushAsync();
+            });
+        }
+        using var cancel = new CancellationTokenSource();
+        var stderr = CancelOn("removing the partial tree an interrupted load left", cancel);
+        int code = await MotrCommand.RunAsync(["load", dir, dump, "t2"], new StringWriter(), stderr, cancel.Token);
+        Assert.True(code == MotrCommand.Interrupted, $"exit {code}\n{stderr}");
+        Assert.DoesNotContain("no partial tree is left", stderr.ToString());
+        Assert.Contains($"what remains of it stays under root '{TreeFileCommands.LoadingRoot}', which the next load removes", stderr.ToString());
+        var (_, output, _) = await Motr("fsck", dir);
+        Assert.Contains($"root '{TreeFileCommands.LoadingRoot}'", output);
+        Assert.Equal(MotrCommand.Ok, (await Motr("load", dir, dump, "t2")).Code);
+    }
 }
