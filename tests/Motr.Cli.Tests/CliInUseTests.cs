@@ -244,13 +244,7 @@ public sealed class CliInUseTests : IDisposable
     {
         if (!OperatingSystem.IsLinux()) return;   // signals and /dev/stdin as a pipe
         string dir = await CreateDomain();
-        string motr = Path.Combine(AppContext.BaseDirectory, "motr.dll");
-        string? host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
-        if (string.IsNullOrEmpty(host) || !File.Exists(host))
-            host = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
-        var psi = new ProcessStartInfo(host) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { motr, "load", dir, "/dev/stdin", "x" }) psi.ArgumentList.Add(a);
-        using var child = Process.Start(psi)!;
+        using var child = StartMotr(null, "load", dir, "/dev/stdin", "x");
         var stdout = child.StandardOutput.ReadToEndAsync();
         var stderr = child.StandardError.ReadToEndAsync();
         try
@@ -326,5 +320,38 @@ public sealed class CliInUseTests : IDisposable
         var (_, output, _) = await Motr("fsck", dir);
         Assert.Contains($"root '{TreeFileCommands.LoadingRoot}'", output);
         Assert.Equal(MotrCommand.Ok, (await Motr("load", dir, dump, "t2")).Code);
+    }
+
+    /// <summary>The real <c>motr</c> command in a child process (stdin, stdout and stderr redirected), with <paramref name="env"/> set.</summary>
+    private static Process StartMotr(Dictionary<string, string>? env, params string[] args)
+    {
+        string? host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
+        if (string.IsNullOrEmpty(host) || !File.Exists(host))
+            host = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
+        var psi = new ProcessStartInfo(host) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "motr.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (k, v) in env ?? []) psi.Environment[k] = v;
+        return Process.Start(psi)!;
+    }
+
+    // The folder's lock was only .NET's flock for FileShare.None, which .NET skips when System.IO.DisableFileLocking is
+    // set (DOTNET_SYSTEM_IO_DISABLEFILELOCKING=1, a setting documented for NFS): a command run with it opened a folder an
+    // engine held, replayed its log and checkpointed into it (exit 0), as a second engine would have.
+    [Fact]
+    public async Task The_folder_lock_holds_when_dotnet_file_locking_is_disabled()
+    {
+        if (OperatingSystem.IsWindows()) return;   // the switch is Unix's; Windows enforces FileShare.None itself
+        string dir = await CreateDomain();
+        await using var engine = await Engine.OpenAsync(new DomainOptions { Path = dir, CreateIfMissing = false });
+        var before = Files(dir);
+        using var child = StartMotr(new() { ["DOTNET_SYSTEM_IO_DISABLEFILELOCKING"] = "1" }, "fsck", dir);
+        child.StandardInput.Close();
+        var stdout = child.StandardOutput.ReadToEndAsync();
+        var stderr = child.StandardError.ReadToEndAsync();
+        await child.WaitForExitAsync();
+        Assert.True(child.ExitCode == MotrCommand.Failed, $"exit {child.ExitCode}\n{await stdout}{await stderr}");
+        Assert.Contains($"{Path.GetFullPath(dir)}: the folder is in use by another engine", await stderr);
+        AssertSameFiles(before, Files(dir));
     }
 }

@@ -32,8 +32,9 @@ public sealed class FileStorage : IStorage
 
     /// <inheritdoc />
     /// <remarks>
-    /// An advisory lock on the file <see cref="BeConstants.LockFileName"/> in the folder: .NET takes flock(LOCK_EX)
-    /// for <see cref="FileShare.None"/> on Unix (and a sharing lock on Windows). The kernel drops it when the process
+    /// An advisory lock on the file <see cref="BeConstants.LockFileName"/> in the folder: flock(LOCK_EX) on Unix, taken
+    /// explicitly as well as by .NET for <see cref="FileShare.None"/> (which skips it when System.IO.DisableFileLocking
+    /// is set), and a sharing lock on Windows. The kernel drops it when the process
     /// dies, so a crash never leaves the folder locked; the file itself is left in place. Only a lock another holder
     /// has is reported as the folder in use; a lock file that cannot be opened or created (a read-only file system, a
     /// broken symlink, no permission) is reported as that, with the system's reason.
@@ -41,19 +42,32 @@ public sealed class FileStorage : IStorage
     public IDisposable Lock()
     {
         string path = Full(BeConstants.LockFileName);
+        FileStream stream;
         try
         {
-            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         }
         catch (IOException ex) when (HeldByAnother(ex))
         {
-            throw new BeException($"{_dir}: the folder is in use by another engine (in this process or another one holds {BeConstants.LockFileName}): {ex.Message}", ex);
+            throw InUse(ex.Message, ex);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new BeException($"{_dir}: cannot open or create the lock file {path}, which an engine holds while it uses the folder: {ex.Message}", ex);
         }
+        // .NET takes that flock itself only while the switch System.IO.DisableFileLocking is off; set (as
+        // DOTNET_SYSTEM_IO_DISABLEFILELOCKING=1 is on NFS), a second engine would open the folder. The lock guards the
+        // domain, so it is taken here whatever the switch says (again, harmlessly, when .NET took it).
+        if (!Native.TryLockExclusive(stream.SafeFileHandle))
+        {
+            stream.Dispose();
+            throw InUse($"flock of {path}: another open file holds it", null);
+        }
+        return stream;
     }
+
+    private BeException InUse(string why, Exception? inner) =>
+        new($"{_dir}: the folder is in use by another engine (in this process or another one holds {BeConstants.LockFileName}): {why}", inner);
 
     /// <summary>
     /// Whether opening the lock file failed because another holder has it locked: on Unix .NET reports flock's
@@ -64,7 +78,7 @@ public sealed class FileStorage : IStorage
     {
         if (ex.GetType() != typeof(IOException)) return false;
         if (OperatingSystem.IsWindows()) return (ex.HResult & 0xFFFF) is 32 or 33; // ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION
-        return ex.HResult == (OperatingSystem.IsLinux() ? 11 : 35);
+        return ex.HResult == Native.EWouldBlock;
     }
 
     /// <inheritdoc />

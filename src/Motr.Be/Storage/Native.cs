@@ -35,6 +35,35 @@ internal static partial class Native
     }
 
     [LibraryImport("libc", SetLastError = true)]
+    private static partial int flock(int fd, int operation);
+
+    private const int LOCK_EX = 2, LOCK_NB = 4;
+
+    /// <summary>
+    /// Takes flock(LOCK_EX | LOCK_NB) on <paramref name="handle"/> (Unix; on Windows the caller's FileShare.None is the
+    /// lock): false when another open file holds it. Taking it again through the handle that holds it succeeds. Errors
+    /// other than EWOULDBLOCK (a file system without flock) count as taken, as .NET's own FileShare lock counts them.
+    /// </summary>
+    public static bool TryLockExclusive(SafeFileHandle handle)
+    {
+        if (OperatingSystem.IsWindows()) return true;
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            if (flock((int)handle.DangerousGetHandle(), LOCK_EX | LOCK_NB) == 0) return true;
+            return Marshal.GetLastPInvokeError() != EWouldBlock;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>EWOULDBLOCK: 11 on Linux, 35 on macOS and the BSDs.</summary>
+    public static readonly int EWouldBlock = OperatingSystem.IsLinux() ? 11 : 35;
+
+    [LibraryImport("libc", SetLastError = true)]
     private static partial long lseek(int fd, long offset, int whence);
 
     private const int SEEK_DATA = 3, SEEK_HOLE = 4, ENXIO = 6;
