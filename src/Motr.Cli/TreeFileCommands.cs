@@ -1,6 +1,7 @@
 using Motr.Be;
 using Motr.Be.BTree;
 using Motr.Be.Segments;
+using Motr.Be.Storage;
 using Motr.Runtime;
 
 namespace Motr.Cli;
@@ -27,7 +28,10 @@ internal static class TreeFileCommands
         try
         {
             records = await loc.RunAsync(() => SaveAsync(loc, a.Segment, root, partial, stderr, cancel));
-            File.Move(partial, file, overwrite: true);
+            // The rename made durable too (its folder synced, as the engine's own renames are): "saved" must survive a
+            // power failure, or the dump's name could be lost after the command said it was written.
+            string full = Path.GetFullPath(file);
+            new FileStorage(Path.GetDirectoryName(full)!).Rename(Path.GetFileName(partial), Path.GetFileName(full));
         }
         catch
         {
