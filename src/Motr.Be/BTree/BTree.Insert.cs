@@ -147,9 +147,17 @@ public sealed unsafe partial class BTree
     private (Node Node, int Record) SplitInsert(Transaction tx, int d, int i, ReadOnlySpan<byte> key, RecordSpec spec, out Span<byte> value, out int at)
     {
         var n = Touch(tx, _path[d].Node);
-        var r = Split(tx, n, out int m);
-        Node target = i < m ? n : r;
-        at = i < m ? i : i - m;
+        // A record past the last of the tree's right edge (keys arriving in order: a load, rising ids) starts a
+        // new node alone, so the full node stays full, and one before the first of a leaf on the left edge (keys
+        // arriving in reverse order) keeps the old leaf alone while its records move to the new one: a split in
+        // half would leave every node of such a tree half empty for good.
+        Node r;
+        int m;
+        if (i == n.Count && OnEdge(d, right: true)) r = SplitOff(tx, n, out m);
+        else r = Split(tx, n, out m, keepNone: i == 0 && n.IsLeaf && OnEdge(d, right: false));
+        bool left = i < m || m == 0; // m == 0: every record moved, the new one (i == 0) stays alone
+        Node target = left ? n : r;
+        at = left ? i : i - m;
         if (!TryInsert(tx, target, at, key, spec, out value, out int rec, tag: false)) // both halves are retagged below
             throw new BeException($"{Where}: no room for a {spec.Size}-byte record in a half-full node 0x{target.Off:X}; the node sizes are inconsistent");
         // The right half's first key is the separator; an internal half gives it up (record 0 holds no key),
@@ -189,8 +197,32 @@ public sealed unsafe partial class BTree
         if (at == 0) EmptyFirstKey(tx, node); // it went up as the separator of the node a split made
     }
 
-    /// <summary>Moves the upper half (by bytes) of touched node <paramref name="n"/>'s records to a new node, returned touched.</summary>
-    private Node Split(Transaction tx, Node n, out int m)
+    /// <summary>Whether the node at path depth <paramref name="d"/> is the last (<paramref name="right"/>) or the first of its level: every ancestor was descended through its last or first child.</summary>
+    private bool OnEdge(int d, bool right)
+    {
+        for (int e = 0; e < d; e++)
+            if (_path[e].Index != (right ? new Node(_seg.Base, _path[e].Node).Count - 1 : 0)) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// The split of a full node <paramref name="n"/> on the tree's right edge whose new record goes past its last:
+    /// an empty new node, returned touched, to take the record; <paramref name="n"/> keeps all it holds (<paramref name="m"/>).
+    /// </summary>
+    private Node SplitOff(Transaction tx, Node n, out int m)
+    {
+        _opSplits++;
+        m = n.Count;
+        int size = (int)(n.IsLeaf ? Hdr.LeafSize : Hdr.InternalSize);
+        if (NodeHeader.SizeOf + _inline + n.EntrySize > size) size = n.Size; // as in Split: a smaller configured size would not hold the record
+        return new Node(_seg.Base, NewNode(tx, n.Level, size));
+    }
+
+    /// <summary>
+    /// Moves the upper half (by bytes) of touched node <paramref name="n"/>'s records to a new node, returned touched;
+    /// all of them if <paramref name="keepNone"/> (a leaf whose new record goes before them all).
+    /// </summary>
+    private Node Split(Transaction tx, Node n, out int m, bool keepNone = false)
     {
         _opSplits++;
         int count = n.Count;
@@ -199,7 +231,7 @@ public sealed unsafe partial class BTree
         for (int j = 0; j < count; j++) total += n.RecordSizeAt(j) + es;
         int acc = 0;
         m = 0;
-        while (m < count - 1)
+        while (m < count - 1 && !keepNone)
         {
             int s = n.RecordSizeAt(m) + es;
             if (acc + s > total / 2 && m > 0) break;
