@@ -68,15 +68,22 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
     public bool HasStopped => _stopped.Task.IsCompleted;
 
     /// <summary>Makes this locality the owner of <paramref name="segment"/>.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="segment"/> is null.</exception>
     public void Attach(Segment segment)
     {
+        ArgumentNullException.ThrowIfNull(segment);
         if (Segment != null) throw new InvalidOperationException($"locality {Index} already owns {Segment}");
         Segment = segment;
         segment.Attach(this);
     }
 
     /// <inheritdoc />
-    public void Post(Action<object?> callback, object? state) => Enqueue(new WorkItem(callback, null, state));
+    /// <exception cref="ArgumentNullException"><paramref name="callback"/> is null.</exception>
+    public void Post(Action<object?> callback, object? state)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        Enqueue(new WorkItem(callback, null, state));
+    }
 
     internal void PostCallback(SendOrPostCallback callback, object? state) => Enqueue(new WorkItem(null, callback, state));
 
@@ -227,19 +234,44 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
         new(ToString(), $"{this} is stopped (its engine was closed): the operation did not run or did not finish; " +
             "transactions it had closed may or may not be persistent (reopen the engine to see)");
 
+    // A null delegate is refused at the call, naming the parameter: a run holding none would fault later, inside the
+    // turn, with a NullReferenceException that names nothing.
+
     /// <summary>Runs <paramref name="operation"/> on the locality; its awaits resume on the locality. Completes with its outcome.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="operation"/> is null (thrown, not in the task).</exception>
     /// <exception cref="ObjectDisposedException">The locality stopped before the operation finished (the task faults).</exception>
-    public Task RunAsync(Func<Task> operation) => Start(new Run0(this, operation, null));
+    public Task RunAsync(Func<Task> operation)
+    {
+        ArgumentNullException.ThrowIfNull(operation);
+        return Start(new Run0(this, operation, null));
+    }
 
     /// <summary>Runs <paramref name="operation"/> on the locality and returns its result.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="operation"/> is null (thrown, not in the task).</exception>
     /// <exception cref="ObjectDisposedException">The locality stopped before the operation finished (the task faults).</exception>
-    public Task<T> RunAsync<T>(Func<Task<T>> operation) => Start(new Run1<T>(this, operation, null));
+    public Task<T> RunAsync<T>(Func<Task<T>> operation)
+    {
+        ArgumentNullException.ThrowIfNull(operation);
+        return Start(new Run1<T>(this, operation, null));
+    }
 
     /// <summary>Runs <paramref name="action"/> on the locality as one turn.</summary>
-    public Task RunAsync(Action action) => Start(new Run0(this, null, action));
+    /// <exception cref="ArgumentNullException"><paramref name="action"/> is null (thrown, not in the task).</exception>
+    /// <exception cref="ObjectDisposedException">The locality is stopped (the task faults).</exception>
+    public Task RunAsync(Action action)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        return Start(new Run0(this, null, action));
+    }
 
     /// <summary>Runs <paramref name="func"/> on the locality as one turn and returns its result.</summary>
-    public Task<T> RunAsync<T>(Func<T> func) => Start(new Run1<T>(this, null, func));
+    /// <exception cref="ArgumentNullException"><paramref name="func"/> is null (thrown, not in the task).</exception>
+    /// <exception cref="ObjectDisposedException">The locality is stopped (the task faults).</exception>
+    public Task<T> RunAsync<T>(Func<T> func)
+    {
+        ArgumentNullException.ThrowIfNull(func);
+        return Start(new Run1<T>(this, null, func));
+    }
 
     private Task Start(Run0 run)
     {
