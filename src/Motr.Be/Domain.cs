@@ -28,7 +28,7 @@ public sealed class Domain : IAsyncDisposable
     private readonly Segment[] _segments;
     private readonly Placer _placer;
     private Exception? _failure;
-    private int _closed;
+    private Task? _closing; // the first DisposeAsync's close, which later calls wait for
     private long _invariantViolations;
 
     internal readonly LogSpace LogSpace;
@@ -254,11 +254,41 @@ public sealed class Domain : IAsyncDisposable
     /// <summary>
     /// Closes the domain: seals what the segments' open groups hold, writes and places everything,
     /// checkpoints, and releases files and memory. Call after the owners have stopped (the runtime's
-    /// engine does); continuations still waiting on persistence are not run.
+    /// engine does); continuations still waiting on persistence are not run. A call made while another is closing the
+    /// domain returns once that close has finished (files and the folder's lock released), not before; only the first
+    /// call reports an error of the close.
     /// </summary>
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        var closing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (Interlocked.CompareExchange(ref _closing, closing.Task, null) is { } first) return AwaitClosed(first);
+        return new ValueTask(CloseInto(closing));
+    }
+
+    /// <summary>A later caller's close: waits for the first one's; its error is the first caller's to report.</summary>
+    private static async ValueTask AwaitClosed(Task first)
+    {
+        try { await first.ConfigureAwait(false); }
+        catch { }
+    }
+
+    private async Task CloseInto(TaskCompletionSource closing)
+    {
+        try
+        {
+            await CloseAsync().ConfigureAwait(false);
+            closing.TrySetResult();
+        }
+        catch (Exception e)
+        {
+            closing.TrySetException(e);
+            _ = closing.Task.Exception;
+            throw;
+        }
+    }
+
+    private async Task CloseAsync()
+    {
         await Task.Run(() =>
         {
             // Whatever fails on the way, the threads are stopped before anything they use is released, and the files,

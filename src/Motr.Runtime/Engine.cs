@@ -9,7 +9,7 @@ namespace Motr.Runtime;
 public sealed class Engine : IAsyncDisposable
 {
     private readonly Locality[] _localities;
-    private int _disposed;
+    private Task? _closing; // the first DisposeAsync's close, which later calls wait for
 
     private Engine(Domain domain, Locality[] localities)
     {
@@ -39,10 +39,42 @@ public sealed class Engine : IAsyncDisposable
     /// <summary>The locality that owns keys hashing to <paramref name="key"/>.</summary>
     public Locality LocalityFor(ulong key) => _localities[(int)(key % (ulong)_localities.Length)];
 
-    /// <summary>Flushes every locality (all closed transactions durable), stops them, and closes the domain.</summary>
-    public async ValueTask DisposeAsync()
+    /// <summary>
+    /// Flushes every locality (all closed transactions durable), stops them, and closes the domain. A call made while
+    /// another is closing the engine returns once that close has finished (files and the folder's lock released), not
+    /// before; only the first call reports an error of the close.
+    /// </summary>
+    public ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        var closing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (Interlocked.CompareExchange(ref _closing, closing.Task, null) is { } first) return AwaitClosed(first);
+        return new ValueTask(CloseInto(closing));
+    }
+
+    /// <summary>A later caller's close: waits for the first one's; its error is the first caller's to report.</summary>
+    private static async ValueTask AwaitClosed(Task first)
+    {
+        try { await first.ConfigureAwait(false); }
+        catch { }
+    }
+
+    private async Task CloseInto(TaskCompletionSource closing)
+    {
+        try
+        {
+            await CloseAsync().ConfigureAwait(false);
+            closing.TrySetResult();
+        }
+        catch (Exception e)
+        {
+            closing.TrySetException(e);
+            _ = closing.Task.Exception;
+            throw;
+        }
+    }
+
+    private async Task CloseAsync()
+    {
         Exception? flushError = null;
         if (Domain.Failure is null)
         {
