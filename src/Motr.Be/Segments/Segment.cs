@@ -114,10 +114,14 @@ public sealed unsafe partial class Segment : IDisposable
 
     /// <summary>Opens a transaction on this segment, waiting asynchronously for log space if the log is full.</summary>
     /// <remarks>Call on the owner thread. Do not await anything between capturing and <see cref="Transaction.Close"/>.</remarks>
+    /// <exception cref="InvalidOperationException">Called off the owner thread, or the segment has no owner
+    /// (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public ValueTask<Transaction> BeginAsync(TxCredit credit, CancellationToken cancellationToken = default)
         => Tx.BeginAsync(credit, cancellationToken);
 
     /// <summary>Opens a transaction if log space for <paramref name="credit"/> is available now; never waits.</summary>
+    /// <exception cref="InvalidOperationException">Called off the owner thread, or the segment has no owner
+    /// (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public bool TryBegin(TxCredit credit, out Transaction tx) => Tx.TryBegin(credit, out tx);
 
     /// <summary>Binds the segment to its owner. Transactions can be opened only once a segment has an owner.</summary>

@@ -146,10 +146,12 @@ public sealed unsafe class Transaction : IDisposable
     /// <see cref="Abort"/> and logs its bytes as they are at close. Returns the bytes to change.
     /// </summary>
     /// <exception cref="TxUsageException">The transaction is not open, the range is outside the segment or in its static header, or the capture exceeds the credit.</exception>
+    /// <exception cref="InvalidOperationException">The transaction's first change is made off its segment's owner thread.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Span<byte> Capture(long offset, int length)
     {
         Check(offset, length);
+        if (_captureTurn < 0) M.MarkDirty(this); // the first change: checks the thread before anything is recorded
         if (_regionCount == _regions.Length) Array.Resize(ref _regions, _regions.Length * 2);
         if (_undoLen + length > _undo.Length) Array.Resize(ref _undo, Math.Max(_undo.Length * 2, _undoLen + length));
         byte* p = M.Segment.Base + offset;
@@ -161,7 +163,6 @@ public sealed unsafe class Transaction : IDisposable
         _undoLen += length;
         _usedRegions++;
         _usedBytes += length;
-        if (_captureTurn < 0) M.MarkDirty(this);
         return new Span<byte>(p, length);
     }
 
@@ -191,11 +192,11 @@ public sealed unsafe class Transaction : IDisposable
         if (_state != TxState.Open) ThrowState("set the payload of");
         long old = Math.Max(_payloadLen, 0);
         if (_usedBytes - old + payload.Length > _credit.Bytes) ThrowCredit($"payload of {payload.Length} bytes", 0, payload.Length);
+        if (_captureTurn < 0) M.MarkDirty(this); // checks the thread before anything is recorded
         if (_payload.Length < payload.Length) _payload = new byte[Math.Max(payload.Length, 64)];
         payload.CopyTo(_payload);
         _usedBytes += payload.Length - old;
         _payloadLen = payload.Length;
-        if (_captureTurn < 0) M.MarkDirty(this);
     }
 
     /// <summary>
@@ -281,7 +282,11 @@ public sealed unsafe class Transaction : IDisposable
     {
         if (_state != TxState.Open) ThrowState("roll back");
         if (savepoint.Tx != this || savepoint.Regions > _regionCount) throw new TxUsageException($"tx on segment {M.Segment.Id}: the savepoint is not of this transaction, or was rolled back past");
-        if (_regionCount > savepoint.Regions) M.Segment.BeforeRestore();
+        if (_regionCount > savepoint.Regions)
+        {
+            M.CheckOwner("roll back");
+            M.Segment.BeforeRestore();
+        }
         byte* b = M.Segment.Base;
         for (int i = _regionCount - 1; i >= savepoint.Regions; i--)
         {
@@ -310,9 +315,12 @@ public sealed unsafe class Transaction : IDisposable
     /// Closes the transaction: its changes join the segment's open group. Returns an awaitable that
     /// completes when the group is durable (the same as <see cref="Persisted"/>).
     /// </summary>
+    /// <exception cref="TxUsageException">The transaction is not open.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public TxPersistence Close()
     {
         if (_state != TxState.Open) ThrowState("close");
+        M.CheckOwner("close");
         return M.CloseTx(this);
     }
 
@@ -328,9 +336,12 @@ public sealed unsafe class Transaction : IDisposable
     }
 
     /// <summary>Restores every captured region to its bytes before the transaction and ends it.</summary>
+    /// <exception cref="TxUsageException">The transaction is not open.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void Abort()
     {
         if (_state != TxState.Open) ThrowState("abort");
+        M.CheckOwner("abort");
         Rollback();
         M.EndTx(this, aborted: true);
     }
@@ -350,9 +361,11 @@ public sealed unsafe class Transaction : IDisposable
     internal ReadOnlySpan<byte> Payload => _payloadLen < 0 ? default : _payload.AsSpan(0, _payloadLen);
 
     /// <summary>Aborts the transaction if still open and returns it to its segment's pool.</summary>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void Dispose()
     {
         if (_state == TxState.Disposed) return;
+        M.CheckOwner("dispose"); // the pool is the owner's: a return from another thread would corrupt it
         if (_state == TxState.Open) Abort();
         _state = TxState.Disposed;
         M.Return(this);

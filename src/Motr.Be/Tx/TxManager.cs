@@ -99,7 +99,7 @@ internal sealed partial class TxManager
     private long CheckBegin(TxCredit credit)
     {
         if (_owner is null) throw new InvalidOperationException($"segment {Segment.Id} has no owner: attach it to a locality before opening transactions");
-        if (!_owner.IsOwnerThread) throw new InvalidOperationException($"segment {Segment.Id}: transactions must be opened on the segment's owner thread");
+        if (!_owner.IsOwnerThread) ThrowNotOwner("open a transaction on");
         if (_domain.Failure is { } failure) throw failure;
         if (credit.Regions < 0 || credit.Bytes < 0) throw new ArgumentOutOfRangeException(nameof(credit), $"credit {credit} is negative");
         long reservation = LogFormat.Reservation(credit);
@@ -119,10 +119,31 @@ internal sealed partial class TxManager
 
     internal void Return(Transaction tx) => _pool.Push(tx);
 
+    /// <summary>
+    /// A transaction's state, its group and the segment's memory belong to the owner thread: a transaction changed,
+    /// closed, aborted or returned from another thread (a continuation that left the locality, another locality)
+    /// would race the owner's turns and corrupt its group or pool. Checked where it is cheap: at the first change of
+    /// a transaction and at its end, not at every capture.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void CheckOwner(string what)
+    {
+        if (_owner is { IsOwnerThread: false }) ThrowNotOwner(what + " a transaction on");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotOwner(string what)
+    {
+        if (!Segment.IsOpen)
+            throw new ObjectDisposedException(Segment.FileName, $"cannot {what} segment {Segment.Id} ({Segment.FileName}): the segment is closed (its engine was disposed)");
+        throw new InvalidOperationException($"cannot {what} segment {Segment.Id} off its owner thread ({_owner}): transactions are opened, changed and ended only on the segment's owner thread");
+    }
+
     /// <summary>First capture (or payload) of a transaction: it now holds changes that a turn end must not leave open.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal void MarkDirty(Transaction tx)
     {
+        CheckOwner("change");
         tx._captureTurn = _turn;
         if (_dirtyCount == _dirtyOpen.Length) Array.Resize(ref _dirtyOpen, _dirtyOpen.Length * 2);
         tx._openSlot = _dirtyCount;
