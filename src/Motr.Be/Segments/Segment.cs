@@ -116,6 +116,8 @@ public sealed unsafe partial class Segment : IDisposable
     /// <remarks>Call on the owner thread. Do not await anything between capturing and <see cref="Transaction.Close"/>.</remarks>
     /// <exception cref="InvalidOperationException">Called off the owner thread, or the segment has no owner
     /// (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the
+    /// transaction opened, whether or not it had to wait (the task is cancelled; no log space stays reserved).</exception>
     public ValueTask<Transaction> BeginAsync(TxCredit credit, CancellationToken cancellationToken = default)
         => Tx.BeginAsync(credit, cancellationToken);
 

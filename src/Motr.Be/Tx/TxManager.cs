@@ -81,6 +81,8 @@ internal sealed partial class TxManager
     public ValueTask<Transaction> BeginAsync(TxCredit credit, CancellationToken ct)
     {
         long reservation = CheckBegin(credit);
+        // A caller that already gave up gets no transaction, even when space is at hand.
+        if (ct.IsCancellationRequested) return ValueTask.FromCanceled<Transaction>(ct);
         if (TryReserve(reservation)) return new ValueTask<Transaction>(Open(credit, reservation));
         return BeginSlowAsync(credit, reservation, ct);
     }
