@@ -41,12 +41,16 @@ public sealed class Domain : IAsyncDisposable
     internal readonly int GroupBoundTxs;
     internal readonly long SpaceChunk;
     internal readonly long CheckpointBytes;
+    internal readonly TimeSpan CheckpointInterval;
 
     /// <summary>Opens the domain described by <paramref name="options"/>, creating it if allowed and missing, and runs recovery.</summary>
     /// <exception cref="BeCorruptionException">A file is damaged; the message names it and the offset.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">An option is out of its range (<see cref="DomainOptions.CheckpointInterval"/> not
+    /// positive, <see cref="DomainOptions.CheckpointFraction"/> not a number, or a size or count of a new domain); the message names it.</exception>
     public static Domain Open(DomainOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        CheckOptions(options);
         IStorage storage = new SyncFailureLatch(options.Storage ?? new FileStorage(options.Path ?? throw new ArgumentException("DomainOptions needs a Path or a Storage")));
         if (!options.CreateIfMissing && !storage.Exists(BeConstants.LogFileName)) ThrowNoDomain(storage);
         // Before anything is read: a second engine on the folder would replay and write the same log.
@@ -72,6 +76,18 @@ public sealed class Domain : IAsyncDisposable
     /// <summary>Opens the domain on a thread-pool thread (recovery does file I/O).</summary>
     public static Task<Domain> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default) =>
         Task.Run(() => Open(options), cancellationToken);
+
+    /// <summary>
+    /// Refuses options the engine's threads cannot use, at open, where the caller sees it: a checkpoint interval that is
+    /// not positive made the placer's wait throw on its own thread (ending the process) or spin.
+    /// </summary>
+    private static void CheckOptions(DomainOptions o)
+    {
+        if (o.CheckpointInterval <= TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(o.CheckpointInterval), o.CheckpointInterval, "DomainOptions.CheckpointInterval must be positive");
+        if (double.IsNaN(o.CheckpointFraction))
+            throw new ArgumentOutOfRangeException(nameof(o.CheckpointFraction), o.CheckpointFraction, "DomainOptions.CheckpointFraction must be a number (it is clamped to 0.01..0.9)");
+    }
 
     /// <summary>
     /// Refuses to open a folder without a log. Segment files that hold transactions there are a domain whose log is lost:
@@ -161,6 +177,7 @@ public sealed class Domain : IAsyncDisposable
             GroupBoundBytes = Math.Clamp(options.GroupBoundBytes, 4096, MaxGroupReservation);
             GroupBoundTxs = Math.Max(1, options.GroupBoundTxs);
             SpaceChunk = Math.Clamp(area / (16L * _segments.Length), 4096, 1L << 20);
+            CheckpointInterval = options.CheckpointInterval;
             CheckpointBytes = Math.Max(BeConstants.SectorSize, (long)(area * Math.Clamp(options.CheckpointFraction, 0.01, 0.9)));
 
             _placer = new Placer(this, _log, storage, _segments.Select(s => s.Id), _log.CheckpointPosition, _log.CheckpointLsn);

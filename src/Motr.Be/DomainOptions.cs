@@ -69,7 +69,8 @@ public sealed class DomainOptions
     /// <summary>
     /// Checkpoint once this fraction of the log is placed but not checkpointed (default 0.5). Each
     /// checkpoint syncs every segment page dirtied since the last one, so rarer checkpoints cost less per
-    /// transaction; the rest of the log absorbs what is written while a checkpoint runs.
+    /// transaction; the rest of the log absorbs what is written while a checkpoint runs. Clamped to 0.01..0.9;
+    /// NaN is refused at open.
     /// </summary>
     public double CheckpointFraction { get; set; } = 0.5;
 
@@ -79,6 +80,7 @@ public sealed class DomainOptions
     /// checkpoint's cost is set by the pages it writes out (each page changed since the last one, whole), not
     /// the bytes placed, so a short interval under load only repeats that work: at 1 s it cost a b+tree insert
     /// workload a fifth of its throughput. Replay after a crash is bounded by the log fill either way.
+    /// Must be positive (refused at open otherwise); read once, at open.
     /// </summary>
     public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromSeconds(30);
 

@@ -128,7 +128,11 @@ internal sealed class Placer : IDisposable
 
     private void Run()
     {
-        long interval = (long)(_domain.Options.CheckpointInterval.TotalSeconds * Stopwatch.Frequency);
+        // The interval was validated (positive) and taken at open: the options object may be changed after. A wait longer
+        // than ManualResetEventSlim accepts (int.MaxValue ms, about 24.8 days) waits that long and looks again.
+        TimeSpan every = _domain.CheckpointInterval;
+        long interval = (long)Math.Min(every.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 2);
+        TimeSpan wait = every.TotalMilliseconds < int.MaxValue ? every : TimeSpan.FromMilliseconds(int.MaxValue);
         while (true)
         {
             bool stopping = _stopping;
@@ -190,7 +194,7 @@ internal sealed class Placer : IDisposable
             }
             if (_domain.Failure is not null) FailOrCompleteWaiters(_checkpointWaiters);
             if (_placedEnd == _checkpointed && !_checkpointRequested) _signal.Wait();
-            else _signal.Wait(TimeSpan.FromSeconds(_domain.Options.CheckpointInterval.TotalSeconds));
+            else _signal.Wait(wait);
             _signal.Reset();
         }
     }
