@@ -47,10 +47,13 @@ public sealed class Domain : IAsyncDisposable
     /// <exception cref="BeCorruptionException">A file is damaged; the message names it and the offset.</exception>
     /// <exception cref="ArgumentOutOfRangeException">An option is out of its range (<see cref="DomainOptions.CheckpointInterval"/> not
     /// positive, <see cref="DomainOptions.CheckpointFraction"/> not a number, or a size or count of a new domain); the message names it.</exception>
-    public static Domain Open(DomainOptions options)
+    public static Domain Open(DomainOptions options) => Open(options, CancellationToken.None);
+
+    private static Domain Open(DomainOptions options, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
         CheckOptions(options);
+        cancellationToken.ThrowIfCancellationRequested();
         IStorage storage = new SyncFailureLatch(options.Storage ?? new FileStorage(options.Path ?? throw new ArgumentException("DomainOptions needs a Path or a Storage")));
         if (!options.CreateIfMissing && !storage.Exists(BeConstants.LogFileName)) ThrowNoDomain(storage);
         // Before anything is read: a second engine on the folder would replay and write the same log.
@@ -64,7 +67,7 @@ public sealed class Domain : IAsyncDisposable
                 Create(storage, options);
                 created = true;
             }
-            return new Domain(storage, options, created, folderLock);
+            return new Domain(storage, options, created, folderLock, cancellationToken);
         }
         catch
         {
@@ -73,9 +76,16 @@ public sealed class Domain : IAsyncDisposable
         }
     }
 
-    /// <summary>Opens the domain on a thread-pool thread (recovery does file I/O).</summary>
+    /// <summary>
+    /// Opens the domain on a thread-pool thread (recovery does file I/O). Cancelled before the domain is open, it stops
+    /// (between two records of recovery's replay, at the latest), releases the files and the folder, and the task is
+    /// cancelled: the log still holds every record, so the next open replays them all again.
+    /// </summary>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the domain
+    /// was open (the task is cancelled).</exception>
+    /// <exception cref="BeCorruptionException">A file is damaged (the task faults).</exception>
     public static Task<Domain> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default) =>
-        Task.Run(() => Open(options), cancellationToken);
+        Task.Run(() => Open(options, cancellationToken), cancellationToken);
 
     /// <summary>
     /// Refuses options the engine's threads cannot use, at open, where the caller sees it: a checkpoint interval that is
@@ -136,7 +146,7 @@ public sealed class Domain : IAsyncDisposable
             if (name.StartsWith("seg-", StringComparison.Ordinal) && !name.EndsWith(".new", StringComparison.Ordinal)) storage.Delete(name);
     }
 
-    private Domain(IStorage storage, DomainOptions options, bool created, IDisposable folderLock)
+    private Domain(IStorage storage, DomainOptions options, bool created, IDisposable folderLock, CancellationToken cancellationToken)
     {
         _storage = storage;
         _folderLock = folderLock;
@@ -182,7 +192,7 @@ public sealed class Domain : IAsyncDisposable
 
             _placer = new Placer(this, _log, storage, _segments.Select(s => s.Id), _log.CheckpointPosition, _log.CheckpointLsn);
             var byId = _segments.ToDictionary(s => s.Id);
-            var report = new LogRecovery(_log, byId, _placer, options, MaxRecordSize).Run();
+            var report = new LogRecovery(_log, byId, _placer, options, MaxRecordSize).Run(cancellationToken);
             Recovery = created ? new RecoveryReport { Created = true, EndPosition = report.EndPosition, NextLsn = report.NextLsn } : report;
             if (report.DamagedHeaderSlot is { } slot)
                 options.OnWarning?.Invoke($"{storage.Location}/{BeConstants.LogFileName}: {slot}; the other header slot's checkpoint was used, and the damaged slot rewritten");

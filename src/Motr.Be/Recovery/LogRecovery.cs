@@ -34,7 +34,12 @@ internal sealed class LogRecovery
         _buf = ArrayPool<byte>.Shared.Rent(64 * 1024);
     }
 
-    public RecoveryReport Run()
+    /// <summary>
+    /// Replays the log. A cancellation is seen between records only: what was replayed so far is in the images and
+    /// the segment files, the checkpoint has not moved, so the next open replays the same records again (placing them
+    /// twice writes the same bytes).
+    /// </summary>
+    public RecoveryReport Run(CancellationToken cancellationToken = default)
     {
         var sw = Stopwatch.StartNew();
         long start = _log.CheckpointPosition, pos = start;
@@ -45,6 +50,7 @@ internal sealed class LogRecovery
         {
             while (true)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 var status = TryRead(pos, lsn, out string? problem);
                 if (status == Status.Absent && _log.ToLapEnd(pos) < _log.AreaSize)
                 {

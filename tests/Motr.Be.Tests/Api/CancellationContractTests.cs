@@ -1,5 +1,6 @@
 using Motr.Be.Tests.TestSupport;
 using Motr.Be.Tx;
+using Motr.Runtime;
 
 namespace Motr.Be.Tests.Api;
 
@@ -32,5 +33,54 @@ public class CancellationContractTests
         }).WaitAsync(T);
         Assert.Equal(0, seg.TxStats.Aborted);
         Assert.Equal(1, seg.TxStats.Closed);
+    }
+}
+
+public class RecoveryCancellationTests
+{
+    private static readonly TimeSpan T = TimeSpan.FromSeconds(30);
+
+    /// <summary>A crashed domain whose log holds <paramref name="records"/> records (one transaction with a payload each) not yet checkpointed.</summary>
+    private static async Task<Motr.Be.Storage.SimStorage> CrashedWithRecords(int records)
+    {
+        var sim = new Motr.Be.Storage.SimStorage();
+        var e = await Engines.Open(Engines.Sim(sim, segments: 1));
+        var loc = e.Localities[0];
+        for (int i = 1; i <= records; i++)
+        {
+            await loc.RunAsync(async () =>
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8) + new TxCredit(0, 8));
+                tx.Capture<long>(Engines.DataStart) = i;
+                tx.SetPayload(BitConverter.GetBytes((long)i));
+                tx.Force();
+                await tx.Close();
+            }).WaitAsync(T);
+        }
+        var image = sim.CrashImage(sim.OpCount, Motr.Be.Storage.CrashVariant.DropUnsynced, 1);
+        await e.DisposeAsync();
+        return image;
+    }
+
+    [Fact]
+    public async Task OpenAsync_cancelled_during_recovery_stops_releases_the_folder_and_the_next_open_replays_everything()
+    {
+        var image = await CrashedWithRecords(4);
+        using var cts = new CancellationTokenSource();
+        int seen = 0;
+        var o = Engines.Sim(image, segments: 1);
+        o.OnRecoveredPayload = _ => { if (++seen == 2) cts.Cancel(); }; // the caller gives up half-way through the replay
+        // Before: the token was looked at only before the open started; recovery ran to the end and the task
+        // returned an open domain to a caller that had given up (and the folder stayed locked until it was closed).
+        var open = Engine.OpenAsync(o, cts.Token);
+        var ex = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => open.WaitAsync(T));
+        Assert.True(open.IsCanceled);
+        Assert.Equal(2, seen); // stopped at the next record
+
+        var payloads = new List<long>();
+        o.OnRecoveredPayload = p => payloads.Add(BitConverter.ToInt64(p.Payload.Span));
+        await using var e = await Engine.OpenAsync(o).WaitAsync(T); // the folder was released
+        Assert.Equal(new long[] { 1, 2, 3, 4 }, payloads);
+        Assert.Equal(4, await e.Localities[0].RunAsync(() => e.Localities[0].Segment!.At<long>(Engines.DataStart)));
     }
 }
