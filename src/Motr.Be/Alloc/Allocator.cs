@@ -574,16 +574,17 @@ public sealed unsafe partial class Allocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void CheckTx(Transaction tx, TxCredit need, string op)
     {
-        if (tx.M != _seg.Tx || tx.State != TxState.Open) ThrowTx(tx, op);
+        if (tx is null || tx.M != _seg.Tx || tx.State != TxState.Open) ThrowTx(tx, op);
         TxCredit credit = tx.Credit, used = tx.Used;
         if (credit.Regions - used.Regions < need.Regions || credit.Bytes - used.Bytes < need.Bytes) ThrowCredit(tx, need, op);
     }
 
     private string Where => $"{_seg.Domain.Location}/{_seg.FileName}";
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowTx(Transaction tx, string op)
+    [MethodImpl(MethodImplOptions.NoInlining), System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private void ThrowTx(Transaction? tx, string op)
     {
+        ArgumentNullException.ThrowIfNull(tx);
         if (tx.M != _seg.Tx)
             throw new TxUsageException($"segment {_seg.Id}: allocator {op} was given a transaction of segment {tx.Segment.Id}");
         throw new TxUsageException($"segment {_seg.Id}: allocator {op} needs an open transaction; it is {tx.State}");

@@ -3,6 +3,7 @@ using Motr.Be.Alloc;
 using Motr.Be.Log;
 using Motr.Be.Segments;
 using Motr.Be.Tx;
+using static Motr.Be.BTree.BTreeFormatConstants;
 
 namespace Motr.Be.BTree;
 
@@ -49,6 +50,7 @@ public sealed partial class BTree
     /// Credit of <see cref="Insert(Transaction, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/> for a key and value
     /// of these lengths, at the tree's current height: every level may split and the root grow.
     /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A length is negative or over the tree's limit for keys or values.</exception>
     public TxCredit InsertCredit(int keyLength, int valueLength)
     {
         // Fixed-size trees: the credit depends only on the header's height and node sizes; keep it for them (they may
@@ -56,7 +58,12 @@ public sealed partial class BTree
         int height = Height; // (refuses an object whose tree is gone)
         uint largest = Hdr.LargestNode, inner = Hdr.InternalSize;
         bool fixedSizes = _keySize >= 0 && _valueSize >= 0;
-        if (fixedSizes && _cachedInsertHeight == height && _cachedInsertLargest == largest && _cachedInsertInner == inner) return _cachedInsert;
+        if (fixedSizes && keyLength == _keySize && valueLength == _valueSize
+            && _cachedInsertHeight == height && _cachedInsertLargest == largest && _cachedInsertInner == inner) return _cachedInsert;
+        // Lengths no record may have: their worst case overflowed into a negative credit, refused later by BeginAsync
+        // with a message about the credit instead of the length.
+        if ((uint)keyLength > MaxKeyLength) ThrowLength(nameof(keyLength), keyLength, MaxKeyLength);
+        if ((uint)valueLength > MaxValueLength) ThrowLength(nameof(valueLength), valueLength, MaxValueLength);
         var credit = InsertCreditFor(keyLength, valueLength, (int)largest, (int)inner, height);
         if (fixedSizes && keyLength == _keySize && valueLength == _valueSize)
         {
@@ -67,6 +74,10 @@ public sealed partial class BTree
         }
         return credit;
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowLength(string paramName, int length, int max) =>
+        throw new ArgumentOutOfRangeException(paramName, length, $"{Where}: a {(paramName == "keyLength" ? "key" : "value")} length must be 0 to {max}");
 
     private TxCredit _cachedInsert;
     private int _cachedInsertHeight = -1;
@@ -152,6 +163,7 @@ public sealed partial class BTree
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool TxFits(Transaction tx, Segment seg, TxCredit need)
     {
+        if (tx is null) return false;
         var c = tx.Credit;
         var u = tx.Used;
         return tx.Segment == seg && tx.State == TxState.Open && c.Regions - u.Regions >= need.Regions && c.Bytes - u.Bytes >= need.Bytes;
@@ -160,6 +172,7 @@ public sealed partial class BTree
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowTx(Transaction tx, Segment seg, TxCredit need, string op, string where)
     {
+        ArgumentNullException.ThrowIfNull(tx);
         if (tx.Segment != seg)
             throw new ArgumentException($"{where}: {op} was given a transaction of segment {tx.Segment.Id}, not of the tree's segment {seg.Id}", nameof(tx));
         if (tx.State != TxState.Open) throw new TxUsageException($"{where}: {op} needs an open transaction; it is {tx.State}");

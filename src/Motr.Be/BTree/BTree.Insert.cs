@@ -49,6 +49,7 @@ public sealed unsafe partial class BTree
     public BTreeStatus InsertInPlace<TState>(Transaction tx, ReadOnlySpan<byte> key, int valueLength, TState state, SpanAction<byte, TState> fill)
     {
         ArgumentNullException.ThrowIfNull(fill);
+        CheckValue(valueLength, nameof(valueLength));
         BTreeCookie none = default;
         var st = BeginInsert(tx, key, valueLength, ref none, false, out var node, out int rec, out var spec, out var dest, out var start);
         if (st != BTreeStatus.Ok) return st;

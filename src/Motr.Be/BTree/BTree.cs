@@ -239,6 +239,7 @@ public sealed unsafe partial class BTree
     /// <exception cref="ArgumentException">The tree was made with another comparer.</exception>
     public static BTree Open(Segment segment, long offset, IKeyComparer? comparer = null)
     {
+        ArgumentNullException.ThrowIfNull(segment);
         ref TreeHeader h = ref segment.At<TreeHeader>(offset);
         string where = $"b+tree 0x{offset:X} in segment {segment.Id} ({segment.FileName})";
         if (h.Magic != TreeMagic) throw new BeCorruptionException(segment.FileName, offset, $"{where}: not a b+tree header (magic 0x{h.Magic:X8})");
@@ -469,12 +470,14 @@ public sealed unsafe partial class BTree
                 : $"{Where}: key of {key.Length} bytes is over the limit of {MaxKeyLength}", nameof(key));
     }
 
-    private void CheckValue(int length)
+    /// <summary>A value's length, named as the public method's parameter (<c>value</c>, or <c>valueLength</c>).</summary>
+    private void CheckValue(int length, string paramName = "value")
     {
         if (_valueSize >= 0 ? length != _valueSize : (uint)length > MaxValueLength)
             throw new ArgumentException(_valueSize >= 0
                 ? $"{Where}: value of {length} bytes; this tree's values are {_valueSize} bytes"
-                : $"{Where}: value of {length} bytes is over the limit of {MaxValueLength}", nameof(length));
+                : length < 0 ? $"{Where}: value length {length} is negative"
+                : $"{Where}: value of {length} bytes is over the limit of {MaxValueLength}", paramName);
     }
 
     /// <summary>An allocation failed half-way through an operation: the operation rolls back to its savepoint and returns <see cref="BTreeStatus.OutOfSpace"/>.</summary>

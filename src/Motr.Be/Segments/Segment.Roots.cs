@@ -42,6 +42,7 @@ public sealed unsafe partial class Segment
     /// <exception cref="BeException">The dictionary is full or the name is invalid.</exception>
     public void SetRoot(Transaction tx, string name, long offset)
     {
+        ArgumentNullException.ThrowIfNull(tx);
         int i = FindRoot(name);
         if (i < 0)
         {
@@ -62,6 +63,7 @@ public sealed unsafe partial class Segment
     /// <summary>Removes <paramref name="name"/>; returns whether it was present.</summary>
     public bool RemoveRoot(Transaction tx, string name)
     {
+        ArgumentNullException.ThrowIfNull(tx);
         int i = FindRoot(name);
         if (i < 0) return false;
         tx.Capture<RootSlot>(SegmentHeader.RootsOffset + (long)i * RootSlot.SizeOf) = default;

@@ -101,6 +101,7 @@ public sealed unsafe partial class Segment : IDisposable
     /// </summary>
     public bool Grow(Transaction tx, long newSize)
     {
+        ArgumentNullException.ThrowIfNull(tx);
         newSize = AlignUp(newSize, BeConstants.PageSize);
         if (newSize <= Size) return true;
         if (newSize > MaxSize) return false;

@@ -61,7 +61,7 @@ public class BTreeBadInputTests
             e = Assert.Throws<ArgumentException>(() => vt.InsertInPlace(tx, [1], BTreeFormatConstants.MaxValueLength + 1, 0, (_, _) => Assert.Fail("called")));
             Assert.Contains("value of 67108865 bytes is over the limit of 67108864", e.Message);
             e = Assert.Throws<ArgumentException>(() => vt.InsertInPlace(tx, [1], -1, 0, (_, _) => Assert.Fail("called")));
-            Assert.Contains("value of -1 bytes", e.Message);
+            Assert.Contains("value length -1 is negative", e.Message);
             var hugeValue = new byte[BTreeFormatConstants.MaxValueLength + 1];
             e = Assert.Throws<ArgumentException>(() => vt.Insert(tx, [1], hugeValue));
             Assert.Contains("value of 67108865 bytes is over the limit of 67108864", e.Message);
