@@ -21,15 +21,25 @@ internal sealed partial class TxManager
     {
         if (Volatile.Read(ref _writerDurableSeq) >= seq) return;
         if (_domain.Failure is { } f) throw new LogFailedException($"segment {Segment.Id}: group {seq} was not made durable: {f.Message}", f);
+        bool closed;
+        lock (_taskGate) closed = _tasksClosed;
+        if (closed) throw new ObjectDisposedException(Segment.FileName, $"segment {Segment.Id}: the domain closed before group {seq} was made durable");
         throw new InvalidOperationException("GetResult called before the persistence completed");
     }
 
-    public void AddWaiter(long seq, Action continuation)
+    public void AddWaiter(long seq, Action continuation, bool flowContext)
     {
         var owner = _owner!;
         if (!owner.IsOwnerThread)
         {
-            owner.Post(static s => { var (m, q, c) = ((TxManager, long, Action))s!; m.AddWaiter(q, c); }, (this, seq, continuation));
+            // Awaited off the owner (another locality, the thread pool): resume where the awaiter runs — its
+            // SynchronizationContext (its own locality), else the thread pool — not on this segment's owner, which
+            // would run the rest of another locality's operation on this thread (outside its owner, racing it), and
+            // never through the owner's queue, dropped once the owner stops (the await would never resume). The
+            // persistence task completes when the group is durable, the log fails or the domain closes.
+            var awaiter = PersistedTask(seq).GetAwaiter();
+            if (flowContext) awaiter.OnCompleted(continuation);
+            else awaiter.UnsafeOnCompleted(continuation);
             return;
         }
         if (IsDurable(seq))

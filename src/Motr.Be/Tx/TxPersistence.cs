@@ -4,9 +4,13 @@ namespace Motr.Be.Tx;
 
 /// <summary>
 /// Awaitable that completes when a closed transaction's group is durable in the log. Every
-/// transaction of a group shares the same completion, so awaiting it allocates nothing. The
-/// continuation runs on the segment's owner thread. If the log fails, awaiting throws
-/// <see cref="LogFailedException"/>.
+/// transaction of a group shares the same completion, so awaiting it allocates nothing. Awaited on the
+/// segment's owner thread, the continuation runs there. Awaited anywhere else (another locality, the
+/// thread pool) it resumes on the awaiter's own <see cref="SynchronizationContext"/> (its locality) or,
+/// without one, on the thread pool — never on this segment's owner — and it resumes even if the owner has
+/// stopped (this costs a task, as <see cref="AsTask"/>). If the log fails, awaiting throws
+/// <see cref="LogFailedException"/>; if the domain closed before the group was durable,
+/// <see cref="ObjectDisposedException"/>.
 /// </summary>
 public readonly struct TxPersistence
 {
@@ -46,13 +50,13 @@ public readonly struct TxPersistence
         /// <summary>Whether the group is durable.</summary>
         public bool IsCompleted => _m is null || _m.IsDurable(_seq);
 
-        /// <summary>Returns when durable; throws <see cref="LogFailedException"/> if the log failed first.</summary>
+        /// <summary>Returns when durable; throws <see cref="LogFailedException"/> if the log failed first, <see cref="ObjectDisposedException"/> if the domain closed first.</summary>
         public void GetResult() => _m?.ThrowIfFailed(_seq);
 
         /// <inheritdoc />
-        public void OnCompleted(Action continuation) => _m!.AddWaiter(_seq, continuation);
+        public void OnCompleted(Action continuation) => _m!.AddWaiter(_seq, continuation, flowContext: true);
 
         /// <inheritdoc />
-        public void UnsafeOnCompleted(Action continuation) => _m!.AddWaiter(_seq, continuation);
+        public void UnsafeOnCompleted(Action continuation) => _m!.AddWaiter(_seq, continuation, flowContext: false);
     }
 }
