@@ -137,6 +137,7 @@ public sealed unsafe partial class Segment : IDisposable
     public void OnOwnerIdle() => Tx.OnOwnerIdle();
 
     /// <summary>Asks for the open group to be sealed and written now; returns when everything closed so far on this segment is durable. Call on the owner thread.</summary>
+    /// <exception cref="InvalidOperationException">Called off the owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public TxPersistence FlushAsync() => Tx.Flush();
 
     /// <summary>Transaction and group counters of this segment.</summary>

@@ -244,6 +244,7 @@ internal sealed partial class TxManager
     /// <summary>Seals whatever is open (at the next turn end if a transaction is mid-way) and returns the persistence of everything closed so far.</summary>
     public TxPersistence Flush()
     {
+        if (_owner is { IsOwnerThread: false }) ThrowNotOwner("flush"); // a seal reads live memory and the open group
         long seq = _groupTxCount > 0 ? _groupSeq : _groupSeq - 1;
         if (_groupTxCount > 0)
         {

@@ -82,3 +82,29 @@ public class TransactionThreadTests
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await seg.BeginAsync(TxCredit.Region(8)));
     }
 }
+
+public class SegmentFlushThreadTests
+{
+    private static readonly TimeSpan T = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task FlushAsync_off_the_owner_thread_is_refused()
+    {
+        using var dir = new TempDir();
+        await using var e = await Engines.Open(Engines.Options(dir.Path));
+        var loc = e.Localities[0];
+        var seg = loc.Segment!;
+        await loc.RunAsync(async () =>
+        {
+            using var tx = await seg.BeginAsync(TxCredit.Region(8));
+            tx.Capture<long>(Engines.DataStart) = 1;
+            _ = tx.Close();
+        }).WaitAsync(T);
+        // Before: it sealed the open group from the test's thread, reading live memory and the group while the owner
+        // could be changing them.
+        var ex = Assert.Throws<InvalidOperationException>(() => seg.FlushAsync());
+        Assert.Contains("owner thread", ex.Message);
+        await loc.RunAsync(async () => await seg.FlushAsync()).WaitAsync(T); // on the owner it flushes
+        Assert.Equal(1, seg.TxStats.Closed);
+    }
+}
