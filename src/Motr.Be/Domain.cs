@@ -195,7 +195,7 @@ public sealed class Domain : IAsyncDisposable
             var report = new LogRecovery(_log, byId, _placer, options, MaxRecordSize).Run(cancellationToken);
             Recovery = created ? new RecoveryReport { Created = true, EndPosition = report.EndPosition, NextLsn = report.NextLsn } : report;
             if (report.DamagedHeaderSlot is { } slot)
-                options.OnWarning?.Invoke($"{storage.Location}/{BeConstants.LogFileName}: {slot}; the other header slot's checkpoint was used, and the damaged slot rewritten");
+                options.Warn($"{storage.Location}/{BeConstants.LogFileName}: {slot}; the other header slot's checkpoint was used, and the damaged slot rewritten");
             foreach (var s in _segments)
             {
                 s.VerifyHeaderBlocks($"{storage.Location}/{s.FileName}");
@@ -239,7 +239,7 @@ public sealed class Domain : IAsyncDisposable
     internal void ReportCaptureViolation(string what)
     {
         lock (_captureViolations) _captureViolations.Add(what);
-        Options.OnWarning?.Invoke(what);
+        Options.Warn(what);
     }
 
     /// <summary>Transactions the engine aborted because they stayed open across a turn (each a caller bug).</summary>
@@ -265,7 +265,7 @@ public sealed class Domain : IAsyncDisposable
         {
             if (Interlocked.CompareExchange(ref _failure, e, null) != null) return;
         }
-        Options.OnWarning?.Invoke($"domain {Location} failed: {e.Message}");
+        Options.Warn($"domain {Location} failed: {e.Message}");
         foreach (var s in _segments) s.Tx.OnFailure();
         LogSpace.FailWaiters();
     }
@@ -274,8 +274,7 @@ public sealed class Domain : IAsyncDisposable
     {
         Interlocked.Increment(ref _invariantViolations);
         string msg = $"segment {segment.Id}: a transaction captured changes and was still open at the end of its turn (an await between open and close); it was aborted (DESIGN invariant 1)";
-        if (Options.OnWarning is { } w) w(msg);
-        else Trace.WriteLine(msg);
+        Options.Warn(msg);
     }
 
     /// <summary>

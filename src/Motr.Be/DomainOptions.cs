@@ -63,8 +63,24 @@ public sealed class DomainOptions
     /// <summary>Receives recovery progress about every 64 MiB of log replayed.</summary>
     public IProgress<RecoveryProgress>? RecoveryProgress { get; set; }
 
-    /// <summary>Receives warnings: a torn log tail cut at recovery, a transaction left open across a turn.</summary>
+    /// <summary>
+    /// Receives warnings: a torn log tail cut at recovery, a transaction left open across a turn. Called on the
+    /// engine's own threads (a locality, the log writer, the placer); an exception it throws is ignored (traced),
+    /// so a faulty handler cannot stop those threads.
+    /// </summary>
     public Action<string>? OnWarning { get; set; }
+
+    /// <summary>Passes <paramref name="message"/> to <see cref="OnWarning"/>; an exception the handler throws is traced, not passed on.</summary>
+    internal void Warn(string message)
+    {
+        if (OnWarning is not { } w)
+        {
+            System.Diagnostics.Trace.WriteLine(message);
+            return;
+        }
+        try { w(message); }
+        catch (Exception e) { System.Diagnostics.Trace.WriteLine($"DomainOptions.OnWarning threw {e.GetType().Name} ({e.Message}) for: {message}"); }
+    }
 
     /// <summary>
     /// Checkpoint once this fraction of the log is placed but not checkpointed (default 0.5). Each

@@ -32,7 +32,7 @@ public sealed class Engine : IAsyncDisposable
         var localities = new Locality[domain.Segments.Count];
         for (int i = 0; i < localities.Length; i++)
         {
-            localities[i] = new Locality(i, (l, e) => options.OnWarning?.Invoke($"{l}: unhandled exception in a turn: {e}"));
+            localities[i] = new Locality(i, (l, e) => options.Warn($"{l}: unhandled exception in a turn: {e}"));
             localities[i].Attach(domain.Segments[i]);
         }
         return new Engine(domain, localities);

@@ -58,7 +58,7 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
     /// <summary>Exceptions that escaped work items.</summary>
     public long Faults => Volatile.Read(ref _faults);
 
-    /// <summary>Receives exceptions that escape a work item.</summary>
+    /// <summary>Receives exceptions that escape a work item, on the locality's thread; an exception it throws is ignored (traced).</summary>
     public Action<Locality, Exception>? OnFault { get; set; }
 
     /// <inheritdoc />
@@ -301,7 +301,7 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
                 catch (Exception e)
                 {
                     Interlocked.Increment(ref _faults);
-                    OnFault?.Invoke(this, e);
+                    ReportFault(e);
                 }
                 _turns++;
                 Segment?.EndTurn();
@@ -316,6 +316,13 @@ public sealed class Locality : ISegmentOwner, IAsyncDisposable
         }
         t_current = null;
         _stopped.TrySetResult();
+    }
+
+    /// <summary>The fault handler is the caller's code: an exception it throws must not end the locality's thread (and the process).</summary>
+    private void ReportFault(Exception e)
+    {
+        try { OnFault?.Invoke(this, e); }
+        catch (Exception inner) { System.Diagnostics.Trace.WriteLine($"{this}: OnFault threw {inner.GetType().Name} ({inner.Message}) reporting: {e}"); }
     }
 
     /// <summary>

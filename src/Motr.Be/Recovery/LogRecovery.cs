@@ -93,12 +93,12 @@ internal sealed class LogRecovery
                             "refusing to open (RecoveryMode.TruncateAtCorruption opens with the damaged record and everything after it discarded)")
                         { TruncationOpens = true };
                     truncated = what + "; it and every later record were discarded";
-                    _options.OnWarning?.Invoke("recovery: " + truncated);
+                    _options.Warn("recovery: " + truncated);
                 }
                 else if (status == Status.Damaged)
                 {
                     torn = $"{where}: {problem}; treated as a torn write and cut off";
-                    _options.OnWarning?.Invoke("recovery: " + torn);
+                    _options.Warn("recovery: " + torn);
                 }
                 break;
             }
