@@ -251,7 +251,20 @@ public sealed class Domain : IAsyncDisposable
     /// <summary>Places and syncs everything durable so far and advances the checkpoint.</summary>
     /// <exception cref="LogFailedException">The domain failed (the task faults with its failure).</exception>
     /// <exception cref="ObjectDisposedException">The domain is closed (the task faults).</exception>
-    public Task CheckpointAsync() => _placer.CheckpointAsync();
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (the task is cancelled):
+    /// already cancelled, no checkpoint is asked for; cancelled while waiting, the caller stops waiting and the checkpoint
+    /// asked for still completes in the background (a checkpoint is never left half-written).</exception>
+    public Task CheckpointAsync(CancellationToken cancellationToken = default)
+    {
+        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled(cancellationToken);
+        var checkpoint = _placer.CheckpointAsync();
+        if (!cancellationToken.CanBeCanceled || checkpoint.IsCompleted) return checkpoint;
+        // A caller that gives up no longer observes the checkpoint's outcome: observe a failure here, so that it does
+        // not reach TaskScheduler.UnobservedTaskException.
+        checkpoint.ContinueWith(static t => _ = t.Exception, CancellationToken.None,
+            TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return checkpoint.WaitAsync(cancellationToken);
+    }
 
     /// <summary>
     /// Held while a checkpoint is recorded and while the domain is marked failed: a checkpoint being written

@@ -84,3 +84,45 @@ public class RecoveryCancellationTests
         Assert.Equal(4, await e.Localities[0].RunAsync(() => e.Localities[0].Segment!.At<long>(Engines.DataStart)));
     }
 }
+
+public class CheckpointCancellationTests
+{
+    private static readonly TimeSpan T = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task A_caller_waiting_for_a_checkpoint_can_give_up_and_the_checkpoint_still_completes()
+    {
+        var hooks = new Motr.Be.Tests.TestSupport.HookStorage(new Motr.Be.Storage.SimStorage());
+        var o = Engines.Sim(hooks.Inner, segments: 1);
+        o.Storage = hooks;
+        await using var e = await Engines.Open(o);
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+            tx.Capture<long>(Engines.DataStart) = 1;
+            await tx.Close();
+        }).WaitAsync(T);
+        using var gate = new ManualResetEventSlim();
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        hooks.Before = (f, op, _, _) =>
+        {
+            if (op != "flush" || Thread.CurrentThread.Name != "motr-checkpoint") return;
+            held.TrySetResult();
+            gate.Wait(T); // the checkpoint's sync, held
+        };
+        using var cts = new CancellationTokenSource();
+        var waiting = e.Domain.CheckpointAsync(cts.Token);
+        await held.Task.WaitAsync(T);
+        // Before: CheckpointAsync took no token; a caller had no way to stop waiting for a slow sync.
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting.WaitAsync(T));
+        Assert.True(waiting.IsCanceled);
+        gate.Set();
+        hooks.Before = null;
+        await e.Domain.CheckpointAsync().WaitAsync(T); // the held one finished; a new one works
+        Assert.Null(e.Domain.Failure);
+        // Already cancelled: no checkpoint is asked for.
+        Assert.True(e.Domain.CheckpointAsync(new CancellationToken(true)).IsCanceled);
+    }
+}
