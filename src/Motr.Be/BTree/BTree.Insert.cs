@@ -93,7 +93,7 @@ public sealed unsafe partial class BTree
             SetCookie(ref cookie, node.Off);
             return BTreeStatus.Exists;
         }
-        if (!EnoughSpace(spec)) return BTreeStatus.OutOfSpace;
+        if (!EnoughSpace(spec, split: node.FreeBytes < spec.Size + NodeHeader.LeafEntrySize)) return BTreeStatus.OutOfSpace;
         try
         {
             var leaf = Touch(tx, node.Off);
@@ -311,13 +311,22 @@ public sealed unsafe partial class BTree
         FinishRecord(n, rec, spec);
     }
 
-    /// <summary>Whether the allocator can give every node and chunk the worst case of an insert needs.</summary>
-    private bool EnoughSpace(RecordSpec spec)
+    /// <summary>
+    /// False when the allocator surely cannot give what the operation must allocate: its record's out-of-node
+    /// parts, and a node when <paramref name="split"/> (the leaf has no room for the record). An early refusal only:
+    /// it must never refuse what could be done — the operation still answers OutOfSpace, rolled back, when an
+    /// allocation fails on the way (more levels split, a large separator, fragments) — so <c>need</c> is a lower
+    /// bound and the room an upper one. (A worst-case bound here, one node per level, kept the tree from the last
+    /// few nodes' worth of free space for good, even for records that fit leaves with room.)
+    /// <paramref name="freed"/>: bytes the operation frees before it allocates (an update's old out-of-node parts).
+    /// </summary>
+    private bool EnoughSpace(RecordSpec spec, bool split, long freed = 0)
     {
         var a = _seg.Allocator;
-        long room = a.FreeBytes + (a.GrowthAllowed ? _seg.MaxSize - _seg.Size : 0);
-        long need = (Height + 1) * (long)(LargestNode + 128)
-            + (spec.KeyLarge ? spec.KeyLength * 2L + 128 : 0) + (spec.ValueLarge ? spec.ValueLength + 64L : 0);
+        long room = a.FreeBytes + (a.GrowthAllowed ? _seg.MaxSize - _seg.Size : 0) + freed;
+        const int chunkHeader = Motr.Be.Alloc.AllocFormat.ChunkHeaderSize;
+        long need = (split ? Math.Min(Hdr.LeafSize, Hdr.InternalSize) + chunkHeader : 0)
+            + (spec.KeyLarge ? spec.KeyLength + chunkHeader : 0) + (spec.ValueLarge ? spec.ValueLength + chunkHeader : 0);
         return room >= need;
     }
 }

@@ -21,7 +21,7 @@ public sealed unsafe partial class BTree
         if (!found) return BTreeStatus.NotFound;
         var spec = LeafSpec(key.Length, value.Length);
         var n = Touch(tx, leaf.Off);
-        n.Parts(i, out _, out uint klenf, out byte* v, out uint vlenf);
+        n.Parts(i, out byte* k, out uint klenf, out byte* v, out uint vlenf);
         // In place only when the record keeps its layout: all in node before and after. The size alone does not
         // say so: a key that must now go out of node (a 16-byte reference instead of the key) can leave the
         // record the same size, and writing the value after the old key would run past the record.
@@ -43,7 +43,11 @@ public sealed unsafe partial class BTree
             _updates++;
             return BTreeStatus.Ok;
         }
-        if (!EnoughSpace(spec))
+        // The old record's out-of-node parts are freed first, and its place in the leaf is the new record's to take.
+        long freed = 0;
+        if ((klenf & LargeFlag) != 0) freed += LargeChunkBytes(((LargeRef*)k)->Chunk);
+        if ((vlenf & LargeFlag) != 0) freed += LargeChunkBytes(((LargeRef*)v)->Chunk);
+        if (!EnoughSpace(spec, split: n.FreeBytes + n.RecordSizeAt(i) < spec.Size, freed))
         {
             tx.RollbackTo(sp); // the leaf was touched: OutOfSpace leaves the transaction as it was
             return BTreeStatus.OutOfSpace;
@@ -71,4 +75,7 @@ public sealed unsafe partial class BTree
         CommitCounts();
         return BTreeStatus.Ok;
     }
+
+    /// <summary>What freeing out-of-node chunk <paramref name="chunk"/> gives back to the allocator (header included).</summary>
+    private long LargeChunkBytes(long chunk) => _seg.Allocator.UsableSize(chunk) + Motr.Be.Alloc.AllocFormat.ChunkHeaderSize;
 }
