@@ -193,6 +193,19 @@ public sealed unsafe partial class Allocator
         long top = S->HeapTop;
         long wGap = Gap(top, align);
         long end = top + wGap + need;
+        if (align > G)
+        {
+            // Pad the block's end so that the next block of this alignment starts right after it, when the padding is
+            // less than a minimal chunk: that next block's leading gap would be grown by the alignment into a free
+            // chunk that only small requests can use — 96 bytes stranded in front of every b+tree node carved after
+            // another. (A block may already exceed its request by a remainder too small to split off; no more here.)
+            long padded = AlignUp(end + Hdr, align) - Hdr;
+            if (padded - end < MinChunk && (padded <= _seg.Size || CanGrowTo(padded)))
+            {
+                need += padded - end;
+                end = padded;
+            }
+        }
         if (end <= _seg.Size || CanGrowTo(end))
         {
             if (end > _seg.Size && !TryGrow(tx, end)) return AllocStatus.OutOfSpace;
