@@ -175,4 +175,173 @@ public sealed class BTreeExhaustionTests
             AssertNoLeak(seg, t, "full");
         });
     }
+    /// <summary>
+    /// Random mixes of every changing operation — small records, out-of-node keys and values, in-place inserts,
+    /// updates across the in-node limit both ways and up to many kilobytes, deletes — on a segment that may not
+    /// grow, several operations per transaction with their exact credits, until the segment is full and beyond.
+    /// An operation refused for space must leave the segment byte for byte as before it and its transaction
+    /// without a capture more, the transaction going on with the operations that fit; the tree equals the model,
+    /// fsck is clean and the allocator holds exactly the tree's chunks, also after reopening.
+    /// </summary>
+    [Theory]
+    [InlineData(8 << 10, 512, 1)]     // the smallest segment: two pages
+    [InlineData(64 << 10, 512, 2)]
+    [InlineData(128 << 10, 1024, 3)]
+    [InlineData(128 << 10, 512, 4)]
+    public async Task Mixed_operations_on_a_segment_filled_to_the_last_byte(int segmentSize, int nodeSize, int seed)
+    {
+        await using var h = await TreeHost.Start(segmentSize: segmentSize, logSize: 16 << 20, segmentMaxSize: segmentSize);
+        var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+        int inline = Tree.MaxInline(nodeSize);
+        int refusedTotal = 0, okTotal = 0;
+        for (int round = 0; round < 3; round++)
+        {
+            await h.Run(async seg =>
+            {
+                var t = round == 0 ? await Ops.Create(seg, new BTreeConfig { NodeSize = nodeSize }) : Ops.Open(seg);
+                var rng = new Random(seed * 100 + round);
+                var keys = new List<byte[]>(model.Keys);
+                byte[] NewKey() 
+                {
+                    var k = new byte[rng.Next(10) == 0 ? rng.Next(inline, inline * 3) : rng.Next(1, 24)];
+                    rng.NextBytes(k);
+                    return k;
+                }
+                int ValueLength() => rng.Next(10) switch
+                {
+                    0 => rng.Next(inline, segmentSize / 8),   // out of node, up to an eighth of the segment
+                    1 => rng.Next(inline - 40, inline + 40),  // about the in-node limit
+                    _ => rng.Next(0, 100),
+                };
+                for (int step = 0; step < 1000; step++)
+                {
+                    int ops = rng.Next(1, 4);
+                    var plan = new List<(int Kind, byte[] Key, byte[] Value)>();
+                    var credit = default(Motr.Be.Tx.TxCredit);
+                    for (int j = 0; j < ops; j++)
+                    {
+                        int kind = rng.Next(10) switch { < 4 => 0, 4 => 1, < 7 => 2, _ => 3 }; // insert, in place, update, delete
+                        byte[] k = kind != 0 && kind != 1 && keys.Count > 0 ? keys[rng.Next(keys.Count)] : NewKey();
+                        var v = Ops.Bytes(ValueLength(), step * 4 + j);
+                        plan.Add((kind, k, v));
+                        credit += kind switch
+                        {
+                            0 or 1 => t.InsertCredit(k.Length, v.Length),
+                            2 => t.UpdateCredit(k.Length, v.Length),
+                            _ => t.DeleteCredit(),
+                        };
+                    }
+                    // Credits for the tree as it is: an insert may make it taller for the next one; those are skipped then.
+                    using var tx = await seg.BeginAsync(credit);
+                    var pending = new SortedDictionary<byte[], byte[]?>(ByteArrayComparer.Instance);
+                    foreach (var (kind, k, v) in plan)
+                    {
+                        var need = kind switch { 0 or 1 => t.InsertCredit(k.Length, v.Length), 2 => t.UpdateCredit(k.Length, v.Length), _ => t.DeleteCredit() };
+                        if (tx.Credit.Regions - tx.Used.Regions < need.Regions || tx.Credit.Bytes - tx.Used.Bytes < need.Bytes) continue;
+                        var before = Snapshot(seg);
+                        var used = tx.Used;
+                        var st = kind switch
+                        {
+                            0 => t.Insert(tx, k, v),
+                            1 => t.InsertInPlace(tx, k, v.Length, v, static (span, val) => val.CopyTo(span)),
+                            2 => t.Update(tx, k, v),
+                            _ => t.Delete(tx, k),
+                        };
+                        bool present = pending.TryGetValue(k, out var pv) ? pv is not null : model.ContainsKey(k);
+                        switch (st)
+                        {
+                            case BTreeStatus.OutOfSpace:
+                                Assert.NotEqual(3, kind); // a delete never allocates
+                                AssertUnchanged(seg, before, $"step {step}: refused {kind} of a {k.Length}-byte key, {v.Length}-byte value");
+                                Assert.Equal(used, tx.Used);
+                                refusedTotal++;
+                                break;
+                            case BTreeStatus.Ok:
+                                Assert.Equal(kind is 0 or 1 ? false : true, present);
+                                pending[k] = kind == 3 ? null : v;
+                                okTotal++;
+                                break;
+                            case BTreeStatus.Exists:
+                                Assert.True(present);
+                                break;
+                            case BTreeStatus.NotFound:
+                                Assert.False(present);
+                                break;
+                            default:
+                                Assert.Fail($"step {step}: {st}");
+                                break;
+                        }
+                    }
+                    if (rng.Next(8) == 0)
+                    {
+                        tx.Abort();
+                        continue;
+                    }
+                    await tx.Close();
+                    foreach (var (k, v) in pending)
+                    {
+                        if (v is null)
+                        {
+                            if (model.Remove(k)) keys.Remove(k);
+                        }
+                        else
+                        {
+                            if (!model.ContainsKey(k)) keys.Add(k);
+                            model[k] = v;
+                        }
+                    }
+                    if (step % 250 == 249) Ops.AssertEqual(t, model, $"round {round} step {step}");
+                }
+                Ops.AssertEqual(t, model, $"round {round} end");
+                AssertNoLeak(seg, t, $"round {round} end");
+            });
+            await h.Reopen();
+            await h.Run(seg =>
+            {
+                var t = Ops.Open(seg);
+                Ops.AssertEqual(t, model, $"round {round} reopened");
+                AssertNoLeak(seg, t, $"round {round} reopened");
+            });
+        }
+        Assert.True(refusedTotal > 50, $"only {refusedTotal} operations were refused for space");
+        Assert.True(okTotal > 300, $"only {okTotal} operations took");
+    }
+
+    /// <summary>
+    /// A transaction opened with an operation's exact credit, then the tree grew a level through another object on
+    /// it (in other transactions) before the operation ran: the operation needs more than the credit now, and must
+    /// say so (TxUsageException) before changing anything, not overrun the credit at a capture half-way.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_credit_computed_before_the_tree_grew_taller_is_refused_before_any_change(bool fixedSizes)
+    {
+        await using var h = await TreeHost.Start(segmentSize: 4 << 20, logSize: 32 << 20);
+        await h.Run(async seg =>
+        {
+            var config = fixedSizes ? new BTreeConfig { NodeSize = 512, KeySize = 8, ValueSize = 16 } : new BTreeConfig { NodeSize = 512 };
+            var a = await Ops.Create(seg, config);
+            var b = Tree.Open(seg, a.Offset);
+            ulong next = 0;
+            var key = Ops.U64(ulong.MaxValue);
+            var value = new byte[16];
+            _ = a.InsertCredit(8, 16); // a fixed-size tree keeps this figure for its height
+            using var tx = await seg.BeginAsync(a.InsertCredit(8, 16));
+            using var del = await seg.BeginAsync(a.DeleteCredit());
+            int height = a.Height;
+            while (b.Height == height) Assert.Equal(BTreeStatus.Ok, await Ops.Insert(b, Ops.U64(next++ * 2), value));
+            var before = Snapshot(seg);
+            var ex = Assert.Throws<Motr.Be.TxUsageException>(() => a.Insert(tx, key, value));
+            Assert.Contains("insert needs credit", ex.Message);
+            Assert.Throws<Motr.Be.TxUsageException>(() => a.Delete(del, Ops.U64(0)));
+            AssertUnchanged(seg, before, "refused for a short credit");
+            Assert.Equal(default, tx.Used);
+            Assert.Equal(default, del.Used);
+            await tx.Close();
+            await del.Close();
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(a, key, value));
+            Ops.AssertHealthy(a, "after");
+        });
+    }
 }
