@@ -192,7 +192,8 @@ public sealed unsafe partial class BTree
 
         // The checks below need the tree; a refusal rolls back to here, so it changes nothing.
         var start = tx.Savepoint();
-        long hdr = segment.Allocator.Alloc(tx, TreeHeader.SizeOf, 64);
+        if (segment.Allocator.TryAlloc(tx, TreeHeader.SizeOf, 64, out long hdr) != AllocStatus.Ok)
+            throw NoRoomToCreate(segment, $"{TreeHeader.SizeOf}-byte header"); // TryAlloc changed nothing
         ref TreeHeader h = ref tx.Capture<TreeHeader>(hdr);
         h = new TreeHeader
         {
@@ -227,11 +228,16 @@ public sealed unsafe partial class BTree
         catch (NoSpace)
         {
             tx.RollbackTo(start);
-            var a = segment.Allocator;
-            throw new BeException($"segment {segment.Id} ({segment.FileName}): cannot create a b+tree: no room for its {leaf}-byte root node " +
-                $"({a.FreeBytes} bytes free, segment size {segment.Size} of at most {segment.MaxSize}{(a.GrowthAllowed ? "" : ", growth disallowed")})");
+            throw NoRoomToCreate(segment, $"{leaf}-byte root node");
         }
         return tree;
+    }
+
+    private static BeException NoRoomToCreate(Segment segment, string what)
+    {
+        var a = segment.Allocator;
+        return new BeException($"segment {segment.Id} ({segment.FileName}): cannot create a b+tree: no room for its {what} " +
+            $"({a.FreeBytes} bytes free, segment size {segment.Size} of at most {segment.MaxSize}{(a.GrowthAllowed ? "" : ", growth disallowed")})");
     }
 
     /// <summary>Opens the tree whose header is at <paramref name="offset"/>.</summary>

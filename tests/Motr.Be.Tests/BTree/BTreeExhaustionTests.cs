@@ -344,4 +344,85 @@ public sealed class BTreeExhaustionTests
             Ops.AssertHealthy(a, "after");
         });
     }
+
+    /// <summary>
+    /// A full segment is emptied by delete-all (which never allocates) and destroy, given back whole — nothing left
+    /// allocated, the heap one wilderness again — and a tree with other node sizes fills it as far as the first did.
+    /// </summary>
+    [Fact]
+    public async Task A_full_segment_emptied_by_delete_all_and_destroy_is_reused_whole()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 512 << 10, logSize: 32 << 20, segmentMaxSize: 512 << 10);
+        int firstCount = 0;
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            var rng = new Random(21);
+            var model = await FillToOutOfSpace(t, rng, 3000);
+            await FillToOutOfSpace(t, rng, 30, model);
+            firstCount = model.Count;
+            // A larger node size for what comes: refused splits, nothing changed.
+            using (var tx = await seg.BeginAsync(Tree.SetNodeSizesCredit))
+            {
+                t.SetNodeSizes(tx, 2048, 2048);
+                await tx.Close();
+            }
+            await FillToOutOfSpace(t, rng, 30, model);
+            Ops.AssertEqual(t, model, "full");
+            AssertNoLeak(seg, t, "full");
+            Assert.Equal(model.Count, await t.DeleteAllAsync(batch: 16));
+            Assert.Equal(0, t.Count);
+            AssertNoLeak(seg, t, "emptied");
+            using (var tx = await seg.BeginAsync(Tree.DestroyCredit + Segment.RootCredit))
+            {
+                t.Destroy(tx);
+                seg.RemoveRoot(tx, "t");
+                await tx.Close();
+            }
+            var stats = seg.Allocator.GetStats();
+            Assert.True(seg.Allocator.UsedBytes == 0 && seg.Allocator.FreeBytes == seg.Size - 4096, $"after destroy: {stats}");
+            Assert.Empty(seg.Allocator.Check());
+        });
+        await h.Reopen();
+        await h.Run(async seg =>
+        {
+            Assert.Empty(seg.Allocator.Check());
+            Assert.Equal(0, seg.Allocator.UsedBytes);
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 1024 });
+            var rng = new Random(22);
+            var model = await FillToOutOfSpace(t, rng, 3000);
+            await FillToOutOfSpace(t, rng, 30, model);
+            Assert.True(model.Count >= firstCount * 9 / 10, $"{model.Count} records the second time, {firstCount} the first");
+            Ops.AssertEqual(t, model, "refilled");
+            AssertNoLeak(seg, t, "refilled");
+        });
+    }
+
+    /// <summary>A tree created in a segment with no room left is refused naming the segment and what was asked, changing nothing.</summary>
+    [Fact]
+    public async Task Create_in_a_full_segment_names_the_segment_and_the_tree_and_changes_nothing()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 8 << 10, logSize: 16 << 20, segmentMaxSize: 8 << 10);
+        await h.Run(async seg =>
+        {
+            // Take the heap down to the last 16-byte block.
+            while (true)
+            {
+                using var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit);
+                if (seg.Allocator.TryAlloc(tx, 16, 16, out _) != Motr.Be.Alloc.AllocStatus.Ok) break;
+                await tx.Close();
+            }
+            var before = Snapshot(seg);
+            using (var tx = await seg.BeginAsync(Tree.CreateCredit))
+            {
+                var ex = Assert.Throws<BeException>(() => Tree.Create(tx, seg, new BTreeConfig { NodeSize = 512 }));
+                Assert.Contains($"segment {seg.Id} ({seg.FileName}): cannot create a b+tree", ex.Message);
+                AssertUnchanged(seg, before, "create refused");
+                Assert.Equal(default, tx.Used);
+                await tx.Close();
+            }
+            Assert.Empty(seg.Allocator.Check());
+        });
+        await h.Reopen();
+    }
 }
