@@ -254,9 +254,16 @@ internal static class LogFormat
     /// not fit before the end of the area skips to the next lap, wasting less than its own length; so
     /// when every reservation covers its bytes twice, the records written from them always fit, skips
     /// included, and the log needs no permanently reserved slack. Only unwritten transactions hold
-    /// reservations, so the doubling costs a few MiB at most.
+    /// reservations, so the doubling costs a few MiB at most. A credit of more than 2^61 bytes gets
+    /// <see cref="long.MaxValue"/>, more than any log holds: the sum would overflow into a negative
+    /// reservation, which passed the check against the largest record and gave log space that does not exist.
     /// </summary>
-    public static long Reservation(TxCredit credit) => 2 * ((long)credit.Regions * RegionReserve + credit.Bytes + (credit.Bytes >> 18) + TxOverhead);
+    public static long Reservation(TxCredit credit) =>
+        credit.Bytes > MaxReservedBytes ? long.MaxValue
+        : 2 * ((long)credit.Regions * RegionReserve + credit.Bytes + (credit.Bytes >> 18) + TxOverhead);
+
+    /// <summary>Credit bytes above which <see cref="Reservation"/> saturates (with at most 2^31 regions the sum stays below 2^62).</summary>
+    private const long MaxReservedBytes = 1L << 61;
 
     /// <summary>
     /// Log bytes reserved per captured region besides its bytes: its descriptor and up to 7 bytes of padding, with

@@ -78,6 +78,35 @@ public class LogBehaviourTests
         Assert.True(e.Domain.Stats.Log.Bytes > 4 * (128 << 10), "the log did not wrap");
     }
 
+    /// <summary>
+    /// A credit so large that its log reservation does not fit a long (a caller's sum gone wild, bytes near 2^62 or
+    /// beyond) is refused at open like any credit larger than a record — not wrapped to a negative reservation that
+    /// passes the check and is taken from the log as space given back. TryBegin too, and the log still serves.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 1L << 62)]
+    [InlineData(1, long.MaxValue)]
+    [InlineData(int.MaxValue, 1L << 61)]
+    public async Task A_credit_whose_reservation_overflows_is_refused_at_open(int regions, long bytes)
+    {
+        using var dir = new TempDir();
+        await using var e = await Engines.Open(Engines.Options(dir.Path, logSize: 1 << 20));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            var credit = new TxCredit(regions, bytes);
+            var ex = await Assert.ThrowsAsync<TxUsageException>(async () => { using var tx = await seg.BeginAsync(credit); });
+            Assert.Contains("more than one record may hold", ex.Message);
+            Assert.Throws<TxUsageException>(() => seg.TryBegin(credit, out _));
+            using (var tx = await seg.BeginAsync(TxCredit.Region(64)))
+            {
+                tx.Capture(8192, 64).Fill(7);
+                await tx.Close();
+            }
+        });
+    }
+
     [Fact]
     public async Task A_credit_larger_than_a_record_is_refused_at_open()
     {
