@@ -184,13 +184,15 @@ public sealed class BTreeExhaustionTests
     /// fsck is clean and the allocator holds exactly the tree's chunks, also after reopening.
     /// </summary>
     [Theory]
-    [InlineData(8 << 10, 512, 1)]     // the smallest segment: two pages
-    [InlineData(64 << 10, 512, 2)]
-    [InlineData(128 << 10, 1024, 3)]
-    [InlineData(128 << 10, 512, 4)]
-    public async Task Mixed_operations_on_a_segment_filled_to_the_last_byte(int segmentSize, int nodeSize, int seed)
+    [InlineData(8 << 10, 512, 1, 0)]     // the smallest segment: two pages
+    [InlineData(64 << 10, 512, 2, 0)]
+    [InlineData(128 << 10, 1024, 3, 0)]
+    [InlineData(128 << 10, 512, 4, 0)]
+    [InlineData(8 << 10, 512, 5, 120 << 10)] // growing by pages to a limit: refusals also undo the growth
+    public async Task Mixed_operations_on_a_segment_filled_to_the_last_byte(int segmentSize, int nodeSize, int seed, int maxSize)
     {
-        await using var h = await TreeHost.Start(segmentSize: segmentSize, logSize: 16 << 20, segmentMaxSize: segmentSize);
+        if (maxSize == 0) maxSize = segmentSize;
+        await using var h = await TreeHost.Start(segmentSize: segmentSize, logSize: 16 << 20, segmentMaxSize: maxSize);
         var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
         int inline = Tree.MaxInline(nodeSize);
         int refusedTotal = 0, okTotal = 0;
@@ -209,7 +211,7 @@ public sealed class BTreeExhaustionTests
                 }
                 int ValueLength() => rng.Next(10) switch
                 {
-                    0 => rng.Next(inline, segmentSize / 8),   // out of node, up to an eighth of the segment
+                    0 => rng.Next(inline, maxSize / 8),   // out of node, up to an eighth of the segment
                     1 => rng.Next(inline - 40, inline + 40),  // about the in-node limit
                     _ => rng.Next(0, 100),
                 };
@@ -294,6 +296,7 @@ public sealed class BTreeExhaustionTests
                 }
                 Ops.AssertEqual(t, model, $"round {round} end");
                 AssertNoLeak(seg, t, $"round {round} end");
+                Assert.True(seg.Size == maxSize, $"round {round}: the segment is {seg.Size} bytes, below its limit {maxSize}");
             });
             await h.Reopen();
             await h.Run(seg =>
