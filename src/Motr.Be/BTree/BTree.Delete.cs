@@ -16,12 +16,22 @@ public sealed unsafe partial class BTree
         var leaf = Descend(key);
         int i = SearchLeaf(leaf, key, out bool found);
         if (!found) return BTreeStatus.NotFound;
-        var n = Touch(tx, leaf.Off);
-        FreeLargeParts(tx, n, i);
-        RemoveRecord(tx, n, i);
-        TouchTree(tx).Count--;
+        var sp = tx.Savepoint(); // before the first capture of this operation
+        try
+        {
+            var n = Touch(tx, leaf.Off);
+            FreeLargeParts(tx, n, i);
+            RemoveRecord(tx, n, i);
+            TouchTree(tx).Count--;
+            Rebalance(tx, _depth - 1);
+        }
+        catch
+        {
+            // Damage found part-way (a chunk the allocator refuses to free): undo the delete, as an insert does.
+            UndoPartial(tx, sp);
+            throw;
+        }
         _deletes++;
-        Rebalance(tx, _depth - 1);
         CommitCounts(); // a separator rewritten by a rebalance may shorten its node's prefix
         return BTreeStatus.Ok;
     }

@@ -114,6 +114,13 @@ public sealed unsafe partial class BTree
             tx.RollbackTo(sp);
             return BTreeStatus.OutOfSpace;
         }
+        catch
+        {
+            // Anything else part-way (damage the allocator found, memory the segment could not commit): undo this insert
+            // too, so a caller that catches the exception and closes the transaction commits nothing half-done.
+            UndoPartial(tx, sp);
+            throw;
+        }
         ref TreeHeader h = ref TouchTree(tx);
         h.Count++;
         if ((uint)key.Length > h.MaxKeyLength) h.MaxKeyLength = (uint)key.Length;

@@ -69,6 +69,11 @@ public sealed unsafe partial class BTree
             tx.RollbackTo(sp);
             return BTreeStatus.OutOfSpace;
         }
+        catch
+        {
+            UndoPartial(tx, sp); // as for an insert
+            throw;
+        }
         value.CopyTo(dest);
         FinishRecord(node, rec, spec);
         _updates++;

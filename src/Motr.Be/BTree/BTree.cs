@@ -230,6 +230,11 @@ public sealed unsafe partial class BTree
             tx.RollbackTo(start);
             throw NoRoomToCreate(segment, $"{leaf}-byte root node");
         }
+        catch
+        {
+            UndoPartial(tx, start); // damage the allocator found: leave the transaction as it was
+            throw;
+        }
         return tree;
     }
 
@@ -484,6 +489,15 @@ public sealed unsafe partial class BTree
                 ? $"{Where}: value of {length} bytes; this tree's values are {_valueSize} bytes"
                 : length < 0 ? $"{Where}: value length {length} is negative"
                 : $"{Where}: value of {length} bytes is over the limit of {MaxValueLength}", paramName);
+    }
+
+    /// <summary>
+    /// Rolls an operation that threw part-way back to its savepoint, unless the transaction is no longer open (then
+    /// there is nothing to keep: its captures are gone with it).
+    /// </summary>
+    private static void UndoPartial(Transaction tx, TxSavepoint sp)
+    {
+        if (tx.State == TxState.Open) tx.RollbackTo(sp);
     }
 
     /// <summary>An allocation failed half-way through an operation: the operation rolls back to its savepoint and returns <see cref="BTreeStatus.OutOfSpace"/>.</summary>

@@ -101,6 +101,120 @@ public sealed class BTreeExceptionSafetyTests
         await h.Run(seg => Ops.AssertHealthy(Ops.Open(seg), "reopened"));
     }
 
+    // ---- the allocator failing part-way ---------------------------------------------------------------
+
+    /// <summary>
+    /// Damage the allocator finds while an insert is part-way — the leaf touched and its record placed, or the leaf
+    /// already split — throws BeCorruptionException naming it; the insert must be rolled back like one that ran out
+    /// of space, so that a caller that catches the exception and closes the transaction commits nothing half-done
+    /// (a split whose right half no parent points at loses its records). Here the free chunk an out-of-node value
+    /// would take has a damaged header; every insert of such a value fails, in a leaf with room and in a full one.
+    /// </summary>
+    [Fact]
+    public async Task Allocator_damage_found_part_way_through_an_insert_leaves_no_trace_when_the_transaction_is_closed()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20, verifyCaptures: false); // the damage is written outside any transaction
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+            // A free 304-byte block, the head of its exact-fit list, with a guard behind it; then its header damaged.
+            long x;
+            using (var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit * 2))
+            {
+                x = seg.Allocator.Alloc(tx, 300);
+                seg.Allocator.Alloc(tx, 600); // from the wilderness, after x (no free chunk is that large)
+                await tx.Close();
+            }
+            using (var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.FreeCredit))
+            {
+                seg.Allocator.Free(tx, x);
+                await tx.Close();
+            }
+            await seg.FlushAsync();
+            seg.At<byte>(x - 32) ^= 0x40; // the chunk's magic
+            Assert.NotEmpty(seg.Allocator.Check());
+            int failed = 0;
+            for (int i = 0; i < 60; i++)
+            {
+                var k = Ops.U64((ulong)(2 * i));
+                var v = Ops.Bytes(40, i);
+                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, k, v));
+                model[k] = v;
+                var before = Snapshot(seg);
+                long nodes = t.NodeCount;
+                using (var tx = await seg.BeginAsync(t.InsertCredit(8, 300)))
+                {
+                    var ex = Assert.Throws<BeCorruptionException>(() => t.Insert(tx, Ops.U64((ulong)(2 * i + 1)), new byte[300]));
+                    Assert.Contains($"0x{x - 32:X}", ex.Message);
+                    AssertUnchanged(seg, before, $"insert {i}: damage found part-way");
+                    Assert.Equal(default, tx.Used);
+                    await tx.Close(); // the caller caught it and went on
+                }
+                Assert.Equal(nodes, t.NodeCount);
+                failed++;
+            }
+            seg.At<byte>(x - 32) ^= 0x40; // repaired
+            Ops.AssertEqual(t, model, "after the failed inserts");
+            Assert.True(t.Height >= 2);
+            Assert.Empty(seg.Allocator.Check());
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, Ops.U64(1), new byte[300]));
+        });
+        await h.Reopen();
+        await h.Run(seg => Ops.AssertHealthy(Ops.Open(seg), "reopened"));
+    }
+
+    /// <summary>
+    /// A delete whose record's out-of-node value has a damaged chunk header: the allocator refuses to free it (naming
+    /// the chunk) after the delete touched the leaf; the delete must leave no trace, so a caller that catches and
+    /// closes commits nothing, and once the chunk is repaired the record deletes normally.
+    /// </summary>
+    [Fact]
+    public async Task A_delete_refused_by_the_allocator_leaves_no_trace_when_the_transaction_is_closed()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20, verifyCaptures: false); // the damage is written outside any transaction
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+            for (int i = 0; i < 40; i++)
+            {
+                var k = Ops.U64((ulong)i);
+                model[k] = Ops.Bytes(300, i);
+                Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, k, model[k]));
+            }
+            await seg.FlushAsync();
+            var report = t.Check();
+            long chunk = report.Chunks[^1]; // an out-of-node value (the walk lists them after the nodes)
+            var victim = model.First(r => t.Lookup(r.Key, out ReadOnlySpan<byte> _) == BTreeStatus.Ok && ValueChunk(seg, t, r.Key) == chunk).Key;
+            seg.At<byte>(chunk - 32) ^= 0x40; // its chunk header's magic
+            var before = Snapshot(seg);
+            using (var tx = await seg.BeginAsync(t.DeleteCredit()))
+            {
+                var ex = Assert.ThrowsAny<BeException>(() => t.Delete(tx, victim));
+                Assert.Contains($"0x{chunk:X}", ex.Message);
+                AssertUnchanged(seg, before, "a delete the allocator refused");
+                Assert.Equal(default, tx.Used);
+                await tx.Close();
+            }
+            seg.At<byte>(chunk - 32) ^= 0x40; // repaired
+            Ops.AssertEqual(t, model, "after the refused delete");
+            Assert.Equal(BTreeStatus.Ok, await Ops.Delete(t, victim));
+            model.Remove(victim);
+            Ops.AssertEqual(t, model, "deleted");
+            Assert.Empty(seg.Allocator.Check());
+        });
+        await h.Reopen();
+        await h.Run(seg => Ops.AssertHealthy(Ops.Open(seg), "reopened"));
+    }
+
+    /// <summary>The chunk of the out-of-node value of <paramref name="key"/>: the span a lookup returns starts there.</summary>
+    private static unsafe long ValueChunk(Segment seg, Tree t, byte[] key)
+    {
+        Assert.Equal(BTreeStatus.Ok, t.Lookup(key, out ReadOnlySpan<byte> v));
+        fixed (byte* p = v) fixed (byte* b = seg.Bytes(0, 1)) return p - b;
+    }
+
     // ---- OutOfSpace ----------------------------------------------------------------------------------
 
     /// <summary>
