@@ -291,13 +291,22 @@ public sealed unsafe partial class BTree
         if (h.Count != 0 || h.Height != 1)
             throw new BeException($"{Where}: cannot destroy a tree holding {h.Count} records; delete them first");
         long root = h.Root;
-        tx.Capture(root, 4);
-        *(uint*)(_seg.Base + root) = 0;
-        _seg.Allocator.Free(tx, root);
-        BeginOp(); // cursors find the tree gone at their next move
-        tx.Capture(_hdr, 4);
-        h.Magic = 0;
-        _seg.Allocator.Free(tx, _hdr);
+        var sp = tx.Savepoint();
+        try
+        {
+            tx.Capture(root, 4);
+            *(uint*)(_seg.Base + root) = 0;
+            _seg.Allocator.Free(tx, root);
+            BeginOp(); // cursors find the tree gone at their next move
+            tx.Capture(_hdr, 4);
+            h.Magic = 0;
+            _seg.Allocator.Free(tx, _hdr);
+        }
+        catch
+        {
+            UndoPartial(tx, sp); // a chunk the allocator refused to free: the tree stays whole
+            throw;
+        }
         // No flag on the object: the cleared magic tells every later use, and an abort of this transaction puts it back.
     }
 

@@ -208,6 +208,38 @@ public sealed class BTreeExceptionSafetyTests
         await h.Run(seg => Ops.AssertHealthy(Ops.Open(seg), "reopened"));
     }
 
+    /// <summary>
+    /// Destroy clears the root's magic and frees it, then the header; an allocator that refuses a free (here the header's
+    /// chunk header is damaged, which the root's free sees in its neighbour) must leave the tree whole, root and all,
+    /// whether the caller then aborts or closes.
+    /// </summary>
+    [Fact]
+    public async Task A_destroy_refused_by_the_allocator_half_way_leaves_the_tree_whole()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 1 << 20, verifyCaptures: false); // the damage is written outside any transaction
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
+            await seg.FlushAsync();
+            seg.At<byte>(t.Offset - 32) ^= 0x40; // the header's chunk header's magic
+            var before = Snapshot(seg);
+            using (var tx = await seg.BeginAsync(Tree.DestroyCredit))
+            {
+                var ex = Assert.ThrowsAny<BeException>(() => t.Destroy(tx));
+                Assert.Contains($"segment {seg.Id} ({seg.FileName}): allocator free", ex.Message);
+                AssertUnchanged(seg, before, "a destroy the allocator refused");
+                Assert.Equal(default, tx.Used);
+                await tx.Close();
+            }
+            seg.At<byte>(t.Offset - 32) ^= 0x40; // repaired
+            Ops.AssertHealthy(t, "after the refused destroy");
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, [1], [2]));
+            Assert.Empty(seg.Allocator.Check());
+        });
+        await h.Reopen();
+        await h.Run(seg => Ops.AssertHealthy(Ops.Open(seg), "reopened"));
+    }
+
     /// <summary>The chunk of the out-of-node value of <paramref name="key"/>: the span a lookup returns starts there.</summary>
     private static unsafe long ValueChunk(Segment seg, Tree t, byte[] key)
     {
