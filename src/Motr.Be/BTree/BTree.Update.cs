@@ -20,8 +20,13 @@ public sealed unsafe partial class BTree
         int i = SearchLeaf(leaf, key, out bool found);
         if (!found) return BTreeStatus.NotFound;
         var spec = LeafSpec(key.Length, value.Length);
+        leaf.Parts(i, out byte* k, out uint klenf, out byte* v, out uint vlenf);
+        // The old record's out-of-node parts are freed first (their sizes read before any capture: a damaged chunk
+        // header throws here, changing nothing).
+        long freed = 0;
+        if ((klenf & LargeFlag) != 0) freed += LargeChunkBytes(((LargeRef*)k)->Chunk);
+        if ((vlenf & LargeFlag) != 0) freed += LargeChunkBytes(((LargeRef*)v)->Chunk);
         var n = Touch(tx, leaf.Off);
-        n.Parts(i, out byte* k, out uint klenf, out byte* v, out uint vlenf);
         // In place only when the record keeps its layout: all in node before and after. The size alone does not
         // say so: a key that must now go out of node (a 16-byte reference instead of the key) can leave the
         // record the same size, and writing the value after the old key would run past the record.
@@ -43,10 +48,7 @@ public sealed unsafe partial class BTree
             _updates++;
             return BTreeStatus.Ok;
         }
-        // The old record's out-of-node parts are freed first, and its place in the leaf is the new record's to take.
-        long freed = 0;
-        if ((klenf & LargeFlag) != 0) freed += LargeChunkBytes(((LargeRef*)k)->Chunk);
-        if ((vlenf & LargeFlag) != 0) freed += LargeChunkBytes(((LargeRef*)v)->Chunk);
+        // The old record's place in the leaf is the new record's to take.
         if (!EnoughSpace(spec, split: n.FreeBytes + n.RecordSizeAt(i) < spec.Size, freed))
         {
             tx.RollbackTo(sp); // the leaf was touched: OutOfSpace leaves the transaction as it was

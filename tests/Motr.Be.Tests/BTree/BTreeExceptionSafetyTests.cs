@@ -165,8 +165,8 @@ public sealed class BTreeExceptionSafetyTests
     }
 
     /// <summary>
-    /// A delete whose record's out-of-node value has a damaged chunk header: the allocator refuses to free it (naming
-    /// the chunk) after the delete touched the leaf; the delete must leave no trace, so a caller that catches and
+    /// A delete (or an update) whose record's out-of-node value has a damaged chunk header: the allocator refuses to free
+    /// it (naming the chunk) after the delete touched the leaf; the operation must leave no trace, so a caller that catches and
     /// closes commits nothing, and once the chunk is repaired the record deletes normally.
     /// </summary>
     [Fact]
@@ -197,6 +197,17 @@ public sealed class BTreeExceptionSafetyTests
                 Assert.Equal(default, tx.Used);
                 await tx.Close();
             }
+            // An update replacing that value frees the chunk too: refused the same way, whatever the new value's size.
+            foreach (int len in new[] { 10, 300, 2000 })
+                using (var tx = await seg.BeginAsync(t.UpdateCredit(victim.Length, len)))
+                {
+                    before = Snapshot(seg);
+                    var ex = Assert.ThrowsAny<BeException>(() => t.Update(tx, victim, new byte[len]));
+                    Assert.Contains($"0x{chunk:X}", ex.Message);
+                    AssertUnchanged(seg, before, $"an update to {len} bytes the allocator refused");
+                    Assert.Equal(default, tx.Used);
+                    await tx.Close();
+                }
             seg.At<byte>(chunk - 32) ^= 0x40; // repaired
             Ops.AssertEqual(t, model, "after the refused delete");
             Assert.Equal(BTreeStatus.Ok, await Ops.Delete(t, victim));
