@@ -28,7 +28,7 @@ public sealed class Domain : IAsyncDisposable
     private readonly Segment[] _segments;
     private readonly Placer _placer;
     private Exception? _failure;
-    private Task? _closing; // the first DisposeAsync's close, which later calls wait for
+    private readonly CloseOnce _close = new(); // the first DisposeAsync's close, which later calls wait for
     private long _invariantViolations;
 
     internal readonly LogSpace LogSpace;
@@ -297,34 +297,7 @@ public sealed class Domain : IAsyncDisposable
     /// domain returns once that close has finished (files and the folder's lock released), not before; only the first
     /// call reports an error of the close.
     /// </summary>
-    public ValueTask DisposeAsync()
-    {
-        var closing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (Interlocked.CompareExchange(ref _closing, closing.Task, null) is { } first) return AwaitClosed(first);
-        return new ValueTask(CloseInto(closing));
-    }
-
-    /// <summary>A later caller's close: waits for the first one's; its error is the first caller's to report.</summary>
-    private static async ValueTask AwaitClosed(Task first)
-    {
-        try { await first.ConfigureAwait(false); }
-        catch { }
-    }
-
-    private async Task CloseInto(TaskCompletionSource closing)
-    {
-        try
-        {
-            await CloseAsync().ConfigureAwait(false);
-            closing.TrySetResult();
-        }
-        catch (Exception e)
-        {
-            closing.TrySetException(e);
-            _ = closing.Task.Exception;
-            throw;
-        }
-    }
+    public ValueTask DisposeAsync() => _close.Run(CloseAsync);
 
     private async Task CloseAsync()
     {
