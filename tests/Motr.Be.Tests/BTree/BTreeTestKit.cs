@@ -153,6 +153,32 @@ internal static class Ops
     }
 
     /// <summary>The value of <paramref name="k"/>, copied, or null.</summary>
+    /// <summary>
+    /// Fills the segment with 200-byte chunks, then frees every other one: about half the segment is free, none of
+    /// it in a piece of more than ~200 bytes (an insert needing a larger chunk then fails part-way).
+    /// </summary>
+    public static async Task FragmentFreeSpace(Segment seg)
+    {
+        var chunks = new List<long>();
+        bool full = false;
+        while (!full)
+        {
+            using var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit * 64);
+            for (int i = 0; i < 64; i++)
+            {
+                if (seg.Allocator.TryAlloc(tx, 200, 8, out long c) != Motr.Be.Alloc.AllocStatus.Ok) { full = true; break; }
+                chunks.Add(c);
+            }
+            await tx.Close();
+        }
+        for (int i = 0; i < chunks.Count; i += 2 * 32)
+        {
+            using var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.FreeCredit * 32);
+            for (int j = i; j < Math.Min(i + 64, chunks.Count); j += 2) seg.Allocator.Free(tx, chunks[j]);
+            await tx.Close();
+        }
+    }
+
     public static byte[]? Get(Tree t, byte[] k) => t.Lookup(k, out ReadOnlySpan<byte> v) == BTreeStatus.Ok ? v.ToArray() : null;
 
     /// <summary>Every record by a forward cursor scan.</summary>

@@ -166,24 +166,7 @@ public sealed class BTreeMetricsTests
         await h.Run(async seg =>
         {
             var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 512 });
-            var chunks = new List<long>();
-            bool full = false;
-            while (!full)
-            {
-                using var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit * 64);
-                for (int i = 0; i < 64; i++)
-                {
-                    if (seg.Allocator.TryAlloc(tx, 200, 8, out long c) != Motr.Be.Alloc.AllocStatus.Ok) { full = true; break; }
-                    chunks.Add(c);
-                }
-                await tx.Close();
-            }
-            for (int i = 0; i < chunks.Count; i += 2 * 32)
-            {
-                using var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.FreeCredit * 32);
-                for (int j = i; j < Math.Min(i + 64, chunks.Count); j += 2) seg.Allocator.Free(tx, chunks[j]);
-                await tx.Close();
-            }
+            await Ops.FragmentFreeSpace(seg);
             long ok = 0;
             if (need == "out-of-node value")
             {
