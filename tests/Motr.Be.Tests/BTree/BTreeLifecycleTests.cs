@@ -195,6 +195,8 @@ public class BTreeLifecycleTests
         Assert.Equal(50, t.Count);   // the header's counters may be read from anywhere (monitoring does)
         Assert.Equal(50, t.Stats.Records);
         Assert.Throws<InvalidOperationException>(() => t.OpenCursor().SeekFirst());
+        // Opening reads the header and marks it verified in the segment's map (another object on the same tree).
+        Assert.Contains("owner thread", Assert.Throws<InvalidOperationException>(() => Motr.Be.BTree.BTree.Open(t.Segment, t.Offset)).Message);
         // A transaction opened on the locality, then used from another thread.
         await h.Run(async seg =>
         {
