@@ -61,7 +61,7 @@ public sealed unsafe partial class BTree
         {
             // The record is not finished (its checksums unset): a caller that caught this and closed the transaction
             // would commit it so. Undo the insert (unless the fill ended the transaction itself); nothing is counted.
-            if (tx.State == TxState.Open) tx.RollbackTo(start);
+            UndoPartial(tx, start);
             throw;
         }
         FinishRecord(node, rec, spec);

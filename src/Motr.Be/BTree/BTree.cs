@@ -252,10 +252,8 @@ public sealed unsafe partial class BTree
     public static BTree Open(Segment segment, long offset, IKeyComparer? comparer = null)
     {
         ArgumentNullException.ThrowIfNull(segment);
+        segment.CheckOwner("b+tree open"); // the header is read and the segment's map of verified blocks updated
         string where = $"b+tree 0x{offset:X} in segment {segment.Id} ({segment.FileName})";
-        // The header is read and the segment's map of verified blocks updated: the owner's memory, as for every operation.
-        if (segment.Tx.Owner is { IsOwnerThread: false })
-            throw new InvalidOperationException($"{where}: b+trees must be opened on the segment's owner thread (its locality)");
         ref TreeHeader h = ref segment.At<TreeHeader>(offset);
         if (h.Magic != TreeMagic) throw new BeCorruptionException(segment.FileName, offset, $"{where}: not a b+tree header (magic 0x{h.Magic:X8})");
         if (h.Version != TreeVersion) throw new BeCorruptionException(segment.FileName, offset, $"{where}: tree format version {h.Version} is not supported; this build reads version {TreeVersion}");

@@ -57,7 +57,7 @@ public static class BTreeDump
         ArgumentNullException.ThrowIfNull(tree);
         ArgumentNullException.ThrowIfNull(output);
         if (!output.CanWrite) throw new ArgumentException("the output stream is not writable", nameof(output));
-        CheckOwner(tree.Segment, "save");
+        tree.Segment.CheckOwner("b+tree save");
         byte[] name = Encoding.UTF8.GetBytes(tree.ComparerName);
         if (name.Length is 0 or > MaxComparerName)
             throw new ArgumentException($"the tree's comparer name '{tree.ComparerName}' is {name.Length} UTF-8 bytes; a dump holds 1 to {MaxComparerName}", nameof(tree));
@@ -319,7 +319,7 @@ public static class BTreeDump
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(segment);
         if (!input.CanRead) throw new ArgumentException("the input stream is not readable", nameof(input));
-        CheckOwner(segment, "load");
+        segment.CheckOwner("b+tree load");
         ThrowIfRootTaken(segment, rootName);
         string file = input is FileStream fs ? fs.Name : "stream";
 
@@ -729,12 +729,6 @@ public static class BTreeDump
             done++;
         }
         return done;
-    }
-
-    private static void CheckOwner(Segment segment, string op)
-    {
-        if (segment.Tx.Owner is { IsOwnerThread: false })
-            throw new InvalidOperationException($"segment {segment.Id}: b+tree {op} must run on the segment's owner thread (its locality)");
     }
 
     private static BeCorruptionException Corrupt(string file, long offset, string what) => new(file, offset, $"b+tree dump: {what}");

@@ -117,21 +117,20 @@ public static class BTreeMetrics
         lock (s_lock)
         {
             var old = s_registrations;
-            int live = 0;
+            // Registrations left when their engine closed are dropped here too, not only by a collection: without a
+            // listener they would keep their tree objects (and the closed engine's segments) for ever. One pass: an
+            // engine may close meanwhile, and a count taken in another pass would leave an empty slot.
+            var a = new Registration[old.Length + 1];
+            int n = 0;
             foreach (var x in old)
             {
                 if (x.SameSeries(tree, name))
                     throw new InvalidOperationException($"b+tree 0x{tree.Offset:X} in segment {tree.Segment.Id} is registered already under " +
                         (name is null ? "no name" : $"the name '{name}'") + "; dispose that registration first, or give another name");
-                if (!x.HasEnded) live++;
-            }
-            // Registrations left when their engine closed are dropped here too, not only by a collection: without a
-            // listener they would keep their tree objects (and the closed engine's segments) for ever.
-            var a = new Registration[live + 1];
-            int n = 0;
-            foreach (var x in old)
                 if (!x.HasEnded) a[n++] = x;
-            a[n] = r;
+            }
+            a[n++] = r;
+            if (n < a.Length) Array.Resize(ref a, n);
             Volatile.Write(ref s_registrations, a);
         }
         return r;

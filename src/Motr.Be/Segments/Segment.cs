@@ -127,6 +127,16 @@ public sealed unsafe partial class Segment : IDisposable
     /// (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public bool TryBegin(TxCredit credit, out Transaction tx) => Tx.TryBegin(credit, out tx);
 
+    /// <summary>
+    /// Refuses a reader or tool of the segment's memory (<paramref name="what"/>: "fsck", "b+tree save", ...) off its owner
+    /// thread: the memory has no locks, the owner is the lock. Without an owner (tools on a bare domain) anyone may.
+    /// </summary>
+    internal void CheckOwner(string what)
+    {
+        if (Tx.Owner is { IsOwnerThread: false })
+            throw new InvalidOperationException($"segment {Id}: {what} must run on the segment's owner thread (its locality)");
+    }
+
     /// <summary>Binds the segment to its owner. Transactions can be opened only once a segment has an owner.</summary>
     public void Attach(ISegmentOwner owner) => Tx.Attach(owner);
 

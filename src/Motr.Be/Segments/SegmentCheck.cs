@@ -164,8 +164,7 @@ public static class SegmentCheck
     {
         ArgumentNullException.ThrowIfNull(segment);
         ArgumentNullException.ThrowIfNull(trees);
-        if (segment.Tx.Owner is { IsOwnerThread: false })
-            throw new InvalidOperationException($"segment {segment.Id}: fsck must run on the segment's owner thread (its locality)");
+        segment.CheckOwner("fsck");
         var rep = new SegmentCheckReport(segment);
 
         // 1. The allocator: its own check, then the list of allocated blocks.
