@@ -244,8 +244,9 @@ public sealed class CliInUseTests : IDisposable
     {
         if (!OperatingSystem.IsLinux()) return;   // signals, /proc and /dev/stdin as a pipe
         string dir = await CreateDomain();
-        // A first signal that lands before the read blocks is seen by the load, which stops cleanly (exit 130): that run
-        // shows nothing here, and the next one tries again.
+        // A first signal that lands before the read blocks is seen by the load, which stops cleanly (exit 130, or 143 when
+        // the next signal, sent while it was closing the engine, ended it first): that run shows nothing here, and the
+        // next one tries again.
         for (int attempt = 0; ; attempt++)
         {
             using var child = StartMotr(null, "load", dir, "/dev/stdin", "x");
@@ -266,7 +267,7 @@ public sealed class CliInUseTests : IDisposable
                 Assert.True(child.HasExited, "the child ignored 300 SIGTERMs");
                 await child.WaitForExitAsync();
                 string err = await stderr;
-                if (child.ExitCode == MotrCommand.Interrupted && err.Contains("motr load: interrupted") && attempt < 5) continue;
+                if (err.Contains("motr load: interrupted") && attempt < 5) continue;
                 Assert.True(err.Contains("SIGTERM again: stopping at once"), $"exit {child.ExitCode}\n{err}");
                 break;
             }
