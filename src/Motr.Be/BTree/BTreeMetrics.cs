@@ -54,6 +54,9 @@ public static class BTreeMetrics
     /// <summary>Observable gauge of the tree's bytes, tagged <see cref="PartTag"/> = nodes or out_of_node.</summary>
     public const string Bytes = "motr.btree.bytes";
 
+    /// <summary>Tag: where the tree's domain lives (string: its folder, <see cref="Domain.Location"/>). Two engines of one
+    /// process open different folders, so their trees' series differ even where segment id and offset agree.</summary>
+    public const string DomainTag = "motr.domain";
     /// <summary>Tag: id of the tree's segment (long).</summary>
     public const string SegmentTag = "motr.segment.id";
     /// <summary>Tag: offset of the tree's header in its segment (long).</summary>
@@ -231,6 +234,7 @@ public static class BTreeMetrics
             _owner = tree.Segment.Tx.Owner;
             var basic = new List<KeyValuePair<string, object?>>
             {
+                new(DomainTag, tree.Segment.Domain.Location),
                 new(SegmentTag, (long)tree.Segment.Id),
                 new(TreeTag, tree.Offset),
             };

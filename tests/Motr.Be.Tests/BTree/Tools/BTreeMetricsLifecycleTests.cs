@@ -325,4 +325,45 @@ public sealed class BTreeMetricsLifecycleTests
         listener.RecordObservableInstruments();
         Assert.Empty(seen);
     }
+    [Fact]
+    public async Task Trees_of_two_engines_at_the_same_segment_and_offset_publish_distinct_series()
+    {
+        string name = "two-engines-" + Guid.NewGuid().ToString("N");
+        await using var a = await ToolsHarness.OpenAsync();
+        await using var b = await ToolsHarness.OpenAsync();
+        var ta = await a.Run(() => ToolsHarness.CreateAsync(a.Seg, new BTreeConfig { NodeSize = 512 }));
+        var tb = await b.Run(() => ToolsHarness.CreateAsync(b.Seg, new BTreeConfig { NodeSize = 512 }));
+        Assert.Equal(ta.Segment.Id, tb.Segment.Id);
+        Assert.Equal(ta.Offset, tb.Offset); // what made their series identical before the domain tag
+        await a.Run(() => ToolsHarness.InsertAllAsync(ta, [(ToolsHarness.BigEndianKey(1), [1])]));
+
+        var series = new ConcurrentDictionary<string, long>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (inst, l) =>
+        {
+            if (inst.Meter.Name == BTreeMetrics.MeterName && inst.Name == BTreeMetrics.Records) l.EnableMeasurementEvents(inst);
+        };
+        listener.SetMeasurementEventCallback<long>((inst, value, tags, _) =>
+        {
+            bool mine = false;
+            var all = new List<string>();
+            foreach (var t in tags)
+            {
+                if (t.Key == BTreeMetrics.NameTag && name.Equals(t.Value)) mine = true;
+                all.Add($"{t.Key}={t.Value}");
+            }
+            if (!mine) return;
+            all.Sort(StringComparer.Ordinal);
+            series[string.Join(",", all)] = value;
+        });
+        listener.Start();
+        using var ra = await a.Run(() => Task.FromResult(BTreeMetrics.Register(ta, name)));
+        using var rb = await b.Run(() => Task.FromResult(BTreeMetrics.Register(tb, name)));
+        await a.Run(() => { listener.RecordObservableInstruments(); return Task.CompletedTask; });
+
+        // Two series, told apart by where each domain lives; an exporter would otherwise sum or overwrite them.
+        Assert.Equal(2, series.Count);
+        Assert.Contains(series, kv => kv.Key.Contains($"{BTreeMetrics.DomainTag}={a.Engine.Domain.Location}", StringComparison.Ordinal) && kv.Value == 1);
+        Assert.Contains(series, kv => kv.Key.Contains($"{BTreeMetrics.DomainTag}={b.Engine.Domain.Location}", StringComparison.Ordinal) && kv.Value == 0);
+    }
 }
