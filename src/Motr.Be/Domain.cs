@@ -19,6 +19,8 @@ public readonly record struct DomainStats(LogWriterStats Log, PlacerStats Placin
 /// <summary>
 /// One per node process: the log, the segments, the log writer and the placer. Opening a domain runs
 /// recovery. Each segment is then attached to its owner (a locality) which opens transactions on it.
+/// Opened with <see cref="DomainOptions.ReadOnly"/>, it writes nothing: recovery replays into memory only, and no
+/// transaction opens.
 /// </summary>
 public sealed class Domain : IAsyncDisposable
 {
@@ -54,16 +56,20 @@ public sealed class Domain : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         CheckOptions(options);
         cancellationToken.ThrowIfCancellationRequested();
-        IStorage storage = new SyncFailureLatch(options.Storage ?? new FileStorage(options.Path ?? throw new ArgumentException("DomainOptions needs a Path or a Storage")));
-        if (!options.CreateIfMissing && !storage.Exists(BeConstants.LogFileName)) ThrowNoDomain(storage);
-        // Before anything is read: a second engine on the folder would replay and write the same log.
-        var folderLock = storage.Lock();
+        // A read-only open creates no folder either (a missing one: DirectoryNotFoundException).
+        IStorage storage = new SyncFailureLatch(options.Storage ?? new FileStorage(options.Path ?? throw new ArgumentException("DomainOptions needs a Path or a Storage"),
+            createIfMissing: !options.ReadOnly));
+        bool create = options.CreateIfMissing && !options.ReadOnly;
+        if (!create && !storage.Exists(BeConstants.LogFileName)) ThrowNoDomain(storage);
+        // Before anything is read: a second engine on the folder would replay and write the same log. A reader shares the
+        // folder with readers only: an engine's writes under it would make it see a domain half-changed.
+        var folderLock = options.ReadOnly ? storage.LockShared() : storage.Lock();
         try
         {
             bool created = false;
             if (!storage.Exists(BeConstants.LogFileName))
             {
-                if (!options.CreateIfMissing) ThrowNoDomain(storage);
+                if (!create) ThrowNoDomain(storage);
                 Create(storage, options);
                 created = true;
             }
@@ -151,7 +157,8 @@ public sealed class Domain : IAsyncDisposable
         _storage = storage;
         _folderLock = folderLock;
         Options = options;
-        _log = LogFile.Open(storage);
+        ReadOnly = options.ReadOnly;
+        _log = LogFile.Open(storage, ReadOnly);
         var segments = new List<Segment>();
         try
         {
@@ -162,7 +169,7 @@ public sealed class Domain : IAsyncDisposable
                 if (!storage.Exists(name)) throw new BeCorruptionException($"{storage.Location}/{name}", 0, $"segment {i} of {count} is missing");
                 segments.Add(Segment.Load(storage, name, _log.DomainId, this));
             }
-            if (options.Segments > count)
+            if (options.Segments > count && !ReadOnly)
             {
                 // More localities than segments: add segments. They are empty, so no log record names them yet.
                 for (uint i = count + 1; i <= (uint)options.Segments; i++)
@@ -190,12 +197,14 @@ public sealed class Domain : IAsyncDisposable
             CheckpointInterval = options.CheckpointInterval;
             CheckpointBytes = Math.Max(BeConstants.SectorSize, (long)(area * Math.Clamp(options.CheckpointFraction, 0.01, 0.9)));
 
-            _placer = new Placer(this, _log, storage, _segments.Select(s => s.Id), _log.CheckpointPosition, _log.CheckpointLsn);
+            // Read-only: the placer opens no segment file (it never runs), and recovery replays into memory only.
+            _placer = new Placer(this, _log, storage, ReadOnly ? [] : _segments.Select(s => s.Id), _log.CheckpointPosition, _log.CheckpointLsn);
             var byId = _segments.ToDictionary(s => s.Id);
-            var report = new LogRecovery(_log, byId, _placer, options, MaxRecordSize).Run(cancellationToken);
+            var report = new LogRecovery(_log, byId, ReadOnly ? null : _placer, options, MaxRecordSize).Run(cancellationToken);
             Recovery = created ? new RecoveryReport { Created = true, EndPosition = report.EndPosition, NextLsn = report.NextLsn } : report;
             if (report.DamagedHeaderSlot is { } slot)
-                options.Warn($"{storage.Location}/{BeConstants.LogFileName}: {slot}; the other header slot's checkpoint was used, and the damaged slot rewritten");
+                options.Warn($"{storage.Location}/{BeConstants.LogFileName}: {slot}; the other header slot's checkpoint was used, and the damaged slot " +
+                    (ReadOnly ? "left as it is (read-only)" : "rewritten"));
             foreach (var s in _segments)
             {
                 s.VerifyHeaderBlocks($"{storage.Location}/{s.FileName}");
@@ -204,8 +213,11 @@ public sealed class Domain : IAsyncDisposable
             }
             LogSpace = new LogSpace(area, report.EndPosition) { OnWaiter = () => _placer.RequestCheckpoint() };
             Writer = new LogWriter(this, _log, _placer, report.EndPosition, report.NextLsn);
-            _placer.Start();
-            Writer.Start();
+            if (!ReadOnly)
+            {
+                _placer.Start();
+                Writer.Start();
+            }
         }
         catch
         {
@@ -221,6 +233,9 @@ public sealed class Domain : IAsyncDisposable
 
     /// <summary>What recovery did when the domain opened.</summary>
     public RecoveryReport Recovery { get; }
+
+    /// <summary>Whether the domain was opened with <see cref="DomainOptions.ReadOnly"/>: it writes nothing, and opens no transaction.</summary>
+    public bool ReadOnly { get; }
 
     /// <summary>Where the domain lives.</summary>
     public string Location => _storage.Location;
@@ -251,12 +266,15 @@ public sealed class Domain : IAsyncDisposable
     /// <summary>Places and syncs everything durable so far and advances the checkpoint.</summary>
     /// <exception cref="LogFailedException">The domain failed (the task faults with its failure).</exception>
     /// <exception cref="ObjectDisposedException">The domain is closed (the task faults).</exception>
+    /// <exception cref="InvalidOperationException">The domain is open read-only (the task faults): it writes no checkpoint.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (the task is cancelled):
     /// already cancelled, no checkpoint is asked for; cancelled while waiting, the caller stops waiting and the checkpoint
     /// asked for still completes in the background (a checkpoint is never left half-written).</exception>
     public Task CheckpointAsync(CancellationToken cancellationToken = default)
     {
         if (cancellationToken.IsCancellationRequested) return Task.FromCanceled(cancellationToken);
+        if (ReadOnly)
+            return Task.FromException(new InvalidOperationException($"{Location}: the domain is open read-only (DomainOptions.ReadOnly): it writes no checkpoint"));
         var checkpoint = _placer.CheckpointAsync();
         if (!cancellationToken.CanBeCanceled || checkpoint.IsCompleted) return checkpoint;
         // A caller that gives up no longer observes the checkpoint's outcome: observe a failure here, so that it does
@@ -320,6 +338,12 @@ public sealed class Domain : IAsyncDisposable
     /// <summary>Stops the log writer and the placer (the placer even if the writer's stop fails), then settles persistence tasks.</summary>
     private void StopThreads()
     {
+        if (ReadOnly)
+        {
+            // Neither thread was started: nothing to write or place.
+            foreach (var s in _segments) s.Tx.CloseTasks();
+            return;
+        }
         try { Writer.Stop(); }
         finally
         {

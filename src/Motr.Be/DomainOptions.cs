@@ -54,6 +54,21 @@ public sealed class DomainOptions
     /// <summary>Size of a new log file in bytes (default 256 MiB).</summary>
     public long LogSize { get; set; } = 256L << 20;
 
+    /// <summary>
+    /// Open for reading only (default false): not one byte of the domain's folder is written. The folder is taken with
+    /// <see cref="IStorage.LockShared"/> (refused while an engine holds it, and keeping engines out meanwhile; a folder
+    /// without its lock file is used without a lock, as creating one would write), the log and the segment files are
+    /// opened <see cref="StorageAccess.ReadOnly"/>, and recovery replays the log into the segments' memory only: nothing
+    /// is placed, no checkpoint is written, a torn tail is not erased, a damaged log header slot is not rewritten, and
+    /// <see cref="RecoveryMode.TruncateAtCorruption"/> leaves the discarded records in the log. The open domain is the
+    /// image a writing open would recover, to be read (checked, dumped): opening a transaction throws
+    /// <see cref="InvalidOperationException"/>, and so does <see cref="Domain.CheckpointAsync"/>; no log writer or placer
+    /// thread runs. Never creates anything: <see cref="CreateIfMissing"/> and <see cref="Segments"/> are ignored (a folder
+    /// without a domain is refused; the domain's segments are opened as they are). A file system mounted read-only, or
+    /// files without write permission, open.
+    /// </summary>
+    public bool ReadOnly { get; set; }
+
     /// <summary>Recovery's answer to a damaged record followed by intact ones.</summary>
     public RecoveryMode RecoveryMode { get; set; } = RecoveryMode.Strict;
 

@@ -82,10 +82,13 @@ internal sealed class LogFile : IDisposable
     /// <summary>Largest logical position a checkpoint may name: far beyond any real log's life, far from overflow.</summary>
     private const long MaxPosition = long.MaxValue / 4;
 
-    /// <summary>Opens the log and reads the newest valid header slot (one whose checksum holds and whose fields are possible).</summary>
-    public static LogFile Open(IStorage storage)
+    /// <summary>
+    /// Opens the log and reads the newest valid header slot (one whose checksum holds and whose fields are possible).
+    /// <paramref name="readOnly"/>: the file is opened <see cref="StorageAccess.ReadOnly"/>, and every write to it throws.
+    /// </summary>
+    public static LogFile Open(IStorage storage, bool readOnly = false)
     {
-        var f = storage.Open(BeConstants.LogFileName, StorageOpenMode.OpenExisting);
+        var f = storage.Open(BeConstants.LogFileName, StorageOpenMode.OpenExisting, readOnly ? StorageAccess.ReadOnly : StorageAccess.Positional);
         string where = $"{storage.Location}/{BeConstants.LogFileName}";
         try
         {

@@ -12,6 +12,12 @@ namespace Motr.Be.Recovery;
 /// segment images and (through the placer) the segment files; then checkpoints at the end. A damaged
 /// or incomplete record with nothing valid after it is a torn tail and is cut off; a damaged record
 /// followed by valid ones is corruption, reported (never skipped silently).
+/// <para>
+/// Without a placer (<see cref="DomainOptions.ReadOnly"/>) it replays into the segment images only and writes
+/// nothing: no placing, no checkpoint, no erasing of a torn tail or of records discarded by
+/// <see cref="RecoveryMode.TruncateAtCorruption"/>, no rewrite of a damaged header slot. The images are the same
+/// as a writing recovery leaves; the log and the files stay as they were, and the report says so.
+/// </para>
 /// </summary>
 internal sealed class LogRecovery
 {
@@ -19,12 +25,12 @@ internal sealed class LogRecovery
 
     private readonly LogFile _log;
     private readonly IReadOnlyDictionary<ulong, Segment> _segments;
-    private readonly Placer _placer;
+    private readonly Placer? _placer; // null: read-only, memory only
     private readonly DomainOptions _options;
     private readonly long _maxRecord;
     private byte[] _buf;
 
-    public LogRecovery(LogFile log, IReadOnlyDictionary<ulong, Segment> segments, Placer placer, DomainOptions options, long maxRecord)
+    public LogRecovery(LogFile log, IReadOnlyDictionary<ulong, Segment> segments, Placer? placer, DomainOptions options, long maxRecord)
     {
         _log = log;
         _segments = segments;
@@ -68,7 +74,7 @@ internal sealed class LogRecovery
                 {
                     var h = MemoryMarshal.Read<RecordHeader>(_buf);
                     Apply(h, ref groups, ref txs);
-                    _placer.Place(new DurableRecord(_buf, (int)h.Length, h.Lsn, pos));
+                    _placer?.Place(new DurableRecord(_buf, (int)h.Length, h.Lsn, pos));
                     pos += h.Length;
                     lsn++;
                     records++;
@@ -92,22 +98,25 @@ internal sealed class LogRecovery
                             $"log corruption: record lsn {lsn} is damaged ({problem}) but a valid record lsn {laterLsn} follows at offset 0x{_log.Physical(laterPos):X}; " +
                             "refusing to open (RecoveryMode.TruncateAtCorruption opens with the damaged record and everything after it discarded)")
                         { TruncationOpens = true };
-                    truncated = what + "; it and every later record were discarded";
+                    truncated = what + (_placer is null ? "; it and every later record were left out (read-only: the log still holds them)" : "; it and every later record were discarded");
                     _options.Warn("recovery: " + truncated);
                 }
                 else if (status == Status.Damaged)
                 {
-                    torn = $"{where}: {problem}; treated as a torn write and cut off";
+                    torn = $"{where}: {problem}; treated as a torn write and cut off" + (_placer is null ? " (read-only: the log still holds it)" : "");
                     _options.Warn("recovery: " + torn);
                 }
                 break;
             }
-            if (torn != null) EraseTorn(pos);
             SealPlacedChecksums();
-            if (records > 0) _placer.Checkpoint();   // writes the other slot: a damaged one is rewritten
-            else if (_log.SkippedSlotDamaged) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn); // restore the second copy
-            // Only once everything before is placed and checkpointed may the rest of the log go.
-            if (truncated != null) WipeAfter(pos);
+            if (_placer != null)
+            {
+                if (torn != null) EraseTorn(pos);
+                if (records > 0) _placer.Checkpoint();   // writes the other slot: a damaged one is rewritten
+                else if (_log.SkippedSlotDamaged) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn); // restore the second copy
+                // Only once everything before is placed and checkpointed may the rest of the log go.
+                if (truncated != null) WipeAfter(pos);
+            }
         }
         finally
         {

@@ -46,7 +46,7 @@ public sealed unsafe partial class Segment
     /// <summary>Whether a segment file is one that creation wrote and no transaction ever changed (a valid header with tx watermark 0).</summary>
     internal static bool IsUnused(IStorage storage, string name)
     {
-        using var f = storage.Open(name, StorageOpenMode.OpenExisting);
+        using var f = storage.Open(name, StorageOpenMode.OpenExisting, StorageAccess.ReadOnly);
         var page = new byte[SegmentHeader.SizeOf];
         if (f.Read(0, page) < page.Length) return false;
         var h = MemoryMarshal.Read<SegmentHeader>(page);
@@ -58,10 +58,13 @@ public sealed unsafe partial class Segment
     internal static void SealGeometry(Span<byte> headerPage) =>
         BlockChecksum.Seal(headerPage.Slice(SegmentHeader.GeometryOffset, SegmentHeader.GeometryLength), SegmentHeader.GeometryLength - 4);
 
-    /// <summary>Reads and validates a segment file's header and loads its image. Recovery then replays the log into it.</summary>
+    /// <summary>
+    /// Reads and validates a segment file's header and loads its image. Recovery then replays the log into it. The file
+    /// is only read, so it is opened <see cref="StorageAccess.ReadOnly"/> (the placer opens it for writing).
+    /// </summary>
     internal static Segment Load(IStorage storage, string name, ulong expectedDomainId, Domain domain)
     {
-        using var f = storage.Open(name, StorageOpenMode.OpenExisting);
+        using var f = storage.Open(name, StorageOpenMode.OpenExisting, StorageAccess.ReadOnly);
         string where = $"{storage.Location}/{name}";
         long length = f.Length;
         if (length < SegmentHeader.SizeOf)

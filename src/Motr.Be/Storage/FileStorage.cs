@@ -7,11 +7,13 @@ public sealed class FileStorage : IStorage
 {
     private readonly string _dir;
 
-    /// <summary>Uses <paramref name="directory"/>, creating it if missing.</summary>
-    public FileStorage(string directory)
+    /// <summary>Uses <paramref name="directory"/>, creating it if missing (unless <paramref name="createIfMissing"/> is false: then a
+    /// missing folder throws <see cref="DirectoryNotFoundException"/>, and nothing is created).</summary>
+    public FileStorage(string directory, bool createIfMissing = true)
     {
         _dir = Path.GetFullPath(directory);
-        Directory.CreateDirectory(_dir);
+        if (createIfMissing) Directory.CreateDirectory(_dir);
+        else if (!Directory.Exists(_dir)) throw new DirectoryNotFoundException($"{_dir}: no such folder");
     }
 
     /// <inheritdoc />
@@ -21,6 +23,12 @@ public sealed class FileStorage : IStorage
     public IStorageFile Open(string name, StorageOpenMode mode, StorageAccess access = StorageAccess.Positional)
     {
         string path = Full(name);
+        if (access == StorageAccess.ReadOnly)
+        {
+            if (mode != StorageOpenMode.OpenExisting) throw new ArgumentException($"{name}: a read-only file must exist (StorageOpenMode.OpenExisting)", nameof(mode));
+            // Without write access: writes through this handle fail (EBADF), as root too.
+            return new RealFile(name, path, File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read), readOnly: true);
+        }
         var fm = mode == StorageOpenMode.CreateNew ? FileMode.CreateNew : FileMode.Open;
         var handle = File.OpenHandle(path, fm, FileAccess.ReadWrite, FileShare.Read);
         if (mode == StorageOpenMode.CreateNew) Native.SyncDirectory(_dir);
@@ -66,8 +74,53 @@ public sealed class FileStorage : IStorage
         return stream;
     }
 
+    /// <inheritdoc />
+    /// <remarks>
+    /// The same file as <see cref="Lock"/>, opened for reading only and locked shared: flock(LOCK_SH) on Unix (explicitly
+    /// too, as in <see cref="Lock"/>), a sharing lock that admits only readers on Windows. An engine's exclusive lock
+    /// refuses it (the folder is in use), and it refuses an engine. Nothing is created: a folder without the lock file was
+    /// never opened by an engine, or was copied without it, and no engine holds it now, so it is used without a lock (an
+    /// engine that starts meanwhile could change the files under the reader). A lock file that exists but cannot be
+    /// opened (a dangling symlink, a symlink loop, no permission) is reported as that, with the system's reason.
+    /// </remarks>
+    public IDisposable LockShared()
+    {
+        string path = Full(BeConstants.LockFileName);
+        FileStream stream;
+        try
+        {
+            stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        }
+        catch (IOException ex) when (HeldByAnother(ex))
+        {
+            throw InUse(ex.Message, ex);
+        }
+        catch (Exception ex) when (ex is FileNotFoundException && new FileInfo(path).LinkTarget is null)
+        {
+            return NoLock.Instance;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new BeException($"{_dir}: cannot open the lock file {path}, which an engine holds while it uses the folder: {ex.Message}", ex);
+        }
+        if (!Native.TryLockShared(stream.SafeFileHandle))
+        {
+            stream.Dispose();
+            throw InUse($"flock of {path}: another open file holds it", null);
+        }
+        return stream;
+    }
+
+    /// <summary>No lock to release: <see cref="LockShared"/> of a folder without a lock file.</summary>
+    private sealed class NoLock : IDisposable
+    {
+        public static readonly NoLock Instance = new();
+
+        public void Dispose() { }
+    }
+
     private BeException InUse(string why, Exception? inner) =>
-        new($"{_dir}: the folder is in use by another engine (in this process or another one holds {BeConstants.LockFileName}): {why}", inner);
+        new($"{_dir}: the folder is in use by another engine (in this process or another one holds {BeConstants.LockFileName}, or reads the domain): {why}", inner);
 
     /// <summary>
     /// Whether opening the lock file failed because another holder has it locked: on Unix .NET reports flock's
@@ -114,8 +167,15 @@ public sealed class FileStorage : IStorage
         return Path.Combine(_dir, name);
     }
 
-    private sealed class RealFile(string name, string path, SafeFileHandle handle) : IStorageFile
+    private sealed class RealFile(string name, string path, SafeFileHandle handle, bool readOnly = false) : IStorageFile
     {
+        /// <summary>A file opened <see cref="StorageAccess.ReadOnly"/> refuses every change before the system is asked
+        /// (its handle has no write access either; fdatasync would still be allowed on it).</summary>
+        private void ThrowIfReadOnly(string what)
+        {
+            if (readOnly) throw new NotSupportedException($"cannot {what} {path}: the file is open read-only");
+        }
+
         public string Name { get; } = name;
 
         public long Length => RandomAccess.GetLength(handle);
@@ -132,17 +192,36 @@ public sealed class FileStorage : IStorage
             return total;
         }
 
-        public void Write(long offset, ReadOnlySpan<byte> source) => RandomAccess.Write(handle, source, offset);
+        public void Write(long offset, ReadOnlySpan<byte> source)
+        {
+            ThrowIfReadOnly("write");
+            RandomAccess.Write(handle, source, offset);
+        }
 
-        public void Write(long offset, IReadOnlyList<ReadOnlyMemory<byte>> parts) => RandomAccess.Write(handle, parts, offset);
+        public void Write(long offset, IReadOnlyList<ReadOnlyMemory<byte>> parts)
+        {
+            ThrowIfReadOnly("write");
+            RandomAccess.Write(handle, parts, offset);
+        }
 
         public bool NextData(long offset, out long start, out long end) => Native.NextData(handle, offset, Length, out start, out end);
 
-        public void SetLength(long length) => RandomAccess.SetLength(handle, length);
+        public void SetLength(long length)
+        {
+            ThrowIfReadOnly("set the length of");
+            RandomAccess.SetLength(handle, length);
+        }
 
-        public void Flush() => Native.DataSync(handle, path);
+        public void Flush()
+        {
+            ThrowIfReadOnly("flush");
+            Native.DataSync(handle, path);
+        }
 
-        public void Writeback(long offset, long length, bool wait) => Native.StartWriteback(handle, offset, length, wait, path);
+        public void Writeback(long offset, long length, bool wait)
+        {
+            if (!readOnly) Native.StartWriteback(handle, offset, length, wait, path);
+        }
 
         public void Dispose() => handle.Dispose();
 

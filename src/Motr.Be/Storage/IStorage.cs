@@ -9,13 +9,20 @@ public enum StorageOpenMode
     CreateNew,
 }
 
-/// <summary>How a file will be written: a hint that lets an implementation pick the cheapest way.</summary>
+/// <summary>How a file will be used: a hint that lets an implementation pick the cheapest way, or a promise to only read it.</summary>
 public enum StorageAccess
 {
     /// <summary>Positional reads and writes of sizeable pieces (the log).</summary>
     Positional,
     /// <summary>Many small writes at scattered offsets (placing into segment files): <see cref="FileStorage"/> keeps such a file whole in memory, copies each write there, and writes the changed pages out at <see cref="IStorageFile.Flush"/>, instead of one system call per write.</summary>
     ScatteredWrites,
+    /// <summary>
+    /// Reads only (<see cref="DomainOptions.ReadOnly"/>): the file is opened without write access, so a file or file system
+    /// that cannot be written opens, and <see cref="IStorageFile.Write(long, ReadOnlySpan{byte})"/>,
+    /// <see cref="IStorageFile.SetLength"/> and <see cref="IStorageFile.Flush"/> throw instead of changing it. Only with
+    /// <see cref="StorageOpenMode.OpenExisting"/>.
+    /// </summary>
+    ReadOnly,
 }
 
 /// <summary>
@@ -50,6 +57,14 @@ public interface IStorage
     /// on one folder would each replay and write the same log, and acknowledged transactions would be lost.
     /// </summary>
     IDisposable Lock();
+
+    /// <summary>
+    /// Takes the folder for reading only (<see cref="DomainOptions.ReadOnly"/>) until the returned handle is disposed,
+    /// writing nothing to it: shared with other readers, refused with a <see cref="BeException"/> naming the folder while
+    /// an engine holds it (<see cref="Lock"/>), and keeping an engine from taking it meanwhile. The default takes
+    /// <see cref="Lock"/>, which is stricter (readers exclude each other too).
+    /// </summary>
+    IDisposable LockShared() => Lock();
 }
 
 /// <summary>

@@ -37,21 +37,29 @@ internal static partial class Native
     [LibraryImport("libc", SetLastError = true)]
     private static partial int flock(int fd, int operation);
 
-    private const int LOCK_EX = 2, LOCK_NB = 4;
+    private const int LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
 
     /// <summary>
     /// Takes flock(LOCK_EX | LOCK_NB) on <paramref name="handle"/> (Unix; on Windows the caller's FileShare.None is the
     /// lock): false when another open file holds it. Taking it again through the handle that holds it succeeds. Errors
     /// other than EWOULDBLOCK (a file system without flock) count as taken, as .NET's own FileShare lock counts them.
     /// </summary>
-    public static bool TryLockExclusive(SafeFileHandle handle)
+    public static bool TryLockExclusive(SafeFileHandle handle) => TryLock(handle, LOCK_EX);
+
+    /// <summary>
+    /// Takes flock(LOCK_SH | LOCK_NB) on <paramref name="handle"/> (Unix; on Windows the caller's FileShare is the lock):
+    /// false while another open file holds it exclusively. Errors other than EWOULDBLOCK count as taken, as above.
+    /// </summary>
+    public static bool TryLockShared(SafeFileHandle handle) => TryLock(handle, LOCK_SH);
+
+    private static bool TryLock(SafeFileHandle handle, int operation)
     {
         if (OperatingSystem.IsWindows()) return true;
         bool added = false;
         handle.DangerousAddRef(ref added);
         try
         {
-            if (flock((int)handle.DangerousGetHandle(), LOCK_EX | LOCK_NB) == 0) return true;
+            if (flock((int)handle.DangerousGetHandle(), operation | LOCK_NB) == 0) return true;
             return Marshal.GetLastPInvokeError() != EWouldBlock;
         }
         finally

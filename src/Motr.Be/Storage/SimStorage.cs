@@ -71,24 +71,39 @@ public sealed partial class SimStorage : IStorage
         }
     }
 
-    private int _locked;
+    private int _locked; // 0: free; -1: taken by Lock; n > 0: taken by n LockShared
 
     /// <inheritdoc />
     /// <remarks>Per storage object: a <see cref="Clone"/> or a crash image starts unlocked, as a rebooted disk would.</remarks>
     public IDisposable Lock()
     {
-        if (Interlocked.Exchange(ref _locked, 1) != 0)
+        if (Interlocked.CompareExchange(ref _locked, -1, 0) != 0)
             throw new BeException("sim: the folder is in use by another engine (the storage is locked)");
-        return new SimLock(this);
+        return new SimLock(this, shared: false);
     }
 
-    private sealed class SimLock(SimStorage storage) : IDisposable
+    /// <inheritdoc />
+    /// <remarks>Shared with other <see cref="LockShared"/> holders of this storage object; refused while <see cref="Lock"/> is held, and refuses it.</remarks>
+    public IDisposable LockShared()
+    {
+        for (int held = Volatile.Read(ref _locked); ; )
+        {
+            if (held < 0) throw new BeException("sim: the folder is in use by another engine (the storage is locked)");
+            int seen = Interlocked.CompareExchange(ref _locked, held + 1, held);
+            if (seen == held) return new SimLock(this, shared: true);
+            held = seen;
+        }
+    }
+
+    private sealed class SimLock(SimStorage storage, bool shared) : IDisposable
     {
         private int _done;
 
         public void Dispose()
         {
-            if (Interlocked.Exchange(ref _done, 1) == 0) Volatile.Write(ref storage._locked, 0);
+            if (Interlocked.Exchange(ref _done, 1) != 0) return;
+            if (shared) Interlocked.Decrement(ref storage._locked);
+            else Volatile.Write(ref storage._locked, 0);
         }
     }
 
@@ -133,6 +148,7 @@ public sealed partial class SimStorage : IStorage
         {
             if (mode == StorageOpenMode.CreateNew)
             {
+                if (access == StorageAccess.ReadOnly) throw new ArgumentException($"sim: {name}: a read-only file must exist (StorageOpenMode.OpenExisting)", nameof(mode));
                 ThrowIfOff("create " + name);
                 if (_names.ContainsKey(name)) throw new IOException($"sim: the file '{name}' already exists");
                 var inode = new Inode(_nextId++, name, Buffer.Empty());
@@ -142,7 +158,7 @@ public sealed partial class SimStorage : IStorage
             }
             if (!_names.TryGetValue(name, out var existing))
                 throw new FileNotFoundException($"sim: could not find file '{name}'", name);
-            return new SimFile(this, name, existing);
+            return new SimFile(this, name, existing, access == StorageAccess.ReadOnly);
         }
     }
 
@@ -318,9 +334,15 @@ public sealed partial class SimStorage : IStorage
         public Buffer Content { get; } = content;
     }
 
-    private sealed class SimFile(SimStorage owner, string name, Inode inode) : IStorageFile
+    private sealed class SimFile(SimStorage owner, string name, Inode inode, bool readOnly = false) : IStorageFile
     {
         private bool _disposed;
+
+        /// <summary>A file opened <see cref="StorageAccess.ReadOnly"/> refuses every change, before the op log sees it.</summary>
+        private void ThrowIfReadOnly(string what)
+        {
+            if (readOnly) throw new NotSupportedException($"sim: cannot {what} {Name}: the file is open read-only");
+        }
 
         public string Name { get; } = name;
 
@@ -350,6 +372,7 @@ public sealed partial class SimStorage : IStorage
         {
             ArgumentOutOfRangeException.ThrowIfNegative(offset);
             Buffer.CheckSize(offset + source.Length);
+            ThrowIfReadOnly("write");
             lock (owner._gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
@@ -363,6 +386,7 @@ public sealed partial class SimStorage : IStorage
         {
             ArgumentOutOfRangeException.ThrowIfNegative(length);
             Buffer.CheckSize(length);
+            ThrowIfReadOnly("set the length of");
             lock (owner._gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
@@ -374,6 +398,7 @@ public sealed partial class SimStorage : IStorage
 
         public void Flush()
         {
+            ThrowIfReadOnly("flush");
             lock (owner._gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);

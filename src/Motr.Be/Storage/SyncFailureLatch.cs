@@ -29,6 +29,8 @@ internal sealed class SyncFailureLatch(IStorage inner) : IStorage
 
     public IDisposable Lock() => inner.Lock();
 
+    public IDisposable LockShared() => inner.LockShared();
+
     private sealed class File(IStorageFile f) : IStorageFile
     {
         private readonly object _gate = new();

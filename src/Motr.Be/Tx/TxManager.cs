@@ -100,6 +100,8 @@ internal sealed partial class TxManager
 
     private long CheckBegin(TxCredit credit)
     {
+        if (_domain.ReadOnly)
+            throw new InvalidOperationException($"segment {Segment.Id}: the domain is open read-only (DomainOptions.ReadOnly): no transaction can be opened");
         if (_owner is null) throw new InvalidOperationException($"segment {Segment.Id} has no owner: attach it to a locality before opening transactions");
         if (!_owner.IsOwnerThread) ThrowNotOwner("open a transaction on");
         if (_domain.Failure is { } failure) throw failure;

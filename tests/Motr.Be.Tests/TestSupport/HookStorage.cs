@@ -27,6 +27,8 @@ public sealed class HookStorage(SimStorage inner) : IStorage
     public void Delete(string name) => Inner.Delete(name);
 
     public IDisposable Lock() => Inner.Lock();
+
+    public IDisposable LockShared() => Inner.LockShared();
 }
 
 /// <summary>A file of <see cref="HookStorage"/>: remembers what each write since the last good flush replaced.</summary>
