@@ -13,6 +13,13 @@ namespace Motr.Cli;
 /// <remarks>
 /// A segment's roots may name structures other than b+trees, whose blocks fsck cannot tell from leaks: when a
 /// segment has such a root, allocated blocks no tree owns are listed as unowned but not counted as damage.
+/// <para>
+/// Read-only unless <c>--recover</c> is given (<see cref="DomainOptions.ReadOnly"/>): the folder is taken shared, the
+/// files are opened for reading, and the log is replayed into memory only, so a domain on a read-only file system or
+/// snapshot can be checked, and looking changes nothing. The image checked is the one a writing open recovers, so the
+/// findings are the same; <c>--recover</c> opens as an engine does and writes recovery's work (placing, checkpoint,
+/// a torn tail erased, a damaged header slot rewritten, records discarded by <c>--truncate-at-corruption</c>).
+/// </para>
 /// </remarks>
 internal static class FsckCommand
 {
@@ -26,7 +33,9 @@ internal static class FsckCommand
     public static async Task<int> RunAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr, CancellationToken cancel = default)
     {
         string folder = a.Positional[0];
+        bool recover = a.Flags.Contains(RecoverFlag);
         var options = MotrCommand.OpenExisting(folder, stderr, a.Flags.Contains("--truncate-at-corruption"));
+        options.ReadOnly = !recover;
         int damaged = 0;
         long problems = 0;
         Engine opened;
@@ -40,7 +49,10 @@ internal static class FsckCommand
             stdout.WriteLine($"domain {folder}: does not open: {e.Message}");
             // Only for a damaged record with intact ones after it: the option opens nothing else (a log header, a truncated log).
             if (e.TruncationOpens && !a.Flags.Contains("--truncate-at-corruption"))
-                stdout.WriteLine("  --truncate-at-corruption opens it by discarding the damaged log record and every record after it (those transactions are lost)");
+                stdout.WriteLine(recover
+                    ? "  --truncate-at-corruption opens it by discarding the damaged log record and every record after it (those transactions are lost)"
+                    : "  --truncate-at-corruption checks it without the damaged log record and every record after it (read-only: the log keeps them; " +
+                      "with --recover they are discarded, and those transactions are lost)");
             stdout.WriteLine("fsck: 1 problem (the domain does not open)");
             return MotrCommand.Damage;
         }
@@ -48,11 +60,18 @@ internal static class FsckCommand
         {
             var recovery = engine.Domain.Recovery;
             stdout.WriteLine($"domain {folder}: {engine.Localities.Count} segments; {recovery}");
+            if (!recover)
+            {
+                bool pending = recovery.RecordsReplayed > 0 || recovery.TornTail != null || recovery.Truncated != null || recovery.DamagedHeaderSlot != null;
+                stdout.WriteLine("  read-only: nothing was written to the folder" + (pending
+                    ? $"; the log was replayed in memory only, and recovery's writes are left to the next open (or fsck {RecoverFlag})" : ""));
+            }
             // Damage recovery got past is still damage found: a header slot lost (the log's redundancy with it), or
             // records discarded by --truncate-at-corruption.
             if (recovery.DamagedHeaderSlot is { } slot)
             {
-                stdout.WriteLine($"  damage: {BeConstants.LogFileName}: {slot}; the other slot served, and recovery rewrote this one from it");
+                stdout.WriteLine($"  damage: {BeConstants.LogFileName}: {slot}; the other slot served, and " +
+                    (recover ? "recovery rewrote this one from it" : $"the next open (or fsck {RecoverFlag}) rewrites this one from it"));
                 problems++;
                 damaged++;
             }
@@ -74,6 +93,9 @@ internal static class FsckCommand
         stdout.WriteLine(damaged == 0 ? "fsck: healthy" : $"fsck: {Count(problems, "problem")} in {Count(damaged, "segment")}");
         return damaged == 0 ? MotrCommand.Ok : MotrCommand.Damage;
     }
+
+    /// <summary>The flag that makes fsck open the domain as an engine does, writing recovery's work into the folder.</summary>
+    public const string RecoverFlag = "--recover";
 
     private static SegmentOutcome Check(Segment seg)
     {

@@ -4,7 +4,8 @@ namespace Motr.Cli;
 
 /// <summary>
 /// The <c>motr</c> command: tools that work on a domain folder (DESIGN §5, src/Motr.Cli). Each sub-command opens the
-/// domain as the engine does (recovery replays the log, as any open does), works, and closes it.
+/// domain (recovery replays the log, as any open does), works, and closes it: dump and load as the engine does, fsck
+/// read-only (<see cref="DomainOptions.ReadOnly"/>) unless given <c>--recover</c>.
 /// </summary>
 internal static class MotrCommand
 {
@@ -24,13 +25,16 @@ internal static class MotrCommand
         motr: tools for a Motr.Actors domain folder
 
         usage:
-          motr fsck <domain-folder> [--truncate-at-corruption]
-              Opens the domain (recovery replays its log, as any open does), then checks every segment: the
-              allocator, every b+tree named in the segment's roots, and that each allocated block belongs to
-              exactly one tree. Exit code 0: healthy; 1: damage found, each problem with its offset (damage that
-              keeps the domain from opening too); 2: could not check. --truncate-at-corruption opens a domain
-              whose log has a damaged record by discarding it and everything after it (those transactions are
-              lost; the report says how many, and it counts as damage found).
+          motr fsck <domain-folder> [--recover] [--truncate-at-corruption]
+              Checks every segment of the domain: the allocator, every b+tree named in the segment's roots, and
+              that each allocated block belongs to exactly one tree. Read-only: writes nothing to the folder (a
+              read-only file system or snapshot can be checked); the log is replayed in memory, and the image
+              checked is the one an open recovers. Exit code 0: healthy; 1: damage found, each problem with its
+              offset (damage that keeps the domain from opening too); 2: could not check (also: an engine has
+              the folder open). --recover opens the domain as an engine does, writing recovery's work (replayed
+              records placed, a checkpoint). --truncate-at-corruption checks a domain whose log has a damaged
+              record without it and everything after it (the report says how many records; it counts as damage
+              found); with --recover they are discarded from the log, and those transactions are lost.
           motr dump <domain-folder> <root-name> <file> [--segment N] [--force]
               Saves the b+tree named <root-name> in segment N (default 1) to a portable, versioned,
               checksummed file, written beside <file> and renamed to it when complete. An existing <file> is
@@ -57,7 +61,7 @@ internal static class MotrCommand
         {
             return args[0] switch
             {
-                "fsck" => await FsckCommand.RunAsync(Parse(args, 1, 1, allowSegment: false, "--truncate-at-corruption"), stdout, stderr, cancel),
+                "fsck" => await FsckCommand.RunAsync(Parse(args, 1, 1, allowSegment: false, "--truncate-at-corruption", FsckCommand.RecoverFlag), stdout, stderr, cancel),
                 "dump" => await TreeFileCommands.DumpAsync(Parse(args, 3, 3, allowSegment: true, "--force"), stdout, stderr, cancel),
                 "load" => await TreeFileCommands.LoadAsync(Parse(args, 3, 3, allowSegment: true), stdout, stderr, cancel),
                 _ => throw new UsageException($"unknown command '{args[0]}'"),

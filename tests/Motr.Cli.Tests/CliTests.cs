@@ -181,14 +181,26 @@ public sealed class CliTests : IDisposable
         Assert.True(code == 1, output + err);
         Assert.Contains("does not open", output);
         Assert.Contains($"lsn {lsn}", output);
+        Assert.Contains("--truncate-at-corruption checks it without the damaged log record", output);
+        (code, output, err) = await Motr("fsck", crashed, "--recover");
+        Assert.True(code == 1, output + err);
         Assert.Contains("--truncate-at-corruption opens it", output);
 
-        // The records discarded are damage found (exit 1), though what stays is consistent; the next check is clean.
+        // The records discarded are damage found (exit 1), though what stays is consistent. Read-only, the log keeps
+        // them (the next check finds the same); with --recover they are discarded, and the next check is clean.
         (code, output, err) = await Motr("fsck", crashed, "--truncate-at-corruption");
         Assert.True(code == 1, output + err);
         Assert.Contains("TRUNCATED", output);
         Assert.Contains($"lsn {lsn}", output);
+        Assert.Contains("left out (read-only: the log still holds them)", output);
         Assert.Contains("damage: motr.log:", output);
+        Assert.True(bytes.AsSpan().SequenceEqual(File.ReadAllBytes(log)), "the read-only check changed the log");
+        Assert.Equal(1, (await Motr("fsck", crashed)).Code);
+        (code, output, err) = await Motr("fsck", crashed, "--recover", "--truncate-at-corruption");
+        Assert.True(code == 1, output + err);
+        Assert.Contains("TRUNCATED", output);
+        Assert.Contains($"lsn {lsn}", output);
+        Assert.Contains("every later record were discarded", output);
         (code, output, err) = await Motr("fsck", crashed);
         Assert.True(code == 0, output + err);
         Assert.EndsWith("fsck: healthy" + Environment.NewLine, output);
@@ -380,7 +392,12 @@ public sealed class CliTests : IDisposable
         var (code, output, err) = await Motr("fsck", dir);
         Assert.True(code == 1, output + err);
         Assert.Contains("damage: motr.log: header slot 0: checksum mismatch", output);
-        (code, output, err) = await Motr("fsck", dir);   // the first fsck's close rewrote the slot
+        Assert.Contains("the next open (or fsck --recover) rewrites this one from it", output);
+        Assert.Equal(1, (await Motr("fsck", dir)).Code);   // read-only: the slot is still damaged
+        (code, output, err) = await Motr("fsck", dir, "--recover");
+        Assert.True(code == 1, output + err);
+        Assert.Contains("damage: motr.log: header slot 0: checksum mismatch; the other slot served, and recovery rewrote this one from it", output);
+        (code, output, err) = await Motr("fsck", dir);   // fsck --recover rewrote the slot
         Assert.True(code == 0, output + err);
 
         long header = 0;
