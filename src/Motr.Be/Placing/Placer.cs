@@ -61,8 +61,18 @@ internal sealed class Placer : IDisposable
     {
         _domain = domain;
         _log = log;
-        foreach (var id in segmentIds)
-            _files.Add(id, new SegmentFile(storage.Open(BeConstants.SegmentFileName(id), StorageOpenMode.OpenExisting, StorageAccess.ScatteredWrites)));
+        try
+        {
+            foreach (var id in segmentIds)
+                _files.Add(id, new SegmentFile(storage.Open(BeConstants.SegmentFileName(id), StorageOpenMode.OpenExisting, StorageAccess.ScatteredWrites)));
+        }
+        catch
+        {
+            // The domain never gets this placer to dispose: the files opened so far (each a staged copy of its
+            // segment) are released here, or a failed open would keep them for the life of the process.
+            Dispose();
+            throw;
+        }
         _placedEnd = _checkpointed = position;
         _placedNextLsn = lsn;
     }

@@ -5,7 +5,8 @@ namespace Motr.Be.Tests.TestSupport;
 /// <summary>
 /// A <see cref="SimStorage"/> seen through hooks: a test intercepts each file's writes and flushes (by file and by
 /// the calling thread's name) to block, order or fail them, and can make a flush fail the way Linux does
-/// (<see cref="HookFile.LoseUnsynced"/>).
+/// (<see cref="HookFile.LoseUnsynced"/>). Opens and reads have hooks of their own, and the files not yet disposed
+/// are counted, so a test can tell that an open which failed or was cancelled released every file it opened.
 /// </summary>
 public sealed class HookStorage(SimStorage inner) : IStorage
 {
@@ -14,9 +15,28 @@ public sealed class HookStorage(SimStorage inner) : IStorage
     /// <summary>Called before each (file, "write" / "flush" / "setlength", offset, length); may block or throw.</summary>
     public Action<HookFile, string, long, long>? Before { get; set; }
 
+    /// <summary>Called before each open (name, access); may throw.</summary>
+    public Action<string, StorageAccess>? BeforeOpen { get; set; }
+
+    /// <summary>Called before each read (file, offset, length); may block or throw.</summary>
+    public Action<HookFile, long, int>? BeforeRead { get; set; }
+
+    /// <summary>Files opened through this storage and not yet disposed.</summary>
+    public int OpenFiles => Volatile.Read(ref _openFiles);
+
+    private int _openFiles;
+
     public string Location => "hook";
 
-    public IStorageFile Open(string name, StorageOpenMode mode, StorageAccess access = StorageAccess.Positional) => new HookFile(this, Inner.Open(name, mode, access));
+    public IStorageFile Open(string name, StorageOpenMode mode, StorageAccess access = StorageAccess.Positional)
+    {
+        BeforeOpen?.Invoke(name, access);
+        var file = new HookFile(this, Inner.Open(name, mode, access));
+        Interlocked.Increment(ref _openFiles);
+        return file;
+    }
+
+    internal void Closed() => Interlocked.Decrement(ref _openFiles);
 
     public bool Exists(string name) => Inner.Exists(name);
 
@@ -35,12 +55,17 @@ public sealed class HookStorage(SimStorage inner) : IStorage
 public sealed class HookFile(HookStorage owner, IStorageFile inner) : IStorageFile
 {
     private readonly List<(long Offset, byte[] Old)> _pending = new();
+    private int _disposed;
 
     public string Name => inner.Name;
 
     public long Length => inner.Length;
 
-    public int Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
+    public int Read(long offset, Span<byte> destination)
+    {
+        owner.BeforeRead?.Invoke(this, offset, destination.Length);
+        return inner.Read(offset, destination);
+    }
 
     public void Write(long offset, ReadOnlySpan<byte> source)
     {
@@ -80,5 +105,9 @@ public sealed class HookFile(HookStorage owner, IStorageFile inner) : IStorageFi
         return new IOException("hook: injected EIO (" + what + ")");
     }
 
-    public void Dispose() => inner.Dispose();
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) owner.Closed();
+        inner.Dispose();
+    }
 }

@@ -1,0 +1,170 @@
+using Motr.Be.BTree;
+using Motr.Be.Storage;
+using Motr.Be.Tests.TestSupport;
+using Motr.Be.Tx;
+using Motr.Runtime;
+using Tree = Motr.Be.BTree.BTree;
+
+namespace Motr.Be.Tests.Recovery;
+
+/// <summary>
+/// Recovery stopped part-way at every point of a real log's recovery: the open that stops releases every file and the
+/// folder, and the next open shows exactly what a recovery that was never interrupted shows.
+/// </summary>
+public class RecoveryInterruptionTests
+{
+    private static readonly TimeSpan T = TimeSpan.FromSeconds(30);
+    private static readonly BTreeConfig Small = new() { NodeSize = 512 };
+
+    /// <summary>
+    /// A crashed domain of two segments whose log holds a few dozen records not yet checkpointed: b+tree inserts
+    /// (out-of-node values, so the segments grow; node checksums left to placing), deletes (blocks freed, their
+    /// checksums cancelled), and an insert with a payload, each awaited persistent.
+    /// </summary>
+    private static async Task<SimStorage> CrashedImage()
+    {
+        var sim = new SimStorage();
+        var e = await Engines.Open(Engines.Sim(sim, segments: 2, segmentSize: 16 << 10));
+        await Task.WhenAll(e.Localities.Select(loc => loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            Tree t;
+            using (var tx = await seg.BeginAsync(Tree.CreateCredit + Segments.Segment.RootCredit))
+            {
+                t = Tree.Create(tx, seg, Small);
+                seg.SetRoot(tx, "t", t.Offset);
+                await tx.Close();
+            }
+            for (int i = 0; i < 20; i++)
+            {
+                byte[] k = BitConverter.GetBytes((long)i), v = new byte[600 + 50 * i];
+                v.AsSpan().Fill((byte)(i + 1));
+                using var tx = await seg.BeginAsync(t.InsertCredit(k.Length, v.Length));
+                Assert.Equal(BTreeStatus.Ok, t.Insert(tx, k, v));
+                await tx.Close();
+            }
+            for (int i = 0; i < 20; i += 3)
+            {
+                using var tx = await seg.BeginAsync(t.DeleteCredit());
+                Assert.Equal(BTreeStatus.Ok, t.Delete(tx, BitConverter.GetBytes((long)i)));
+                await tx.Close();
+            }
+            using (var tx = await seg.BeginAsync(t.InsertCredit(8, 8) + new TxCredit(0, 8)))
+            {
+                Assert.Equal(BTreeStatus.Ok, t.Insert(tx, BitConverter.GetBytes(77L), BitConverter.GetBytes(77L)));
+                tx.SetPayload(BitConverter.GetBytes(77L));
+                await tx.Close();
+            }
+        })));
+        var crashed = sim.CrashImage(sim.OpCount, CrashVariant.DropUnsynced, 1);
+        await e.DisposeAsync();
+        // Placing makes a segment's growth durable before it places the header saying so, and nothing placed was
+        // synced: cutting each file to its header's size gives the disk of a crash before placing grew the files,
+        // so that recovery grows them itself.
+        var files = new Dictionary<string, byte[]>();
+        foreach (var name in crashed.List())
+        {
+            var bytes = crashed.ReadAll(name);
+            if (name.StartsWith("seg-", StringComparison.Ordinal))
+                bytes = bytes[..checked((int)BitConverter.ToInt64(bytes, Segments.SegmentHeader.GeometryOffset))];
+            files.Add(name, bytes);
+        }
+        return SimStorage.FromFiles(files);
+    }
+
+    /// <summary>Every segment's bytes, as the open domain holds them.</summary>
+    private static List<byte[]> State(Domain d) => d.Segments.Select(s => s.Bytes(0, checked((int)s.Size)).ToArray()).ToList();
+
+    private static void AssertSameState(List<byte[]> expected, Domain d, string when)
+    {
+        var actual = State(d);
+        Assert.True(expected.Count == actual.Count, $"{when}: {actual.Count} segments, expected {expected.Count}");
+        for (int i = 0; i < expected.Count; i++)
+        {
+            if (expected[i].AsSpan().SequenceEqual(actual[i])) continue;
+            int at = expected[i].AsSpan().CommonPrefixLength(actual[i]);
+            Assert.Fail($"{when}: segment {i + 1} differs from a clean recovery's at offset 0x{at:X} (sizes {actual[i].Length} and {expected[i].Length})");
+        }
+        foreach (var s in d.Segments)
+        {
+            var t = Tree.Open(s, s.TryGetRoot("t", out long off) ? off : throw new Xunit.Sdk.XunitException($"{when}: segment {s.Id} lost its tree"));
+            Assert.Equal(14, t.Count);
+            Assert.True(t.Lookup(BitConverter.GetBytes(77L), out ReadOnlySpan<byte> v) == BTreeStatus.Ok && BitConverter.ToInt64(v) == 77, $"{when}: the last transaction is lost");
+        }
+    }
+
+    private static DomainOptions Options(IStorage storage)
+    {
+        var o = Engines.Sim(new SimStorage(), segments: 2, segmentSize: 16 << 10);
+        o.Storage = storage;
+        o.CreateIfMissing = false;
+        return o;
+    }
+
+    /// <summary>
+    /// What a recovery of <paramref name="image"/> that nothing interrupts leaves, and the storage events (opens, reads,
+    /// writes, length changes, syncs) it makes, each as "kind file".
+    /// </summary>
+    private static async Task<(List<byte[]> State, List<string> Events)> CleanRecovery(SimStorage image)
+    {
+        var hooks = new HookStorage(image.Clone());
+        var events = new List<string>();
+        Watch(hooks, e => events.Add(e));
+        await using var d = await Domain.OpenAsync(Options(hooks)).WaitAsync(T);
+        Watch(hooks, null);
+        Assert.True(d.Recovery.RecordsReplayed >= 10, $"the log holds only {d.Recovery.RecordsReplayed} records");
+        Assert.Contains("setlength seg-0001.motr", events); // recovery grows a segment file
+        var state = State(d);
+        AssertSameState(state, d, "a clean recovery");
+        return (state, events);
+    }
+
+    /// <summary>
+    /// Whether event <paramref name="k"/> is inside a run of like events (the same kind on the same file: the regions a
+    /// record places in one file, the sectors the search for the log's end reads), which is tried at its two ends only.
+    /// </summary>
+    private static bool MidRun(List<string> events, int k) =>
+        k > 0 && k < events.Count - 1 && events[k - 1] == events[k] && events[k + 1] == events[k];
+
+    /// <summary>Calls <paramref name="onEvent"/> before each open, read, write, length change and sync of <paramref name="hooks"/>' files.</summary>
+    private static void Watch(HookStorage hooks, Action<string>? onEvent)
+    {
+        if (onEvent is null)
+        {
+            hooks.BeforeOpen = null;
+            hooks.BeforeRead = null;
+            hooks.Before = null;
+            return;
+        }
+        hooks.BeforeOpen = (name, _) => onEvent("open " + name);
+        hooks.BeforeRead = (f, _, _) => onEvent("read " + f.Name);
+        hooks.Before = (f, op, _, _) => onEvent(op + " " + f.Name);
+    }
+
+    /// <summary>
+    /// An open whose k-th storage event fails with an I/O error, for every k as above: the open fails with that error
+    /// (never a domain with part of the log replayed), releases every file and the folder, and the next open shows a
+    /// clean recovery's state.
+    /// </summary>
+    [Fact]
+    public async Task An_open_failing_at_any_storage_event_of_recovery_releases_every_file_and_the_next_open_recovers_it_all()
+    {
+        var image = await CrashedImage();
+        var (expected, events) = await CleanRecovery(image);
+        for (int k = 0; k < events.Count; k++)
+        {
+            if (MidRun(events, k)) continue;
+            var hooks = new HookStorage(image.Clone());
+            int seen = 0;
+            Watch(hooks, e => { if (seen++ == k) throw new IOException("injected: " + e); });
+            string at = $"failing event {k} ({events[k]}) of {events.Count}";
+            var ex = await Assert.ThrowsAnyAsync<Exception>(() => Domain.OpenAsync(Options(hooks)).WaitAsync(T));
+            Assert.True(ex is IOException && ex.Message.StartsWith("injected", StringComparison.Ordinal), $"{at}: the open failed with {ex}");
+            Assert.True(hooks.OpenFiles == 0, $"{at}: {hooks.OpenFiles} files are left open");
+            Watch(hooks, null);
+            await using (var d = await Domain.OpenAsync(Options(hooks)).WaitAsync(T))
+                AssertSameState(expected, d, $"{at}, reopened");
+            Assert.Equal(0, hooks.OpenFiles);
+        }
+    }
+}
