@@ -83,12 +83,14 @@ public sealed class Domain : IAsyncDisposable
     }
 
     /// <summary>
-    /// Opens the domain on a thread-pool thread (recovery does file I/O). Cancelled before the domain is open, it stops
-    /// (between two records of recovery's replay, at the latest), releases the files and the folder, and the task is
-    /// cancelled: the log still holds every record, so the next open replays them all again.
+    /// Opens the domain on a thread-pool thread (recovery does file I/O). Cancelled before recovery records its
+    /// checkpoint, it stops (before the next segment it loads, the next record it replays, the next sector the search
+    /// for the log's end reads, or the next segment file the checkpoint syncs), releases the files and the folder, and
+    /// the task is cancelled: the checkpoint has not moved, so the next open replays every record again. Cancelled
+    /// after, the open completes and returns the domain (the next open would replay nothing).
     /// </summary>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the domain
-    /// was open (the task is cancelled).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before recovery's
+    /// checkpoint was recorded (the task is cancelled).</exception>
     /// <exception cref="BeCorruptionException">A file is damaged (the task faults).</exception>
     public static Task<Domain> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default) =>
         Task.Run(() => Open(options, cancellationToken), cancellationToken);
@@ -165,6 +167,8 @@ public sealed class Domain : IAsyncDisposable
             uint count = _log.SegmentCount;
             for (uint i = 1; i <= count; i++)
             {
+                // Loading reads the whole segment: a caller that gave up does not wait for every other one.
+                cancellationToken.ThrowIfCancellationRequested();
                 string name = BeConstants.SegmentFileName(i);
                 if (!storage.Exists(name)) throw new BeCorruptionException($"{storage.Location}/{name}", 0, $"segment {i} of {count} is missing");
                 segments.Add(Segment.Load(storage, name, _log.DomainId, this));
@@ -198,7 +202,7 @@ public sealed class Domain : IAsyncDisposable
             CheckpointBytes = Math.Max(BeConstants.SectorSize, (long)(area * Math.Clamp(options.CheckpointFraction, 0.01, 0.9)));
 
             // Read-only: the placer opens no segment file (it never runs), and recovery replays into memory only.
-            _placer = new Placer(this, _log, storage, ReadOnly ? [] : _segments.Select(s => s.Id), _log.CheckpointPosition, _log.CheckpointLsn);
+            _placer = new Placer(this, _log, storage, ReadOnly ? [] : _segments.Select(s => s.Id), _log.CheckpointPosition, _log.CheckpointLsn, cancellationToken);
             var byId = _segments.ToDictionary(s => s.Id);
             var report = new LogRecovery(_log, byId, ReadOnly ? null : _placer, options, MaxRecordSize).Run(cancellationToken);
             Recovery = created ? new RecoveryReport { Created = true, EndPosition = report.EndPosition, NextLsn = report.NextLsn } : report;

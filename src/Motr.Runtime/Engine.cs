@@ -24,8 +24,9 @@ public sealed class Engine : IAsyncDisposable
     public IReadOnlyList<Locality> Localities => _localities;
 
     /// <summary>Opens the domain described by <paramref name="options"/> and starts its localities.</summary>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the domain was
-    /// open: recovery stops between two records and releases the folder (see <see cref="Domain.OpenAsync"/>; the task is cancelled).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before recovery recorded
+    /// its checkpoint: it stops at the next segment, record or segment sync, and releases the files and the folder (see
+    /// <see cref="Domain.OpenAsync"/>; the task is cancelled).</exception>
     public static async Task<Engine> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default)
     {
         var domain = await Domain.OpenAsync(options, cancellationToken).ConfigureAwait(false);

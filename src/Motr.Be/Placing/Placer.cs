@@ -57,14 +57,22 @@ internal sealed class Placer : IDisposable
     private long _checkpointTicks; // segment syncs and checkpoint records, on whichever thread wrote them
     private byte[] _block = new byte[4096];
 
-    public Placer(Domain domain, LogFile log, IStorage storage, IEnumerable<ulong> segmentIds, long position, ulong lsn)
+    /// <summary>
+    /// Opens every segment file for placing (a staged file reads the whole segment); <paramref name="cancellationToken"/>
+    /// (the open's) is looked at before each.
+    /// </summary>
+    public Placer(Domain domain, LogFile log, IStorage storage, IEnumerable<ulong> segmentIds, long position, ulong lsn,
+        CancellationToken cancellationToken = default)
     {
         _domain = domain;
         _log = log;
         try
         {
             foreach (var id in segmentIds)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
                 _files.Add(id, new SegmentFile(storage.Open(BeConstants.SegmentFileName(id), StorageOpenMode.OpenExisting, StorageAccess.ScatteredWrites)));
+            }
         }
         catch
         {
@@ -323,18 +331,24 @@ internal sealed class Placer : IDisposable
         else if (r.Buffer is { } b) BufferPool.Return(b);
     }
 
-    /// <summary>Syncs the segment files written since the last checkpoint and records a checkpoint, on the calling thread (recovery, close).</summary>
-    public void Checkpoint()
+    /// <summary>
+    /// Syncs the segment files written since the last checkpoint and records a checkpoint, on the calling thread (recovery,
+    /// close). <paramref name="cancellationToken"/> (recovery's) is looked at before each sync and before the record: a
+    /// checkpoint stopped there has not moved, and the files' syncs so far are harmless.
+    /// </summary>
+    public void Checkpoint(CancellationToken cancellationToken = default)
     {
         _checkpointRequested = false;
         long t0 = Stopwatch.GetTimestamp();
         foreach (var f in _files.Values)
         {
             if (!f.Dirty) continue;
+            cancellationToken.ThrowIfCancellationRequested();
             WriteChecksums(f);
             f.File.Flush();
             f.Dirty = false;
         }
+        cancellationToken.ThrowIfCancellationRequested();
         RecordCheckpoint(_placedEnd, _placedNextLsn);
         Interlocked.Add(ref _checkpointTicks, Stopwatch.GetTimestamp() - t0);
     }

@@ -41,9 +41,12 @@ internal sealed class LogRecovery
     }
 
     /// <summary>
-    /// Replays the log. A cancellation is seen between records only: what was replayed so far is in the images and
-    /// the segment files, the checkpoint has not moved, so the next open replays the same records again (placing them
-    /// twice writes the same bytes).
+    /// Replays the log. A cancellation is seen before each record, while the end of the log is looked for (that search
+    /// may read the whole log area), and before each segment file sync of the checkpoint that ends recovery, up to that
+    /// checkpoint's record in the log header: what was replayed so far is in the images and the segment files, the
+    /// checkpoint has not moved, so the next open replays the same records again (placing them twice writes the same
+    /// bytes) and reports their payloads again. Once the checkpoint is recorded it is not seen: the next open would
+    /// replay nothing, so this one must complete.
     /// </summary>
     public RecoveryReport Run(CancellationToken cancellationToken = default)
     {
@@ -88,9 +91,9 @@ internal sealed class LogRecovery
                 }
 
                 // The end of the log, or damage in the middle of it?
-                if (_log.SkippedSlot != null) RefuseIfLogWentFurther(pos, lsn);
+                if (_log.SkippedSlot != null) RefuseIfLogWentFurther(pos, lsn, cancellationToken);
                 string where = $"record lsn {lsn} at {_log.Where} offset 0x{_log.Physical(pos):X}";
-                if (FindLaterRecord(pos, lsn, out long laterPos, out ulong laterLsn))
+                if (FindLaterRecord(pos, lsn, out long laterPos, out ulong laterLsn, cancellationToken))
                 {
                     string what = $"{where} is damaged ({problem}) but a valid record lsn {laterLsn} follows at offset 0x{_log.Physical(laterPos):X}";
                     if (_options.RecoveryMode == RecoveryMode.Strict)
@@ -108,11 +111,12 @@ internal sealed class LogRecovery
                 }
                 break;
             }
+            cancellationToken.ThrowIfCancellationRequested();
             SealPlacedChecksums();
             if (_placer != null)
             {
                 if (torn != null) EraseTorn(pos);
-                if (records > 0) _placer.Checkpoint();   // writes the other slot: a damaged one is rewritten
+                if (records > 0) _placer.Checkpoint(cancellationToken);   // writes the other slot: a damaged one is rewritten
                 else if (_log.SkippedSlotDamaged) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn); // restore the second copy
                 // Only once everything before is placed and checkpointed may the rest of the log go.
                 if (truncated != null) WipeAfter(pos);
@@ -178,7 +182,7 @@ internal sealed class LogRecovery
     /// from this checkpoint nor cutting the log is then safe (records after the lost checkpoint may already be
     /// placed), so the open is refused in every recovery mode. Costs one read of the area, only in this case.
     /// </summary>
-    private void RefuseIfLogWentFurther(long pos, ulong lsn)
+    private void RefuseIfLogWentFurther(long pos, ulong lsn, CancellationToken cancellationToken)
     {
         const int Chunk = 1 << 20;
         byte[] buf = ArrayPool<byte>.Shared.Rent(Chunk);
@@ -187,6 +191,7 @@ internal sealed class LogRecovery
             long area = _log.AreaSize;
             for (long at = 0; at < area; at += Chunk)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 int n = _log.Read(LogFormat.AreaOffset + at, buf.AsSpan(0, (int)Math.Min(Chunk, area - at)));
                 for (int i = 0; i + RecordHeader.SizeOf <= n; i += BeConstants.SectorSize)
                 {
@@ -213,7 +218,7 @@ internal sealed class LogRecovery
     /// The writer writes a record only after the previous one is durable, so finding one means the
     /// damaged record was durable once: corruption, not a torn write.
     /// </summary>
-    private bool FindLaterRecord(long pos, ulong lsn, out long laterPos, out ulong laterLsn)
+    private bool FindLaterRecord(long pos, ulong lsn, out long laterPos, out ulong laterLsn, CancellationToken cancellationToken)
     {
         Span<byte> hdr = stackalloc byte[RecordHeader.SizeOf];
         long lapStart = pos + _log.ToLapEnd(pos);
@@ -233,6 +238,7 @@ internal sealed class LogRecovery
             long limit = Math.Min(start + reach + BeConstants.SectorSize, start + _log.ToLapEnd(start));
             for (long p = start; p < limit; p += BeConstants.SectorSize)
             {
+                cancellationToken.ThrowIfCancellationRequested(); // a sector a read: up to the whole area
                 if (_log.Read(_log.Physical(p), hdr) < hdr.Length) break;
                 if (LogRecord.CheckHeader(hdr, _log.DomainId, _log.AreaSize, out var h) != null) continue;
                 if (h.Position != p || h.Lsn < lsn || (h.Lsn == lsn && p == pos)) continue;

@@ -8,8 +8,9 @@ using Tree = Motr.Be.BTree.BTree;
 namespace Motr.Be.Tests.Recovery;
 
 /// <summary>
-/// Recovery stopped part-way at every point of a real log's recovery: the open that stops releases every file and the
-/// folder, and the next open shows exactly what a recovery that was never interrupted shows.
+/// Recovery stopped part-way, by a cancelled open or by a crash, at every point of a real log's recovery: the open
+/// that stops releases every file and the folder, and the next open shows exactly what a recovery that was never
+/// interrupted shows.
 /// </summary>
 public class RecoveryInterruptionTests
 {
@@ -139,6 +140,69 @@ public class RecoveryInterruptionTests
         hooks.BeforeOpen = (name, _) => onEvent("open " + name);
         hooks.BeforeRead = (f, _, _) => onEvent("read " + f.Name);
         hooks.Before = (f, op, _, _) => onEvent(op + " " + f.Name);
+    }
+
+    /// <summary>
+    /// The token is cancelled from a storage hook, on the open's own thread, just before its k-th storage event, for
+    /// every k: while segments load, between and inside records of the replay, while the end of the log is looked for,
+    /// and at each sync of the checkpoint that ends recovery. Up to that checkpoint's record in the log header the open
+    /// must stop with the task cancelled; from then on (the next open would not replay those records again) it must
+    /// return the whole domain. Either way every file is released, and the next open shows a clean recovery's state.
+    /// A run of like events is tried at its two ends (<see cref="MidRun"/>).
+    /// </summary>
+    [Fact]
+    public async Task An_open_cancelled_at_any_storage_event_of_recovery_stops_or_completes_whole_and_the_next_open_recovers_it_all()
+    {
+        var image = await CrashedImage();
+        var (expected, events) = await CleanRecovery(image);
+        int recorded = events.IndexOf("write motr.log"); // the checkpoint ending recovery: the log's first write
+        Assert.True(recorded > 0 && events.IndexOf("flush seg-0001.motr") < recorded);
+        for (int k = 0; k < events.Count; k++)
+        {
+            if (MidRun(events, k)) continue;
+            var hooks = new HookStorage(image.Clone());
+            using var cts = new CancellationTokenSource();
+            int seen = 0;
+            var after = new List<string> { events[k] }; // the event the cancel came before, and those after it
+            Watch(hooks, e =>
+            {
+                if (seen++ == k) cts.Cancel();
+                else if (seen > k + 1) after.Add(e);
+            });
+            var open = Domain.OpenAsync(Options(hooks), cts.Token);
+            string at = $"cancelled before event {k} ({events[k]}) of {events.Count}";
+            try
+            {
+                await using var d = await open.WaitAsync(T);
+                Assert.True(k >= recorded, $"{at}: the open returned a domain, though recovery's checkpoint was not recorded yet");
+                AssertSameState(expected, d, $"{at}, the open completed");
+            }
+            catch (OperationCanceledException)
+            {
+                Assert.True(k < recorded, $"{at}: the open was cancelled after recovery's checkpoint was recorded");
+                Assert.True(open.IsCanceled, $"{at}: the task is {open.Status}, not cancelled");
+                // Promptly: no other file is loaded or opened, nor is another synced: a sync after the cancel is the one
+                // of the file it came in the middle of (the checkpoint's checksums, the growth of a segment the record
+                // being placed grew).
+                string file = after[0][(after[0].IndexOf(' ') + 1)..];
+                for (int i = 1; i < after.Count; i++)
+                {
+                    Assert.False(after[i].StartsWith("open ", StringComparison.Ordinal) || (after[i].StartsWith("flush ", StringComparison.Ordinal) && after[i] != "flush " + file
+                        && after[i - 1] != "setlength " + after[i][6..]),
+                        $"{at}: the open went on to {after[i]} (after: {string.Join(", ", after.Skip(1).Distinct())})");
+                }
+                // Nor does it go on reading the log: at most the rest of the record it was reading, or the few reads
+                // that find the end of the log before the search for a later record begins.
+                Assert.True(after.Skip(1).Count(e => e == "read motr.log") <= 3,
+                    $"{at}: the open went on to read the log {after.Skip(1).Count(e => e == "read motr.log")} times");
+            }
+            Assert.True(hooks.OpenFiles == 0, $"{at}: {hooks.OpenFiles} files are left open");
+            Watch(hooks, null);
+            // The folder was released, and what the stopped recovery wrote changes nothing.
+            await using (var d = await Domain.OpenAsync(Options(hooks)).WaitAsync(T))
+                AssertSameState(expected, d, $"{at}, reopened");
+            Assert.Equal(0, hooks.OpenFiles);
+        }
     }
 
     /// <summary>
