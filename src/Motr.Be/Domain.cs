@@ -70,7 +70,7 @@ public sealed class Domain : IAsyncDisposable
             if (!storage.Exists(BeConstants.LogFileName))
             {
                 if (!create) ThrowNoDomain(storage);
-                Create(storage, options);
+                Create(storage, options, cancellationToken);
                 created = true;
             }
             return new Domain(storage, options, created, folderLock, cancellationToken);
@@ -120,14 +120,33 @@ public sealed class Domain : IAsyncDisposable
         throw new BeException($"{storage.Location}: no domain here (no {BeConstants.LogFileName}) and CreateIfMissing is off");
     }
 
-    private static void Create(IStorage storage, DomainOptions o)
+    /// <summary>
+    /// Creates the domain's files. Cancelled before the log is renamed into place (the token is looked at before each
+    /// segment file and as the log is zeroed), the creation stops and removes what it made, as the next open would.
+    /// </summary>
+    private static void Create(IStorage storage, DomainOptions o, CancellationToken cancellationToken)
     {
         if (o.Segments < 1 || o.Segments > 1024) throw new ArgumentOutOfRangeException(nameof(o.Segments), $"{o.Segments} segments: must be 1 to 1024");
         RemoveInterruptedCreation(storage);
         ulong domainId = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
-        for (int i = 1; i <= o.Segments; i++) Segment.CreateFile(storage, (ulong)i, domainId, o.SegmentSize, Math.Max(o.SegmentMaxSize, o.SegmentSize));
-        // The log last: its rename into place is the commit point of creation.
-        LogFile.Create(storage, domainId, o.LogSize, (uint)o.Segments);
+        try
+        {
+            for (int i = 1; i <= o.Segments; i++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                Segment.CreateFile(storage, (ulong)i, domainId, o.SegmentSize, Math.Max(o.SegmentMaxSize, o.SegmentSize));
+            }
+            // The log last: its rename into place is the commit point of creation.
+            LogFile.Create(storage, domainId, o.LogSize, (uint)o.Segments, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // The files of a creation that never committed hold nothing; should removing them fail, the next open
+            // removes them (it is an interrupted creation), and the caller hears of the cancellation, not of that.
+            try { RemoveInterruptedCreation(storage); }
+            catch (Exception e) when (e is IOException or BeException or UnauthorizedAccessException) { }
+            throw;
+        }
     }
 
     /// <summary>

@@ -32,18 +32,26 @@ internal sealed class LogFile : IDisposable
         _slot = slot;
     }
 
-    /// <summary>Creates a log of <paramref name="fileSize"/> bytes, written in full so later fdatasyncs need no block allocation.</summary>
-    public static void Create(IStorage storage, ulong domainId, long fileSize, uint segmentCount)
+    /// <summary>
+    /// Creates a log of <paramref name="fileSize"/> bytes, written in full so later fdatasyncs need no block allocation.
+    /// <paramref name="cancellationToken"/> is looked at first, before each MiB written and before the rename that puts the log
+    /// in place: cancelled, the log is left under its temporary name (an interrupted creation).
+    /// </summary>
+    public static void Create(IStorage storage, ulong domainId, long fileSize, uint segmentCount, CancellationToken cancellationToken = default)
     {
         if (fileSize < LogFormat.AreaOffset + MinAreaSize || fileSize % BeConstants.PageSize != 0)
             throw new ArgumentOutOfRangeException(nameof(fileSize), $"log size {fileSize} must be a multiple of {BeConstants.PageSize} and at least {LogFormat.AreaOffset + MinAreaSize}");
+        cancellationToken.ThrowIfCancellationRequested();
         string tmp = BeConstants.LogFileName + ".new";
         storage.Delete(tmp);
         using (var f = storage.Open(tmp, StorageOpenMode.CreateNew))
         {
             var zeros = new byte[Math.Min(fileSize, 1 << 20)];
             for (long pos = 0; pos < fileSize; pos += zeros.Length)
+            {
+                cancellationToken.ThrowIfCancellationRequested(); // the whole log is written: a creation the caller gave up stops
                 f.Write(pos, zeros.AsSpan(0, (int)Math.Min(zeros.Length, fileSize - pos)));
+            }
             var slot = new LogHeaderSlot
             {
                 Magic = BeConstants.LogHeaderMagic,
@@ -63,6 +71,7 @@ internal sealed class LogFile : IDisposable
             WriteSlot(f, slot, 1);
             f.Flush();
         }
+        cancellationToken.ThrowIfCancellationRequested(); // the last moment: the rename commits the creation
         storage.Rename(tmp, BeConstants.LogFileName);
     }
 

@@ -231,4 +231,52 @@ public class RecoveryInterruptionTests
             Assert.Equal(0, hooks.OpenFiles);
         }
     }
+
+    /// <summary>
+    /// Creating a domain writes every segment file and zeroes the whole log before renaming it into place. An open
+    /// cancelled before any storage event of that creation stops promptly (no further file is created, the log is not
+    /// zeroed to its end), leaves no file open and the folder empty, and the next open makes the whole domain there.
+    /// </summary>
+    [Fact]
+    public async Task An_open_cancelled_while_it_creates_the_domain_stops_promptly_and_the_next_open_creates_it()
+    {
+        static DomainOptions New(IStorage storage)
+        {
+            var o = Engines.Sim(new SimStorage(), segments: 3, logSize: 4 << 20);
+            o.Storage = storage;
+            return o;
+        }
+        var events = new List<string>();
+        var clean = new HookStorage(new SimStorage());
+        Watch(clean, e => events.Add(e));
+        await (await Domain.OpenAsync(New(clean)).WaitAsync(T)).DisposeAsync();
+        int created = events.IndexOf("open motr.log"); // the log renamed into place: the domain exists
+        Assert.True(created > 0 && events.Take(created).Count(e => e == "write motr.log.new") >= 4);
+        for (int k = 0; k < created; k++)
+        {
+            var hooks = new HookStorage(new SimStorage());
+            using var cts = new CancellationTokenSource();
+            int seen = 0;
+            var after = new List<string>();
+            Watch(hooks, e =>
+            {
+                if (seen++ == k) cts.Cancel();
+                else if (seen > k + 1) after.Add(e);
+            });
+            string at = $"cancelled before event {k} ({events[k]}) of the creation";
+            var open = Domain.OpenAsync(New(hooks), cts.Token);
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => open.WaitAsync(T));
+            Assert.True(open.IsCanceled, $"{at}: the task is {open.Status}");
+            Assert.True(hooks.OpenFiles == 0, $"{at}: {hooks.OpenFiles} files are left open");
+            // Files are made under a temporary name (the cleanup only opens the ones it checks before removing them).
+            Assert.True(!after.Any(e => e.StartsWith("open ", StringComparison.Ordinal) && e.EndsWith(".new", StringComparison.Ordinal))
+                && after.Count(e => e == "write motr.log.new") <= 3, // the MiB being zeroed, the two header slots
+                $"{at}: the open went on to {string.Join(", ", after.Distinct())}");
+            Assert.True(hooks.Inner.List().Count == 0, $"{at}: the cancelled creation left {string.Join(", ", hooks.Inner.List())}");
+            Watch(hooks, null);
+            await using var d = await Domain.OpenAsync(New(hooks)).WaitAsync(T);
+            Assert.Equal(3, d.Segments.Count);
+            Assert.True(d.Recovery.Created, $"{at}: the next open found a domain ({d.Recovery})");
+        }
+    }
 }
