@@ -279,4 +279,85 @@ public class RecoveryInterruptionTests
             Assert.True(d.Recovery.Created, $"{at}: the next open found a domain ({d.Recovery})");
         }
     }
+
+    /// <summary>
+    /// A power cut at any device operation of a real recovery (a run of like operations tried at its two ends), with
+    /// the operations not yet synced dropped, kept, or the last one of each file torn, in turn: the next open recovers
+    /// exactly a clean recovery's segments, whether the cut came during the replay, the checkpoint's syncs, or after
+    /// its record.
+    /// </summary>
+    [Fact]
+    public async Task A_recovery_cut_by_a_crash_at_any_operation_is_run_again_to_the_same_state()
+    {
+        var image = await CrashedImage();
+        var (expected, _) = await CleanRecovery(image);
+        var run = image.Clone();
+        await (await Domain.OpenAsync(Options(run)).WaitAsync(T)).DisposeAsync();
+        var ops = Enumerable.Range(0, run.OpCount).Select(i => run.GetOp(i)).Select(op => $"{op.Kind} {op.File}").ToList();
+        var variants = new[] { CrashVariant.DropUnsynced, CrashVariant.KeepUnsynced, CrashVariant.TornLast };
+        int tried = 0;
+        for (int k = 0; k <= ops.Count; k++)
+        {
+            if (k < ops.Count && MidRun(ops, k)) continue;
+            var variant = variants[tried++ % variants.Length];
+            var crashed = run.CrashImage(k, variant, k);
+            await using var d = await Domain.OpenAsync(Options(crashed)).WaitAsync(T);
+            AssertSameState(expected, d, $"crashed after {k} of the recovery's {ops.Count} operations ({variant})");
+        }
+    }
+
+    /// <summary>
+    /// While one open recovers, a second open of the folder is refused (two recoveries would replay and write the
+    /// same log); once the first is cancelled, the folder is free and a third open recovers everything.
+    /// </summary>
+    [Fact]
+    public async Task A_second_open_during_a_recovery_is_refused_and_the_folder_is_free_once_the_first_is_cancelled()
+    {
+        var image = await CrashedImage();
+        var (expected, _) = await CleanRecovery(image);
+        var hooks = new HookStorage(image.Clone());
+        using var gate = new ManualResetEventSlim();
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        hooks.Before = (f, op, _, _) =>
+        {
+            if (op != "write" || !f.Name.StartsWith("seg-", StringComparison.Ordinal) || held.Task.IsCompleted) return;
+            held.TrySetResult();
+            gate.Wait(T); // the first open, held in its replay
+        };
+        using var cts = new CancellationTokenSource();
+        var first = Domain.OpenAsync(Options(hooks), cts.Token);
+        await held.Task.WaitAsync(T);
+        var refused = await Assert.ThrowsAsync<BeException>(() => Domain.OpenAsync(Options(hooks)).WaitAsync(T));
+        Assert.Contains("in use", refused.Message);
+        cts.Cancel();
+        gate.Set();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first.WaitAsync(T));
+        Assert.True(first.IsCanceled);
+        Assert.Equal(0, hooks.OpenFiles);
+        hooks.Before = null;
+        await using var d = await Domain.OpenAsync(Options(hooks)).WaitAsync(T);
+        AssertSameState(expected, d, "the third open");
+    }
+
+    /// <summary>An open with a token cancelled already touches nothing: no file is opened, no folder made, nothing locked.</summary>
+    [Fact]
+    public async Task An_open_with_a_cancelled_token_touches_no_file()
+    {
+        var hooks = new HookStorage(new SimStorage());
+        var events = new List<string>();
+        Watch(hooks, e => events.Add(e));
+        var cancelled = new CancellationToken(true);
+        var o = Engines.Sim(new SimStorage());
+        o.Storage = hooks;
+        Assert.True((await Record.ExceptionAsync(() => Domain.OpenAsync(o, cancelled).WaitAsync(T))) is OperationCanceledException);
+        Assert.True((await Record.ExceptionAsync(() => Engine.OpenAsync(o, cancelled).WaitAsync(T))) is OperationCanceledException);
+        Assert.Empty(events);
+        Assert.Empty(hooks.Inner.List());
+        hooks.Inner.Lock().Dispose(); // not taken
+
+        using var dir = new TempDir();
+        string path = Path.Combine(dir.Path, "never");
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Engine.OpenAsync(Engines.Options(path), cancelled).WaitAsync(T));
+        Assert.False(Directory.Exists(path));
+    }
 }
