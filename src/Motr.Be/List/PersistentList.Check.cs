@@ -11,6 +11,7 @@ public readonly partial struct PersistentList
     /// elements. A cycle shows up as a broken back pointer or a walk longer than the count; the walks
     /// are bounded, so <see cref="Check"/> always terminates. Allocates (a debugging and fsck aid).
     /// </summary>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public IReadOnlyList<string> Check()
     {
         var errors = new List<string>();
@@ -19,6 +20,7 @@ public readonly partial struct PersistentList
             errors.Add("the list is default (bound to no segment)");
             return errors;
         }
+        CheckOwner(_seg, _head, "check");
         ref ListHead h = ref _seg.At<ListHead>(_head);
         if (h.Magic != ListFormat.HeadMagic)
         {

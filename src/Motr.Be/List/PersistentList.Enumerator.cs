@@ -64,8 +64,10 @@ public readonly partial struct PersistentList
 
         /// <summary>Moves to the following element; false at the end of the list.</summary>
         /// <exception cref="BeCorruptionException">The chain leads to something that is not an element of this list, or is longer than the list's count.</exception>
+        /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
         public bool MoveNext()
         {
+            _list.CheckOwnerIfBound("enumerate"); // a default enumerator goes on to say it is unbound
             long e = _next;
             if (e == 0)
             {

@@ -14,7 +14,8 @@ namespace Motr.Be.List;
 /// <see cref="DelCredit"/>), and capture only the link and head fields they change.
 /// </summary>
 /// <remarks>
-/// Use on the segment's owner thread. Every operation validates everything it will touch before its
+/// Use on the segment's owner thread: every member but the offsets the value binds refuses any other thread with
+/// <see cref="InvalidOperationException"/> (<see cref="ObjectDisposedException"/> once the engine is closed). Every operation validates everything it will touch before its
 /// first capture, and captures everything before its first write, so an operation that throws leaves
 /// the list unchanged. Misuse (an element already on a list, one not on this list, an offset outside
 /// the segment) throws <see cref="BeException"/>; a damaged head or neighbour link met on the way throws
@@ -96,6 +97,7 @@ public readonly partial struct PersistentList
     {
         ArgumentNullException.ThrowIfNull(tx);
         ArgumentNullException.ThrowIfNull(segment);
+        CheckOwner(segment, headOffset, "create");
         CheckHeadOffset(segment, headOffset, "create");
         if (tx.Segment != segment)
             throw new BeException($"list 0x{headOffset:X} in segment {segment.Id} ({segment.FileName}): create: the transaction is on segment {tx.Segment.Id}");
@@ -161,9 +163,12 @@ public readonly partial struct PersistentList
     /// linked magic, owner is this head): O(1), never throws for a bad offset. <see cref="Check"/>
     /// verifies the whole chain.
     /// </summary>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public bool Contains(long elem)
     {
-        if (_seg is null || !TryLinkOffset(elem, out long link)) return false;
+        if (_seg is null) return false;
+        CheckOwner(_seg, _head, "contains");
+        if (!TryLinkOffset(elem, out long link)) return false;
         ref ListLink k = ref _seg.At<ListLink>(link);
         return k.Magic == ListFormat.LinkedMagic && k.Owner == _head;
     }
@@ -302,10 +307,29 @@ public readonly partial struct PersistentList
     private ref ListHead HeadRef(string op)
     {
         if (_seg is null) ThrowUnbound(op);
+        CheckOwner(_seg, _head, op);
         ref ListHead h = ref _seg.At<ListHead>(_head);
         if (h.Magic != ListFormat.HeadMagic || h.Version != ListFormat.Version) ThrowBadHead(op, h.Magic, h.Version);
         if (!_seg.VerifyOnce(_head, ListHead.SizeOf, ListHead.CrcOffset)) ThrowHeadChecksum(op);
         return ref h;
+    }
+
+    /// <summary>
+    /// Refuses any use of the list off the segment's owner thread, reads included (as the b+tree does): the segment's
+    /// memory has no locks, the owner is the lock, and the first read of a head after open also updates the segment's
+    /// map of verified blocks. A transaction checks the thread only at its first change, so an operation given one
+    /// that already changed something would otherwise go ahead off the owner thread.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CheckOwner(Segment seg, long head, string op)
+    {
+        if (seg.Tx.Owner is { IsOwnerThread: false }) ThrowNotOwner(seg, head, op);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void CheckOwnerIfBound(string op)
+    {
+        if (_seg is not null) CheckOwner(_seg, _head, op);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -366,6 +390,15 @@ public readonly partial struct PersistentList
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowUnbound(string op) =>
         throw new InvalidOperationException($"{op}: this PersistentList is default (bound to no segment)");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNotOwner(Segment seg, long head, string op)
+    {
+        // Off the owner thread after the engine closed: the object was kept too long, which is what the caller must learn.
+        if (!seg.IsOpen)
+            throw new ObjectDisposedException(seg.FileName, $"list 0x{head:X} in segment {seg.Id} ({seg.FileName}): {op}: the segment is closed (its engine was disposed)");
+        throw new InvalidOperationException($"list 0x{head:X} in segment {seg.Id} ({seg.FileName}): {op}: list operations, reads included, must run on the segment's owner thread (its locality)");
+    }
 
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowHeadChecksum(string op) =>

@@ -540,17 +540,24 @@ public sealed class PersistentListTests
         await using var engine = await dir.OpenAsync();
         Locality l0 = engine.Localities[0], l1 = engine.Localities[1];
         var list = await l0.RunAsync(async () => await NewList(l0.Segment!));
-        await l1.RunAsync(async () =>
+        // A transaction of segment 2, opened on its locality (it changed nothing, so it may outlive the turn).
+        var tx = await l1.RunAsync(async () => await l1.Segment!.BeginAsync(Big));
+        await l1.RunAsync(() =>
         {
-            using var tx = await l1.Segment!.BeginAsync(Big);
+            // On segment 2's locality the list of segment 1 is off its owner thread: refused before the transaction is looked at.
+            Assert.Contains("owner thread", Assert.Throws<InvalidOperationException>(() => list.Add(tx, Elem(0))).Message);
+        });
+        await l0.RunAsync(() =>
+        {
             var ex = Assert.Throws<BeException>(() => list.Add(tx, Elem(0)));
             Assert.Contains("segment 1", ex.Message);
             Assert.Contains("transaction is on segment 2", ex.Message);
             var ex2 = Assert.Throws<BeException>(() => PersistentList.Create(tx, l0.Segment!, HeadAt(1)));
             Assert.Contains("transaction is on segment 2", ex2.Message);
-            tx.Abort();
+            Assert.Equal(default, tx.Used);
+            ListAssert.Same(list, []);
         });
-        await l0.RunAsync(() => ListAssert.Same(list, []));
+        await l1.RunAsync(() => tx.Dispose());
     }
 
     // ---- corruption -----------------------------------------------------------------------------

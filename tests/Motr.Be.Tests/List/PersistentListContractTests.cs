@@ -1,0 +1,149 @@
+using Motr.Be.List;
+using Motr.Be.Segments;
+using Motr.Be.Tx;
+using Motr.Runtime;
+using static Motr.Be.Tests.List.ListLayout;
+
+namespace Motr.Be.Tests.List;
+
+/// <summary>
+/// The list's public contract at its edges: the owner thread, the transaction it is given (null, of another segment,
+/// ended, short of credit), lists used after their engine closed, enumerators used after the list changed.
+/// </summary>
+public sealed class PersistentListContractTests
+{
+    private static readonly TxCredit Big = new(64, 4096);
+
+    private static async Task<PersistentList> NewList(Segment seg, int index = 0)
+    {
+        using var tx = await seg.BeginAsync(PersistentList.CreateCredit);
+        PersistentList.Create(tx, seg, HeadAt(index));
+        _ = tx.Close();
+        return new PersistentList(seg, HeadAt(index), LinkOffset);
+    }
+
+    private static async Task Do(Segment seg, Action<Transaction> ops)
+    {
+        using var tx = await seg.BeginAsync(Big);
+        ops(tx);
+        _ = tx.Close();
+    }
+
+    /// <summary>Runs <paramref name="op"/> on a thread of its own and waits for it (no await: the caller's turn goes on); returns what it threw.</summary>
+    private static Exception? OffThread(Action op)
+    {
+        Exception? thrown = null;
+        var t = new Thread(() => thrown = Record.Exception(op));
+        t.Start();
+        t.Join();
+        return thrown;
+    }
+
+    [Fact]
+    public async Task List_operations_off_the_segments_locality_are_refused()
+    {
+        using var dir = new ListDomain();
+        await using var engine = await dir.OpenAsync();
+        var loc = engine.Localities[0];
+        var seg = loc.Segment!;
+        long a = Elem(0), b = Elem(1);
+        var list = await loc.RunAsync(async () =>
+        {
+            var l = await NewList(seg);
+            await Do(seg, tx => { l.AddTail(tx, a); l.AddTail(tx, b); });
+            return l;
+        });
+
+        // From the test's thread, while the locality runs: every read and tool races the owner's changes (and the
+        // first read of a head after open updates the segment's map of verified blocks), so all are refused.
+        void Refused(Action op, string what)
+        {
+            var ex = Assert.Throws<InvalidOperationException>(op);
+            Assert.Contains($"list 0x{HeadAt(0):X} in segment 1", ex.Message);
+            Assert.Contains(what, ex.Message);
+            Assert.Contains("owner thread", ex.Message);
+        }
+        Refused(() => _ = list.Count, "count");
+        Refused(() => _ = list.Head, "head");
+        Refused(() => _ = list.Tail, "tail");
+        Refused(() => _ = list.IsEmpty, "is-empty");
+        Refused(() => list.Next(a), "next");
+        Refused(() => list.Prev(b), "prev");
+        Refused(() => list.Contains(a), "contains");
+        Refused(() => list.Check(), "check");
+        Refused(() => { foreach (long _ in list) { } }, "enumerate");
+        Refused(() => { foreach (long _ in list.Backward) { } }, "enumerate");
+        Refused(() => _ = new PersistentList(seg, HeadAt(0), LinkOffset), "bind");
+
+        await loc.RunAsync(async () =>
+        {
+            // An enumerator started on the locality and moved from another thread.
+            var e = list.GetEnumerator();
+            Assert.True(e.MoveNext());
+            var moved = OffThread(() => e.MoveNext());
+            Assert.IsType<InvalidOperationException>(moved);
+
+            // A transaction opened (and already changed) on the locality, then used from another thread: the
+            // transaction checks the thread only at its first change, so the list must check it itself.
+            using var tx = await seg.BeginAsync(Big);
+            tx.Capture<long>(Elem(20));
+            var used = tx.Used;
+            var ops = new Action[]
+            {
+                () => list.Add(tx, Elem(2)), () => list.AddTail(tx, Elem(2)), () => list.AddAfter(tx, a, Elem(2)),
+                () => list.AddBefore(tx, b, Elem(2)), () => list.Del(tx, a), () => list.Destroy(tx),
+                () => PersistentList.Create(tx, seg, HeadAt(1)),
+            };
+            foreach (var op in ops)
+            {
+                var off = OffThread(op); // blocking, not awaiting: the transaction must stay open in this turn
+                Assert.IsType<InvalidOperationException>(off);
+                Assert.Contains("owner thread", off!.Message);
+                Assert.Equal(used, tx.Used);
+            }
+            tx.Abort();
+            ListAssert.Same(list, [a, b]);
+            Assert.Empty(list.Check());
+        });
+    }
+
+    [Fact]
+    public async Task A_list_used_after_its_engine_closed_throws_ObjectDisposedException()
+    {
+        using var dir = new ListDomain();
+        var engine = await dir.OpenAsync();
+        var loc = engine.Localities[0];
+        var seg = loc.Segment!;
+        long a = Elem(0), b = Elem(1);
+        var list = await loc.RunAsync(async () =>
+        {
+            var l = await NewList(seg);
+            await Do(seg, tx => { l.AddTail(tx, a); l.AddTail(tx, b); });
+            return l;
+        });
+        var walk = await loc.RunAsync(() =>
+        {
+            var e = list.GetEnumerator();
+            Assert.True(e.MoveNext());
+            return e;
+        });
+        await engine.DisposeAsync();
+
+        // Kept too long: the segment's memory is gone. Each use says so, never touches the unmapped memory.
+        void Gone(Action op)
+        {
+            var ex = Assert.Throws<ObjectDisposedException>(op);
+            Assert.Contains("closed", ex.Message);
+        }
+        Gone(() => _ = list.Count);
+        Gone(() => _ = list.Head);
+        Gone(() => list.Next(a));
+        Gone(() => list.Contains(a));
+        Gone(() => list.Check());
+        Gone(() => { foreach (long _ in list) { } });
+        Gone(() => walk.MoveNext());
+        Gone(() => _ = new PersistentList(seg, HeadAt(0), LinkOffset));
+        Assert.Equal(HeadAt(0), list.HeadOffset);   // the value's own fields stay readable
+        Assert.Contains($"list 0x{HeadAt(0):X}", list.ToString());
+    }
+}
