@@ -15,9 +15,10 @@ namespace Motr.Be.List;
 /// </summary>
 /// <remarks>
 /// Use on the segment's owner thread: every member but the offsets the value binds refuses any other thread with
-/// <see cref="InvalidOperationException"/> (<see cref="ObjectDisposedException"/> once the engine is closed). Every operation validates everything it will touch before its
-/// first capture, and captures everything before its first write, so an operation that throws leaves
-/// the list unchanged. Misuse (an element already on a list, one not on this list, an offset outside
+/// <see cref="InvalidOperationException"/> (<see cref="ObjectDisposedException"/> once the engine is closed).
+/// Every operation validates everything it will touch, and that the transaction's remaining credit covers its
+/// captures, before its first capture, and captures everything before its first write, so an operation that throws
+/// leaves the list and the transaction unchanged. Misuse (an element already on a list, one not on this list, an offset outside
 /// the segment) throws <see cref="BeException"/>; a damaged head or neighbour link met on the way throws
 /// <see cref="BeCorruptionException"/>. Nothing here allocates except on those error paths and in
 /// <see cref="Check"/>.
@@ -63,25 +64,25 @@ public readonly partial struct PersistentList
 
     /// <summary>
     /// Credit of <see cref="Add"/>: the new element's link (32), the old first element's prev (8) and
-    /// the head's First+Count (16) — or, on an empty list, the link and First+Count+Last (24):
-    /// 3 regions / 56 bytes.
+    /// the head's First+Count (16) — or, on an empty list, the link and First+Count+Last (24) — and the
+    /// head's checksum (4): 4 regions / 60 bytes.
     /// </summary>
     public static TxCredit AddCredit => new TxCredit(3, ListLink.SizeOf + 3 * sizeof(long)) + Transaction.ChecksumCredit;
 
-    /// <summary>Credit of <see cref="AddTail"/>: mirror image of <see cref="AddCredit"/>, 3 regions / 56 bytes.</summary>
+    /// <summary>Credit of <see cref="AddTail"/>: mirror image of <see cref="AddCredit"/>, 4 regions / 60 bytes.</summary>
     public static TxCredit AddTailCredit => new TxCredit(3, ListLink.SizeOf + 3 * sizeof(long)) + Transaction.ChecksumCredit;
 
     /// <summary>
     /// Credit of <see cref="AddAfter"/> or <see cref="AddBefore"/>: the new element's link (32), both
     /// neighbours' facing pointers (8 + 8) and the head's Count (8) — at an end, one neighbour pointer
-    /// fewer and one head field more: 4 regions / 56 bytes.
+    /// fewer and one head field more — and the head's checksum (4): 5 regions / 60 bytes.
     /// </summary>
     public static TxCredit InsertCredit => new TxCredit(4, ListLink.SizeOf + 3 * sizeof(long)) + Transaction.ChecksumCredit;
 
     /// <summary>
     /// Credit of <see cref="Del"/>: the element's link magic (8), both neighbours' facing pointers
     /// (8 + 8) and the head's Count (8) — at an end, one neighbour pointer fewer and one head field
-    /// more: 4 regions / 32 bytes.
+    /// more — and the head's checksum (4): 5 regions / 36 bytes.
     /// </summary>
     public static TxCredit DelCredit => new TxCredit(4, 4 * sizeof(long)) + Transaction.ChecksumCredit;
 
@@ -93,17 +94,20 @@ public readonly partial struct PersistentList
     /// page 0 and hold no list already.
     /// </summary>
     /// <exception cref="BeException">The offset is invalid, a list already exists there, or <paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> or <paramref name="segment"/> is null.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open, or its remaining credit does not cover the operation (nothing was captured).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public static void Create(Transaction tx, Segment segment, long headOffset)
     {
         ArgumentNullException.ThrowIfNull(tx);
         ArgumentNullException.ThrowIfNull(segment);
         CheckOwner(segment, headOffset, "create");
         CheckHeadOffset(segment, headOffset, "create");
-        if (tx.Segment != segment)
-            throw new BeException($"list 0x{headOffset:X} in segment {segment.Id} ({segment.FileName}): create: the transaction is on segment {tx.Segment.Id}");
+        CheckTx(tx, segment, headOffset, "create");
         ref ListHead h = ref segment.At<ListHead>(headOffset);
         if (h.Magic == ListFormat.HeadMagic)
             throw new BeException($"list 0x{headOffset:X} in segment {segment.Id} ({segment.FileName}): create: a list head (count {h.Count}) already exists there; destroy it first");
+        CheckCredit(tx, segment, headOffset, 1, ListHead.SizeOf, "create");
         tx.Capture(headOffset, ListHead.SizeOf);
         h.Magic = ListFormat.HeadMagic;
         h.Version = ListFormat.Version;
@@ -112,18 +116,22 @@ public readonly partial struct PersistentList
         h.Count = 0;
         h.Last = 0;
         h.Reserved = 0;
-        tx.DeferChecksum(headOffset, ListHead.SizeOf, ListHead.CrcOffset, unchecked((uint)ListFormat.HeadMagic));
+        tx.DeferChecksum(headOffset, ListHead.SizeOf, ListHead.CrcOffset, HeadMagic32);
         segment.MarkVerified(headOffset);
     }
 
     /// <summary>Removes the (empty) list: clears its head's magic inside <paramref name="tx"/> (needs <see cref="DestroyCredit"/>).</summary>
     /// <exception cref="BeException">The list is not empty, or <paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open, or its remaining credit does not cover the operation (nothing was captured).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void Destroy(Transaction tx)
     {
         ref ListHead h = ref HeadRef("destroy");
         CheckTx(tx, "destroy");
         if (h.Count != 0 || h.First != 0 || h.Last != 0)
             throw new BeException($"{Where}: destroy: the list is not empty (count {h.Count}, first 0x{h.First:X}, last 0x{h.Last:X})");
+        CheckCredit(tx, _seg, _head, 1, sizeof(ulong), "destroy", headChecksum: false);
         tx.Capture(_head, sizeof(ulong));
         h.Magic = 0;
     }
@@ -177,6 +185,9 @@ public readonly partial struct PersistentList
 
     /// <summary>Inserts <paramref name="elem"/> at the head of the list inside <paramref name="tx"/> (needs <see cref="AddCredit"/>).</summary>
     /// <exception cref="BeException"><paramref name="elem"/> is already linked or outside the segment, or <paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open, or its remaining credit does not cover the operation (nothing was captured).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void Add(Transaction tx, long elem)
     {
         ref ListHead h = ref HeadRef("add");
@@ -185,6 +196,9 @@ public readonly partial struct PersistentList
 
     /// <summary>Appends <paramref name="elem"/> at the tail of the list inside <paramref name="tx"/> (needs <see cref="AddTailCredit"/>).</summary>
     /// <exception cref="BeException"><paramref name="elem"/> is already linked or outside the segment, or <paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open, or its remaining credit does not cover the operation (nothing was captured).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void AddTail(Transaction tx, long elem)
     {
         ref ListHead h = ref HeadRef("add-tail");
@@ -193,6 +207,9 @@ public readonly partial struct PersistentList
 
     /// <summary>Inserts <paramref name="elem"/> right after <paramref name="existing"/> inside <paramref name="tx"/> (needs <see cref="InsertCredit"/>).</summary>
     /// <exception cref="BeException"><paramref name="existing"/> is not on this list, <paramref name="elem"/> is already linked or outside the segment, or <paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open, or its remaining credit does not cover the operation (nothing was captured).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void AddAfter(Transaction tx, long existing, long elem)
     {
         ref ListHead h = ref HeadRef("add-after");
@@ -202,6 +219,9 @@ public readonly partial struct PersistentList
 
     /// <summary>Inserts <paramref name="elem"/> right before <paramref name="existing"/> inside <paramref name="tx"/> (needs <see cref="InsertCredit"/>).</summary>
     /// <exception cref="BeException"><paramref name="existing"/> is not on this list, <paramref name="elem"/> is already linked or outside the segment, or <paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open, or its remaining credit does not cover the operation (nothing was captured).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void AddBefore(Transaction tx, long existing, long elem)
     {
         ref ListHead h = ref HeadRef("add-before");
@@ -216,6 +236,9 @@ public readonly partial struct PersistentList
     /// enumerator go on after deleting its current element.
     /// </summary>
     /// <exception cref="BeException"><paramref name="elem"/> is not on this list, or <paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open, or its remaining credit does not cover the operation (nothing was captured).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void Del(Transaction tx, long elem)
     {
         ref ListHead h = ref HeadRef("del");
@@ -236,8 +259,10 @@ public readonly partial struct PersistentList
         }
         else if (h.Last != elem) ThrowBrokenHead("del", "last", elem, h.Last);
         if (h.Count <= 0) ThrowBrokenCount("del", h.Count, emptyByLinks: false);
+        CheckCredit(tx, _seg, _head, 2 + (p != 0 ? 1 : 0) + (n != 0 ? 1 : 0),
+            sizeof(ulong) + (p != 0 ? sizeof(long) : 0) + (n != 0 ? sizeof(long) : 0) + HeadBytes(p == 0, n == 0), "del");
 
-        // Capture everything, then write: a capture that throws leaves the list as it was.
+        // The credit covers every capture (checked above), so none below throws; all are made before the first write.
         tx.Capture(elem + _linkOffset + ListLink.MagicOffset, sizeof(ulong));
         if (p != 0) tx.Capture(lp + ListLink.NextOffset, sizeof(long));
         if (n != 0) tx.Capture(ln + ListLink.PrevOffset, sizeof(long));
@@ -273,8 +298,10 @@ public readonly partial struct PersistentList
         }
         else if (h.Last != p) ThrowBrokenHead(op, "last", p, h.Last);
         if ((p | n) == 0 ? h.Count != 0 : h.Count <= 0) ThrowBrokenCount(op, h.Count, emptyByLinks: (p | n) == 0);
+        CheckCredit(tx, _seg, _head, 2 + (p != 0 ? 1 : 0) + (n != 0 ? 1 : 0),
+            ListLink.SizeOf + (p != 0 ? sizeof(long) : 0) + (n != 0 ? sizeof(long) : 0) + HeadBytes(p == 0, n == 0), op);
 
-        // Capture everything, then write: a capture that throws leaves the list as it was.
+        // The credit covers every capture (checked above), so none below throws; all are made before the first write.
         tx.Capture(le, ListLink.SizeOf);
         if (p != 0) tx.Capture(lp + ListLink.NextOffset, sizeof(long));
         if (n != 0) tx.Capture(ln + ListLink.PrevOffset, sizeof(long));
@@ -293,11 +320,16 @@ public readonly partial struct PersistentList
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void CaptureHead(Transaction tx, bool first, bool last)
     {
-        int start = first ? ListHead.FirstOffset : ListHead.CountOffset;
-        int end = last ? ListHead.LastOffset + sizeof(long) : ListHead.CountOffset + sizeof(long);
-        tx.Capture(_head + start, end - start);
-        tx.DeferChecksum(_head, ListHead.SizeOf, ListHead.CrcOffset, unchecked((uint)ListFormat.HeadMagic));
+        tx.Capture(_head + (first ? ListHead.FirstOffset : ListHead.CountOffset), HeadBytes(first, last));
+        tx.DeferChecksum(_head, ListHead.SizeOf, ListHead.CrcOffset, HeadMagic32);
     }
+
+    /// <summary>Bytes of the head a change captures: Count, plus First and/or Last when that end moves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int HeadBytes(bool first, bool last) => sizeof(long) * (1 + (first ? 1 : 0) + (last ? 1 : 0));
+
+    /// <summary>The head magic's first 32 bits: what the seal checks before it checksums a head (a destroyed one has 0).</summary>
+    private const uint HeadMagic32 = unchecked((uint)ListFormat.HeadMagic);
 
     // ---- validation -------------------------------------------------------------------------------
 
@@ -333,9 +365,32 @@ public readonly partial struct PersistentList
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void CheckTx(Transaction tx, string op)
+    private void CheckTx(Transaction tx, string op) => CheckTx(tx, _seg, _head, op);
+
+    /// <summary>The transaction must be an open one of the list's segment.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CheckTx(Transaction tx, Segment seg, long head, string op)
     {
-        if (tx is null || tx.Segment != _seg) ThrowWrongTx(op, tx);
+        if (tx is null || tx.Segment != seg || tx.State != TxState.Open) ThrowWrongTx(seg, head, op, tx);
+    }
+
+    /// <summary>
+    /// Refuses an operation whose captures (<paramref name="regions"/> regions, <paramref name="bytes"/> bytes, and the
+    /// head's deferred checksum unless this transaction already has it) would not fit the transaction's remaining
+    /// credit, before its first capture: a capture refused part-way would leave the earlier ones in the transaction,
+    /// using credit (and log space) for a change that never happened.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CheckCredit(Transaction tx, Segment seg, long head, int regions, long bytes, string op, bool headChecksum = true)
+    {
+        if (headChecksum)
+        {
+            TxCredit cs = tx.DeferChecksumCredit(head, ListHead.SizeOf, ListHead.CrcOffset, HeadMagic32);
+            regions += cs.Regions;
+            bytes += cs.Bytes;
+        }
+        TxCredit c = tx.Credit, u = tx.Used;
+        if (c.Regions - u.Regions < regions || c.Bytes - u.Bytes < bytes) ThrowCredit(seg, head, op, tx, regions, bytes);
     }
 
     /// <summary>Link offset of <paramref name="elem"/> if the whole link is inside the data area and aligned.</summary>
@@ -413,10 +468,21 @@ public readonly partial struct PersistentList
     }
 
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowWrongTx(string op, Transaction? tx) =>
-        throw new BeException(tx is null
-            ? $"{Where}: {op}: the transaction is null"
-            : $"{Where}: {op}: the transaction is on segment {tx.Segment.Id}, not on the list's segment");
+    private static void ThrowWrongTx(Segment seg, long head, string op, Transaction? tx)
+    {
+        string where = $"list 0x{head:X} in segment {seg.Id} ({seg.FileName})";
+        if (tx is null) throw new ArgumentNullException(nameof(tx), $"{where}: {op}: the transaction is null");
+        if (tx.Segment != seg) throw new BeException($"{where}: {op}: the transaction is on segment {tx.Segment.Id}, not on the list's segment");
+        throw new TxUsageException($"{where}: {op}: needs an open transaction; it is {tx.State}");
+    }
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowCredit(Segment seg, long head, string op, Transaction tx, int regions, long bytes)
+    {
+        TxCredit c = tx.Credit, u = tx.Used;
+        throw new TxUsageException($"list 0x{head:X} in segment {seg.Id} ({seg.FileName}): {op}: needs {regions} regions / {bytes} bytes " +
+            $"but the transaction has {c.Regions - u.Regions} regions / {c.Bytes - u.Bytes} bytes left: it exceeds its credit; nothing was captured");
+    }
 
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowBadElement(string op, string role, long elem) =>

@@ -248,16 +248,7 @@ public sealed unsafe class Transaction : IDisposable
         else if (blockOffset < SegmentHeader.StaticLength || blockLength < 4 || blockOffset > size - blockLength || (uint)crcOffset > (uint)(blockLength - 4))
             ThrowOutside(blockOffset, blockLength, size);
         var mark = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic, Kind = kind };
-        // A repeat is free. A different mark for the same place (freed, perhaps reallocated with another
-        // size) is added, never written over an older one, so RollbackTo can drop exactly the marks made
-        // after its savepoint; the seal sorts them and the latest wins.
-        for (int i = _markCount - 1; i >= 0; i--)
-        {
-            ref var o = ref _marks[i];
-            if (o.Block != blockOffset) continue;
-            if (o.SameAs(mark)) return;
-            break;
-        }
+        if (Repeats(mark)) return;
         if (_usedRegions >= _credit.Regions || _usedBytes + 4 > _credit.Bytes)
             ThrowCredit(kind == MarkKind.Cancel ? $"checksum cancel of block 0x{blockOffset:X}" : $"deferred checksum of block 0x{blockOffset:X}", 1, 4);
         if (_markCount == _marks.Length) Array.Resize(ref _marks, _marks.Length * 2);
@@ -265,6 +256,32 @@ public sealed unsafe class Transaction : IDisposable
         _usedRegions++;
         _usedBytes += 4;
     }
+
+    /// <summary>
+    /// Whether <paramref name="mark"/> repeats the latest mark of its block in this transaction, which makes it free.
+    /// A different mark for the same place (freed, perhaps reallocated with another size) is added, never written
+    /// over an older one, so RollbackTo can drop exactly the marks made after its savepoint; the seal sorts them and
+    /// the latest wins.
+    /// </summary>
+    private bool Repeats(in ChecksumMark mark)
+    {
+        for (int i = _markCount - 1; i >= 0; i--)
+        {
+            ref var o = ref _marks[i];
+            if (o.Block != mark.Block) continue;
+            return o.SameAs(mark);
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Credit a <see cref="DeferChecksum"/> call with these arguments would use now: none when it repeats one this
+    /// transaction already made, else <see cref="ChecksumCredit"/>. Lets an operation check its whole credit before
+    /// its first capture.
+    /// </summary>
+    internal TxCredit DeferChecksumCredit(long blockOffset, int blockLength, int crcOffset, uint magic) =>
+        Repeats(new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic, Kind = MarkKind.Seal })
+            ? default : ChecksumCredit;
 
     /// <summary>A point inside the transaction to roll back to (see <see cref="RollbackTo"/>).</summary>
     public TxSavepoint Savepoint()

@@ -146,4 +146,90 @@ public sealed class PersistentListContractTests
         Assert.Equal(HeadAt(0), list.HeadOffset);   // the value's own fields stay readable
         Assert.Contains($"list 0x{HeadAt(0):X}", list.ToString());
     }
+
+    /// <summary>Every changing operation, each on an element that suits it (a, b are on the list, b after a and not last; x is not on it).</summary>
+    private static (string Name, Action<Transaction> Op)[] Changes(Segment seg, PersistentList list, long a, long b, long x) =>
+    [
+        ("add", tx => list.Add(tx, x)),
+        ("add-tail", tx => list.AddTail(tx, x)),
+        ("add-after", tx => list.AddAfter(tx, a, x)),
+        ("add-before", tx => list.AddBefore(tx, b, x)),
+        ("del", tx => list.Del(tx, b)),
+        ("create", tx => PersistentList.Create(tx, seg, HeadAt(1))),
+    ];
+
+    [Fact]
+    public Task A_transaction_short_of_credit_is_refused_before_it_captures_anything() => OnLocality(async seg =>
+    {
+        var list = await NewList(seg);
+        long a = Elem(0), b = Elem(1), c = Elem(2), x = Elem(3);
+        await Do(seg, tx => { list.AddTail(tx, a); list.AddTail(tx, b); list.AddTail(tx, c); });
+        byte[] before = ListAssert.Snapshot(seg);
+        foreach (var (name, op) in Changes(seg, list, a, b, x))
+        {
+            foreach (var less in new[] { new TxCredit(1, 0), new TxCredit(0, 1) })
+            {
+                // The transaction already holds a change of its own; the operation's credit is one region or byte short.
+                var need = name switch
+                {
+                    "add" => PersistentList.AddCredit, "add-tail" => PersistentList.AddTailCredit,
+                    "add-after" or "add-before" => PersistentList.InsertCredit,
+                    "del" => PersistentList.DelCredit, _ => PersistentList.CreateCredit,
+                };
+                // Worst cases: in [a, b, c], add-after a, add-before b and del b touch both neighbours.
+                using var tx = await seg.BeginAsync(TxCredit.Region(8) + new TxCredit(need.Regions - less.Regions, need.Bytes - less.Bytes));
+                tx.Capture<long>(Elem(20)) = 7;
+                var used = tx.Used;
+                var ex = Assert.Throws<TxUsageException>(() => op(tx));
+                Assert.Contains($"list 0x{(name == "create" ? HeadAt(1) : HeadAt(0)):X} in segment 1", ex.Message);
+                Assert.Contains(name, ex.Message);
+                Assert.Contains("exceeds its credit", ex.Message);
+                // Refused whole: not a capture made, so the transaction goes on as it was (and may still close).
+                Assert.Equal(used, tx.Used);
+                _ = tx.Close();
+                seg.At<long>(Elem(20)) = 0; // (test only) forget the marker so the snapshot compares
+            }
+        }
+        Assert.Equal(before, ListAssert.Snapshot(seg));
+        ListAssert.Same(list, [a, b, c]);
+    });
+
+    [Fact]
+    public Task A_null_or_ended_transaction_is_refused_naming_the_list() => OnLocality(async seg =>
+    {
+        var list = await NewList(seg);
+        long a = Elem(0), b = Elem(1), x = Elem(3);
+        await Do(seg, tx => { list.AddTail(tx, a); list.AddTail(tx, b); });
+        var closed = await seg.BeginAsync(Big);
+        _ = closed.Close();
+        var aborted = await seg.BeginAsync(Big);
+        aborted.Abort();
+        foreach (var (name, op) in Changes(seg, list, a, b, x))
+        {
+            var none = Assert.Throws<ArgumentNullException>(() => op(null!));
+            Assert.Equal("tx", none.ParamName);
+            foreach (var tx in new[] { closed, aborted })
+            {
+                var ex = Assert.Throws<TxUsageException>(() => op(tx));
+                Assert.Contains($"in segment 1", ex.Message);
+                Assert.Contains("list 0x", ex.Message);
+                Assert.Contains(name, ex.Message);
+                Assert.Contains($"needs an open transaction; it is {tx.State}", ex.Message);
+            }
+        }
+        Assert.Throws<ArgumentNullException>(() => list.Destroy(null!));
+        Assert.Contains("needs an open transaction", Assert.Throws<TxUsageException>(() => list.Destroy(aborted)).Message);
+        closed.Dispose();
+        aborted.Dispose();
+        ListAssert.Same(list, [a, b]);
+    });
+
+    /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
+    private static async Task OnLocality(Func<Segment, Task> body)
+    {
+        using var dir = new ListDomain();
+        await using var engine = await dir.OpenAsync();
+        var loc = engine.Localities[0];
+        await loc.RunAsync(() => body(loc.Segment!));
+    }
 }
