@@ -245,6 +245,9 @@ public readonly partial struct PersistentList
         CheckTx(tx, "del");
         ref ListLink ke = ref Member(elem, "del", "element");
         long p = ke.Prev, n = ke.Next;
+        // A loop through the element itself, or the same element on both sides (a two-element cycle), passes the
+        // facing-pointer checks below; unlinking through it would spread the damage instead of reporting it.
+        if (p == elem || n == elem || (p == n && p != 0)) ThrowLoop("del", elem, p, n);
         long lp = 0, ln = 0;
         if (p != 0)
         {
@@ -282,6 +285,9 @@ public readonly partial struct PersistentList
         ref ListLink ke = ref _seg.At<ListLink>(le);
         if (ke.Magic == ListFormat.LinkedMagic) ThrowAlreadyLinked(op, elem, ke.Owner);
         if (le < _head + ListHead.SizeOf && _head < le + ListLink.SizeOf) ThrowOverlap(op, elem, "the list head", _head);
+        // The same element on both sides: a self loop (existing's prev and next are itself), which passes the
+        // facing-pointer checks below; inserting into it would spread the damage instead of reporting it.
+        if (p == n && p != 0) ThrowLoop(op, p, p, n);
         long lp = 0, ln = 0;
         if (p != 0)
         {
@@ -516,6 +522,11 @@ public readonly partial struct PersistentList
     private void ThrowBrokenChain(string op, long elem, string field, long expected) =>
         throw new BeCorruptionException(_seg.FileName, elem + _linkOffset,
             $"{Where}: {op}: the {field} of element 0x{elem:X} is 0x{(field == "next" ? _seg.At<ListLink>(elem + _linkOffset).Next : _seg.At<ListLink>(elem + _linkOffset).Prev):X}, expected 0x{expected:X}");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowLoop(string op, long elem, long prev, long next) =>
+        throw new BeCorruptionException(_seg.FileName, elem + _linkOffset,
+            $"{Where}: {op}: element 0x{elem:X} has prev 0x{prev:X} and next 0x{next:X}: a damaged link makes a loop");
 
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowBrokenHead(string op, string field, long expected, long actual) =>

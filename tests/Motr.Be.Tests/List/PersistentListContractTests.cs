@@ -224,6 +224,44 @@ public sealed class PersistentListContractTests
         ListAssert.Same(list, [a, b]);
     });
 
+    [Fact]
+    public Task Links_damaged_into_a_loop_are_reported_not_spread_by_del_or_insert() => OnLocality(async seg =>
+    {
+        var list = await NewList(seg);
+        long a = Elem(0), b = Elem(1), c = Elem(2), x = Elem(3);
+        await Do(seg, tx => { list.AddTail(tx, a); list.AddTail(tx, b); list.AddTail(tx, c); });
+        byte[] sound = ListAssert.Snapshot(seg);
+
+        // Each damage is made in a transaction, then the operation must refuse (naming the damaged link) and change
+        // nothing more; the abort undoes the damage. Each loop passes the neighbour checks an operation makes: every
+        // link met names, as its facing pointer, the element the operation came from.
+        async Task Refused(Action<Transaction> damage, Action<Transaction> op, long damagedElem)
+        {
+            using var tx = await seg.BeginAsync(Big);
+            damage(tx);
+            byte[] damaged = ListAssert.Snapshot(seg);
+            var used = tx.Used;
+            var ex = Assert.Throws<BeCorruptionException>(() => op(tx));
+            Assert.Equal(damagedElem + LinkOffset, ex.Offset);
+            Assert.Contains($"list 0x{HeadAt(0):X} in segment 1", ex.Message);
+            Assert.Contains($"0x{damagedElem:X}", ex.Message);
+            Assert.Equal(damaged, ListAssert.Snapshot(seg));
+            Assert.Equal(used, tx.Used);
+            tx.Abort();
+            Assert.Equal(sound, ListAssert.Snapshot(seg));
+        }
+
+        ref ListLink L(Transaction tx, long e) => ref tx.Capture<ListLink>(e + LinkOffset);
+        // b links to itself both ways: deleting it would leave a and c pointing at an unlinked element.
+        await Refused(tx => { L(tx, b).Prev = b; L(tx, b).Next = b; }, tx => list.Del(tx, b), b);
+        // a and b link to each other both ways (a two-element cycle): deleting b would make a a self loop.
+        await Refused(tx => { L(tx, a).Prev = b; L(tx, b).Next = a; }, tx => list.Del(tx, b), b);
+        // a links to itself both ways: inserting after it would put x between a and a.
+        await Refused(tx => { L(tx, a).Prev = a; L(tx, a).Next = a; }, tx => list.AddAfter(tx, a, x), a);
+        await Refused(tx => { L(tx, a).Prev = a; L(tx, a).Next = a; }, tx => list.AddBefore(tx, a, x), a);
+        ListAssert.Same(list, [a, b, c]);
+    });
+
     /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
     private static async Task OnLocality(Func<Segment, Task> body)
     {
