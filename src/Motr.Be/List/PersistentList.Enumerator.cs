@@ -22,7 +22,7 @@ public readonly partial struct PersistentList
     /// <summary>
     /// Walks a list's element offsets in one direction. It reads the following element before it moves
     /// to the current one, so the current element may be deleted (and freed) during the walk; any other change to the
-    /// list invalidates the enumerator. Each step validates the element's link and that it links back to the
+    /// list invalidates the enumerator, whose next move then throws <see cref="InvalidOperationException"/>. Each step validates the element's link and that it links back to the
     /// element before it, and the end of the chain is checked against the head (a damaged chain throws
     /// <see cref="BeCorruptionException"/> instead of skipping elements); the walk also stops with that error
     /// after more elements than the count the list had when the walk began (a cycle).
@@ -59,15 +59,45 @@ public readonly partial struct PersistentList
         /// </summary>
         private readonly bool LinksBack(long back) => back == _from || (_from != 0 && back == _fromBack);
 
+        /// <summary>
+        /// Whether the list still leads from where the walk is to the element it read next: the current element's
+        /// link (or, when the walk deleted it, the link of the element it kept before it, or the head when there is
+        /// none) still names that element. Nothing but a change writes those bytes between two moves, so a difference
+        /// is a change other than deleting the current element (an insertion or deletion near the walk, an abort
+        /// taking back the elements walked): misuse, which must not be reported as damage.
+        /// </summary>
+        private readonly bool Unchanged()
+        {
+            if (_list._seg is null) return true; // a default enumerator: the move goes on to say it is unbound
+            long at = _from;
+            if (at != 0)
+            {
+                ref ListLink k = ref _list._seg.At<ListLink>(at + _list._linkOffset);
+                if (k.Magic == ListFormat.LinkedMagic && k.Owner == _list._head) return (_backward ? k.Prev : k.Next) == _next;
+                at = _fromBack; // deleted by the walk: the list now links its predecessor to the element after it
+            }
+            if (at == 0)
+            {
+                ref ListHead h = ref _list._seg.At<ListHead>(_list._head);
+                return (_backward ? h.Last : h.First) == _next;
+            }
+            if (!_list.TryLinkOffset(at, out long link)) return false;
+            ref ListLink b = ref _list._seg.At<ListLink>(link);
+            return b.Magic == ListFormat.LinkedMagic && b.Owner == _list._head && (_backward ? b.Prev : b.Next) == _next;
+        }
+
         /// <summary>Offset of the current element.</summary>
         public readonly long Current => _current;
 
         /// <summary>Moves to the following element; false at the end of the list.</summary>
         /// <exception cref="BeCorruptionException">The chain leads to something that is not an element of this list, or is longer than the list's count.</exception>
-        /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
+        /// <exception cref="InvalidOperationException">The list changed since the last move other than by deleting the current element
+        /// (or the transaction that made the elements walked was aborted); or called off the segment's owner thread
+        /// (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
         public bool MoveNext()
         {
             _list.CheckOwnerIfBound("enumerate"); // a default enumerator goes on to say it is unbound
+            if (!Unchanged()) _list.ThrowChanged(_from, _backward);
             long e = _next;
             if (e == 0)
             {
@@ -98,6 +128,13 @@ public readonly partial struct PersistentList
             $"{Where}: enumerate: element 0x{elem:X}, reached from {(from == 0 ? "the head" : $"0x{from:X}")}, links back to " +
             $"0x{(backward ? k.Next : k.Prev):X}: a damaged link skips part of the list");
     }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn, System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private void ThrowChanged(long from, bool backward) =>
+        throw new InvalidOperationException(
+            $"{Where}: enumerate: the list changed since the {(backward ? "backward " : "")}walk {(from == 0 ? "began" : $"reached element 0x{from:X}")}: " +
+            "only the current element may be deleted during a walk (another insertion or deletion, or an abort of the transaction " +
+            "that made the elements walked, invalidates the enumerator)");
 
     [System.Diagnostics.CodeAnalysis.DoesNotReturn, System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private void ThrowCutShort(long from, bool backward)

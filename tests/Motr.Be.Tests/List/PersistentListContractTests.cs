@@ -262,6 +262,68 @@ public sealed class PersistentListContractTests
         ListAssert.Same(list, [a, b, c]);
     });
 
+    [Fact]
+    public Task An_enumerator_used_after_the_list_changed_says_so_instead_of_reporting_damage() => OnLocality(async seg =>
+    {
+        var list = await NewList(seg);
+        long a = Elem(0), b = Elem(1), c = Elem(2), x = Elem(3);
+        await Do(seg, tx => { list.AddTail(tx, a); list.AddTail(tx, b); list.AddTail(tx, c); });
+
+        // Moves a walk <paramref name="steps"/> times, makes a change other than deleting the current element (in a
+        // transaction then aborted, so the list is sound again), and expects the next move to say the list changed.
+        async Task Invalidated(bool backward, int steps, Action<Transaction> change)
+        {
+            var e = backward ? list.Backward.GetEnumerator() : list.GetEnumerator();
+            for (int i = 0; i < steps; i++) Assert.True(e.MoveNext());
+            using var tx = await seg.BeginAsync(Big);
+            change(tx);
+            var ex = Assert.Throws<InvalidOperationException>(() => e.MoveNext());
+            Assert.Contains($"list 0x{HeadAt(0):X} in segment 1", ex.Message);
+            Assert.Contains("changed", ex.Message);
+            tx.Abort();
+            Assert.Empty(list.Check());
+        }
+
+        await Invalidated(false, 0, tx => list.Add(tx, x));              // before the first move, at the head's end
+        await Invalidated(false, 1, tx => list.AddAfter(tx, a, x));      // right after the current element
+        await Invalidated(false, 1, tx => list.Del(tx, b));              // the element the walk goes to next
+        await Invalidated(false, 3, tx => list.AddTail(tx, x));          // after the last: the walk would end early
+        await Invalidated(true, 1, tx => list.AddBefore(tx, c, x));      // backward, right before the current element
+        await Invalidated(true, 1, tx => { list.Del(tx, c); list.Del(tx, b); }); // the current one and the next
+        // The walk deleted its current element, then something else changed near it.
+        await Invalidated(false, 2, tx => { list.Del(tx, b); list.AddAfter(tx, a, x); });
+
+        // A walk over elements an aborted transaction had added: the abort took them away.
+        var other = await NewList(seg, 1);
+        long p = Elem(10), q = Elem(11), r = Elem(12);
+        using (var tx = await seg.BeginAsync(Big))
+        {
+            other.AddTail(tx, p); other.AddTail(tx, q); other.AddTail(tx, r);
+            var e = other.GetEnumerator();
+            Assert.True(e.MoveNext());
+            Assert.True(e.MoveNext());
+            tx.Abort();
+            Assert.Contains("changed", Assert.Throws<InvalidOperationException>(() => e.MoveNext()).Message);
+        }
+
+        // Deleting the current element stays allowed, in either direction.
+        using (var tx = await seg.BeginAsync(Big))
+        {
+            var seen = new List<long>();
+            foreach (long e in list) { seen.Add(e); list.Del(tx, e); }
+            Assert.Equal([a, b, c], seen);
+            tx.Abort();
+        }
+        using (var tx = await seg.BeginAsync(Big))
+        {
+            var seen = new List<long>();
+            foreach (long e in list.Backward) { seen.Add(e); if (e == b) list.Del(tx, e); }
+            Assert.Equal([c, b, a], seen);
+            tx.Abort();
+        }
+        ListAssert.Same(list, [a, b, c]);
+    });
+
     /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
     private static async Task OnLocality(Func<Segment, Task> body)
     {
