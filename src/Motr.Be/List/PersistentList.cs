@@ -151,19 +151,37 @@ public readonly partial struct PersistentList
     public bool IsEmpty => HeadRef("is-empty").First == 0;
 
     /// <summary>The element after <paramref name="elem"/>, 0 when it is the last.</summary>
+    /// <remarks>Checks the element it returns links back to <paramref name="elem"/> (or, at the end, that the head's last is
+    /// <paramref name="elem"/>), as an enumerator's move does: a damaged link must not lead a caller stepping with
+    /// <see cref="Next"/> past elements, off the list or into another list without a sign.</remarks>
     /// <exception cref="BeException"><paramref name="elem"/> is not an element of this list.</exception>
-    public long Next(long elem)
-    {
-        HeadRef("next");
-        return Member(elem, "next", "element").Next;
-    }
+    /// <exception cref="BeCorruptionException">The link between <paramref name="elem"/> and the element after it (or the head) is damaged.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
+    public long Next(long elem) => Step(elem, forward: true, "next");
 
     /// <summary>The element before <paramref name="elem"/>, 0 when it is the first.</summary>
+    /// <remarks>Checks the element it returns links forward to <paramref name="elem"/> (or, at the start, that the head's
+    /// first is <paramref name="elem"/>), as <see cref="Next"/> does the other way.</remarks>
     /// <exception cref="BeException"><paramref name="elem"/> is not an element of this list.</exception>
-    public long Prev(long elem)
+    /// <exception cref="BeCorruptionException">The link between <paramref name="elem"/> and the element before it (or the head) is damaged.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
+    public long Prev(long elem) => Step(elem, forward: false, "prev");
+
+    private long Step(long elem, bool forward, string op)
     {
-        HeadRef("prev");
-        return Member(elem, "prev", "element").Prev;
+        ref ListHead h = ref HeadRef(op);
+        ref ListLink k = ref Member(elem, op, "element");
+        long to = forward ? k.Next : k.Prev;
+        if (to == 0)
+        {
+            long end = forward ? h.Last : h.First;
+            if (end != elem) ThrowBrokenChain(op, elem, forward ? "next" : "prev", end);
+            return 0;
+        }
+        if (to == elem) ThrowLoop(op, elem, k.Prev, k.Next);
+        ref ListLink t = ref _seg.At<ListLink>(Neighbour(to, op, elem));
+        if ((forward ? t.Prev : t.Next) != elem) ThrowBrokenChain(op, to, forward ? "prev" : "next", elem);
+        return to;
     }
 
     /// <summary>

@@ -324,6 +324,36 @@ public sealed class PersistentListContractTests
         ListAssert.Same(list, [a, b, c]);
     });
 
+    [Fact]
+    public Task Next_and_Prev_report_a_damaged_neighbour_instead_of_returning_it() => OnLocality(async seg =>
+    {
+        var list = await NewList(seg);
+        var other = await NewList(seg, 1);
+        long a = Elem(0), b = Elem(1), c = Elem(2), stranger = Elem(9), elsewhere = Elem(10);
+        await Do(seg, tx => { list.AddTail(tx, a); list.AddTail(tx, b); list.AddTail(tx, c); other.Add(tx, elsewhere); });
+
+        // A caller stepping with Next/Prev must not be led silently past elements, off the list, or into another list.
+        async Task Damaged(Action<Transaction> damage, Func<long> step, long at)
+        {
+            using var tx = await seg.BeginAsync(Big);
+            damage(tx);
+            var ex = Assert.Throws<BeCorruptionException>(() => step());
+            Assert.Equal(at + LinkOffset, ex.Offset);
+            Assert.Contains($"list 0x{HeadAt(0):X} in segment 1", ex.Message);
+            tx.Abort();
+        }
+
+        ref ListLink L(Transaction tx, long e) => ref tx.Capture<ListLink>(e + LinkOffset);
+        await Damaged(tx => L(tx, a).Next = c, () => list.Next(a), c);               // skips b: c's prev is b
+        await Damaged(tx => L(tx, c).Prev = a, () => list.Prev(c), a);               // skips b backward: a's next is b
+        await Damaged(tx => L(tx, a).Next = stranger, () => list.Next(a), stranger); // an element on no list
+        await Damaged(tx => L(tx, b).Prev = elsewhere, () => list.Prev(b), elsewhere); // an element of another list
+        await Damaged(tx => L(tx, a).Next = seg.Size + 64, () => list.Next(a), seg.Size + 64); // outside the segment
+        await Damaged(tx => L(tx, b).Next = 0, () => list.Next(b), b);               // cut short: the head's last is c
+        await Damaged(tx => L(tx, b).Prev = 0, () => list.Prev(b), b);               // cut short: the head's first is a
+        ListAssert.Same(list, [a, b, c]);
+    });
+
     /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
     private static async Task OnLocality(Func<Segment, Task> body)
     {
