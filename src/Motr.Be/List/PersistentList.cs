@@ -42,7 +42,7 @@ public readonly partial struct PersistentList
         _seg = segment;
         _head = headOffset;
         _linkOffset = linkOffset;
-        _ = HeadRef("bind");
+        _ = HeadRef("bind", binding: true);
     }
 
     /// <summary>The segment holding the list.</summary>
@@ -139,6 +139,9 @@ public readonly partial struct PersistentList
     // ---- queries ----------------------------------------------------------------------------------
 
     /// <summary>Offset of the first element, 0 when the list is empty.</summary>
+    /// <remarks>Every member that reads the list throws <see cref="ObjectDisposedException"/> once the list was destroyed
+    /// (<see cref="Destroy"/>, through this value or another) or its engine closed, and <see cref="InvalidOperationException"/>
+    /// off the segment's owner thread.</remarks>
     public long Head => HeadRef("head").First;
 
     /// <summary>Offset of the last element, 0 when the list is empty.</summary>
@@ -360,12 +363,12 @@ public readonly partial struct PersistentList
     private string Where => $"list 0x{_head:X} in segment {_seg.Id} ({_seg.FileName})";
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ref ListHead HeadRef(string op)
+    private ref ListHead HeadRef(string op, bool binding = false)
     {
         if (_seg is null) ThrowUnbound(op);
         CheckOwner(_seg, _head, op);
         ref ListHead h = ref _seg.At<ListHead>(_head);
-        if (h.Magic != ListFormat.HeadMagic || h.Version != ListFormat.Version) ThrowBadHead(op, h.Magic, h.Version);
+        if (h.Magic != ListFormat.HeadMagic || h.Version != ListFormat.Version) ThrowBadHead(op, h.Magic, h.Version, binding);
         if (!_seg.VerifyOnce(_head, ListHead.SizeOf, ListHead.CrcOffset)) ThrowHeadChecksum(op);
         return ref h;
     }
@@ -483,8 +486,13 @@ public readonly partial struct PersistentList
     private void ThrowHeadChecksum(string op) =>
         throw new BeCorruptionException(_seg.FileName, _head, $"{Where}: {op}: list head checksum mismatch");
 
-    private void ThrowBadHead(string op, ulong magic, uint version)
+    private void ThrowBadHead(string op, ulong magic, uint version, bool binding)
     {
+        // A value found a sound head when it was bound (its first read this session, checksum verified): a zero magic
+        // now is what Destroy leaves, through this value or another. Using the list after that is the caller's mistake,
+        // as with a destroyed b+tree, not damage to report. At bind a zero magic is just no list there.
+        if (magic == 0 && !binding)
+            throw new ObjectDisposedException(nameof(PersistentList), $"{Where}: {op}: the list was destroyed; this value can no longer be used (create a list again to reuse the place)");
         string what = magic != ListFormat.HeadMagic
             ? $"{op}: no list head here (magic 0x{magic:X16}, expected 0x{ListFormat.HeadMagic:X16})"
             : $"{op}: unsupported list version {version} (this build reads {ListFormat.Version})";

@@ -354,6 +354,48 @@ public sealed class PersistentListContractTests
         ListAssert.Same(list, [a, b, c]);
     });
 
+    [Fact]
+    public Task A_list_used_after_it_was_destroyed_throws_ObjectDisposedException_not_corruption() => OnLocality(async seg =>
+    {
+        var list = await NewList(seg);
+        var same = new PersistentList(seg, HeadAt(0), LinkOffset);   // another value bound to the same list
+        long a = Elem(0);
+
+        // Destroyed, then the transaction aborted: the list is back and both values work.
+        using (var tx = await seg.BeginAsync(Big))
+        {
+            same.Destroy(tx);
+            Assert.Contains("destroyed", Assert.Throws<ObjectDisposedException>(() => _ = list.Count).Message);
+            tx.Abort();
+        }
+        Assert.Equal(0, list.Count);
+
+        await Do(seg, tx => list.Destroy(tx));
+        // Using a list after destroying it is the caller's mistake, not damage to report (monitoring treats
+        // BeCorruptionException as a damaged segment).
+        void Gone(Action op)
+        {
+            var ex = Assert.Throws<ObjectDisposedException>(op);
+            Assert.Contains($"list 0x{HeadAt(0):X} in segment 1", ex.Message);
+            Assert.Contains("destroyed", ex.Message);
+        }
+        Gone(() => _ = list.Count);
+        Gone(() => _ = same.IsEmpty);
+        Gone(() => { foreach (long _ in list) { } });
+        using (var tx = await seg.BeginAsync(Big))
+        {
+            Gone(() => list.Add(tx, a));
+            Gone(() => same.Destroy(tx));
+            Assert.Equal(default, tx.Used);
+            tx.Abort();
+        }
+        // Binding a new value to the place is still a question of what the bytes hold: no list there.
+        Assert.Contains("no list head here", Assert.Throws<BeCorruptionException>(() => new PersistentList(seg, HeadAt(0), LinkOffset)).Message);
+        // A list created again at the place: the old values bind it (a list value names a place, not a birth).
+        await Do(seg, tx => PersistentList.Create(tx, seg, HeadAt(0)));
+        Assert.Equal(0, list.Count);
+    });
+
     /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
     private static async Task OnLocality(Func<Segment, Task> body)
     {

@@ -223,7 +223,7 @@ public sealed class PersistentListTests
         ListAssert.Same(list, [Elem(0)]);
         await Do(seg, tx => { list.Del(tx, Elem(0)); list.Destroy(tx); });
         Assert.Equal(0UL, seg.At<ListHead>(HeadAt(0)).Magic);
-        Assert.Throws<BeCorruptionException>(() => list.Count);
+        Assert.Throws<ObjectDisposedException>(() => list.Count);   // destroyed: the caller's mistake, not damage
         Assert.Throws<BeCorruptionException>(() => new PersistentList(seg, HeadAt(0), LinkOffset));
         var again = await NewList(seg);
         ListAssert.Same(again, []);
@@ -600,7 +600,7 @@ public sealed class PersistentListTests
         await Damage(tx => tx.Capture<ListLink>(a + LinkOffset).Next = seg.Size + 8, "outside the data area", walkThrows: true);
         await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Last = c, "ended at 0x", walkThrows: true);
         await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Reserved = 1, "reserved field", walkThrows: false);
-        await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Magic = 0, "head magic is 0x0000000000000000", walkThrows: true);
+        await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Magic = 0x1234, "head magic is 0x0000000000001234", walkThrows: true);
         await Damage(tx => tx.Capture<ListHead>(HeadAt(0)).Version = 9, "head version is 9", walkThrows: true);
         Assert.Equal(c, L(b).Next);
 
