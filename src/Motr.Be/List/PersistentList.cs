@@ -59,8 +59,8 @@ public readonly partial struct PersistentList
     /// <summary>Credit of <see cref="Create"/>: the whole head and its checksum, 2 regions / 52 bytes.</summary>
     public static TxCredit CreateCredit => TxCredit.Region(ListHead.SizeOf) + Transaction.ChecksumCredit;
 
-    /// <summary>Credit of <see cref="Destroy"/>: the head's magic, 1 region / 8 bytes.</summary>
-    public static TxCredit DestroyCredit => TxCredit.Region(sizeof(ulong));
+    /// <summary>Credit of <see cref="Destroy"/>: the head's magic (8) and the cancel of its pending checksum (4), 2 regions / 12 bytes.</summary>
+    public static TxCredit DestroyCredit => TxCredit.Region(sizeof(ulong)) + Transaction.ChecksumCredit;
 
     /// <summary>
     /// Credit of <see cref="Add"/>: the new element's link (32), the old first element's prev (8) and
@@ -131,9 +131,13 @@ public readonly partial struct PersistentList
         CheckTx(tx, "destroy");
         if (h.Count != 0 || h.First != 0 || h.Last != 0)
             throw new BeException($"{Where}: destroy: the list is not empty (count {h.Count}, first 0x{h.First:X}, last 0x{h.Last:X})");
-        CheckCredit(tx, _seg, _head, 1, sizeof(ulong), "destroy", headChecksum: false);
+        CheckCredit(tx, _seg, _head, 1 + Transaction.ChecksumCredit.Regions, sizeof(ulong) + Transaction.ChecksumCredit.Bytes, "destroy", headChecksum: false);
         tx.Capture(_head, sizeof(ulong));
         h.Magic = 0;
+        // A checksum of the head deferred earlier in this group is written at the seal if the place still starts with
+        // "MOTR", the first 32 bits of every list magic: a link whose magic lands here once the caller reuses the place
+        // would have the head's checksum written over the bytes after it.
+        tx.CancelChecksum(_head);
     }
 
     // ---- queries ----------------------------------------------------------------------------------

@@ -396,6 +396,35 @@ public sealed class PersistentListContractTests
         Assert.Equal(0, list.Count);
     });
 
+    [Fact]
+    public Task A_destroyed_heads_pending_checksum_is_not_written_over_what_reuses_its_place() => OnLocality(async seg =>
+    {
+        // The head's checksum is deferred to the group's seal, which writes it only if the place still starts with
+        // the head magic's first 32 bits ("MOTR"). Every list magic starts so: here the place of a destroyed head is
+        // reused, in the same group, by another list's element whose link magic lands where the head's was.
+        long h = HeadAt(1);
+        var keeper = await NewList(seg, 4);
+        long x = h - ListLink.MagicOffset - LinkOffset;      // its link's magic is at h
+        long userData = x + ElemSize, crcAt = h + ListHead.CrcOffset;
+        Assert.InRange(crcAt, userData, userData + 24 - 4);  // the head's checksum field falls in these user bytes
+        using (var tx = await seg.BeginAsync(Big))
+        {
+            PersistentList.Create(tx, seg, h);
+            var gone = new PersistentList(seg, h, LinkOffset);
+            gone.AddTail(tx, Elem(0));
+            gone.Del(tx, Elem(0));
+            gone.Destroy(tx);
+            // The place is reused: user bytes, and an element linked into another list.
+            tx.Capture(userData, 24).Fill(0xAB);
+            keeper.AddTail(tx, x);
+            Assert.Equal(unchecked((uint)ListFormat.HeadMagic), seg.At<uint>(h));
+            _ = tx.Close();
+        }
+        await seg.FlushAsync();   // seals the group
+        Assert.All(seg.Bytes(userData, 24).ToArray(), v => Assert.Equal(0xAB, v));
+        ListAssert.Same(keeper, [x]);
+    });
+
     /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
     private static async Task OnLocality(Func<Segment, Task> body)
     {

@@ -18,7 +18,7 @@ public sealed class PersistentListCreditTests
     public void Credits_have_the_documented_values()
     {
         Assert.Equal(new TxCredit(2, 52), PersistentList.CreateCredit);
-        Assert.Equal(new TxCredit(1, 8), PersistentList.DestroyCredit);
+        Assert.Equal(new TxCredit(2, 12), PersistentList.DestroyCredit);
         Assert.Equal(new TxCredit(4, 60), PersistentList.AddCredit);
         Assert.Equal(new TxCredit(4, 60), PersistentList.AddTailCredit);
         Assert.Equal(new TxCredit(5, 60), PersistentList.InsertCredit);
