@@ -15,13 +15,16 @@ namespace Motr.Be.List;
 /// </summary>
 /// <remarks>
 /// Use on the segment's owner thread: every member but the offsets the value binds refuses any other thread with
-/// <see cref="InvalidOperationException"/> (<see cref="ObjectDisposedException"/> once the engine is closed).
+/// <see cref="InvalidOperationException"/> (<see cref="ObjectDisposedException"/> once the engine is closed). Once the list
+/// is destroyed (<see cref="Destroy"/>, through this value or another) every member that reads it throws
+/// <see cref="ObjectDisposedException"/>.
 /// Every operation validates everything it will touch, and that the transaction's remaining credit covers its
 /// captures, before its first capture, and captures everything before its first write, so an operation that throws
 /// leaves the list and the transaction unchanged. Misuse (an element already on a list, one not on this list, an offset outside
 /// the segment) throws <see cref="BeException"/>; a damaged head or neighbour link met on the way throws
-/// <see cref="BeCorruptionException"/>. Nothing here allocates except on those error paths and in
-/// <see cref="Check"/>.
+/// <see cref="BeCorruptionException"/>; an enumerator moved after the list changed other than by deleting its
+/// current element throws <see cref="InvalidOperationException"/>. Nothing here allocates except on those error
+/// paths and in <see cref="Check"/>.
 /// </remarks>
 public readonly partial struct PersistentList
 {
@@ -32,10 +35,12 @@ public readonly partial struct PersistentList
     /// <summary>Binds a list created (<see cref="Create"/>) at <paramref name="headOffset"/> of <paramref name="segment"/>, whose elements embed their link at <paramref name="linkOffset"/>.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="segment"/> is null.</exception>
     /// <exception cref="BeException">An offset is negative, outside the segment or misaligned.</exception>
-    /// <exception cref="BeCorruptionException">No list head of a supported version is at <paramref name="headOffset"/>.</exception>
+    /// <exception cref="BeCorruptionException">No list head of a supported version is at <paramref name="headOffset"/>, or its checksum does not match.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public PersistentList(Segment segment, long headOffset, int linkOffset)
     {
         ArgumentNullException.ThrowIfNull(segment);
+        CheckOwner(segment, headOffset, "bind"); // before the offset check, which reads the segment's size
         CheckHeadOffset(segment, headOffset, "bind");
         if (linkOffset < 0 || (linkOffset & (ListFormat.Alignment - 1)) != 0)
             throw new BeException($"list 0x{headOffset:X} in segment {segment.Id} ({segment.FileName}): link offset {linkOffset} must be a non-negative multiple of {ListFormat.Alignment}");
@@ -143,9 +148,6 @@ public readonly partial struct PersistentList
     // ---- queries ----------------------------------------------------------------------------------
 
     /// <summary>Offset of the first element, 0 when the list is empty.</summary>
-    /// <remarks>Every member that reads the list throws <see cref="ObjectDisposedException"/> once the list was destroyed
-    /// (<see cref="Destroy"/>, through this value or another) or its engine closed, and <see cref="InvalidOperationException"/>
-    /// off the segment's owner thread.</remarks>
     public long Head => HeadRef("head").First;
 
     /// <summary>Offset of the last element, 0 when the list is empty.</summary>
