@@ -148,10 +148,30 @@ public readonly partial struct PersistentList
     // ---- queries ----------------------------------------------------------------------------------
 
     /// <summary>Offset of the first element, 0 when the list is empty.</summary>
-    public long Head => HeadRef("head").First;
+    /// <remarks>Checks the element is a member with no previous one (and, for an empty list, that the head's last is 0 too),
+    /// as <see cref="Next"/> checks the element it returns: a walk must not start at a damaged end without a sign.</remarks>
+    /// <exception cref="BeCorruptionException">The head's first element is not the start of this list's chain.</exception>
+    public long Head => End(first: true, "head");
 
     /// <summary>Offset of the last element, 0 when the list is empty.</summary>
-    public long Tail => HeadRef("tail").Last;
+    /// <remarks>Checks the element is a member with no next one, as <see cref="Head"/> does at the other end.</remarks>
+    /// <exception cref="BeCorruptionException">The head's last element is not the end of this list's chain.</exception>
+    public long Tail => End(first: false, "tail");
+
+    private long End(bool first, string op)
+    {
+        ref ListHead h = ref HeadRef(op);
+        long e = first ? h.First : h.Last;
+        if (e == 0)
+        {
+            long other = first ? h.Last : h.First;
+            if (other != 0) ThrowBrokenHead(op, first ? "last" : "first", 0, other);
+            return 0;
+        }
+        ref ListLink k = ref _seg.At<ListLink>(Neighbour(e, op, 0));
+        if ((first ? k.Prev : k.Next) != 0) ThrowBrokenChain(op, e, first ? "prev" : "next", 0);
+        return e;
+    }
 
     /// <summary>Number of elements.</summary>
     public long Count => HeadRef("count").Count;
@@ -548,7 +568,7 @@ public readonly partial struct PersistentList
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowBadNeighbour(string op, long elem, long from, string why) =>
         throw new BeCorruptionException(_seg.FileName, elem + _linkOffset,
-            $"{Where}: {op}: element 0x{elem:X}, neighbour of 0x{from:X}, is not a valid member: {why}");
+            $"{Where}: {op}: element 0x{elem:X}, {(from == 0 ? "named by the head" : $"neighbour of 0x{from:X}")}, is not a valid member: {why}");
 
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowBrokenChain(string op, long elem, string field, long expected) =>

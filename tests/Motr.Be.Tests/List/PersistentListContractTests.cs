@@ -425,6 +425,35 @@ public sealed class PersistentListContractTests
         ListAssert.Same(keeper, [x]);
     });
 
+    [Fact]
+    public Task Head_and_Tail_report_a_damaged_end_instead_of_returning_it() => OnLocality(async seg =>
+    {
+        var list = await NewList(seg);
+        var other = await NewList(seg, 1);
+        long a = Elem(0), b = Elem(1), c = Elem(2), stranger = Elem(9), elsewhere = Elem(10);
+        await Do(seg, tx => { list.AddTail(tx, a); list.AddTail(tx, b); list.AddTail(tx, c); other.Add(tx, elsewhere); });
+
+        // A caller starting a walk at Head or Tail must not start it at an element that is not an end of this list
+        // (the next step would then blame the caller's misuse, or skip elements without a sign).
+        async Task Damaged(Action<Transaction> damage, Func<long> end, long at)
+        {
+            using var tx = await seg.BeginAsync(Big);
+            damage(tx);
+            var ex = Assert.Throws<BeCorruptionException>(() => end());
+            Assert.Equal(at, ex.Offset);
+            Assert.Contains($"list 0x{HeadAt(0):X} in segment 1", ex.Message);
+            tx.Abort();
+        }
+
+        ref ListHead H(Transaction tx) => ref tx.Capture<ListHead>(HeadAt(0));
+        await Damaged(tx => H(tx).First = b, () => list.Head, b + LinkOffset);                  // skips a: b's prev is a
+        await Damaged(tx => H(tx).Last = b, () => list.Tail, b + LinkOffset);                   // cuts c: b's next is c
+        await Damaged(tx => H(tx).First = stranger, () => list.Head, stranger + LinkOffset);    // on no list
+        await Damaged(tx => H(tx).Last = elsewhere, () => list.Tail, elsewhere + LinkOffset);   // on another list
+        await Damaged(tx => H(tx).First = 0, () => list.Head, HeadAt(0));                       // empty by first, not by last
+        ListAssert.Same(list, [a, b, c]);
+    });
+
     /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
     private static async Task OnLocality(Func<Segment, Task> body)
     {
