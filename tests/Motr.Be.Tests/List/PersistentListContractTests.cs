@@ -454,6 +454,21 @@ public sealed class PersistentListContractTests
         ListAssert.Same(list, [a, b, c]);
     });
 
+    [Fact]
+    public Task A_transaction_the_engine_aborted_at_its_turns_end_is_refused_saying_why() => OnLocality(async seg =>
+    {
+        var list = await NewList(seg);
+        var tx = await seg.BeginAsync(Big);
+        list.Add(tx, Elem(0));
+        await Task.Yield();   // the turn ends with the transaction open: the engine aborts it
+        Assert.Equal(TxState.Aborted, tx.State);
+        var ex = Assert.Throws<TxUsageException>(() => list.Add(tx, Elem(1)));
+        Assert.Contains($"list 0x{HeadAt(0):X} in segment 1", ex.Message);
+        Assert.Contains("invariant 1", ex.Message);   // why it is aborted, not only that it is
+        tx.Dispose();
+        ListAssert.Same(list, []);
+    });
+
     /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
     private static async Task OnLocality(Func<Segment, Task> body)
     {
