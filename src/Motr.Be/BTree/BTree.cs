@@ -248,7 +248,7 @@ public sealed unsafe partial class BTree
     /// <summary>Opens the tree whose header is at <paramref name="offset"/>.</summary>
     /// <exception cref="BeCorruptionException">No intact tree header there.</exception>
     /// <exception cref="ArgumentException">The tree was made with another comparer.</exception>
-    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (its locality).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (its locality); <see cref="ObjectDisposedException"/> once the segment is closed.</exception>
     public static BTree Open(Segment segment, long offset, IKeyComparer? comparer = null)
     {
         ArgumentNullException.ThrowIfNull(segment);

@@ -130,11 +130,16 @@ public sealed unsafe partial class Segment : IDisposable
     /// <summary>
     /// Refuses a reader or tool of the segment's memory (<paramref name="what"/>: "fsck", "b+tree save", ...) off its owner
     /// thread: the memory has no locks, the owner is the lock. Without an owner (tools on a bare domain) anyone may.
+    /// Once the segment is closed every thread is off its (stopped) owner's: that is reported as the segment closed
+    /// (<see cref="ObjectDisposedException"/>), which is what a caller holding it too long must learn.
     /// </summary>
     internal void CheckOwner(string what)
     {
         if (Tx.Owner is { IsOwnerThread: false })
+        {
+            if (!IsOpen) ThrowClosed();
             throw new InvalidOperationException($"segment {Id}: {what} must run on the segment's owner thread (its locality)");
+        }
     }
 
     /// <summary>Binds the segment to its owner. Transactions can be opened only once a segment has an owner.</summary>

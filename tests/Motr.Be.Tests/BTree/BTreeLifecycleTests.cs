@@ -138,6 +138,9 @@ public class BTreeLifecycleTests
         Assert.Throws<ObjectDisposedException>(() => c.Key.ToArray());
         Assert.Throws<ObjectDisposedException>(() => c.MoveNext());
         Assert.Throws<ObjectDisposedException>(() => seg.Allocator.Check());
+        // Readers and tools that check the owner thread first: a closed segment is what they must report, not the thread.
+        Assert.Throws<ObjectDisposedException>(() => Motr.Be.BTree.BTree.Open(seg, t.Offset));
+        Assert.Throws<ObjectDisposedException>(() => Motr.Be.Segments.SegmentCheck.Run(seg, [t]));
         var ex = Assert.Throws<ObjectDisposedException>(() => seg.Size);
         Assert.Contains("is closed", ex.Message);
         Assert.False(seg.IsOpen);
