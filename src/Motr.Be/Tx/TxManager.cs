@@ -100,8 +100,11 @@ internal sealed partial class TxManager
 
     private long CheckBegin(TxCredit credit)
     {
+        // First, before anything else is looked at or taken (log space, an id, the group): a reader may run several
+        // domains, and the message names the one that refused.
         if (_domain.ReadOnly)
-            throw new InvalidOperationException($"segment {Segment.Id}: the domain is open read-only (DomainOptions.ReadOnly): no transaction can be opened");
+            throw new InvalidOperationException($"{_domain.Location}: segment {Segment.Id}: the domain is open read-only (DomainOptions.ReadOnly): " +
+                "no transaction can be opened, so nothing can be changed; open it without ReadOnly to write");
         if (_owner is null) throw new InvalidOperationException($"segment {Segment.Id} has no owner: attach it to a locality before opening transactions");
         if (!_owner.IsOwnerThread) ThrowNotOwner("open a transaction on");
         if (_domain.Failure is { } failure) throw failure;
