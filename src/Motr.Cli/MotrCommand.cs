@@ -4,8 +4,8 @@ namespace Motr.Cli;
 
 /// <summary>
 /// The <c>motr</c> command: tools that work on a domain folder (DESIGN §5, src/Motr.Cli). Each sub-command opens the
-/// domain (recovery replays the log, as any open does), works, and closes it: dump and load as the engine does, fsck
-/// read-only (<see cref="DomainOptions.ReadOnly"/>) unless given <c>--recover</c>.
+/// domain (recovery replays the log, as any open does), works, and closes it: load as the engine does, dump read-only
+/// (<see cref="DomainOptions.ReadOnly"/>), and fsck read-only unless given <c>--recover</c>.
 /// </summary>
 internal static class MotrCommand
 {
@@ -39,7 +39,8 @@ internal static class MotrCommand
               Saves the b+tree named <root-name> in segment N (default 1) to a portable, versioned,
               checksummed file, written beside <file> and renamed to it when complete. An existing <file> is
               replaced only with --force; a file in a domain folder, or a symbolic link
-              (such as /dev/stdout), never.
+              (such as /dev/stdout), never. Read-only, as fsck: writes nothing to the domain's folder (the
+              log is replayed in memory), so it works on a read-only copy and beside a read-only fsck.
           motr load <domain-folder> <file> <root-name> [--segment N]
               Loads a saved tree into a new tree of segment N (default 1), named <root-name>, which must be free.
               The tree gets its name only when complete; an interrupted load's partial tree is removed, at once

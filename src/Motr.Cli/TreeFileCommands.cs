@@ -6,7 +6,10 @@ using Motr.Runtime;
 
 namespace Motr.Cli;
 
-/// <summary><c>motr dump</c> and <c>motr load</c>: a named b+tree to and from a <see cref="BTreeDump"/> file.</summary>
+/// <summary>
+/// <c>motr dump</c> and <c>motr load</c>: a named b+tree to and from a <see cref="BTreeDump"/> file. Dump opens the domain
+/// read-only (<see cref="DomainOptions.ReadOnly"/>: nothing written to the folder); load opens it as an engine does.
+/// </summary>
 internal static class TreeFileCommands
 {
     /// <summary>
@@ -19,7 +22,12 @@ internal static class TreeFileCommands
     {
         string folder = a.Positional[0], root = a.Positional[1], file = a.Positional[2];
         CheckDumpTarget(folder, file, a.Flags.Contains("--force"));
-        await using var engine = await Engine.OpenAsync(MotrCommand.OpenExisting(folder, stderr));
+        // Read-only (DomainOptions.ReadOnly): a dump only reads, so it must not place and checkpoint the replayed log
+        // into the folder as a side effect, and must work on a read-only copy or snapshot and beside a read-only fsck.
+        // The tree saved is the one a writing open recovers (the log replayed in memory).
+        var options = MotrCommand.OpenExisting(folder, stderr);
+        options.ReadOnly = true;
+        await using var engine = await Engine.OpenAsync(options);
         var loc = LocalityOf(engine, a.Segment);
         // A new file beside the target, renamed over it once complete and synced: an interrupted dump leaves no half
         // file under the name.

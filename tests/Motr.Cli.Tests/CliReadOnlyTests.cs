@@ -115,6 +115,88 @@ public sealed class CliReadOnlyTests : IDisposable
         Assert.Contains(ReadOnlyLine + Environment.NewLine, after.Out);
     }
 
+    /// <summary>
+    /// A dump's bytes with what two dumps of the same tree may differ in blanked: the creation time in the file header
+    /// (offset 64, 8 bytes) and the header's checksum over it (offset 252, 4 bytes).
+    /// </summary>
+    private static byte[] DumpContent(string file)
+    {
+        var b = File.ReadAllBytes(file);
+        Assert.True(b.Length > BTreeDumpFormat.HeaderSize, $"{file}: {b.Length} bytes");
+        b.AsSpan(64, 8).Clear();
+        b.AsSpan(252, 4).Clear();
+        return b;
+    }
+
+    // Pins the read-only dump: dump opened the domain as an engine does, so dumping a domain whose log needed replay
+    // placed the records and checkpointed into the folder (a side effect of a read), and a read-only copy or snapshot
+    // could not be dumped.
+    [Fact]
+    public async Task Dump_of_a_domain_that_needs_replay_writes_nothing_and_saves_what_a_writing_open_holds()
+    {
+        var (dir, _) = await CrashImage();
+        var before = Stamps(dir);
+        string file = Path.Combine(_root, "t.motrdump");
+        var (code, output, err) = await Motr("dump", dir, "t", file);
+        Assert.True(code == MotrCommand.Ok, output + err);
+        Assert.Contains("dump: 30 records of 't' (segment 1) saved to", output);
+        AssertUnchanged(before, dir, output + err);
+
+        // A second dump replays the same (nothing was placed) and saves the same.
+        string again = Path.Combine(_root, "again.motrdump");
+        Assert.Equal(MotrCommand.Ok, (await Motr("dump", dir, "t", again)).Code);
+        AssertUnchanged(before, dir, "");
+        Assert.Equal(DumpContent(file), DumpContent(again));
+
+        // After a writing open (recovery placed and checkpointed: the folder changed, so the checks above can tell), the
+        // dump holds the same records.
+        await (await Engine.OpenAsync(new DomainOptions { Path = dir, CreateIfMissing = false })).DisposeAsync();
+        Assert.NotEqual(before[BeConstants.LogFileName].Bytes, File.ReadAllBytes(Path.Combine(dir, BeConstants.LogFileName)));
+        string written = Path.Combine(_root, "written.motrdump");
+        Assert.Equal(MotrCommand.Ok, (await Motr("dump", dir, "t", written)).Code);
+        Assert.Equal(DumpContent(written), DumpContent(file));
+    }
+
+    // A read-only copy or snapshot: dump needs no write access to the folder or its files.
+    [Fact]
+    public async Task Dump_saves_a_tree_of_a_domain_whose_folder_and_files_are_read_only()
+    {
+        var (dir, _) = await CrashImage();
+        ReadOnly(dir);
+        try
+        {
+            var before = Stamps(dir);
+            string file = Path.Combine(_root, "t.motrdump");
+            var (code, output, err) = await Motr("dump", dir, "t", file);
+            Assert.True(code == MotrCommand.Ok, output + err);
+            Assert.Equal("", err);
+            Assert.Contains("dump: 30 records of 't'", output);
+            AssertUnchanged(before, dir, output + err);
+        }
+        finally
+        {
+            Writable(dir);
+        }
+    }
+
+    // Readers share the folder: a dump runs while a read-only fsck has the domain open (a dump that took the folder as
+    // an engine does is refused then, "in use"), and the fsck's verdict is unchanged by it; an engine keeps both out
+    // (CliInUseTests).
+    [Fact]
+    public async Task Dump_runs_while_a_read_only_fsck_has_the_domain_open()
+    {
+        var (dir, leaked) = await CrashImage();
+        var before = Stamps(dir);
+        string file = Path.Combine(_root, "t.motrdump");
+        (int Code, string Out, string Err) dump = default;
+        var fsckOut = new OnLine("domain ", () => dump = Motr("dump", dir, "t", file).GetAwaiter().GetResult());
+        Assert.Equal(MotrCommand.Damage, await MotrCommand.RunAsync(["fsck", dir], fsckOut, new StringWriter()));
+        Assert.True(dump.Code == MotrCommand.Ok, dump.Out + dump.Err);
+        Assert.Contains("dump: 30 records of 't'", dump.Out);
+        Assert.Contains($"LEAK: block 0x{leaked:X}", fsckOut.ToString());
+        AssertUnchanged(before, dir, dump.Out + dump.Err);
+    }
+
     private static void ReadOnly(string dir)
     {
         if (OperatingSystem.IsWindows()) return;
