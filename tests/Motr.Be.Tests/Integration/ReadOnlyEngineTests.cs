@@ -234,6 +234,17 @@ public class ReadOnlyEngineTests
             loc.Segment!.TryGetRoot(TreeRoot, out long at);
             await Tree.Open(loc.Segment!, at).DeleteAllAsync();
         }));
+        // A dump is a read and works; loading it back is a change and is refused as the begin refuses, with no root added.
+        var load = await Assert.ThrowsAsync<InvalidOperationException>(() => loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            seg.TryGetRoot(TreeRoot, out long at);
+            var saved = new MemoryStream();
+            Assert.Equal(Keys, await BTreeDump.SaveAsync(Tree.Open(seg, at), saved));
+            saved.Position = 0;
+            await BTreeDump.LoadAsync(saved, seg, null, "copy");
+        }));
+        Assert.Contains("read-only", load.Message);
 
         Assert.Equal(before, await ReadAll(loc));
         Assert.Equal(statsBefore, await loc.RunAsync(() => loc.Segment!.TxStats));
