@@ -213,6 +213,7 @@ public class ReadOnlyEngineTests
         var loc = e.Localities[0];
         var before = await ReadAll(loc);
         var statsBefore = await loc.RunAsync(() => loc.Segment!.TxStats);
+        var domainBefore = e.Domain.Stats;   // log space used and reserved among them
 
         var begin = await Assert.ThrowsAsync<InvalidOperationException>(() => loc.RunAsync(async () =>
         {
@@ -248,6 +249,7 @@ public class ReadOnlyEngineTests
 
         Assert.Equal(before, await ReadAll(loc));
         Assert.Equal(statsBefore, await loc.RunAsync(() => loc.Segment!.TxStats));
+        Assert.Equal(domainBefore, e.Domain.Stats);
         Assert.Equal(0, loc.Faults);
         if (ro is not null) Assert.Equal(0, ro.OpCount);
     }
