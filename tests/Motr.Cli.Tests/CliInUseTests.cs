@@ -255,9 +255,13 @@ public sealed class CliInUseTests : IDisposable
             var stderr = child.StandardError.ReadToEndAsync();
             try
             {
-                // Ready once it has opened the dump, /dev/stdin, a second descriptor on its stdin pipe (its signal
-                // handlers are registered before it starts): it then blocks reading it, and nothing is ever written.
-                for (int i = 0; i < 600 && !child.HasExited && Opened(child.Id, "/proc/self/fd/0") < 2; i++) await Task.Delay(50);
+                // Ready once it holds the domain's lock (the engine opens after the signal handlers are registered) and has
+                // opened the dump, /dev/stdin, a second descriptor on its stdin pipe: it then blocks reading it, and nothing
+                // is ever written. The pipe alone is not enough: between fork and exec the child holds the parent's copy of
+                // the pipe as well, and a signal then meets the runtime's default action (exit 143, nothing said).
+                string lockFile = Path.Combine(dir, "motr.lock");
+                for (int i = 0; i < 600 && !child.HasExited && (Opened(child.Id, "/proc/self/fd/0") < 2 || !Holds(child.Id, lockFile)); i++)
+                    await Task.Delay(50);
                 if (child.HasExited) Assert.Fail($"exit {child.ExitCode}\n{await stdout}{await stderr}");
                 await Task.Delay(100);
                 for (int i = 0; i < 300 && !child.HasExited; i++)
@@ -292,6 +296,17 @@ public sealed class CliInUseTests : IDisposable
             return target is null ? 0 : Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Count(fd => new FileInfo(fd).LinkTarget == target);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return 0; }
+    }
+
+    /// <summary>Whether process <paramref name="pid"/> has a descriptor on <paramref name="path"/> (Linux: /proc fd links).</summary>
+    private static bool Holds(int pid, string path)
+    {
+        try
+        {
+            string full = Path.GetFullPath(path);
+            return Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Any(fd => new FileInfo(fd).LinkTarget == full);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
 
     /// <summary>A writer that cancels <paramref name="cancel"/> once a line starting with <paramref name="prefix"/> is written.</summary>
