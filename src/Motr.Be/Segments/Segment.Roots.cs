@@ -31,18 +31,25 @@ public sealed unsafe partial class Segment
     private ref RootSlot Slot(int i) => ref At<RootSlot>(SegmentHeader.RootsOffset + (long)i * RootSlot.SizeOf);
 
     /// <summary>The offset stored under <paramref name="name"/>, if any.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
+    /// <exception cref="BeException">The name is not 1 to 48 UTF-8 bytes of valid UTF-16.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public bool TryGetRoot(string name, out long offset)
     {
+        CheckOwner("reading the segment roots");
         int i = FindRoot(name);
         offset = i >= 0 ? Slot(i).Offset : 0;
         return i >= 0;
     }
 
     /// <summary>Stores <paramref name="offset"/> under <paramref name="name"/> (1 to 48 UTF-8 bytes), replacing any previous value.</summary>
-    /// <exception cref="BeException">The dictionary is full or the name is invalid.</exception>
+    /// <exception cref="BeException">The dictionary is full, the name is invalid (not 1 to 48 UTF-8 bytes of valid
+    /// UTF-16), or <paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open or lacks <see cref="RootCredit"/>; nothing was captured.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void SetRoot(Transaction tx, string name, long offset)
     {
-        ArgumentNullException.ThrowIfNull(tx);
+        CheckRootTx(tx, "set root");
         int i = FindRoot(name);
         if (i < 0)
         {
@@ -52,6 +59,7 @@ public sealed unsafe partial class Segment
         }
         Span<byte> utf8 = stackalloc byte[RootSlot.MaxName];
         int n = EncodeName(name, utf8);
+        CheckRootCredit(tx, "set root", name);
         ref RootSlot s = ref tx.Capture<RootSlot>(SegmentHeader.RootsOffset + (long)i * RootSlot.SizeOf);
         s = default;
         fixed (byte* p = s.Name) utf8[..n].CopyTo(new Span<byte>(p, RootSlot.MaxName));
@@ -60,20 +68,26 @@ public sealed unsafe partial class Segment
         tx.DeferChecksum(SegmentHeader.RootsOffset, SegmentHeader.RootsLength, RootsCrcOffset);
     }
 
-    /// <summary>Removes <paramref name="name"/>; returns whether it was present.</summary>
+    /// <summary>Removes <paramref name="name"/>; returns whether it was present (false changes nothing).</summary>
+    /// <exception cref="BeException">The name is invalid, or <paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open or lacks <see cref="RootCredit"/>; nothing was captured.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public bool RemoveRoot(Transaction tx, string name)
     {
-        ArgumentNullException.ThrowIfNull(tx);
+        CheckRootTx(tx, "remove root");
         int i = FindRoot(name);
         if (i < 0) return false;
+        CheckRootCredit(tx, "remove root", name);
         tx.Capture<RootSlot>(SegmentHeader.RootsOffset + (long)i * RootSlot.SizeOf) = default;
         tx.DeferChecksum(SegmentHeader.RootsOffset, SegmentHeader.RootsLength, RootsCrcOffset);
         return true;
     }
 
     /// <summary>Every named root, in slot order.</summary>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public IReadOnlyList<KeyValuePair<string, long>> Roots()
     {
+        CheckOwner("reading the segment roots");
         var list = new List<KeyValuePair<string, long>>();
         for (int i = 0; i < MaxRoots; i++)
         {
@@ -98,11 +112,48 @@ public sealed unsafe partial class Segment
         return -1;
     }
 
+    /// <summary>
+    /// Refuses what would change the wrong segment or leave the roots block half-changed: the transaction must be an
+    /// open one of this segment, used on the owner thread. (A transaction of another segment would capture the slot
+    /// found here at the same place of <em>its</em> segment, overwriting another root there.)
+    /// </summary>
+    private void CheckRootTx(Transaction tx, string op)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        if (tx.Segment != this)
+            throw new BeException($"segment {Id} ({FileName}): {op}: the transaction is on segment {tx.Segment.Id}, not on this segment");
+        CheckOwner(op);
+    }
+
+    /// <summary>
+    /// The slot's capture and the block's checksum must both fit before the first is made: a slot changed without its
+    /// checksum deferred would be closed with a stale CRC, and the segment would no longer open.
+    /// </summary>
+    private void CheckRootCredit(Transaction tx, string op, string name)
+    {
+        if (tx.State != TxState.Open) return; // the capture says why, naming the state
+        TxCredit need = TxCredit.Region(RootSlot.SizeOf) + tx.DeferChecksumCredit(SegmentHeader.RootsOffset, SegmentHeader.RootsLength, RootsCrcOffset, 0);
+        TxCredit c = tx.Credit, u = tx.Used;
+        if (c.Regions - u.Regions < need.Regions || c.Bytes - u.Bytes < need.Bytes)
+            throw new TxUsageException($"segment {Id} ({FileName}): {op} '{name}': needs {need} but the transaction has " +
+                $"{c.Regions - u.Regions} regions / {c.Bytes - u.Bytes} bytes left: it exceeds its credit; nothing was captured");
+    }
+
+    /// <summary>Strict UTF-8: a lone surrogate is refused, not stored as U+FFFD (which would make two names one).</summary>
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     private int EncodeName(string name, Span<byte> utf8)
     {
-        if (string.IsNullOrEmpty(name) || Encoding.UTF8.GetByteCount(name) > RootSlot.MaxName)
-            throw new BeException($"segment {Id}: root name '{name}' must be 1 to {RootSlot.MaxName} UTF-8 bytes");
-        return Encoding.UTF8.GetBytes(name, utf8);
+        ArgumentNullException.ThrowIfNull(name);
+        int bytes;
+        try { bytes = StrictUtf8.GetByteCount(name); }
+        catch (EncoderFallbackException)
+        {
+            throw new BeException($"segment {Id}: root name '{name}' is not valid UTF-16 (a lone surrogate): it cannot be stored as UTF-8");
+        }
+        if (bytes == 0 || bytes > RootSlot.MaxName)
+            throw new BeException($"segment {Id}: root name '{name}' must be 1 to {RootSlot.MaxName} UTF-8 bytes (it is {bytes})");
+        return StrictUtf8.GetBytes(name, utf8);
     }
 
     /// <summary>Checks the CRC32C of the roots block; used at open.</summary>

@@ -307,11 +307,15 @@ public class TransactionTests
         }
         await using (var e = await Engines.Open(Engines.Options(dir.Path)))
         {
-            var seg = e.Localities[0].Segment!;
-            Assert.True(seg.TryGetRoot("catalogue", out long off));
-            Assert.Equal(16384, off);
-            Assert.False(seg.TryGetRoot("extmap", out _));
-            Assert.Single(seg.Roots());
+            var loc = e.Localities[0];
+            await loc.RunAsync(() =>
+            {
+                var seg = loc.Segment!;
+                Assert.True(seg.TryGetRoot("catalogue", out long off));
+                Assert.Equal(16384, off);
+                Assert.False(seg.TryGetRoot("extmap", out _));
+                Assert.Single(seg.Roots());
+            });
         }
     }
 
