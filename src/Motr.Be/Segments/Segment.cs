@@ -99,14 +99,27 @@ public sealed unsafe partial class Segment : IDisposable
     /// <paramref name="tx"/>, which needs <see cref="GrowCredit"/>. Returns false, changing nothing, when
     /// that would pass <see cref="MaxSize"/>. New space reads as zero.
     /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="newSize"/> is negative.</exception>
+    /// <exception cref="BeException"><paramref name="tx"/> is on another segment.</exception>
+    /// <exception cref="TxUsageException"><paramref name="tx"/> is not open or lacks <see cref="GrowCredit"/>; nothing changed.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public bool Grow(Transaction tx, long newSize)
     {
         ArgumentNullException.ThrowIfNull(tx);
+        ArgumentOutOfRangeException.ThrowIfNegative(newSize);
+        // The size field is the one of tx's segment: another segment's would be set to memory it never committed.
+        if (tx.Segment != this)
+            throw new BeException($"segment {Id} ({FileName}): grow: the transaction is on segment {tx.Segment.Id}, not on this segment");
+        CheckOwner("grow");
+        // Compared before rounding up: a size near long.MaxValue would round to a negative one, "already reached".
+        if (newSize > MaxSize) return false;
         newSize = AlignUp(newSize, BeConstants.PageSize);
         if (newSize <= Size) return true;
         if (newSize > MaxSize) return false;
+        // Captured first (checks the tx's state and credit): memory is committed only for a change that will happen.
+        ref long size = ref tx.CaptureGeometry<long>(SegmentHeader.GeometryOffset);
         _mem.Commit(newSize);
-        tx.Capture<long>(SegmentHeader.GeometryOffset) = newSize;
+        size = newSize;
         return true;
     }
 

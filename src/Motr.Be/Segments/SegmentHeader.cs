@@ -70,4 +70,10 @@ public struct SegmentHeader
     public const int RootsLength = SizeOf - RootsOffset;
     /// <summary>End of the static part; no transaction may capture below it.</summary>
     public const int StaticLength = 64;
+    /// <summary>
+    /// First offset a user may capture or checksum: below it lie the static part and the geometry block, which only
+    /// the engine writes (Size by <c>Segment.Grow</c>, the rest and its CRC at every seal). A Size changed by hand
+    /// would claim memory never committed.
+    /// </summary>
+    public const int UserStart = GeometryOffset + GeometryLength;
 }

@@ -9,10 +9,16 @@ public readonly struct TxSavepoint
     internal readonly Transaction Tx;
     internal readonly int Regions, Undo, Marks, UsedRegions;
     internal readonly long UsedBytes;
+    /// <summary>The transaction's life it was taken in, and the stamps of its last region and mark then (0: none):
+    /// it is still a point of the transaction only while those very entries are.</summary>
+    internal readonly long Life, RegionStamp, MarkStamp;
 
-    internal TxSavepoint(Transaction tx, int regions, int undo, int marks, int usedRegions, long usedBytes)
+    internal TxSavepoint(Transaction tx, int regions, int undo, int marks, int usedRegions, long usedBytes, long life, long regionStamp, long markStamp)
     {
         Tx = tx;
+        Life = life;
+        RegionStamp = regionStamp;
+        MarkStamp = markStamp;
         Regions = regions;
         Undo = undo;
         Marks = marks;
@@ -56,6 +62,8 @@ public sealed unsafe class Transaction : IDisposable
         public long Offset;
         public int Length;
         public int UndoPos;
+        /// <summary>Unique over the transaction object's lives (see <see cref="TxSavepoint"/>).</summary>
+        public long Stamp;
     }
 
     /// <summary>When a deferred checksum is computed.</summary>
@@ -76,6 +84,8 @@ public sealed unsafe class Transaction : IDisposable
         public int CrcOffset;
         public uint Magic;
         public MarkKind Kind;
+        /// <summary>Unique over the transaction object's lives (see <see cref="TxSavepoint"/>); not part of <see cref="SameAs"/>.</summary>
+        public long Stamp;
 
         /// <summary>The same mark: same block, size, checksum place, magic and kind.</summary>
         public readonly bool SameAs(in ChecksumMark o) =>
@@ -102,6 +112,9 @@ public sealed unsafe class Transaction : IDisposable
     internal bool _force;
     internal bool _abortedAtTurnEnd;
     internal int _openSlot = -1;
+    // Savepoint validity: every region and mark appended gets the next stamp, and every life (Reset) starts at a new one,
+    // never reused by this (pooled) object, so a savepoint names exactly the entries it was taken after.
+    private long _stamp, _life;
 
     internal Transaction(TxManager m) => M = m;
 
@@ -126,6 +139,7 @@ public sealed unsafe class Transaction : IDisposable
     internal void Reset(TxCredit credit, long reservation)
     {
         _state = TxState.Open;
+        _life = ++_stamp;
         _credit = credit;
         _usedRegions = 0;
         _usedBytes = 0;
@@ -160,6 +174,7 @@ public sealed unsafe class Transaction : IDisposable
         r.Offset = offset;
         r.Length = length;
         r.UndoPos = _undoLen;
+        r.Stamp = ++_stamp;
         _undoLen += length;
         _usedRegions++;
         _usedBytes += length;
@@ -174,12 +189,27 @@ public sealed unsafe class Transaction : IDisposable
         return ref *(T*)(M.Segment.Base + offset);
     }
 
+    /// <summary>
+    /// The engine's own capture of the header's geometry block (<see cref="Segment.Grow"/> changing Size), which
+    /// <see cref="Capture"/> refuses to users: a Size no growth committed memory for faults the process at the next read there.
+    /// </summary>
+    internal ref T CaptureGeometry<T>(long offset) where T : unmanaged
+    {
+        _geometry = true;
+        try { Capture(offset, sizeof(T)); }
+        finally { _geometry = false; }
+        return ref *(T*)(M.Segment.Base + offset);
+    }
+
+    private bool _geometry;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Check(long offset, int length)
     {
         if (_state != TxState.Open) ThrowState("capture in");
         long size = M.Segment.Size;
-        if (offset < SegmentHeader.StaticLength || length <= 0 || offset > size - length) ThrowOutside(offset, length, size);
+        if (offset < SegmentHeader.UserStart || length <= 0 || offset > size - length)
+            if (!_geometry || offset < SegmentHeader.StaticLength || length <= 0 || offset > size - length) ThrowOutside(offset, length, size);
         if (_usedRegions >= _credit.Regions || _usedBytes + length > _credit.Bytes) ThrowCredit($"capture of {length} bytes at 0x{offset:X}", 1, length);
     }
 
@@ -243,16 +273,18 @@ public sealed unsafe class Transaction : IDisposable
         long size = M.Segment.Size;
         if (kind == MarkKind.Cancel)
         {
-            if (blockOffset < SegmentHeader.StaticLength || blockOffset >= size) ThrowOutside(blockOffset, 1, size);
+            if (blockOffset < SegmentHeader.UserStart || blockOffset >= size) ThrowOutside(blockOffset, 1, size);
         }
-        else if (blockOffset < SegmentHeader.StaticLength || blockLength < 4 || blockOffset > size - blockLength || (uint)crcOffset > (uint)(blockLength - 4))
+        else if (blockOffset < SegmentHeader.UserStart || blockLength < 4 || blockOffset > size - blockLength || (uint)crcOffset > (uint)(blockLength - 4))
             ThrowOutside(blockOffset, blockLength, size);
         var mark = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic, Kind = kind };
         if (Repeats(mark)) return;
+        mark.Stamp = _stamp + 1; // taken only once the credit check passed
         if (_usedRegions >= _credit.Regions || _usedBytes + 4 > _credit.Bytes)
             ThrowCredit(kind == MarkKind.Cancel ? $"checksum cancel of block 0x{blockOffset:X}" : $"deferred checksum of block 0x{blockOffset:X}", 1, 4);
         if (_markCount == _marks.Length) Array.Resize(ref _marks, _marks.Length * 2);
         _marks[_markCount++] = mark;
+        _stamp++;
         _usedRegions++;
         _usedBytes += 4;
     }
@@ -287,7 +319,8 @@ public sealed unsafe class Transaction : IDisposable
     public TxSavepoint Savepoint()
     {
         if (_state != TxState.Open) ThrowState("take a savepoint in");
-        return new TxSavepoint(this, _regionCount, _undoLen, _markCount, _usedRegions, _usedBytes - Math.Max(_payloadLen, 0));
+        return new TxSavepoint(this, _regionCount, _undoLen, _markCount, _usedRegions, _usedBytes - Math.Max(_payloadLen, 0), _life,
+            _regionCount > 0 ? _regions[_regionCount - 1].Stamp : 0, _markCount > 0 ? _marks[_markCount - 1].Stamp : 0);
     }
 
     /// <summary>
@@ -298,7 +331,9 @@ public sealed unsafe class Transaction : IDisposable
     public void RollbackTo(TxSavepoint savepoint)
     {
         if (_state != TxState.Open) ThrowState("roll back");
-        if (savepoint.Tx != this || savepoint.Regions > _regionCount) throw new TxUsageException($"tx on segment {M.Segment.Id}: the savepoint is not of this transaction, or was rolled back past");
+        if (!Holds(savepoint))
+            throw new TxUsageException($"tx on segment {M.Segment.Id}: the savepoint is not of this transaction (another one, or an " +
+                "earlier use of this pooled object), or was rolled back past (by a rollback to an earlier savepoint); nothing was undone");
         if (_regionCount > savepoint.Regions)
         {
             M.CheckOwner("roll back");
@@ -320,6 +355,17 @@ public sealed unsafe class Transaction : IDisposable
         // (Checksum marks do not count: they change no memory, and a transaction holding only marks may wait anyway.)
         if (_regionCount == 0 && _payloadLen < 0 && _captureTurn >= 0) M.MarkClean(this);
     }
+
+    /// <summary>
+    /// Whether <paramref name="sp"/> is still a point of this transaction: taken in this life, and the last region and
+    /// mark it came after are still there (stamps are never reused, so the same stamp is the same entry, and the entries
+    /// before it are the same too, as they are only ever appended or cut off). Counts alone would accept a savepoint rolled
+    /// back past once the transaction captured as much again, and restore a state that never was.
+    /// </summary>
+    private bool Holds(in TxSavepoint sp) =>
+        sp.Tx == this && sp.Life == _life
+        && sp.Regions <= _regionCount && (sp.Regions == 0 || _regions[sp.Regions - 1].Stamp == sp.RegionStamp)
+        && sp.Marks <= _markCount && (sp.Marks == 0 || _marks[sp.Marks - 1].Stamp == sp.MarkStamp);
 
     /// <summary>Asks that the group holding this transaction be written as soon as possible.</summary>
     public void Force()
@@ -398,7 +444,7 @@ public sealed unsafe class Transaction : IDisposable
 
     private void ThrowOutside(long offset, long length, long size) =>
         throw new TxUsageException($"tx on segment {M.Segment.Id}: range [0x{offset:X}, +{length}) is outside the capturable space " +
-            $"[0x{SegmentHeader.StaticLength:X}, 0x{size:X}) of the segment");
+            $"[0x{SegmentHeader.UserStart:X}, 0x{size:X}) of the segment (below it: the header's static part and the geometry block the engine writes)");
 
     private void ThrowCredit(string what, int regions, long bytes) =>
         throw new TxUsageException($"tx on segment {M.Segment.Id}: {what} exceeds its credit: would use {_usedRegions + regions} of {_credit.Regions} regions, " +

@@ -25,6 +25,45 @@ public sealed class TxSegmentContractTests
     }
 
     [Fact]
+    public async Task Roots_and_Grow_given_a_transaction_of_another_segment_are_refused_changing_neither()
+    {
+        var storage = new SimStorage();
+        await using (var e = await Engines.Open(Engines.Sim(storage, segments: 2)))
+        {
+            var loc = e.Localities[0];
+            var seg0 = loc.Segment!;
+            var seg1 = e.Localities[1].Segment!;
+            long size0 = seg0.Size, size1 = await e.Localities[1].RunAsync(() => seg1.Size);
+            await loc.RunAsync(async () =>
+            {
+                using (var tx = await seg0.BeginAsync(Segment.RootCredit))
+                {
+                    seg0.SetRoot(tx, "a", 4096);
+                    await tx.Close();
+                }
+                using var tx2 = await seg0.BeginAsync(Segment.RootCredit * 2 + Segment.GrowCredit);
+                // Before: seg1's free slot 0 was found, then seg0's slot 0 captured and written: "a" became "b" in seg0.
+                var ex = Assert.Throws<BeException>(() => seg1.SetRoot(tx2, "b", 8192));
+                Assert.Contains("on segment 1, not on this segment", ex.Message);
+                Assert.Throws<BeException>(() => seg1.RemoveRoot(tx2, "a"));
+                // Before: seg1's memory was committed and seg0's Size captured and set to the new size, which seg0 never
+                // committed: the next read past the old end faulted the process.
+                Assert.Throws<BeException>(() => seg1.Grow(tx2, size1 * 2));
+                Assert.Equal(TxCredit.Zero, tx2.Used);
+                Assert.Equal(size0, seg0.Size);
+                await tx2.Close();
+            });
+            Assert.Equal(size1, await e.Localities[1].RunAsync(() => seg1.Size));
+            storage = storage.Clone();
+        }
+        await using (var e = await Engines.Open(Engines.Sim(storage, segments: 2)))
+        {
+            var roots = await e.Localities[0].RunAsync(() => e.Localities[0].Segment!.Roots());
+            Assert.Equal([new KeyValuePair<string, long>("a", 4096)], roots);
+        }
+    }
+
+    [Fact]
     public async Task SetRoot_and_RemoveRoot_short_of_the_checksum_credit_capture_nothing()
     {
         var storage = new SimStorage();
@@ -55,6 +94,104 @@ public sealed class TxSegmentContractTests
             var roots = await e.Localities[0].RunAsync(() => e.Localities[0].Segment!.Roots());
             Assert.Equal([new KeyValuePair<string, long>("kept", 4096)], roots);
         }
+    }
+
+    [Fact]
+    public async Task Grow_refuses_a_negative_size_and_reports_a_size_past_any_limit_as_not_grown()
+    {
+        await using var e = await Engines.Open(Engines.Sim(new SimStorage(), segments: 1));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            long size = seg.Size;
+            using var tx = await seg.BeginAsync(Segment.GrowCredit);
+            // Before: rounding long.MaxValue up to a page overflowed to a negative size, "already reached": true, not grown.
+            Assert.False(seg.Grow(tx, long.MaxValue));
+            Assert.False(seg.Grow(tx, long.MaxValue - 4096));
+            Assert.Equal("newSize", Assert.Throws<ArgumentOutOfRangeException>(() => seg.Grow(tx, -1)).ParamName);
+            Assert.Equal(size, seg.Size);
+            Assert.Equal(TxCredit.Zero, tx.Used);
+            Assert.True(seg.Grow(tx, size + 1));
+            Assert.Equal(size + 4096, seg.Size);
+            await tx.Close();
+        });
+    }
+
+    [Fact]
+    public async Task A_savepoint_of_an_earlier_life_of_the_pooled_transaction_is_refused()
+    {
+        await using var e = await Engines.Open(Engines.Sim(new SimStorage(), segments: 1));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            var t1 = await seg.BeginAsync(new TxCredit(8, 1024));
+            t1.Capture<long>(Off) = 1;
+            t1.DeferChecksum(Off + 512, 64, 60);
+            var sp = t1.Savepoint();
+            t1.Dispose();                                   // aborted, back to the pool
+            using var t2 = await seg.BeginAsync(new TxCredit(8, 1024));
+            Assert.Same(t1, t2);                            // the same object: what made the old savepoint look like its own
+            t2.Capture<long>(Off + 8) = 2;
+            t2.Capture<long>(Off + 16) = 3;
+            var used = t2.Used;
+            // Before: accepted, rolled back to one region and revived the first life's checksum mark.
+            Assert.Throws<TxUsageException>(() => t2.RollbackTo(sp));
+            Assert.Equal(used, t2.Used);
+            Assert.Equal((2L, 3L), (seg.At<long>(Off + 8), seg.At<long>(Off + 16)));
+            await t2.Close();
+        });
+    }
+
+    [Fact]
+    public async Task A_savepoint_rolled_back_past_is_refused_even_once_the_transaction_has_grown_again()
+    {
+        await using var e = await Engines.Open(Engines.Sim(new SimStorage(), segments: 1));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            using var tx = await seg.BeginAsync(new TxCredit(8, 1024));
+            var sp1 = tx.Savepoint();
+            tx.Capture<long>(Off) = 1;
+            var sp2 = tx.Savepoint();                       // after the 8-byte capture
+            tx.RollbackTo(sp1);
+            tx.Capture(Off + 64, 32).Fill(7);                // another, longer capture in the same place of the list
+            var used = tx.Used;
+            // Before: accepted (one region then, one now): the tx's undo length was set to 8 while the 32-byte capture's
+            // old bytes ran past it, so the next capture overwrote them and an abort restored garbage.
+            Assert.Throws<TxUsageException>(() => tx.RollbackTo(sp2));
+            Assert.Equal(used, tx.Used);
+            tx.Capture<long>(Off + 128) = 9;
+            tx.Abort();
+            Assert.True(seg.Bytes(Off, 256).IndexOfAnyExcept((byte)0) < 0);
+        });
+    }
+
+    [Fact]
+    public async Task The_engines_geometry_block_is_neither_captured_nor_checksummed_by_a_user()
+    {
+        await using var e = await Engines.Open(Engines.Sim(new SimStorage(), segments: 1));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            long size = seg.Size;
+            using var tx = await seg.BeginAsync(new TxCredit(8, 1024));
+            // Before: allowed; a Size written past the committed memory faulted the process at the next read there.
+            Assert.Throws<TxUsageException>(() => tx.Capture<long>(SegmentHeader.GeometryOffset));
+            Assert.Throws<TxUsageException>(() => tx.Capture(SegmentHeader.GeometryOffset + 24, 16));
+            Assert.Throws<TxUsageException>(() => tx.Capture(SegmentHeader.StaticLength - 8, 16));
+            // A checksum whose field lands on Size would be written there at seal.
+            Assert.Throws<TxUsageException>(() => tx.DeferChecksum(SegmentHeader.GeometryOffset, 64, 0));
+            Assert.Throws<TxUsageException>(() => tx.CancelChecksum(SegmentHeader.GeometryOffset));
+            Assert.Equal(TxCredit.Zero, tx.Used);
+            tx.Capture<long>(SegmentHeader.GeometryOffset + SegmentHeader.GeometryLength) = 0; // just after: allowed
+            Assert.True(seg.Grow(tx, size + 1));            // the engine's own change of Size still works
+            await tx.Close();
+            Assert.Equal(size + 4096, seg.Size);
+        });
     }
 
     [Fact]
