@@ -276,7 +276,7 @@ public sealed unsafe class Transaction : IDisposable
             if (blockOffset < SegmentHeader.UserStart || blockOffset >= size) ThrowOutside(blockOffset, 1, size);
         }
         else if (blockOffset < SegmentHeader.UserStart || blockLength < 4 || blockOffset > size - blockLength || (uint)crcOffset > (uint)(blockLength - 4))
-            ThrowOutside(blockOffset, blockLength, size);
+            ThrowBadBlock(blockOffset, blockLength, crcOffset, size);
         var mark = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic, Kind = kind };
         if (Repeats(mark)) return;
         mark.Stamp = _stamp + 1; // taken only once the credit check passed
@@ -442,9 +442,23 @@ public sealed unsafe class Transaction : IDisposable
         throw new TxUsageException($"cannot {what} tx on segment {M.Segment.Id}: it is {_state}");
     }
 
-    private void ThrowOutside(long offset, long length, long size) =>
+    /// <summary>Names what is wrong with a checksummed block: its length, its CRC field's place, or its range.</summary>
+    private void ThrowBadBlock(long block, int length, int crcOffset, long size)
+    {
+        if (length < 4)
+            throw new TxUsageException($"tx on segment {M.Segment.Id}: checksummed block 0x{block:X}: length {length} cannot hold its 4-byte CRC field; nothing was deferred");
+        if (block < SegmentHeader.UserStart || block > size - length) ThrowOutside(block, length, size);
+        throw new TxUsageException($"tx on segment {M.Segment.Id}: checksummed block 0x{block:X} of {length} bytes: crcOffset {crcOffset} " +
+            $"does not leave its 4-byte CRC field inside the block (0 to {length - 4}); nothing was deferred");
+    }
+
+    private void ThrowOutside(long offset, long length, long size)
+    {
+        if (length <= 0)
+            throw new TxUsageException($"tx on segment {M.Segment.Id}: capture at 0x{offset:X} of length {length}: a region is at least one byte; nothing was captured");
         throw new TxUsageException($"tx on segment {M.Segment.Id}: range [0x{offset:X}, +{length}) is outside the capturable space " +
             $"[0x{SegmentHeader.UserStart:X}, 0x{size:X}) of the segment (below it: the header's static part and the geometry block the engine writes)");
+    }
 
     private void ThrowCredit(string what, int regions, long bytes) =>
         throw new TxUsageException($"tx on segment {M.Segment.Id}: {what} exceeds its credit: would use {_usedRegions + regions} of {_credit.Regions} regions, " +

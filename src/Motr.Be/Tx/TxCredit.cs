@@ -23,10 +23,20 @@ public readonly record struct TxCredit(int Regions, long Bytes)
     public static TxCredit Payload(int length) => new(0, length);
 
     /// <summary>Both credits together.</summary>
-    public static TxCredit operator +(TxCredit a, TxCredit b) => new(checked(a.Regions + b.Regions), checked(a.Bytes + b.Bytes));
+    /// <exception cref="OverflowException">The sum does not fit (the message names both credits).</exception>
+    public static TxCredit operator +(TxCredit a, TxCredit b)
+    {
+        try { return new(checked(a.Regions + b.Regions), checked(a.Bytes + b.Bytes)); }
+        catch (OverflowException) { throw new OverflowException($"credit {a} + {b} overflows"); }
+    }
 
     /// <summary><paramref name="n"/> times the credit.</summary>
-    public static TxCredit operator *(TxCredit a, int n) => new(checked(a.Regions * n), checked(a.Bytes * n));
+    /// <exception cref="OverflowException">The product does not fit (the message names the credit and the factor).</exception>
+    public static TxCredit operator *(TxCredit a, int n)
+    {
+        try { return new(checked(a.Regions * n), checked(a.Bytes * n)); }
+        catch (OverflowException) { throw new OverflowException($"credit {a} times {n} overflows"); }
+    }
 
     /// <summary><paramref name="n"/> times the credit.</summary>
     public static TxCredit operator *(int n, TxCredit a) => a * n;

@@ -229,4 +229,37 @@ public sealed class TxSegmentContractTests
             await tx.Close();
         });
     }
+
+    [Fact]
+    public void Credit_arithmetic_that_overflows_says_which_credit()
+    {
+        // Before: OverflowException "Arithmetic operation resulted in an overflow.", naming nothing.
+        var sum = Assert.Throws<OverflowException>(() => new TxCredit(int.MaxValue, 1) + TxCredit.Region(1));
+        Assert.Contains($"{int.MaxValue} regions / 1 bytes", sum.Message);
+        var times = Assert.Throws<OverflowException>(() => new TxCredit(1, long.MaxValue / 2 + 1) * 2);
+        Assert.Contains("times 2", times.Message);
+        Assert.Throws<OverflowException>(() => 3 * new TxCredit(int.MaxValue / 2, 1));
+        Assert.Equal(new TxCredit(6, 12), 3 * new TxCredit(2, 4));
+    }
+
+    [Fact]
+    public async Task A_bad_length_or_checksum_field_is_named_as_such_not_as_a_range_outside_the_segment()
+    {
+        await using var e = await Engines.Open(Engines.Sim(new SimStorage(), segments: 1));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            using var tx = await seg.BeginAsync(new TxCredit(8, 1024));
+            // Before: each said "range [...] is outside the capturable space", of a range well inside it.
+            Assert.Contains("crcOffset 64", Assert.Throws<TxUsageException>(() => tx.DeferChecksum(Off, 64, 64)).Message);
+            Assert.Contains("crcOffset -4", Assert.Throws<TxUsageException>(() => tx.DeferPlacedChecksum(Off, 64, -4, 0x1234)).Message);
+            Assert.Contains("length 2", Assert.Throws<TxUsageException>(() => tx.DeferChecksum(Off, 2, 0)).Message);
+            Assert.Contains("length 0", Assert.Throws<TxUsageException>(() => tx.Capture(Off, 0)).Message);
+            Assert.Contains("length -8", Assert.Throws<TxUsageException>(() => tx.Capture(Off, -8)).Message);
+            Assert.Contains("outside", Assert.Throws<TxUsageException>(() => tx.Capture(seg.Size - 4, 8)).Message);
+            Assert.Equal(TxCredit.Zero, tx.Used);
+            await tx.Close();
+        });
+    }
 }
