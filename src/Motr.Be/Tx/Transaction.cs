@@ -316,9 +316,12 @@ public sealed unsafe class Transaction : IDisposable
             ? default : ChecksumCredit;
 
     /// <summary>A point inside the transaction to roll back to (see <see cref="RollbackTo"/>).</summary>
+    /// <exception cref="TxUsageException">The transaction is not open.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public TxSavepoint Savepoint()
     {
         if (_state != TxState.Open) ThrowState("take a savepoint in");
+        M.CheckOwner("take a savepoint in"); // it reads the transaction's lists, which only the owner changes
         return new TxSavepoint(this, _regionCount, _undoLen, _markCount, _usedRegions, _usedBytes - Math.Max(_payloadLen, 0), _life,
             _regionCount > 0 ? _regions[_regionCount - 1].Stamp : 0, _markCount > 0 ? _marks[_markCount - 1].Stamp : 0);
     }
@@ -328,17 +331,19 @@ public sealed unsafe class Transaction : IDisposable
     /// and forgets them: the transaction goes on as it was then (its payload, if set, stays). Lets an
     /// operation that finds half-way that it cannot finish (no space) leave no trace and report a status.
     /// </summary>
+    /// <exception cref="TxUsageException">The transaction is not open, or <paramref name="savepoint"/> is not one of its
+    /// points any more (another transaction's, an earlier use of this pooled object's, or rolled back past); nothing is undone.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void RollbackTo(TxSavepoint savepoint)
     {
         if (_state != TxState.Open) ThrowState("roll back");
         if (!Holds(savepoint))
             throw new TxUsageException($"tx on segment {M.Segment.Id}: the savepoint is not of this transaction (another one, or an " +
                 "earlier use of this pooled object), or was rolled back past (by a rollback to an earlier savepoint); nothing was undone");
-        if (_regionCount > savepoint.Regions)
-        {
-            M.CheckOwner("roll back");
-            M.Segment.BeforeRestore();
-        }
+        // Always, not only when memory is restored: dropping marks changes the transaction's lists and counters, which
+        // the owner may be using in the same moment.
+        M.CheckOwner("roll back");
+        if (_regionCount > savepoint.Regions) M.Segment.BeforeRestore();
         byte* b = M.Segment.Base;
         for (int i = _regionCount - 1; i >= savepoint.Regions; i--)
         {

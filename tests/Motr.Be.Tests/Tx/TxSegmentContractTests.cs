@@ -262,4 +262,26 @@ public sealed class TxSegmentContractTests
             await tx.Close();
         });
     }
+
+    [Fact]
+    public async Task Savepoint_and_RollbackTo_off_the_owner_thread_are_refused_even_with_only_marks_to_drop()
+    {
+        await using var e = await Engines.Open(Engines.Sim(new SimStorage(), segments: 1));
+        var loc = e.Localities[0];
+        await loc.RunAsync(async () =>
+        {
+            var seg = loc.Segment!;
+            using var tx = await seg.BeginAsync(new TxCredit(8, 1024));
+            var sp = tx.Savepoint();
+            tx.DeferChecksum(Off + 512, 64, 60);
+            var used = tx.Used;
+            // Before: both went ahead on the other thread, changing the transaction's marks and counters under its owner.
+            Assert.IsType<InvalidOperationException>(OffThread(() => tx.RollbackTo(sp)));
+            Assert.IsType<InvalidOperationException>(OffThread(() => tx.Savepoint()));
+            Assert.Equal(used, tx.Used);
+            tx.RollbackTo(sp);
+            Assert.Equal(TxCredit.Zero, tx.Used);
+            await tx.Close();
+        });
+    }
 }
