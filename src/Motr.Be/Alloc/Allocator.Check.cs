@@ -60,8 +60,10 @@ public sealed unsafe partial class Allocator
 
     /// <summary>Space statistics. Used and free totals come from the persistent state; the rest from walking every chunk (cost: one pass over the headers).</summary>
     /// <exception cref="BeCorruptionException">The chunk chain is damaged (run <see cref="Check"/> for the details).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public AllocatorStats GetStats()
     {
+        _seg.CheckOwner("allocator stats");
         AllocatorState* s = S;
         var histogram = new long[AllocFormat.BinCount];
         long largest = 0;
@@ -101,8 +103,10 @@ public sealed unsafe partial class Allocator
     /// bitmap. (The domain verifies the block's CRC at open.) Called when the allocator is first used.
     /// </summary>
     /// <exception cref="BeCorruptionException">The state does not match; the message names the file, the offset and the field.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void LoadAndVerify()
     {
+        _seg.CheckOwner("allocator verify");
         var problems = new List<string>();
         VerifyState(problems, stopAtFirst: true);
         if (problems.Count > 0) throw new BeCorruptionException(Where, SegmentHeader.AllocatorOffset, problems[0]);
@@ -115,8 +119,10 @@ public sealed unsafe partial class Allocator
     /// Returns the problems found, each naming an offset; empty means healthy. Reads only. The state
     /// block's CRC is not checked here: it is recomputed when the transaction group is sealed.
     /// </summary>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public IReadOnlyList<string> Check()
     {
+        _seg.CheckOwner("allocator check");
         var problems = new List<string>();
         if (!VerifyState(problems, stopAtFirst: false)) return problems;
         AllocatorState* s = S;

@@ -14,10 +14,18 @@ public sealed unsafe partial class Allocator
     /// </summary>
     /// <exception cref="BeCorruptionException">Thrown by the enumeration on reaching a damaged chunk header (its offset is named);
     /// the blocks before it have been returned. <see cref="Check"/> describes the damage.</exception>
+    /// <exception cref="InvalidOperationException">Thrown by the enumeration when it is moved off the segment's owner thread
+    /// (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public IEnumerable<AllocatedBlock> AllocatedBlocks()
     {
+        // Each step reads the chain: each step checks the thread (an enumerator may be handed to another one).
+        _seg.CheckOwner("allocator walk");
         long c = HeapStartOffset();
-        while (NextUsed(ref c, out var block)) yield return block;
+        while (NextUsed(ref c, out var block))
+        {
+            yield return block;
+            _seg.CheckOwner("allocator walk");
+        }
     }
 
     private long HeapStartOffset() => S->HeapStart;

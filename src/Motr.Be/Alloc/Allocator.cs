@@ -24,11 +24,15 @@ public enum AllocStatus
 /// transaction. Small requests (usable size up to 1 KiB) are served exact-fit from 64 segregated
 /// free lists; larger ones best-fit from 96 binned lists, with a bitmap of non-empty lists; free
 /// neighbours are coalesced through boundary tags; the untouched tail of the heap (the wilderness)
-/// is carved on demand and the segment grows when it runs out. Use on the segment's owner thread.
+/// is carved on demand and the segment grows when it runs out.
 /// </summary>
 /// <remarks>
-/// Every block is preceded by a 32-byte chunk header (magic, flags, size, previous-chunk link,
-/// CRC32C). Data offsets are at least 16-byte aligned. See docs/allocator.md for the format.
+/// Use on the segment's owner thread: every member but <see cref="Segment"/> and the static credits refuses any
+/// other thread with <see cref="InvalidOperationException"/> (<see cref="ObjectDisposedException"/> once the engine
+/// is closed), reads included, as the b+tree and the list do: the segment's memory has no locks, the owner is the
+/// lock, and a transaction checks the thread only at its first change. Every block is preceded by a 32-byte chunk
+/// header (magic, flags, size, previous-chunk link, CRC32C). Data offsets are at least 16-byte aligned. See
+/// docs/allocator.md for the format.
 /// </remarks>
 public sealed unsafe partial class Allocator
 {
@@ -51,13 +55,30 @@ public sealed unsafe partial class Allocator
     /// Whether an allocation that does not fit may grow the segment (up to <see cref="Segments.Segment.MaxSize"/>).
     /// Default true. Not persistent: a reopened segment starts with true.
     /// </summary>
-    public bool GrowthAllowed { get; set; } = true;
+    /// <exception cref="InvalidOperationException">Read or set off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
+    public bool GrowthAllowed
+    {
+        get { _seg.CheckOwner("allocator growth"); return _growthAllowed; }
+        set { _seg.CheckOwner("allocator growth"); _growthAllowed = value; }
+    }
+
+    private bool _growthAllowed = true;
 
     /// <summary>Sum of the usable sizes of allocated blocks (from the persistent state; no walk).</summary>
-    public long UsedBytes => S->UsedBytes;
+    /// <exception cref="InvalidOperationException">Read off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
+    public long UsedBytes
+    {
+        get { _seg.CheckOwner("allocator used-bytes"); return S->UsedBytes; }
+    }
 
     /// <summary>Bytes of free chunks (headers included) plus the wilderness up to the current segment size (from the persistent state; no walk).</summary>
-    public long FreeBytes => S->FreeBytes + (_seg.Size - S->HeapTop);
+    /// <exception cref="InvalidOperationException">Read off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
+    public long FreeBytes
+    {
+        get { _seg.CheckOwner("allocator free-bytes"); return FreeBytesNow; }
+    }
+
+    private long FreeBytesNow => S->FreeBytes + (_seg.Size - S->HeapTop);
 
     // ---- credits ---------------------------------------------------------------------------------
 
@@ -171,11 +192,14 @@ public sealed unsafe partial class Allocator
     /// <param name="size">Bytes wanted (at least 1).</param>
     /// <param name="alignment">Alignment of the returned offset.</param>
     /// <param name="offset">The block's offset in the segment when the status is <see cref="AllocStatus.Ok"/>, else 0.</param>
-    /// <exception cref="TxUsageException">The transaction is not open, belongs to another segment, or lacks the credit.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, belongs to another segment, or lacks the credit (nothing was captured).</exception>
     /// <exception cref="BeCorruptionException">A free list or chunk header the allocator needs is damaged (nothing was changed).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public AllocStatus TryAlloc(Transaction tx, long size, int alignment, out long offset)
     {
         offset = 0;
+        _seg.CheckOwner("allocator alloc");
         if (size <= 0) return AllocStatus.InvalidSize;
         if (alignment <= 0 || (alignment & (alignment - 1)) != 0 || alignment > AllocFormat.MaxAlignment) return AllocStatus.InvalidAlignment;
         CheckTx(tx, AllocCreditValue, "alloc");
@@ -224,7 +248,11 @@ public sealed unsafe partial class Allocator
     /// <summary>
     /// Allocates like <see cref="TryAlloc"/> and returns the block's offset.
     /// </summary>
-    /// <exception cref="BeException">The block cannot be allocated; the message names the segment, the size and the free space.</exception>
+    /// <exception cref="BeException">The block cannot be allocated (out of space, or an invalid size or alignment); the message names the segment, the size and the free space.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, belongs to another segment, or lacks the credit (nothing was captured).</exception>
+    /// <exception cref="BeCorruptionException">A free list or chunk header the allocator needs is damaged (nothing was changed).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public long Alloc(Transaction tx, long size, int alignment = 8)
     {
         var status = TryAlloc(tx, size, alignment, out long offset);
@@ -365,13 +393,13 @@ public sealed unsafe partial class Allocator
     }
 
     /// <summary>Whether <see cref="TryGrow"/> would succeed for <paramref name="end"/>.</summary>
-    private bool CanGrowTo(long end) => GrowthAllowed && end <= _seg.MaxSize;
+    private bool CanGrowTo(long end) => _growthAllowed && end <= _seg.MaxSize;
 
     /// <summary>Grows the segment so the wilderness reaches <paramref name="end"/>: by max(needed, a quarter of the size), page rounded, capped at the limit.</summary>
     private bool TryGrow(Transaction tx, long end)
     {
         long cur = _seg.Size, max = _seg.MaxSize;
-        if (!GrowthAllowed || end > max) return false;
+        if (!_growthAllowed || end > max) return false;
         long target = AlignUp(Math.Max(end, cur + cur / 4), BeConstants.PageSize);
         if (target > max) target = max;
         return _seg.Grow(tx, target);
@@ -384,9 +412,13 @@ public sealed unsafe partial class Allocator
     /// it with free neighbours and with the wilderness; <paramref name="tx"/> must have <see cref="FreeCredit"/> left.
     /// </summary>
     /// <exception cref="BeException">The offset is not an allocated block: a double free or a wild offset (nothing was changed).</exception>
-    /// <exception cref="TxUsageException">The transaction is not open, belongs to another segment, or lacks the credit.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, belongs to another segment, or lacks the credit (nothing was captured).</exception>
+    /// <exception cref="BeCorruptionException">A free neighbour or free list the free must change is damaged (nothing was changed).</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void Free(Transaction tx, long offset)
     {
+        _seg.CheckOwner("allocator free");
         CheckTx(tx, FreeCreditValue, "free");
         long c = ValidateAllocated(offset, "free");
         ChunkHeader* h = H(c);
@@ -450,8 +482,10 @@ public sealed unsafe partial class Allocator
 
     /// <summary>Bytes usable at <paramref name="offset"/> (an allocated block): at least what was asked for.</summary>
     /// <exception cref="BeException">The offset is not an allocated block.</exception>
+    /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public long UsableSize(long offset)
     {
+        _seg.CheckOwner("allocator usable-size");
         long c = ValidateAllocated(offset, "usable size of");
         return H(c)->Size - Hdr;
     }
@@ -614,13 +648,13 @@ public sealed unsafe partial class Allocator
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowAllocFailed(AllocStatus status, long size, int alignment)
     {
-        long free = FreeBytes;
+        long free = FreeBytesNow;
         string why = status switch
         {
             AllocStatus.InvalidSize => "the size must be at least 1",
             AllocStatus.InvalidAlignment => $"the alignment must be a power of two up to {AllocFormat.MaxAlignment}",
             _ => $"out of space: {free} bytes free ({S->FreeChunks} free chunks holding {S->FreeBytes} bytes, wilderness {_seg.Size - S->HeapTop} bytes), " +
-                 $"segment size {_seg.Size} of at most {_seg.MaxSize}{(GrowthAllowed ? "" : ", growth disallowed")}",
+                 $"segment size {_seg.Size} of at most {_seg.MaxSize}{(_growthAllowed ? "" : ", growth disallowed")}",
         };
         throw new BeException($"segment {_seg.Id} ({_seg.FileName}): cannot allocate {size} bytes aligned to {alignment}: {why}");
     }

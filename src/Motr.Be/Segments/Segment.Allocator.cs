@@ -9,10 +9,13 @@ public sealed unsafe partial class Segment
     /// <see cref="Alloc.Allocator.LoadAndVerify"/>) on first use. Use on the owner thread.
     /// </summary>
     /// <exception cref="BeCorruptionException">The allocator state does not match this build or the segment.</exception>
+    /// <exception cref="InvalidOperationException">Read off the segment's owner thread, where the first use would create and
+    /// verify the allocator racing the owner (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public Alloc.Allocator Allocator
     {
         get
         {
+            CheckOwner("allocator");
             if (_allocator is { } a) return a;
             a = new Alloc.Allocator(this);
             a.LoadAndVerify();
