@@ -139,6 +139,25 @@ public sealed class AllocatorContractTests
     }
 
     [Fact]
+    public Task A_transaction_the_engine_aborted_at_its_turns_end_is_refused_saying_why() => OnLocality(async seg =>
+    {
+        var alloc = seg.Allocator;
+        var tx = await seg.BeginAsync(Big);
+        long a = alloc.Alloc(tx, 100);
+        await Task.Yield();   // the turn ends with the transaction open: the engine aborts it
+        Assert.Equal(TxState.Aborted, tx.State);
+        foreach (var op in new Action[] { () => alloc.Alloc(tx, 100), () => alloc.Free(tx, a) })
+        {
+            var ex = Assert.Throws<TxUsageException>(op);
+            Assert.Contains("segment 1", ex.Message);
+            Assert.Contains("invariant 1", ex.Message);   // why it is aborted, not only that it is
+        }
+        tx.Dispose();
+        Assert.Equal(0, alloc.UsedBytes);
+        Assert.Empty(alloc.Check());
+    });
+
+    [Fact]
     public async Task A_transaction_of_another_segment_is_refused_before_it_captures_anything()
     {
         using var dir = new ListDomain(segments: 2);
