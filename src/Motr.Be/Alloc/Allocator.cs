@@ -186,7 +186,8 @@ public sealed unsafe partial class Allocator
     /// Allocates a block of at least <paramref name="size"/> bytes whose offset is a multiple of
     /// <paramref name="alignment"/> (a power of two up to a page; anything below 16 gives 16), capturing
     /// every change in <paramref name="tx"/>, which must have <see cref="AllocCredit"/> left. The block's
-    /// bytes are not initialised. Expected failures are statuses, and change nothing.
+    /// bytes are not initialised. Expected failures are statuses, and change nothing. The transaction is checked
+    /// first: a null, ended or foreign one is refused whatever the size and alignment.
     /// </summary>
     /// <param name="tx">An open transaction on this segment.</param>
     /// <param name="size">Bytes wanted (at least 1).</param>
@@ -200,9 +201,9 @@ public sealed unsafe partial class Allocator
     {
         offset = 0;
         _seg.CheckOwner("allocator alloc");
+        CheckTx(tx, AllocCreditValue, "alloc");
         if (size <= 0) return AllocStatus.InvalidSize;
         if (alignment <= 0 || (alignment & (alignment - 1)) != 0 || alignment > AllocFormat.MaxAlignment) return AllocStatus.InvalidAlignment;
-        CheckTx(tx, AllocCreditValue, "alloc");
         if (size > _seg.MaxSize) return AllocStatus.OutOfSpace;
         long need = Hdr + Math.Max(G, AlignUp(size, G));
         int align = Math.Max(alignment, G);

@@ -158,6 +158,23 @@ public sealed class AllocatorContractTests
     });
 
     [Fact]
+    public Task A_bad_transaction_is_refused_before_the_arguments_are_looked_at() => OnLocality(async seg =>
+    {
+        var alloc = seg.Allocator;
+        // Null: ArgumentNullException whatever the size, as for a valid size (not a status, not a BeException on the size).
+        Assert.Throws<ArgumentNullException>(() => alloc.TryAlloc(null!, 0, 8, out _));
+        Assert.Throws<ArgumentNullException>(() => alloc.TryAlloc(null!, 16, 3, out _));
+        Assert.Throws<ArgumentNullException>(() => alloc.Alloc(null!, -1));
+        // Ended: TxUsageException, not InvalidSize.
+        var tx = await seg.BeginAsync(A);
+        _ = tx.Close();
+        var ex = Assert.Throws<TxUsageException>(() => alloc.TryAlloc(tx, 0, 8, out _));
+        Assert.Contains("open transaction", ex.Message);
+        Assert.Throws<TxUsageException>(() => alloc.Alloc(tx, 16, 3));
+        Assert.Equal(0, alloc.UsedBytes);
+    });
+
+    [Fact]
     public async Task A_transaction_of_another_segment_is_refused_before_it_captures_anything()
     {
         using var dir = new ListDomain(segments: 2);
