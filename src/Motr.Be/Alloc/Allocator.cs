@@ -560,6 +560,7 @@ public sealed unsafe partial class Allocator
     private ref AllocatorState CaptureState(Transaction tx)
     {
         tx.Capture(StateOffset + AllocatorState.MutableOffset, AllocatorState.MutableLength);
+        _changes++; // every alloc and free passes here once: a walk started before it is stale
         return ref *S;
     }
 

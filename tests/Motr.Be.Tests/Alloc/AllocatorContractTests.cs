@@ -225,6 +225,41 @@ public sealed class AllocatorContractTests
         Assert.Empty(alloc.Check());
     });
 
+    [Fact]
+    public Task A_walk_used_after_the_heap_changed_throws_InvalidOperationException() => OnLocality(async seg =>
+    {
+        var alloc = seg.Allocator;
+        long a = await AllocOn(seg, 100), b = await AllocOn(seg, 100), c = await AllocOn(seg, 100);
+
+        // Freed under the walk: b's header, left behind inside the chunk a and b coalesced into, still reads as a
+        // used block; the walk must not hand it out as allocated.
+        using (var e = alloc.AllocatedBlocks().GetEnumerator())
+        {
+            Assert.True(e.MoveNext());
+            Assert.Equal(a, e.Current.Offset);
+            using (var tx = await seg.BeginAsync(F * 2)) { alloc.Free(tx, a); alloc.Free(tx, b); _ = tx.Close(); }
+            var ex = Assert.Throws<InvalidOperationException>(() => e.MoveNext());
+            Assert.Contains("segment 1", ex.Message);
+            Assert.Contains("changed", ex.Message);
+        }
+
+        // Undone under the walk: an abort changes the heap without the allocator's knowledge.
+        using (var tx = await seg.BeginAsync(A))
+        {
+            alloc.Alloc(tx, 100);
+            using var e = alloc.AllocatedBlocks().GetEnumerator();
+            Assert.True(e.MoveNext());
+            tx.Abort();
+            Assert.Throws<InvalidOperationException>(() => e.MoveNext());
+        }
+
+        // A walk over an unchanged heap goes on to the end, and a new walk sees the change.
+        var blocks = new List<long>();
+        foreach (var blk in alloc.AllocatedBlocks()) blocks.Add(blk.Offset);
+        Assert.Equal([c], blocks);
+        Assert.Empty(alloc.Check());
+    });
+
     /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
     private static async Task OnLocality(Func<Segment, Task> body)
     {
