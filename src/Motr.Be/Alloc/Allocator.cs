@@ -658,6 +658,10 @@ public sealed unsafe partial class Allocator
         {
             AllocStatus.InvalidSize => "the size must be at least 1",
             AllocStatus.InvalidAlignment => $"the alignment must be a power of two up to {AllocFormat.MaxAlignment}",
+            // Not a shortage that freeing or growing could end: say so rather than list the free space.
+            _ when size > _seg.MaxSize - AllocFormat.HeapStart - Hdr =>
+                $"it can never fit: a block in this segment holds at most {_seg.MaxSize - AllocFormat.HeapStart - Hdr} bytes " +
+                $"(segment limit {_seg.MaxSize}, less the {AllocFormat.HeapStart}-byte header page and a {Hdr}-byte chunk header)",
             _ => $"out of space: {free} bytes free ({S->FreeChunks} free chunks holding {S->FreeBytes} bytes, wilderness {_seg.Size - S->HeapTop} bytes), " +
                  $"segment size {_seg.Size} of at most {_seg.MaxSize}{(_growthAllowed ? "" : ", growth disallowed")}",
         };

@@ -260,6 +260,32 @@ public sealed class AllocatorContractTests
         Assert.Empty(alloc.Check());
     });
 
+    [Fact]
+    public Task A_size_no_segment_of_this_limit_can_hold_is_named_as_such_not_as_a_passing_shortage() => OnLocality(async seg =>
+    {
+        var alloc = seg.Allocator;
+        foreach (long size in new[] { seg.MaxSize, seg.MaxSize - AllocFormat.HeapStart, long.MaxValue })
+        {
+            using var tx = await seg.BeginAsync(A);
+            Assert.Equal(AllocStatus.OutOfSpace, alloc.TryAlloc(tx, size, 8, out long off));
+            Assert.Equal(0, off);
+            var ex = Assert.Throws<BeException>(() => alloc.Alloc(tx, size));
+            Assert.Contains("segment 1", ex.Message);
+            Assert.Contains($"cannot allocate {size} bytes", ex.Message);
+            Assert.Contains("can never fit", ex.Message);
+            Assert.Contains($"{seg.MaxSize}", ex.Message);
+            Assert.Equal(TxCredit.Zero, tx.Used);
+        }
+        // The largest block that can fit is still only out of space for now.
+        using (var tx = await seg.BeginAsync(A))
+        {
+            alloc.GrowthAllowed = false;
+            var ex = Assert.Throws<BeException>(() => alloc.Alloc(tx, seg.MaxSize - AllocFormat.HeapStart - AllocFormat.ChunkHeaderSize));
+            Assert.DoesNotContain("never", ex.Message);
+            Assert.Contains("growth disallowed", ex.Message);
+        }
+    });
+
     /// <summary>Opens a one-segment engine and runs <paramref name="body"/> on its locality.</summary>
     private static async Task OnLocality(Func<Segment, Task> body)
     {
