@@ -233,6 +233,9 @@ public sealed unsafe partial class Allocator
         }
         if (end <= _seg.Size || CanGrowTo(end))
         {
+            // The gap is pushed onto its list, which writes the old head's back link: check that head as every other
+            // push does, and before the growth, the first capture.
+            if (wGap > 0) ValidateHead(AllocFormat.BinOf(wGap));
             if (end > _seg.Size && !TryGrow(tx, end)) return AllocStatus.OutOfSpace;
             offset = CarveWilderness(tx, top, wGap, need);
             return AllocStatus.Ok;

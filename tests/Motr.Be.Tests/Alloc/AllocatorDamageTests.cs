@@ -214,6 +214,31 @@ public sealed class AllocatorDamageTests
     }
 
     [Fact]
+    public async Task A_damaged_head_of_the_list_a_wilderness_gap_joins_is_refused_before_any_capture()
+    {
+        await using var h = await AllocHost.OpenAsync();
+        var heap = await BuildAsync(h);
+        // A page-aligned block larger than every free chunk is carved from the wilderness behind a leading gap,
+        // which is pushed onto its list: the push writes the old head's back link.
+        long top = await h.Run((_, a) => a.GetStats().HeapTop);
+        long gap = ((top + Hdr + 4095) & ~4095L) - Hdr - top;
+        if (gap != 0 && gap < AllocFormat.MinChunkSize) gap += 4096;
+        Assert.True(gap > 0);
+        int bin = AllocFormat.BinOf(gap);
+        Assert.True(bin < AllocFormat.BinOf(Hdr + 8000), "the gap's list is not one the request searches");
+        long head = State + AllocatorState.HeadsOffset + 8L * bin;
+        long word = State + AllocatorState.BitmapOffset + 8L * (bin >> 6);
+        long savedHead = await Poke(h, head, heap.Live - Hdr);   // the list now "starts" at a live block
+        long savedWord = await Poke(h, word, await h.Run((seg, _) => seg.At<long>(word)) | (1L << (bin & 63)));
+        var ex = await RefusedUnchanged(h, Allocator.AllocCredit, (tx, a) => a.Alloc(tx, 8000, 4096));
+        Assert.Equal(heap.Live - Hdr, ex.Offset);
+        Assert.Contains($"free list {bin} holds 0x{heap.Live - Hdr:X}", ex.Message);
+        await Poke(h, word, savedWord);
+        await Poke(h, head, savedHead);
+        await AssertRepaired(h, heap);
+    }
+
+    [Fact]
     public async Task Bitmap_bits_past_the_last_free_list_are_reported_and_never_followed()
     {
         await using var h = await AllocHost.OpenAsync();
