@@ -1,3 +1,4 @@
+using static Motr.Be.Tests.TestSupport.Threads;
 using Motr.Be.Alloc;
 using Motr.Be.Segments;
 using Motr.Be.Tests.List;
@@ -15,16 +16,6 @@ public sealed class AllocatorContractTests
     private static readonly TxCredit A = Allocator.AllocCredit;
     private static readonly TxCredit F = Allocator.FreeCredit;
     private static readonly TxCredit Big = A * 4 + F * 4 + TxCredit.Region(64);
-
-    /// <summary>Runs <paramref name="op"/> on a thread of its own and waits for it (no await: the caller's turn goes on); returns what it threw.</summary>
-    private static Exception? OffThread(Action op)
-    {
-        Exception? thrown = null;
-        var t = new Thread(() => thrown = Record.Exception(op));
-        t.Start();
-        t.Join();
-        return thrown;
-    }
 
     private static async Task<long> AllocOn(Segment seg, long size)
     {

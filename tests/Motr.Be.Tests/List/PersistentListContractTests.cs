@@ -1,3 +1,4 @@
+using static Motr.Be.Tests.TestSupport.Threads;
 using Motr.Be.List;
 using Motr.Be.Segments;
 using Motr.Be.Tx;
@@ -27,16 +28,6 @@ public sealed class PersistentListContractTests
         using var tx = await seg.BeginAsync(Big);
         ops(tx);
         _ = tx.Close();
-    }
-
-    /// <summary>Runs <paramref name="op"/> on a thread of its own and waits for it (no await: the caller's turn goes on); returns what it threw.</summary>
-    private static Exception? OffThread(Action op)
-    {
-        Exception? thrown = null;
-        var t = new Thread(() => thrown = Record.Exception(op));
-        t.Start();
-        t.Join();
-        return thrown;
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using Motr.Be.Segments;
 using Motr.Be.Storage;
+using static Motr.Be.Tests.TestSupport.Threads;
 using Motr.Be.Tests.TestSupport;
 using Motr.Be.Tx;
 
@@ -13,16 +14,6 @@ namespace Motr.Be.Tests.Tx;
 public sealed class TxSegmentContractTests
 {
     private const long Off = Engines.DataStart + 256;
-
-    /// <summary>Runs <paramref name="op"/> on a thread of its own and waits for it; returns what it threw.</summary>
-    private static Exception? OffThread(Action op)
-    {
-        Exception? thrown = null;
-        var t = new Thread(() => thrown = Record.Exception(op));
-        t.Start();
-        t.Join();
-        return thrown;
-    }
 
     [Fact]
     public async Task Roots_and_Grow_given_a_transaction_of_another_segment_are_refused_changing_neither()
