@@ -562,14 +562,14 @@ public sealed unsafe partial class Allocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref AllocatorState CaptureState(Transaction tx)
     {
-        tx.Capture(StateOffset + AllocatorState.MutableOffset, AllocatorState.MutableLength);
+        tx.CaptureHeader(StateOffset + AllocatorState.MutableOffset, AllocatorState.MutableLength);
         _changes++; // every alloc and free passes here once: a walk started before it is stale
         return ref *S;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void SealState(Transaction tx) =>
-        tx.DeferChecksum(StateOffset, SegmentHeader.AllocatorLength, SegmentHeader.AllocatorCrcOffset);
+        tx.DeferHeaderChecksum(StateOffset, SegmentHeader.AllocatorLength, SegmentHeader.AllocatorCrcOffset);
 
     /// <summary>Makes [chunk, chunk + size) a free chunk: header, free list, counters.</summary>
     private void AddFreeChunk(Transaction tx, ref AllocatorState st, long chunk, long size, long prev)
@@ -607,8 +607,8 @@ public sealed unsafe partial class Allocator
         n.Next = head;
         n.Prev = 0;
         if (head != 0) tx.Capture<long>(head + Hdr + 8) = chunk;
-        else tx.Capture<ulong>(BitmapOffset(bin)) |= 1UL << (bin & 63);
-        tx.Capture<long>(HeadOffset(bin)) = chunk;
+        else tx.CaptureHeader<ulong>(BitmapOffset(bin)) |= 1UL << (bin & 63);
+        tx.CaptureHeader<long>(HeadOffset(bin)) = chunk;
     }
 
     private void Unlink(Transaction tx, long chunk, int bin)
@@ -616,9 +616,9 @@ public sealed unsafe partial class Allocator
         FreeNode* n = Node(chunk);
         long next = n->Next, prev = n->Prev;
         if (prev != 0) tx.Capture<long>(prev + Hdr) = next;
-        else tx.Capture<long>(HeadOffset(bin)) = next;
+        else tx.CaptureHeader<long>(HeadOffset(bin)) = next;
         if (next != 0) tx.Capture<long>(next + Hdr + 8) = prev;
-        else if (prev == 0) tx.Capture<ulong>(BitmapOffset(bin)) &= ~(1UL << (bin & 63));
+        else if (prev == 0) tx.CaptureHeader<ulong>(BitmapOffset(bin)) &= ~(1UL << (bin & 63));
     }
 
     // ---- errors (kept out of the hot paths) ----------------------------------------------------------

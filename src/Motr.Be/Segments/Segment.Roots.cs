@@ -60,12 +60,12 @@ public sealed unsafe partial class Segment
         Span<byte> utf8 = stackalloc byte[RootSlot.MaxName];
         int n = EncodeName(name, utf8);
         CheckRootCredit(tx, "set root", name);
-        ref RootSlot s = ref tx.Capture<RootSlot>(SegmentHeader.RootsOffset + (long)i * RootSlot.SizeOf);
+        ref RootSlot s = ref tx.CaptureHeader<RootSlot>(SegmentHeader.RootsOffset + (long)i * RootSlot.SizeOf);
         s = default;
         fixed (byte* p = s.Name) utf8[..n].CopyTo(new Span<byte>(p, RootSlot.MaxName));
         s.NameLength = (byte)n;
         s.Offset = offset;
-        tx.DeferChecksum(SegmentHeader.RootsOffset, SegmentHeader.RootsLength, RootsCrcOffset);
+        tx.DeferHeaderChecksum(SegmentHeader.RootsOffset, SegmentHeader.RootsLength, RootsCrcOffset);
     }
 
     /// <summary>Removes <paramref name="name"/>; returns whether it was present (false changes nothing).</summary>
@@ -78,8 +78,8 @@ public sealed unsafe partial class Segment
         int i = FindRoot(name);
         if (i < 0) return false;
         CheckRootCredit(tx, "remove root", name);
-        tx.Capture<RootSlot>(SegmentHeader.RootsOffset + (long)i * RootSlot.SizeOf) = default;
-        tx.DeferChecksum(SegmentHeader.RootsOffset, SegmentHeader.RootsLength, RootsCrcOffset);
+        tx.CaptureHeader<RootSlot>(SegmentHeader.RootsOffset + (long)i * RootSlot.SizeOf) = default;
+        tx.DeferHeaderChecksum(SegmentHeader.RootsOffset, SegmentHeader.RootsLength, RootsCrcOffset);
         return true;
     }
 

@@ -117,7 +117,7 @@ public sealed unsafe partial class Segment : IDisposable
         if (newSize <= Size) return true;
         if (newSize > MaxSize) return false;
         // Captured first (checks the tx's state and credit): memory is committed only for a change that will happen.
-        ref long size = ref tx.CaptureGeometry<long>(SegmentHeader.GeometryOffset);
+        ref long size = ref tx.CaptureHeader<long>(SegmentHeader.GeometryOffset);
         _mem.Commit(newSize);
         size = newSize;
         return true;

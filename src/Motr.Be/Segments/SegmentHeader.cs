@@ -50,7 +50,7 @@ public struct SegmentHeader
     /// <summary>[92, u32] CRC32C of bytes [64, 92).</summary>
     [FieldOffset(92)] public uint GeometryCrc;
 
-    // [96, 128) reserved.
+    // [96, 128) reserved. Nothing below SizeOf (the heap's start) is captured or checksummed by users: see UserStart.
     // [128, 1536) allocator state: see Alloc/AllocatorState.
     // [1536, 4096) segment dictionary: see SegmentRoots.
 
@@ -71,9 +71,24 @@ public struct SegmentHeader
     /// <summary>End of the static part; no transaction may capture below it.</summary>
     public const int StaticLength = 64;
     /// <summary>
-    /// First offset a user may capture or checksum: below it lie the static part and the geometry block, which only
-    /// the engine writes (Size by <c>Segment.Grow</c>, the rest and its CRC at every seal). A Size changed by hand
-    /// would claim memory never committed.
+    /// First offset a user may capture or checksum: the heap's start, the end of this page. The whole header below it
+    /// is the engine's: the static part, the geometry block (Size by <c>Segment.Grow</c>, the rest and its CRC at every
+    /// seal), the allocator's state and the roots block. The blocks carry CRCs the engine recomputes only when it changes
+    /// them itself, so a change by hand without that checksum (or a checksum with another field) would leave a bad CRC and
+    /// a segment that no longer opens; a Size changed by hand would claim memory never committed. The engine's own writers
+    /// go through <c>Transaction.CaptureHeader</c> and <c>Transaction.DeferHeaderChecksum</c>.
     /// </summary>
-    public const int UserStart = GeometryOffset + GeometryLength;
+    public const int UserStart = SizeOf;
+
+    /// <summary>What lives at <paramref name="offset"/> of the header, for errors (the offset is below <see cref="UserStart"/>).</summary>
+    internal static string BlockAt(long offset) => offset switch
+    {
+        < 0 => "no part of the segment (a negative offset)",
+        < StaticLength => "the header's static part",
+        < GeometryOffset + GeometryLength => "the geometry block",
+        < AllocatorOffset => "the header's reserved bytes",
+        < RootsOffset => "the allocator's state",
+        < SizeOf => "the roots block",
+        _ => "the heap",
+    };
 }

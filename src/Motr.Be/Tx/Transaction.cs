@@ -159,12 +159,21 @@ public sealed unsafe class Transaction : IDisposable
     /// Records that [offset, offset + length) is about to change: keeps its current bytes for
     /// <see cref="Abort"/> and logs its bytes as they are at close. Returns the bytes to change.
     /// </summary>
-    /// <exception cref="TxUsageException">The transaction is not open, the range is outside the segment or in its static header, or the capture exceeds the credit.</exception>
+    /// <exception cref="TxUsageException">The transaction is not open, the range is outside the segment or starts in its
+    /// header (below <see cref="SegmentHeader.UserStart"/>, the heap's start: the static part, the geometry block, the
+    /// allocator's state and the roots block are the engine's), or the capture exceeds the credit. Nothing is captured.</exception>
     /// <exception cref="InvalidOperationException">The transaction's first change is made off its segment's owner thread.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Span<byte> Capture(long offset, int length)
     {
         Check(offset, length);
+        return Record(offset, length);
+    }
+
+    /// <summary>Keeps the range's bytes for undo and lists it for the log; the range and the credit are checked.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Span<byte> Record(long offset, int length)
+    {
         if (_captureTurn < 0) M.MarkDirty(this); // the first change: checks the thread before anything is recorded
         if (_regionCount == _regions.Length) Array.Resize(ref _regions, _regions.Length * 2);
         if (_undoLen + length > _undo.Length) Array.Resize(ref _undo, Math.Max(_undo.Length * 2, _undoLen + length));
@@ -190,26 +199,40 @@ public sealed unsafe class Transaction : IDisposable
     }
 
     /// <summary>
-    /// The engine's own capture of the header's geometry block (<see cref="Segment.Grow"/> changing Size), which
-    /// <see cref="Capture"/> refuses to users: a Size no growth committed memory for faults the process at the next read there.
+    /// The engine's own capture in the segment header's dynamic part [<see cref="SegmentHeader.StaticLength"/>,
+    /// <see cref="SegmentHeader.UserStart"/>), which <see cref="Capture"/> refuses to users: the geometry block
+    /// (<see cref="Segment.Grow"/> changing Size), the allocator's state and the roots block, each changed together with
+    /// its checksum (<see cref="DeferHeaderChecksum"/>; the geometry block's is rewritten at every seal).
     /// </summary>
-    internal ref T CaptureGeometry<T>(long offset) where T : unmanaged
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal Span<byte> CaptureHeader(long offset, int length)
     {
-        _geometry = true;
-        try { Capture(offset, sizeof(T)); }
-        finally { _geometry = false; }
-        return ref *(T*)(M.Segment.Base + offset);
+        CheckHeader(offset, length);
+        return Record(offset, length);
     }
 
-    private bool _geometry;
+    /// <summary>Captures the <typeparamref name="T"/> at <paramref name="offset"/> of the header (see <see cref="CaptureHeader(long, int)"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ref T CaptureHeader<T>(long offset) where T : unmanaged
+    {
+        CaptureHeader(offset, sizeof(T));
+        return ref *(T*)(M.Segment.Base + offset);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Check(long offset, int length)
     {
         if (_state != TxState.Open) ThrowState("capture in");
         long size = M.Segment.Size;
-        if (offset < SegmentHeader.UserStart || length <= 0 || offset > size - length)
-            if (!_geometry || offset < SegmentHeader.StaticLength || length <= 0 || offset > size - length) ThrowOutside(offset, length, size);
+        if (offset < SegmentHeader.UserStart || length <= 0 || offset > size - length) ThrowOutside(offset, length, size);
+        if (_usedRegions >= _credit.Regions || _usedBytes + length > _credit.Bytes) ThrowCredit($"capture of {length} bytes at 0x{offset:X}", 1, length);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void CheckHeader(long offset, int length)
+    {
+        if (_state != TxState.Open) ThrowState("capture in");
+        if (offset < SegmentHeader.StaticLength || length <= 0 || offset > SegmentHeader.UserStart - length) ThrowNotHeader(offset, length);
         if (_usedRegions >= _credit.Regions || _usedBytes + length > _credit.Bytes) ThrowCredit($"capture of {length} bytes at 0x{offset:X}", 1, length);
     }
 
@@ -237,8 +260,18 @@ public sealed unsafe class Transaction : IDisposable
     /// 32-bit value at seal time, so a block freed meanwhile (magic cleared) is left alone.
     /// Needs <see cref="ChecksumCredit"/>. Suits small blocks; see <see cref="DeferPlacedChecksum"/> for large ones.
     /// </summary>
+    /// <exception cref="TxUsageException">The transaction is not open, the block is outside the segment or starts in its
+    /// header (below <see cref="SegmentHeader.UserStart"/>: the header's blocks are checksummed by the engine alone), its CRC
+    /// field is not inside it, or the credit is short. Nothing is deferred.</exception>
     public void DeferChecksum(long blockOffset, int blockLength, int crcOffset, uint magic = 0) =>
-        AddMark(blockOffset, blockLength, crcOffset, magic, MarkKind.Seal);
+        AddMark(blockOffset, blockLength, crcOffset, magic, MarkKind.Seal, header: false);
+
+    /// <summary>
+    /// The engine's own <see cref="DeferChecksum"/> of a block of the header (the allocator's state, the roots block),
+    /// which users may not checksum: its CRC field is the one the segment's open checks.
+    /// </summary>
+    internal void DeferHeaderChecksum(long blockOffset, int blockLength, int crcOffset) =>
+        AddMark(blockOffset, blockLength, crcOffset, 0, MarkKind.Seal, header: true);
 
     /// <summary>
     /// Like <see cref="DeferChecksum"/>, but the checksum is computed when the block is placed into the
@@ -255,7 +288,7 @@ public sealed unsafe class Transaction : IDisposable
         if (magic == 0) throw new ArgumentException("a placed checksum needs the block's magic", nameof(magic));
         if (crcOffset > Log.PackedChecksumDesc.MaxCrcOffset)
             throw new ArgumentOutOfRangeException(nameof(crcOffset), crcOffset, $"a placed checksum's field must lie within the first {Log.PackedChecksumDesc.MaxCrcOffset + 1} bytes of its block (the log's descriptor holds no more)");
-        AddMark(blockOffset, blockLength, crcOffset, magic, MarkKind.Placed);
+        AddMark(blockOffset, blockLength, crcOffset, magic, MarkKind.Placed, header: false);
         M.Segment.MarkChecksumStale(blockOffset);
     }
 
@@ -265,15 +298,24 @@ public sealed unsafe class Transaction : IDisposable
     /// more, as the place may soon hold other data. The allocator calls this on every free.
     /// Needs <see cref="ChecksumCredit"/> unless this transaction already deferred a checksum of the block.
     /// </summary>
-    public void CancelChecksum(long blockOffset) => AddMark(blockOffset, 0, 0, 0, MarkKind.Cancel);
+    /// <exception cref="TxUsageException">The transaction is not open, the block is outside the segment or in its header
+    /// (below <see cref="SegmentHeader.UserStart"/>: a cancel there would drop the engine's own checksum of the allocator's
+    /// state or the roots block), or the credit is short. Nothing is recorded.</exception>
+    public void CancelChecksum(long blockOffset) => AddMark(blockOffset, 0, 0, 0, MarkKind.Cancel, header: false);
 
-    private void AddMark(long blockOffset, int blockLength, int crcOffset, uint magic, MarkKind kind)
+    private void AddMark(long blockOffset, int blockLength, int crcOffset, uint magic, MarkKind kind, bool header)
     {
         if (_state != TxState.Open) ThrowState(kind == MarkKind.Cancel ? "cancel a checksum in" : "defer a checksum in");
         long size = M.Segment.Size;
-        if (kind == MarkKind.Cancel)
+        if (header)
         {
-            if (blockOffset < SegmentHeader.UserStart || blockOffset >= size) ThrowOutside(blockOffset, 1, size);
+            if (blockOffset < SegmentHeader.StaticLength || blockLength < 4 || blockOffset > SegmentHeader.UserStart - blockLength || (uint)crcOffset > (uint)(blockLength - 4))
+                throw new InvalidOperationException($"tx on segment {M.Segment.Id}: the engine's header checksum of [0x{blockOffset:X}, +{blockLength}) " +
+                    $"with its CRC at +{crcOffset} is not inside the header's dynamic part [0x{SegmentHeader.StaticLength:X}, 0x{SegmentHeader.UserStart:X})");
+        }
+        else if (kind == MarkKind.Cancel)
+        {
+            if (blockOffset < SegmentHeader.UserStart || blockOffset >= size) ThrowOutside(blockOffset, 1, size, "cancel of the checksum of the block at", "recorded");
         }
         else if (blockOffset < SegmentHeader.UserStart || blockLength < 4 || blockOffset > size - blockLength || (uint)crcOffset > (uint)(blockLength - 4))
             ThrowBadBlock(blockOffset, blockLength, crcOffset, size);
@@ -452,17 +494,25 @@ public sealed unsafe class Transaction : IDisposable
     {
         if (length < 4)
             throw new TxUsageException($"tx on segment {M.Segment.Id}: checksummed block 0x{block:X}: length {length} cannot hold its 4-byte CRC field; nothing was deferred");
-        if (block < SegmentHeader.UserStart || block > size - length) ThrowOutside(block, length, size);
+        if (block < SegmentHeader.UserStart || block > size - length) ThrowOutside(block, length, size, "checksummed block", "deferred");
         throw new TxUsageException($"tx on segment {M.Segment.Id}: checksummed block 0x{block:X} of {length} bytes: crcOffset {crcOffset} " +
             $"does not leave its 4-byte CRC field inside the block (0 to {length - 4}); nothing was deferred");
     }
 
-    private void ThrowOutside(long offset, long length, long size)
+    /// <summary>An engine bug: a header capture that is not inside the header's dynamic part.</summary>
+    private void ThrowNotHeader(long offset, int length) =>
+        throw new InvalidOperationException($"tx on segment {M.Segment.Id}: the engine's header capture [0x{offset:X}, +{length}) " +
+            $"is not inside the header's dynamic part [0x{SegmentHeader.StaticLength:X}, 0x{SegmentHeader.UserStart:X})");
+
+    private void ThrowOutside(long offset, long length, long size, string what = "capture at", string done = "captured")
     {
         if (length <= 0)
             throw new TxUsageException($"tx on segment {M.Segment.Id}: capture at 0x{offset:X} of length {length}: a region is at least one byte; nothing was captured");
+        if (offset < SegmentHeader.UserStart)
+            throw new TxUsageException($"tx on segment {M.Segment.Id}: {what} 0x{offset:X} (+{length}): 0x{offset:X} is in the segment header, in " +
+                $"{SegmentHeader.BlockAt(offset)}, which only the engine changes and checksums (users start at the heap, 0x{SegmentHeader.UserStart:X}); nothing was {done}");
         throw new TxUsageException($"tx on segment {M.Segment.Id}: range [0x{offset:X}, +{length}) is outside the capturable space " +
-            $"[0x{SegmentHeader.UserStart:X}, 0x{size:X}) of the segment (below it: the header's static part and the geometry block the engine writes)");
+            $"[0x{SegmentHeader.UserStart:X}, 0x{size:X}) of the segment; nothing was {done}");
     }
 
     private void ThrowCredit(string what, int regions, long bytes) =>

@@ -178,11 +178,67 @@ public sealed class TxSegmentContractTests
             Assert.Throws<TxUsageException>(() => tx.DeferChecksum(SegmentHeader.GeometryOffset, 64, 0));
             Assert.Throws<TxUsageException>(() => tx.CancelChecksum(SegmentHeader.GeometryOffset));
             Assert.Equal(TxCredit.Zero, tx.Used);
-            tx.Capture<long>(SegmentHeader.GeometryOffset + SegmentHeader.GeometryLength) = 0; // just after: allowed
+            Assert.Throws<TxUsageException>(() => tx.Capture<long>(SegmentHeader.GeometryOffset + SegmentHeader.GeometryLength)); // the header's reserved bytes: the engine's too
+            Assert.Equal(TxCredit.Zero, tx.Used);
+            tx.Capture(SegmentHeader.UserStart, 8); // the heap's start: allowed (read back unchanged)
             Assert.True(seg.Grow(tx, size + 1));            // the engine's own change of Size still works
             await tx.Close();
             Assert.Equal(size + 4096, seg.Size);
         });
+    }
+
+    /// <summary>
+    /// The rest of the header below the heap — the allocator's state and the roots block — is the engine's as well:
+    /// each is guarded by a CRC the engine recomputes only when it changes the block itself. Before: a user's capture
+    /// there (changing bytes without the block's own deferred checksum), a checksum with another CRC field, or a cancel
+    /// of the engine's checksum was accepted; the group sealed with a stale CRC and the segment refused to open again.
+    /// Now each is refused naming the offset and the block, nothing is recorded, and the segment reopens.
+    /// </summary>
+    [Fact]
+    public async Task The_allocators_state_and_the_roots_block_are_neither_captured_nor_checksummed_by_a_user()
+    {
+        const long AllocAt = SegmentHeader.AllocatorOffset, RootsAt = SegmentHeader.RootsOffset;
+        var misuses = new (string What, long At, string Block, Action<Segment, Transaction> Misuse)[]
+        {
+            ("capture of the free byte count", AllocAt + 48, "the allocator's state", (_, tx) => tx.Capture<long>(AllocAt + 48) += 16),
+            ("capture of a free list head", AllocAt + 104, "the allocator's state", (_, tx) => tx.Capture<long>(AllocAt + 104) = 4096),
+            ("capture of a root slot", RootsAt + 64, "the roots block", (_, tx) => tx.Capture(RootsAt + 64, 8).Fill(0x5A)),
+            ("capture running on into the heap", SegmentHeader.SizeOf - 8, "the roots block", (_, tx) => tx.Capture(SegmentHeader.SizeOf - 8, 16).Fill(0x5A)),
+            ("checksum with another CRC field", RootsAt, "the roots block", (_, tx) => tx.DeferChecksum(RootsAt, SegmentHeader.RootsLength, 0)),
+            ("checksum of part of the block", AllocAt, "the allocator's state", (_, tx) => tx.DeferChecksum(AllocAt, 64, 60)),
+            ("cancel of the allocator's own checksum", AllocAt, "the allocator's state", (seg, tx) =>
+            {
+                seg.Allocator.Alloc(tx, 64); // defers the state's checksum in this transaction
+                tx.CancelChecksum(AllocAt);
+            }),
+        };
+        foreach (var (what, at, block, misuse) in misuses)
+        {
+            var storage = new SimStorage();
+            Exception? ex = null;
+            await using (var e = await Engines.Open(Engines.Sim(storage, segments: 1)))
+            {
+                var loc = e.Localities[0];
+                await loc.RunAsync(async () =>
+                {
+                    var seg = loc.Segment!;
+                    using var tx = await seg.BeginAsync(Motr.Be.Alloc.Allocator.AllocCredit + new TxCredit(8, 1024));
+                    TxCredit used = tx.Used;
+                    ex = Record.Exception(() => misuse(seg, tx));
+                    if (ex is TxUsageException && what.StartsWith("capture")) Assert.Equal(used, tx.Used); // nothing captured
+                    await tx.Close();
+                });
+            }
+            // Reopened, the log replayed: every checksum of the header must still hold.
+            var reopen = await Record.ExceptionAsync(async () =>
+            {
+                await using var e = await Engines.Open(Engines.Sim(storage, segments: 1));
+            });
+            Assert.True(reopen is null, $"{what}: the segment no longer opens: {reopen?.Message}");
+            Assert.True(ex is TxUsageException, $"{what}: accepted ({ex?.GetType().Name ?? "no exception"})");
+            Assert.Contains($"0x{at:X}", ex!.Message);
+            Assert.Contains(block, ex.Message);
+        }
     }
 
     [Fact]
