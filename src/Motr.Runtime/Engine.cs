@@ -27,16 +27,56 @@ public sealed class Engine : IAsyncDisposable
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before recovery recorded
     /// its checkpoint: it stops at the next segment, record or segment sync, and releases the files and the folder (see
     /// <see cref="Domain.OpenAsync"/>; the task is cancelled).</exception>
-    public static async Task<Engine> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default)
+    /// <remarks>Should a locality fail to start or to take its segment, the localities started so far stop and the domain
+    /// closes (its files and the folder's lock released) before the error is rethrown: the folder can be opened again.</remarks>
+    public static Task<Engine> OpenAsync(DomainOptions options, CancellationToken cancellationToken = default) =>
+        OpenAsync(options, static (i, onFault) => new Locality(i, onFault), cancellationToken);
+
+    /// <summary>
+    /// <see cref="OpenAsync(DomainOptions, CancellationToken)"/> with the localities made by <paramref name="newLocality"/>
+    /// (index, fault handler): tests make one fail, as a thread that cannot start would.
+    /// </summary>
+    internal static async Task<Engine> OpenAsync(DomainOptions options, Func<int, Action<Locality, Exception>, Locality> newLocality,
+        CancellationToken cancellationToken)
     {
         var domain = await Domain.OpenAsync(options, cancellationToken).ConfigureAwait(false);
         var localities = new Locality[domain.Segments.Count];
-        for (int i = 0; i < localities.Length; i++)
+        int made = 0;
+        try
         {
-            localities[i] = new Locality(i, (l, e) => options.Warn($"{l}: unhandled exception in a turn: {e}"));
-            localities[i].Attach(domain.Segments[i]);
+            for (int i = 0; i < localities.Length; i++)
+            {
+                localities[i] = newLocality(i, (l, e) => options.Warn($"{l}: unhandled exception in a turn: {e}"));
+                made = i + 1;
+                localities[i].Attach(domain.Segments[i]);
+            }
+        }
+        catch
+        {
+            // Nobody gets this engine to close: the localities made so far and the domain (its threads, files and the
+            // folder's lock) are released here, or the folder could not be opened again in this process.
+            await Release(domain, localities[..made]).ConfigureAwait(false);
+            throw;
         }
         return new Engine(domain, localities);
+    }
+
+    /// <summary>Stops the localities and closes the domain after a failed open; their own errors are not the one to report.</summary>
+    private static async Task Release(Domain domain, Locality[] localities)
+    {
+        try
+        {
+            foreach (var l in localities)
+            {
+                try { await l.DisposeAsync().ConfigureAwait(false); }
+                catch (Exception e) { System.Diagnostics.Trace.WriteLine($"{l}: stopping it after a failed engine open threw {e}"); }
+            }
+        }
+        finally
+        {
+            try { await domain.DisposeAsync().ConfigureAwait(false); }
+            catch (Exception e) { System.Diagnostics.Trace.WriteLine($"{domain.Location}: closing it after a failed engine open threw {e}"); }
+        }
     }
 
     /// <summary>The locality that owns keys hashing to <paramref name="key"/>.</summary>

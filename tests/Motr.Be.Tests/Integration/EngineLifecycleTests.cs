@@ -232,4 +232,25 @@ public class EngineLifecycleTests
         await churn.WaitAsync(TimeSpan.FromSeconds(60));
         Assert.Equal(19, await loc.RunAsync(() => loc.Segment!.At<long>(Engines.DataStart)));
     }
+
+    [Fact]
+    public async Task An_engine_whose_locality_fails_to_start_releases_the_domain_and_the_folder_opens_again()
+    {
+        using var dir = new TempDir();
+        var o = Engines.Options(dir.Path, segments: 2);
+        var made = new List<Locality>();
+        // The second locality fails as it is made (a thread that cannot start, say): the first is made and attached.
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => Engine.OpenAsync(o, (i, onFault) =>
+        {
+            if (i == 1) throw new InvalidOperationException("no locality 1");
+            var l = new Locality(i, onFault);
+            made.Add(l);
+            return l;
+        }, CancellationToken.None));
+        Assert.Equal("no locality 1", ex.Message);
+        // Before, the opened domain was left behind: its threads ran, its files and the folder's lock were held, and
+        // the folder could not be opened again in this process ("in use by another engine").
+        await using (var again = await Engines.Open(o)) Assert.Equal(2, again.Localities.Count);
+        Assert.True(Assert.Single(made).HasStopped);
+    }
 }
