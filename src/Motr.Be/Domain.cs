@@ -244,12 +244,19 @@ public sealed class Domain : IAsyncDisposable
         }
         catch
         {
+            // The placer's threads may run (the writer's start failed after theirs): they are stopped before their
+            // files close, or they would outlive the failed open. Recovery checkpointed what it placed before they started:
+            // the stop's final checkpoint has nothing to add.
+            _placer?.Stop();
             _placer?.Dispose();
             foreach (var s in segments) s.Dispose();
             _log.Dispose();
             throw;
         }
     }
+
+    /// <summary>Whether a thread of the placer is running (tests: none is, once the domain is closed or its open failed).</summary>
+    internal bool PlacerRunning => _placer.Running;
 
     /// <summary>The segments, in id order (id = index + 1).</summary>
     public IReadOnlyList<Segment> Segments => _segments;

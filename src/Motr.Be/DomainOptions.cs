@@ -132,4 +132,10 @@ public sealed class DomainOptions
     /// gathers every group sealed while the previous one was being written.
     /// </summary>
     public int GroupBoundTxs { get; set; } = 128;
+
+    /// <summary>
+    /// Tests only: runs as the log writer starts, on the opening thread, with the domain being opened (its placer already
+    /// started); an exception it throws is the writer's start failing, as a thread that cannot start would.
+    /// </summary>
+    internal Action<Domain>? LogWriterStarting { get; set; }
 }

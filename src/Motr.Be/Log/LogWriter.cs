@@ -43,7 +43,11 @@ internal sealed class LogWriter
         _thread = new Thread(Run) { Name = "motr-log-writer", IsBackground = true };
     }
 
-    public void Start() => _thread.Start();
+    public void Start()
+    {
+        _domain.Options.LogWriterStarting?.Invoke(_domain);
+        _thread.Start();
+    }
 
     /// <summary>True while the writer waits for work: a locality that goes idle with an open group seals it at once.</summary>
     public bool IsIdle => Volatile.Read(ref _idle) == 1;

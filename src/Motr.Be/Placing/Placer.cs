@@ -99,12 +99,21 @@ internal sealed class Placer : IDisposable
 
     public long CheckpointPosition => Volatile.Read(ref _checkpointed);
 
+    /// <summary>Whether the placing or the checkpoint thread is running.</summary>
+    public bool Running => (_thread?.IsAlive ?? false) || (_syncThread?.IsAlive ?? false);
+
+    /// <summary>
+    /// Starts the checkpoint thread, then the placing thread (which hands checkpoints to it). Each is kept only once
+    /// started, so <see cref="Stop"/> joins exactly the threads that run, whether or not a start threw.
+    /// </summary>
     public void Start()
     {
-        _thread = new Thread(Run) { Name = "motr-placer", IsBackground = true };
-        _syncThread = new Thread(SyncLoop) { Name = "motr-checkpoint", IsBackground = true };
-        _thread.Start();
-        _syncThread.Start();
+        var sync = new Thread(SyncLoop) { Name = "motr-checkpoint", IsBackground = true };
+        sync.Start();
+        _syncThread = sync;
+        var run = new Thread(Run) { Name = "motr-placer", IsBackground = true };
+        run.Start();
+        _thread = run;
     }
 
     /// <summary>Log writer thread: a record is durable.</summary>
@@ -134,7 +143,7 @@ internal sealed class Placer : IDisposable
         return tcs.Task;
     }
 
-    /// <summary>Places what is queued, checkpoints, and stops the threads.</summary>
+    /// <summary>Places what is queued, checkpoints, and stops the threads; of a placer never started (or only partly), stops what runs.</summary>
     public void Stop()
     {
         _stopping = true;

@@ -253,4 +253,21 @@ public class EngineLifecycleTests
         await using (var again = await Engines.Open(o)) Assert.Equal(2, again.Localities.Count);
         Assert.True(Assert.Single(made).HasStopped);
     }
+
+    [Fact]
+    public async Task A_domain_whose_log_writer_fails_to_start_stops_the_placer_it_started()
+    {
+        using var dir = new TempDir();
+        var o = Engines.Options(dir.Path, segments: 2);
+        Domain? opening = null;
+        // The writer's start fails (a thread that cannot start, say) after the placer's threads started.
+        o.LogWriterStarting = d => { opening = d; throw new InvalidOperationException("no log writer"); };
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => Domain.OpenAsync(o));
+        Assert.Equal("no log writer", ex.Message);
+        // Before, the open's cleanup closed the placer's files but left its threads running (placing into closed files
+        // should anything reach them) for the life of the process.
+        Assert.False(opening!.PlacerRunning);
+        o.LogWriterStarting = null;
+        await using (var again = await Engines.Open(o)) Assert.Equal(2, again.Localities.Count);
+    }
 }
