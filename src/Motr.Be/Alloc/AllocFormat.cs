@@ -140,6 +140,7 @@ internal unsafe struct AllocatorState
     [FieldOffset(1404)] public uint Crc;
 
     public const int MutableOffset = 24;
+    public const int HeapTopOffset = 24;
     public const int MutableLength = 48;
     public const int BitmapOffset = 80;
     public const int HeadsOffset = 104;

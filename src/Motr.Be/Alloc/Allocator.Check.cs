@@ -59,7 +59,8 @@ public sealed unsafe partial class Allocator
     private const int MaxProblems = 200;
 
     /// <summary>Space statistics. Used and free totals come from the persistent state; the rest from walking every chunk (cost: one pass over the headers).</summary>
-    /// <exception cref="BeCorruptionException">The chunk chain is damaged (run <see cref="Check"/> for the details).</exception>
+    /// <exception cref="BeCorruptionException">The chunk chain is damaged (run <see cref="Check"/> for the details), or the heap top in
+    /// memory is outside [heap start, segment size] (the message names it).</exception>
     /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public AllocatorStats GetStats()
     {
@@ -67,7 +68,7 @@ public sealed unsafe partial class Allocator
         AllocatorState* s = S;
         var histogram = new long[AllocFormat.BinCount];
         long largest = 0;
-        long top = s->HeapTop;
+        long top = CheckedTop("stats");
         for (long c = s->HeapStart; c < top;)
         {
             if (!HeaderValid(c)) ThrowCorrupt(c, "damaged chunk header in the chain (run Check for details)");

@@ -18,7 +18,8 @@ public sealed unsafe partial class Allocator
     /// (a chunk freed into its free neighbour keeps a stale header the walk would report as a live block).
     /// </summary>
     /// <exception cref="BeCorruptionException">Thrown by the enumeration on reaching a damaged chunk header (its offset is named);
-    /// the blocks before it have been returned. <see cref="Check"/> describes the damage.</exception>
+    /// the blocks before it have been returned. <see cref="Check"/> describes the damage. Also on meeting a heap top in memory
+    /// outside [heap start, segment size] (the message names it).</exception>
     /// <exception cref="InvalidOperationException">Thrown by the enumeration when it is moved off the segment's owner thread
     /// (<see cref="ObjectDisposedException"/> once the segment is closed), or after the heap changed.</exception>
     public IEnumerable<AllocatedBlock> AllocatedBlocks()
@@ -57,7 +58,7 @@ public sealed unsafe partial class Allocator
     /// <summary>Advances <paramref name="chunk"/> along the chain to the next used chunk, past it; false at the heap top.</summary>
     private bool NextUsed(ref long chunk, out AllocatedBlock block)
     {
-        long top = S->HeapTop;
+        long top = CheckedTop("walk");
         while (chunk < top)
         {
             long c = chunk;

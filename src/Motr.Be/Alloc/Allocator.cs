@@ -180,6 +180,21 @@ public sealed unsafe partial class Allocator
         return after < S->HeapTop && HeaderValid(after) && H(after)->Prev == chunk;
     }
 
+    /// <summary>
+    /// The heap top, refused (<see cref="BeCorruptionException"/> naming the field) when it is outside [heap start,
+    /// segment size]. It was verified when the allocator loaded, but only the allocator's captured writes should move it
+    /// since: a stray write over it in memory would make every chunk check that bounds a place by it (InChain,
+    /// FieldsValid) accept places past committed memory, and a read there faults the process. One compare, so the
+    /// calls that trust the top to bound their reads (stats, free, usable size, walks, carving the wilderness) make it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private long CheckedTop(string op)
+    {
+        long top = S->HeapTop;
+        if ((ulong)(top - AllocFormat.HeapStart) > (ulong)(_seg.Size - AllocFormat.HeapStart)) ThrowTopOutside(op, top);
+        return top;
+    }
+
     // ---- alloc --------------------------------------------------------------------------------------
 
     /// <summary>
@@ -195,7 +210,8 @@ public sealed unsafe partial class Allocator
     /// <param name="offset">The block's offset in the segment when the status is <see cref="AllocStatus.Ok"/>, else 0.</param>
     /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
     /// <exception cref="TxUsageException">The transaction is not open, belongs to another segment, or lacks the credit (nothing was captured).</exception>
-    /// <exception cref="BeCorruptionException">A free list or chunk header the allocator needs is damaged (nothing was changed).</exception>
+    /// <exception cref="BeCorruptionException">A free list or chunk header the allocator needs is damaged, or the heap top in memory is
+    /// outside [heap start, segment size] (nothing was changed).</exception>
     /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public AllocStatus TryAlloc(Transaction tx, long size, int alignment, out long offset)
     {
@@ -215,7 +231,7 @@ public sealed unsafe partial class Allocator
             return AllocStatus.Ok;
         }
 
-        long top = S->HeapTop;
+        long top = CheckedTop("alloc");
         long wGap = Gap(top, align);
         long end = top + wGap + need;
         if (align > G)
@@ -418,7 +434,8 @@ public sealed unsafe partial class Allocator
     /// <exception cref="BeException">The offset is not an allocated block: a double free or a wild offset (nothing was changed).</exception>
     /// <exception cref="ArgumentNullException"><paramref name="tx"/> is null.</exception>
     /// <exception cref="TxUsageException">The transaction is not open, belongs to another segment, or lacks the credit (nothing was captured).</exception>
-    /// <exception cref="BeCorruptionException">A free neighbour or free list the free must change is damaged (nothing was changed).</exception>
+    /// <exception cref="BeCorruptionException">A free neighbour or free list the free must change is damaged, or the heap top in memory is
+    /// outside [heap start, segment size] (nothing was changed).</exception>
     /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public void Free(Transaction tx, long offset)
     {
@@ -486,6 +503,7 @@ public sealed unsafe partial class Allocator
 
     /// <summary>Bytes usable at <paramref name="offset"/> (an allocated block): at least what was asked for.</summary>
     /// <exception cref="BeException">The offset is not an allocated block.</exception>
+    /// <exception cref="BeCorruptionException">The heap top in memory is outside [heap start, segment size] (the message names it).</exception>
     /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
     public long UsableSize(long offset)
     {
@@ -501,6 +519,7 @@ public sealed unsafe partial class Allocator
     /// </summary>
     private long ValidateAllocated(long offset, string op)
     {
+        CheckedTop(op);
         long c = offset - Hdr;
         AllocatorState* s = S;
         if ((offset & (G - 1)) != 0 || c < s->HeapStart || c > s->HeapTop - MinChunk)
@@ -678,6 +697,12 @@ public sealed unsafe partial class Allocator
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowCorrupt(long chunk, string what) =>
         throw new BeCorruptionException(Where, chunk, $"allocator chunk 0x{chunk:X}: {what}");
+
+    [MethodImpl(MethodImplOptions.NoInlining), System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private void ThrowTopOutside(string op, long top) =>
+        throw new BeCorruptionException(Where, StateOffset + AllocatorState.HeapTopOffset,
+            $"allocator state: heap top 0x{top:X} is outside the heap [0x{AllocFormat.HeapStart:X}, segment size 0x{_seg.Size:X}] " +
+            $"(damaged in memory since the allocator loaded); allocator {op} refused");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowListCorrupt(int bin, long chunk) =>

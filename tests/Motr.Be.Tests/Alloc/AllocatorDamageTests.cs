@@ -257,4 +257,46 @@ public sealed class AllocatorDamageTests
         await Poke(h, word, saved);
         await AssertRepaired(h, heap);
     }
+
+    /// <summary>A heap top below the heap's start, or above the segment's size (two granules past it, inside the reservation).</summary>
+    public static TheoryData<string, bool> HeapTopCases()
+    {
+        var data = new TheoryData<string, bool>();
+        foreach (var op in new[] { "stats", "free", "usable-size", "walk", "alloc" })
+        {
+            data.Add(op, false);
+            data.Add(op, true);
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(HeapTopCases))]
+    public async Task A_heap_top_outside_the_segment_is_refused_naming_it_before_anything_reads_past_it(string op, bool above)
+    {
+        await using var h = await AllocHost.OpenAsync();
+        var heap = await BuildAsync(h);
+        long field = State + AllocatorState.HeapTopOffset;
+        long damaged = above ? AllocHost.SegmentSize + 2 * AllocFormat.Granule : AllocFormat.HeapStart - AllocFormat.Granule;
+        // A stray write over the heap top in memory (the state's checksum is only looked at when a group seals). Before,
+        // each call trusted it: a top past the segment let a wild offset or the walk read past committed memory (a process
+        // fault), a top below the heap made stats and walks report an empty heap and a free refuse a live block as wild,
+        // and an alloc from the wilderness carved a block over the segment's header.
+        long saved = await Poke(h, field, damaged);
+        var ex = await RefusedUnchanged(h, Allocator.AllocCredit, (tx, a) =>
+        {
+            switch (op)
+            {
+                case "stats": a.GetStats(); break;
+                case "free": a.Free(tx, heap.X); break;
+                case "usable-size": a.UsableSize(heap.X); break;
+                case "walk": a.AllocatedBlocks().ToList(); break;
+                case "alloc": a.Alloc(tx, 64 << 10); break; // larger than every free chunk: from the wilderness
+            }
+        });
+        Assert.Equal(field, ex.Offset);
+        Assert.Contains($"allocator state: heap top 0x{damaged:X} is outside the heap [0x{AllocFormat.HeapStart:X}, segment size 0x{AllocHost.SegmentSize:X}]", ex.Message);
+        await Poke(h, field, saved);
+        await AssertRepaired(h, heap);
+    }
 }
