@@ -658,10 +658,7 @@ public sealed unsafe partial class Allocator
         ArgumentNullException.ThrowIfNull(tx);
         if (tx.M != _seg.Tx)
             throw new TxUsageException($"segment {_seg.Id}: allocator {op} was given a transaction of segment {tx.Segment.Id}");
-        throw new TxUsageException($"segment {_seg.Id}: allocator {op} needs an open transaction; it is {tx.State}" + (tx._abortedAtTurnEnd
-            ? ": it captured changes and was still open when its turn ended (an await between open and close), so the engine " +
-              "aborted it to keep transactions atomic (DESIGN invariant 1)"
-            : ""));
+        throw new TxUsageException($"segment {_seg.Id}: allocator {op} needs an open transaction; {tx.NotOpenReason}");
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

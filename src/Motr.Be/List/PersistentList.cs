@@ -531,10 +531,7 @@ public readonly partial struct PersistentList
         string where = $"list 0x{head:X} in segment {seg.Id} ({seg.FileName})";
         if (tx is null) throw new ArgumentNullException(nameof(tx), $"{where}: {op}: the transaction is null");
         if (tx.Segment != seg) throw new BeException($"{where}: {op}: the transaction is on segment {tx.Segment.Id}, not on the list's segment");
-        throw new TxUsageException($"{where}: {op}: needs an open transaction; it is {tx.State}" + (tx._abortedAtTurnEnd
-            ? ": it captured changes and was still open when its turn ended (an await between open and close), so the engine " +
-              "aborted it to keep transactions atomic (DESIGN invariant 1)"
-            : ""));
+        throw new TxUsageException($"{where}: {op}: needs an open transaction; {tx.NotOpenReason}");
     }
 
     [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]

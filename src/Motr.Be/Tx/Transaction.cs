@@ -483,11 +483,16 @@ public sealed unsafe class Transaction : IDisposable
 
     private void ThrowState(string what)
     {
-        if (_abortedAtTurnEnd)
-            throw new TxUsageException($"cannot {what} tx on segment {M.Segment.Id}: it captured changes and was still open when its turn ended " +
-                "(an await between open and close), so the engine aborted it to keep transactions atomic (DESIGN invariant 1)");
+        if (_abortedAtTurnEnd) throw new TxUsageException($"cannot {what} tx on segment {M.Segment.Id}: {AbortedAtTurnEndWhy}");
         throw new TxUsageException($"cannot {what} tx on segment {M.Segment.Id}: it is {_state}");
     }
+
+    private const string AbortedAtTurnEndWhy = "it captured changes and was still open when its turn ended (an await between open and close), " +
+        "so the engine aborted it to keep transactions atomic (DESIGN invariant 1)";
+
+    /// <summary>For the errors of the structures that refuse a transaction that is not open: its state, and why when the
+    /// engine aborted it at a turn's end.</summary>
+    internal string NotOpenReason => _abortedAtTurnEnd ? $"it is {_state}: {AbortedAtTurnEndWhy}" : $"it is {_state}";
 
     /// <summary>Names what is wrong with a checksummed block: its length, its CRC field's place, or its range.</summary>
     private void ThrowBadBlock(long block, int length, int crcOffset, long size)
