@@ -47,32 +47,7 @@ public sealed class FileStorage : IStorage
     /// has is reported as the folder in use; a lock file that cannot be opened or created (a read-only file system, a
     /// broken symlink, no permission) is reported as that, with the system's reason.
     /// </remarks>
-    public IDisposable Lock()
-    {
-        string path = Full(BeConstants.LockFileName);
-        FileStream stream;
-        try
-        {
-            stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
-        }
-        catch (IOException ex) when (HeldByAnother(ex))
-        {
-            throw InUse(ex.Message, ex);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            throw new BeException($"{_dir}: cannot open or create the lock file {path}, which an engine holds while it uses the folder: {ex.Message}", ex);
-        }
-        // .NET takes that flock itself only while the switch System.IO.DisableFileLocking is off; set (as
-        // DOTNET_SYSTEM_IO_DISABLEFILELOCKING=1 is on NFS), a second engine would open the folder. The lock guards the
-        // domain, so it is taken here whatever the switch says (again, harmlessly, when .NET took it).
-        if (!Native.TryLockExclusive(stream.SafeFileHandle))
-        {
-            stream.Dispose();
-            throw InUse($"flock of {path}: another open file holds it", null);
-        }
-        return stream;
-    }
+    public IDisposable Lock() => TakeLock(shared: false);
 
     /// <inheritdoc />
     /// <remarks>
@@ -83,27 +58,35 @@ public sealed class FileStorage : IStorage
     /// engine that starts meanwhile could change the files under the reader). A lock file that exists but cannot be
     /// opened (a dangling symlink, a symlink loop, no permission) is reported as that, with the system's reason.
     /// </remarks>
-    public IDisposable LockShared()
+    public IDisposable LockShared() => TakeLock(shared: true);
+
+    /// <summary>Opens the lock file (shared: for reading, never creating it) and flocks it, exclusive or shared.</summary>
+    private IDisposable TakeLock(bool shared)
     {
         string path = Full(BeConstants.LockFileName);
         FileStream stream;
         try
         {
-            stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            stream = shared
+                ? new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read)
+                : new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         }
         catch (IOException ex) when (HeldByAnother(ex))
         {
             throw InUse(ex.Message, ex);
         }
-        catch (Exception ex) when (ex is FileNotFoundException && new FileInfo(path).LinkTarget is null)
+        catch (FileNotFoundException) when (shared && new FileInfo(path).LinkTarget is null)
         {
             return NoLock.Instance;
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            throw new BeException($"{_dir}: cannot open the lock file {path}, which an engine holds while it uses the folder: {ex.Message}", ex);
+            throw new BeException($"{_dir}: cannot open{(shared ? "" : " or create")} the lock file {path}, which an engine holds while it uses the folder: {ex.Message}", ex);
         }
-        if (!Native.TryLockShared(stream.SafeFileHandle))
+        // .NET takes that flock itself only while the switch System.IO.DisableFileLocking is off; set (as
+        // DOTNET_SYSTEM_IO_DISABLEFILELOCKING=1 is on NFS), a second engine would open the folder. The lock guards the
+        // domain, so it is taken here whatever the switch says (again, harmlessly, when .NET took it).
+        if (!(shared ? Native.TryLockShared(stream.SafeFileHandle) : Native.TryLockExclusive(stream.SafeFileHandle)))
         {
             stream.Dispose();
             throw InUse($"flock of {path}: another open file holds it", null);
