@@ -646,8 +646,7 @@ public sealed unsafe partial class Allocator
     private void CheckTx(Transaction tx, TxCredit need, string op)
     {
         if (tx is null || tx.M != _seg.Tx || tx.State != TxState.Open) ThrowTx(tx, op);
-        TxCredit credit = tx.Credit, used = tx.Used;
-        if (credit.Regions - used.Regions < need.Regions || credit.Bytes - used.Bytes < need.Bytes) ThrowCredit(tx, need, op);
+        if (!tx.Fits(need)) ThrowCredit(tx, need, op);
     }
 
     private string Where => $"{_seg.Domain.Location}/{_seg.FileName}";

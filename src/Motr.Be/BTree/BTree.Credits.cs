@@ -163,10 +163,7 @@ public sealed partial class BTree
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool TxFits(Transaction tx, Segment seg, TxCredit need)
     {
-        if (tx is null) return false;
-        var c = tx.Credit;
-        var u = tx.Used;
-        return tx.Segment == seg && tx.State == TxState.Open && c.Regions - u.Regions >= need.Regions && c.Bytes - u.Bytes >= need.Bytes;
+        return tx is not null && tx.Segment == seg && tx.State == TxState.Open && tx.Fits(need);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

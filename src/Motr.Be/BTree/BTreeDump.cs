@@ -604,8 +604,7 @@ public static class BTreeDump
                 int kl = (int)BinaryPrimitives.ReadUInt32LittleEndian(rec);
                 int vl = (int)BinaryPrimitives.ReadUInt32LittleEndian(rec[4..]);
                 var need = tree.InsertCredit(kl, vl);
-                TxCredit c = tx.Credit, u = tx.Used;
-                if (c.Regions - u.Regions < need.Regions || c.Bytes - u.Bytes < need.Bytes) break;
+                if (!tx.Fits(need)) break;
                 var st = tree.Insert(tx, rec.Slice(RecordPrefix, kl), rec.Slice(RecordPrefix + kl, vl));
                 if (st != BTreeStatus.Ok)
                 {
@@ -714,8 +713,7 @@ public static class BTreeDump
         while (tree.Count > 0)
         {
             var need = tree.DeleteCredit();
-            TxCredit c = tx.Credit, u = tx.Used;
-            if (c.Regions - u.Regions < need.Regions || c.Bytes - u.Bytes < need.Bytes) break;
+            if (!tx.Fits(need)) break;
             if (!cursor.SeekFirst()) break;
             var k = cursor.Key;
             if (key.Length < k.Length)

@@ -442,8 +442,7 @@ public readonly partial struct PersistentList
             regions += cs.Regions;
             bytes += cs.Bytes;
         }
-        TxCredit c = tx.Credit, u = tx.Used;
-        if (c.Regions - u.Regions < regions || c.Bytes - u.Bytes < bytes) ThrowCredit(seg, head, op, tx, regions, bytes);
+        if (!tx.Fits(new TxCredit(regions, bytes))) ThrowCredit(seg, head, op, tx, regions, bytes);
     }
 
     /// <summary>Link offset of <paramref name="elem"/> if the whole link is inside the data area and aligned.</summary>

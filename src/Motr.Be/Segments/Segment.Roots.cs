@@ -133,10 +133,12 @@ public sealed unsafe partial class Segment
     {
         if (tx.State != TxState.Open) return; // the capture says why, naming the state
         TxCredit need = TxCredit.Region(RootSlot.SizeOf) + tx.DeferChecksumCredit(SegmentHeader.RootsOffset, SegmentHeader.RootsLength, RootsCrcOffset, 0);
-        TxCredit c = tx.Credit, u = tx.Used;
-        if (c.Regions - u.Regions < need.Regions || c.Bytes - u.Bytes < need.Bytes)
+        if (!tx.Fits(need))
+        {
+            TxCredit c = tx.Credit, u = tx.Used;
             throw new TxUsageException($"segment {Id} ({FileName}): {op} '{name}': needs {need} but the transaction has " +
                 $"{c.Regions - u.Regions} regions / {c.Bytes - u.Bytes} bytes left: it exceeds its credit; nothing was captured");
+        }
     }
 
     /// <summary>Strict UTF-8: a lone surrogate is refused, not stored as U+FFFD (which would make two names one).</summary>

@@ -133,6 +133,11 @@ public sealed unsafe class Transaction : IDisposable
     /// <summary>How much of the credit has been used.</summary>
     public TxCredit Used => new(_usedRegions, _usedBytes);
 
+    /// <summary>Whether what is left of the credit covers <paramref name="need"/>: the check every structure makes before
+    /// its first capture, so that an operation is refused whole rather than cut off part-way.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool Fits(TxCredit need) => _credit.Regions - _usedRegions >= need.Regions && _credit.Bytes - _usedBytes >= need.Bytes;
+
     /// <summary>Credit of one <see cref="DeferChecksum"/>, <see cref="DeferPlacedChecksum"/> or <see cref="CancelChecksum"/> call.</summary>
     public static TxCredit ChecksumCredit => new(1, 4);
 
