@@ -27,8 +27,9 @@ internal static class FsckCommand
     private sealed record SegmentOutcome(SegmentCheckReport Report, List<string> TreeNames, List<string> Damage, List<string> Notes, bool LeaksAreDamage);
 
     /// <summary>
-    /// Checks the domain; <paramref name="cancel"/> (Ctrl-C, SIGTERM) stops the check before the next segment, and the
-    /// domain is closed as after any check (the caller reports the interruption).
+    /// Checks the domain; <paramref name="cancel"/> (Ctrl-C, SIGTERM) stops the check within a segment's check (between
+    /// chunks or nodes), and the domain is closed as after any check (the caller reports the interruption). A long
+    /// segment check's progress goes to <paramref name="stderr"/> every two seconds.
     /// </summary>
     public static async Task<int> RunAsync(MotrCommand.Arguments a, TextWriter stdout, TextWriter stderr, CancellationToken cancel = default)
     {
@@ -84,7 +85,9 @@ internal static class FsckCommand
             foreach (var loc in engine.Localities)
             {
                 cancel.ThrowIfCancellationRequested();
-                var o = await loc.RunAsync(() => Check(loc.Segment!));
+                var seg = loc.Segment!;
+                var progress = new Throttled<CheckProgress>(p => stderr.WriteLine($"fsck: segment {seg.Id}: {p}"));
+                var o = await loc.RunAsync(() => Check(seg, cancel, progress));
                 long n = Print(o, stdout);
                 problems += n;
                 if (n > 0) damaged++;
@@ -97,7 +100,7 @@ internal static class FsckCommand
     /// <summary>The flag that makes fsck open the domain as an engine does, writing recovery's work into the folder.</summary>
     public const string RecoverFlag = "--recover";
 
-    private static SegmentOutcome Check(Segment seg)
+    private static SegmentOutcome Check(Segment seg, CancellationToken cancel, IProgress<CheckProgress> progress)
     {
         var trees = new List<BTree>();
         var names = new List<string>();
@@ -141,7 +144,7 @@ internal static class FsckCommand
         }
         // A damaged tree header leaves that tree's blocks unowned too: leaks are damage only when every root was a checked tree.
         bool leaksAreDamage = notes.Count == 0 && damage.Count == 0;
-        return new SegmentOutcome(SegmentCheck.Run(seg, trees), names, damage, notes, leaksAreDamage);
+        return new SegmentOutcome(SegmentCheck.Run(seg, trees, null, cancel, progress), names, damage, notes, leaksAreDamage);
     }
 
     /// <summary>Prints one segment's outcome; returns how many problems count as damage.</summary>

@@ -144,14 +144,21 @@ internal static class MotrCommand
     }
 }
 
-/// <summary>Passes a report on at most every two seconds: progress of long work on stderr without flooding it.</summary>
+/// <summary>
+/// Passes a report on at most every two seconds, the first two seconds after it is made: progress of long work on
+/// stderr without flooding it, and nothing from short work.
+/// </summary>
 internal sealed class Throttled<T>(Action<T> report) : IProgress<T>
 {
+    /// <summary>A test's own period instead of two seconds (async-local: tests running beside it keep theirs).</summary>
+    internal static readonly AsyncLocal<TimeSpan?> Period = new(); // one per T
+
+    private readonly TimeSpan _period = Period.Value ?? TimeSpan.FromSeconds(2);
     private readonly System.Diagnostics.Stopwatch _since = System.Diagnostics.Stopwatch.StartNew();
 
     public void Report(T value)
     {
-        if (_since.Elapsed < TimeSpan.FromSeconds(2)) return;
+        if (_since.Elapsed < _period) return;
         report(value);
         _since.Restart();
     }

@@ -159,6 +159,31 @@ public sealed class CliInUseTests : IDisposable
         Assert.Equal(MotrCommand.Ok, (await Motr("fsck", dir)).Code);   // the folder's lock was released
     }
 
+    // A segment's check could not be stopped or followed: the token was looked at only between segments, and nothing was
+    // said until a segment's verdict, however large the segment.
+    [Fact]
+    public async Task Fsck_reports_a_long_segment_checks_progress_on_stderr_and_ctrl_c_stops_it_within_the_segment()
+    {
+        string dir = await CreateDomain();
+        Throttled<CheckProgress>.Period.Value = TimeSpan.Zero; // every report a line (by default: silent for 2 s, then every 2 s)
+        var (code, output, err) = await Motr("fsck", dir);
+        Assert.True(code == MotrCommand.Ok, $"exit {code}\n{output}{err}");
+        Assert.Matches(@"fsck: segment 1: allocator chunk chain: [\d,.\s]+ of [\d,.\s]+ bytes \(100%\)", err);
+        Assert.Matches(@"fsck: segment 1: allocated blocks: [\d,.\s]+ of [\d,.\s]+ blocks \(100%\)", err);
+        Assert.Matches(@"fsck: segment 1: b\+tree 0x[0-9A-F]+: [\d,.\s]+ of [\d,.\s]+ nodes \(100%\)", err);
+        Assert.DoesNotContain("fsck:", output.Replace("fsck: healthy", ""));
+
+        using var cancel = new CancellationTokenSource();
+        var stderr = new CancelOnLine("fsck: segment 1: allocator chunk chain", cancel);
+        var stdout = new StringWriter();
+        code = await MotrCommand.RunAsync(["fsck", dir], stdout, stderr, cancel.Token);
+        Assert.True(code == MotrCommand.Interrupted, $"exit {code}\n{stdout}{stderr}");
+        Assert.Contains("motr fsck: interrupted; the check is incomplete", stderr.ToString());
+        Assert.DoesNotContain("fsck: segment 1: allocated blocks", stderr.ToString()); // stopped inside segment 1
+        Assert.DoesNotContain("segment 1 (", stdout.ToString());
+        Assert.Equal(MotrCommand.Ok, (await Motr("fsck", dir)).Code);   // closed, the folder's lock released
+    }
+
     // fsck suggested --truncate-at-corruption for any damage in motr.log: for an empty, truncated or shortened log (a
     // header problem, which no recovery mode opens) the advice was wrong, and following it changed nothing. The hint is
     // for a damaged record followed by intact ones only (CliTests' crash image pins that it is still given there).

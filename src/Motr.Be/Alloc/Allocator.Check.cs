@@ -120,10 +120,15 @@ public sealed unsafe partial class Allocator
     /// Returns the problems found, each naming an offset; empty means healthy. Reads only. The state
     /// block's CRC is not checked here: it is recomputed when the transaction group is sealed.
     /// </summary>
+    /// <param name="cancellationToken">Stops the walk between chunks (every <see cref="CheckProgress.Interval"/>) with
+    /// <see cref="OperationCanceledException"/>; nothing is changed by a check, so nothing is left half done.</param>
+    /// <param name="progress">Told the bytes of the heap walked, on this thread, every <see cref="CheckProgress.Interval"/> chunks.</param>
     /// <exception cref="InvalidOperationException">Called off the segment's owner thread (<see cref="ObjectDisposedException"/> once the segment is closed).</exception>
-    public IReadOnlyList<string> Check()
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public IReadOnlyList<string> Check(CancellationToken cancellationToken = default, IProgress<CheckProgress>? progress = null)
     {
         _seg.CheckOwner("allocator check");
+        cancellationToken.ThrowIfCancellationRequested();
         var problems = new List<string>();
         if (!VerifyState(problems, stopAtFirst: false)) return problems;
         AllocatorState* s = S;
@@ -134,8 +139,10 @@ public sealed unsafe partial class Allocator
         long prev = 0, used = 0, usedBytes = 0, freeBytes = 0;
         bool prevFree = false;
         long c = s->HeapStart;
+        long chunks = 0;
         while (c < top)
         {
+            if (++chunks % CheckProgress.Interval == 0) Tick(cancellationToken, progress, c - s->HeapStart, top - s->HeapStart);
             if (!InChain(c)) { Add(problems, $"chunk chain: 0x{c:X} (after 0x{prev:X}) is not a valid chunk position below the heap top 0x{top:X}"); break; }
             ChunkHeader* h = H(c);
             if (h->Magic != AllocFormat.ChunkMagic) { Add(problems, $"chunk 0x{c:X}: bad magic 0x{h->Magic:X8}"); break; }
@@ -165,6 +172,7 @@ public sealed unsafe partial class Allocator
             prev = c;
             c += size;
         }
+        progress?.Report(new CheckProgress(ChainStage, Math.Min(c, top) - s->HeapStart, top - s->HeapStart, "bytes"));
         bool chainWhole = c == top;
         if (chainWhole)
         {
@@ -190,6 +198,7 @@ public sealed unsafe partial class Allocator
             long steps = 0;
             for (long n = head; n != 0; n = Node(n)->Next)
             {
+                if ((steps + 1) % CheckProgress.Interval == 0) cancellationToken.ThrowIfCancellationRequested();
                 if (!InChain(n)) { Add(problems, $"free list {bin}: link 0x{n:X} (after 0x{back:X}) points outside the heap"); break; }
                 if (!freeBins.TryGetValue(n, out int expected))
                 {
@@ -207,6 +216,14 @@ public sealed unsafe partial class Allocator
             foreach (var kv in freeBins)
                 if (!listed.Contains(kv.Key)) Add(problems, $"free chunk 0x{kv.Key:X} is on no free list (lost)");
         return problems;
+    }
+
+    private const string ChainStage = "allocator chunk chain";
+
+    private static void Tick(CancellationToken cancellationToken, IProgress<CheckProgress>? progress, long done, long total)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        progress?.Report(new CheckProgress(ChainStage, done, total, "bytes"));
     }
 
     /// <summary>Checks the state block's fields; returns whether the heap geometry is sound enough to walk.</summary>

@@ -78,6 +78,9 @@ public sealed unsafe partial class Allocator
         get { _seg.CheckOwner("allocator free-bytes"); return FreeBytesNow; }
     }
 
+    /// <summary>Allocated blocks the persistent state records (no walk; fsck's progress total, which damage may make wrong).</summary>
+    internal long UsedChunksRecorded => S->UsedChunks;
+
     private long FreeBytesNow => S->FreeBytes + (_seg.Size - S->HeapTop);
 
     // ---- credits ---------------------------------------------------------------------------------

@@ -54,9 +54,15 @@ public sealed unsafe partial class BTree
     /// Reads only (it seals the segment's open group first, if no transaction is mid-way, so that
     /// deferred checksums are current). Returns a report; use on the tree's locality.
     /// </summary>
-    public BTreeCheckReport Check()
+    /// <param name="cancellationToken">Stops the check between nodes (every <see cref="CheckProgress.Interval"/>) with
+    /// <see cref="OperationCanceledException"/>; a check changes nothing, so nothing is left half done.</param>
+    /// <param name="progress">Told the nodes checked, on this thread, every <see cref="CheckProgress.Interval"/> nodes
+    /// and at the end, against the node count the tree's header records.</param>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public BTreeCheckReport Check(CancellationToken cancellationToken = default, IProgress<CheckProgress>? progress = null)
     {
         Enter();
+        cancellationToken.ThrowIfCancellationRequested();
         _seg.Tx.SealForCheck();
         var rep = new BTreeCheckReport();
         ref TreeHeader h = ref Hdr;
@@ -69,8 +75,15 @@ public sealed unsafe partial class BTree
         var stack = new Stack<(long Node, int Level, byte[]? Low, byte[]? High)>();
         stack.Push((h.Root, (int)h.Height - 1, null, null));
         bool isRoot = true;
+        string stage = $"b+tree 0x{_hdr:X}";
+        long steps = 0;
         while (stack.Count > 0)
         {
+            if (++steps % CheckProgress.Interval == 0)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                progress?.Report(new CheckProgress(stage, rep.Nodes, (long)h.Nodes, "nodes"));
+            }
             var (off, level, low, high) = stack.Pop();
             string at = $"node 0x{off:X}";
             if (!seen.Add(off)) { rep.Problems.Add($"{at}: reached twice (a cycle or a shared child)"); continue; }
@@ -136,6 +149,7 @@ public sealed unsafe partial class BTree
                 }
             isRoot = false;
         }
+        progress?.Report(new CheckProgress(stage, rep.Nodes, (long)h.Nodes, "nodes"));
         rep.Height = (int)h.Height;
         rep.AverageFill = rep.Nodes == 0 ? 0 : fillSum / rep.Nodes;
         if (rep.Records != h.Count) rep.Problems.Add($"tree header says {h.Count} records, found {rep.Records}");

@@ -159,12 +159,19 @@ public static class SegmentCheck
     /// <param name="segment">The segment.</param>
     /// <param name="trees">Every tree in the segment (a tree given twice claims its blocks twice).</param>
     /// <param name="otherChunks">Offsets (as the allocator returned them) of every other allocated block in use.</param>
+    /// <param name="cancellationToken">Stops the check within any stage (every <see cref="CheckProgress.Interval"/> chunks,
+    /// blocks or nodes) with <see cref="OperationCanceledException"/>; a check changes nothing, so nothing is left half done.</param>
+    /// <param name="progress">Told, on this thread, how far each stage is: the allocator's chunk chain, the list of
+    /// allocated blocks, each tree (<see cref="CheckProgress"/>).</param>
     /// <exception cref="InvalidOperationException">Called off the segment's owner thread.</exception>
-    public static SegmentCheckReport Run(Segment segment, IEnumerable<Tree> trees, IEnumerable<long>? otherChunks = null)
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public static SegmentCheckReport Run(Segment segment, IEnumerable<Tree> trees, IEnumerable<long>? otherChunks = null,
+        CancellationToken cancellationToken = default, IProgress<CheckProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(segment);
         ArgumentNullException.ThrowIfNull(trees);
         segment.CheckOwner("fsck");
+        cancellationToken.ThrowIfCancellationRequested();
         var rep = new SegmentCheckReport(segment);
 
         // 1. The allocator: its own check, then the list of allocated blocks.
@@ -175,18 +182,26 @@ public static class SegmentCheck
         catch (BeCorruptionException e) { rep.Add($"allocator: {e.Message}"); }
         if (alloc != null)
         {
-            var aproblems = alloc.Check();
+            var aproblems = alloc.Check(cancellationToken, progress);
             for (int i = 0; i < aproblems.Count; i++) rep.Add($"allocator: {aproblems[i]}");
+            long expected = alloc.UsedChunksRecorded;
+            cancellationToken.ThrowIfCancellationRequested();
             try
             {
                 foreach (var b in alloc.AllocatedBlocks())
                 {
+                    if ((rep.AllocatedBlocks + 1) % CheckProgress.Interval == 0)
+                    {
+                        cancellationToken.ThrowIfCancellationRequested();
+                        progress?.Report(new CheckProgress(BlocksStage, rep.AllocatedBlocks, expected, "blocks"));
+                    }
                     allocated[b.Offset] = b.Size;
                     order.Add(b);
                     rep.AllocatedBlocks++;
                     rep.AllocatedBytes += b.Size;
                 }
                 rep.AllocationWalked = true;
+                progress?.Report(new CheckProgress(BlocksStage, rep.AllocatedBlocks, expected, "blocks"));
             }
             catch (BeCorruptionException e)
             {
@@ -201,7 +216,7 @@ public static class SegmentCheck
         foreach (var tree in trees)
         {
             BTreeCheckReport? tr = null;
-            try { tr = tree.Check(); }
+            try { tr = tree.Check(cancellationToken, progress); }
             catch (Exception e) when (e is BeException or ArgumentOutOfRangeException)
             {
                 rep.Add($"b+tree 0x{tree.Offset:X} (#{index}): its check failed: {e.Message}");
@@ -235,6 +250,8 @@ public static class SegmentCheck
             }
         return rep;
     }
+
+    private const string BlocksStage = "allocated blocks";
 
     /// <summary>Records that <paramref name="who"/> owns block <paramref name="chunk"/>; returns its usable size if it is allocated and not claimed before.</summary>
     private static long Claim(SegmentCheckReport rep, Dictionary<long, int> owner, Dictionary<long, long> allocated, bool walked,
