@@ -87,7 +87,18 @@ public sealed class Engine : IAsyncDisposable
     /// another is closing the engine returns once that close has finished (files and the folder's lock released), not
     /// before; only the first call reports an error of the close.
     /// </summary>
-    public ValueTask DisposeAsync() => _close.Run(CloseAsync);
+    /// <exception cref="InvalidOperationException">Called in a turn on one of the engine's localities (the returned task
+    /// holds it; the engine stays open): the close waits for that locality to flush and stop, which it cannot do while
+    /// the turn waits, so a caller blocking on it hung for ever.</exception>
+    public ValueTask DisposeAsync()
+    {
+        foreach (var l in _localities)
+            if (l.IsOwnerThread)
+                return ValueTask.FromException(new InvalidOperationException(
+                    $"{Domain.Location}: Engine.DisposeAsync called in a turn on {l}: closing waits for every locality to flush " +
+                    "and stop, this one too; close the engine from outside its localities"));
+        return _close.Run(CloseAsync);
+    }
 
     private async Task CloseAsync()
     {

@@ -35,6 +35,36 @@ public class DisposeContractTests
         await e.DisposeAsync(); // a call after the close: returns at once
     }
 
+    // A turn that closed its own engine and waited for the close hung for ever: the close waits for that locality to
+    // flush and stop. (A turn that awaited it instead was abandoned by the stopping locality, its caller told only
+    // that the locality had stopped.) The call is now refused at once, and the engine stays open.
+    [Fact]
+    public async Task An_engine_dispose_called_in_one_of_its_turns_is_refused_at_once_and_the_engine_stays_open()
+    {
+        using var dir = new TempDir();
+        var e = await Engines.Open(Engines.Options(dir.Path));
+        var loc = e.Localities[1];
+        var refused = await loc.RunAsync(() =>
+        {
+            var closing = e.DisposeAsync();
+            Assert.True(closing.IsCompleted, "the close started inside the turn"); // before: a task a blocking caller waited on for ever
+            return closing.AsTask().Exception!.InnerException!;
+        }).WaitAsync(T);
+        var error = Assert.IsType<InvalidOperationException>(refused);
+        Assert.Equal($"{e.Domain.Location}: Engine.DisposeAsync called in a turn on locality 1: closing waits for every locality " +
+            "to flush and stop, this one too; close the engine from outside its localities", error.Message);
+        // Still open: both localities take transactions.
+        foreach (var l in e.Localities)
+            await l.RunAsync(async () =>
+            {
+                using var tx = await l.Segment!.BeginAsync(TxCredit.Region(8));
+                tx.Capture<long>(Engines.DataStart) = 9;
+                await tx.Close();
+            }).WaitAsync(T);
+        await e.DisposeAsync().AsTask().WaitAsync(T);
+        await using var again = await Engines.Open(Engines.Options(dir.Path)); // closed: the folder's lock was released
+    }
+
     [Fact]
     public async Task A_second_domain_dispose_during_the_first_returns_only_once_the_domain_is_closed()
     {
