@@ -341,6 +341,16 @@ internal sealed class Placer : IDisposable
     }
 
     /// <summary>
+    /// Recovery after a truncation: the log goes on at <paramref name="nextLsn"/> (past every lsn left in the area), which
+    /// the next checkpoint records with the position placing reached.
+    /// </summary>
+    internal void ContinueAt(ulong nextLsn)
+    {
+        if (nextLsn < _placedNextLsn) throw new ArgumentOutOfRangeException(nameof(nextLsn), nextLsn, $"below the next lsn {_placedNextLsn} placing expects");
+        _placedNextLsn = nextLsn;
+    }
+
+    /// <summary>
     /// Syncs the segment files written since the last checkpoint and records a checkpoint, on the calling thread (recovery,
     /// close). <paramref name="cancellationToken"/> (recovery's) is looked at before each sync and before the record: a
     /// checkpoint stopped there has not moved, and the files' syncs so far are harmless.

@@ -116,10 +116,16 @@ internal sealed class LogRecovery
             if (_placer != null)
             {
                 if (torn != null) EraseTorn(pos);
-                if (records > 0) _placer.Checkpoint(cancellationToken);   // writes the other slot: a damaged one is rewritten
+                if (truncated != null)
+                {
+                    // The discarded records stay in the log: the lsns go on past every one of them, which makes them
+                    // what an older lap's records are to every later recovery (never replayed, never taken for
+                    // records after the end), and the one checkpoint below is the whole of the truncation.
+                    lsn = LsnPastArea(lsn, cancellationToken);
+                    _placer.ContinueAt(lsn);
+                }
+                if (records > 0 || truncated != null) _placer.Checkpoint(cancellationToken); // writes the other slot: a damaged one is rewritten
                 else if (_log.SkippedSlotDamaged) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn); // restore the second copy
-                // Only once everything before is placed and checkpointed may the rest of the log go.
-                if (truncated != null) WipeAfter(pos);
             }
         }
         finally
@@ -184,8 +190,26 @@ internal sealed class LogRecovery
     /// </summary>
     private void RefuseIfLogWentFurther(long pos, ulong lsn, CancellationToken cancellationToken)
     {
+        if (!NewestInArea(cancellationToken, out long at, out var h) || h.Lsn <= lsn) return;
+        string why = $"the newest checkpoint is lost ({_log.SkippedSlot})";
+        throw new BeCorruptionException(_log.Where, at,
+            $"log corruption: {why} and the checkpoint in use (lsn {_log.CheckpointLsn} at position {_log.CheckpointPosition}) is out of date: " +
+            $"recovery found the log's end at lsn {lsn} (position {pos}), but record lsn {h.Lsn} for position {h.Position} is written at " +
+            $"offset 0x{at:X}: the log has wrapped over that checkpoint. Refusing to open in any recovery mode, " +
+            "since replaying from it would miss records and cutting the log would lose placed ones");
+    }
+
+    /// <summary>
+    /// The intact record header with the greatest lsn anywhere in the log area (a header whose checks pass, whatever
+    /// its body), and its file offset; false if there is none. Reads the whole area, a MiB at a time, looking at the
+    /// token before each.
+    /// </summary>
+    private bool NewestInArea(CancellationToken cancellationToken, out long offset, out RecordHeader newest)
+    {
         const int Chunk = 1 << 20;
         byte[] buf = ArrayPool<byte>.Shared.Rent(Chunk);
+        offset = -1;
+        newest = default;
         try
         {
             long area = _log.AreaSize;
@@ -195,14 +219,10 @@ internal sealed class LogRecovery
                 int n = _log.Read(LogFormat.AreaOffset + at, buf.AsSpan(0, (int)Math.Min(Chunk, area - at)));
                 for (int i = 0; i + RecordHeader.SizeOf <= n; i += BeConstants.SectorSize)
                 {
-                    var hdr = buf.AsSpan(i, RecordHeader.SizeOf);
-                    if (LogRecord.CheckHeader(hdr, _log.DomainId, area, out var h) != null || h.Lsn <= lsn) continue;
-                    string why = $"the newest checkpoint is lost ({_log.SkippedSlot})";
-                    throw new BeCorruptionException(_log.Where, LogFormat.AreaOffset + at + i,
-                        $"log corruption: {why} and the checkpoint in use (lsn {_log.CheckpointLsn} at position {_log.CheckpointPosition}) is out of date: " +
-                        $"recovery found the log's end at lsn {lsn} (position {pos}), but record lsn {h.Lsn} for position {h.Position} is written at " +
-                        $"offset 0x{LogFormat.AreaOffset + at + i:X}: the log has wrapped over that checkpoint. Refusing to open in any recovery mode, " +
-                        "since replaying from it would miss records and cutting the log would lose placed ones");
+                    if (LogRecord.CheckHeader(buf.AsSpan(i, RecordHeader.SizeOf), _log.DomainId, area, out var h) != null) continue;
+                    if (offset >= 0 && h.Lsn <= newest.Lsn) continue;
+                    offset = LogFormat.AreaOffset + at + i;
+                    newest = h;
                 }
             }
         }
@@ -210,6 +230,22 @@ internal sealed class LogRecovery
         {
             ArrayPool<byte>.Shared.Return(buf);
         }
+        return offset >= 0;
+    }
+
+    /// <summary>
+    /// The lsn the log goes on with after <see cref="RecoveryMode.TruncateAtCorruption"/> discarded records from
+    /// <paramref name="lsn"/> on: past the greatest lsn of any intact record header in the area, so that no discarded
+    /// record (nor any other left in the area) is ever taken for a record of the log's future.
+    /// </summary>
+    /// <exception cref="BeCorruptionException">A record header in the area carries the greatest possible lsn.</exception>
+    private ulong LsnPastArea(ulong lsn, CancellationToken cancellationToken)
+    {
+        if (!NewestInArea(cancellationToken, out long at, out var h) || h.Lsn < lsn) return lsn;
+        if (h.Lsn == ulong.MaxValue)
+            throw new BeCorruptionException(_log.Where, at, $"record header at offset 0x{at:X} carries lsn {h.Lsn}, the greatest there is: " +
+                "the log cannot go on past it after the truncation");
+        return h.Lsn + 1;
     }
 
     /// <summary>
@@ -264,20 +300,6 @@ internal sealed class LogRecovery
         Span<byte> zeros = stackalloc byte[BeConstants.SectorSize];
         zeros.Clear();
         _log.WriteRecord(pos, zeros);
-        _log.Flush();
-    }
-
-    /// <summary>After truncating at corruption, zero the rest of the area so discarded records can never be mistaken for new ones.</summary>
-    private void WipeAfter(long pos)
-    {
-        var zeros = new byte[1 << 20];
-        long end = pos + _log.AreaSize;
-        for (long p = pos; p < end;)
-        {
-            int n = (int)Math.Min(zeros.Length, Math.Min(_log.ToLapEnd(p), end - p));
-            _log.WriteRecord(p, zeros.AsSpan(0, n));
-            p += n;
-        }
         _log.Flush();
     }
 
