@@ -52,8 +52,8 @@ internal static class TreeFileCommands
 
     /// <summary>
     /// Refuses, before the domain is opened, a target in the domain's folder or in any folder holding a domain's log or
-    /// lock file (the domain's by another path, or another domain's), a folder, a missing folder, a symbolic link (even
-    /// with --force: the rename would replace the link), or (without --force) an existing file.
+    /// lock file (the domain's by another path, or another domain's), a folder, a missing folder, a symbolic link, a device
+    /// node, a FIFO or a socket (even with --force: the rename would replace it), or (without --force) an existing file.
     /// </summary>
     private static void CheckDumpTarget(string folder, string file, bool force)
     {
@@ -75,9 +75,12 @@ internal static class TreeFileCommands
         if (new FileInfo(full).LinkTarget is { } link)
             throw new CommandException($"{file} is a symbolic link (to {link}); a dump is written beside its target and renamed over it, " +
                 "which would replace the link, not write to what it names: give the path of a file");
-        // Never over anything already there unless asked (.NET cannot tell a device node or a FIFO from a file, so
-        // --force replaces whatever the name holds).
-        if (File.Exists(full) && !force) throw new CommandException($"{file} exists; --force replaces it");
+        // Never over anything already there unless asked, and never over what is not a regular file: the rename would
+        // replace a device node (as root, /dev/null for the whole system) or a FIFO another program reads.
+        if (!File.Exists(full)) return;
+        if (FileKind.NotRegular(full) is { } kind)
+            throw new CommandException($"{file} is {kind}, not a file; a dump is renamed over its target, which would replace it: give the path of a file");
+        if (!force) throw new CommandException($"{file} exists; --force replaces it");
     }
 
     private static async Task<long> SaveAsync(Locality loc, int segment, string root, string path, TextWriter stderr, CancellationToken cancel)

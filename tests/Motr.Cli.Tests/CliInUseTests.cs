@@ -257,6 +257,38 @@ public sealed class CliInUseTests : IDisposable
     }
 
     [DllImport("libc", SetLastError = true)]
+    private static extern int mknod([MarshalAs(UnmanagedType.LPUTF8Str)] string path, uint mode, ulong dev);
+
+    // .NET tells a device node or a FIFO from a file by nothing, so `dump --force` renamed the dump over whatever the name
+    // held: as root, `motr dump d t /dev/null --force` replaced /dev/null for the whole system. Made here in the test's
+    // own folder (a FIFO, and as root a node of /dev/null's numbers), never in /dev.
+    [Fact]
+    public async Task Dump_refuses_a_device_node_or_a_fifo_as_its_target_even_with_force()
+    {
+        string dir = await CreateDomain();
+        var targets = new List<(string Path, string Kind)>();
+        string fifo = Path.Combine(_root, "fifo.motrdump");
+        Assert.Equal(0, mknod(fifo, 0x1000 | 0x1A4, 0)); // S_IFIFO | 0644
+        targets.Add((fifo, "a FIFO"));
+        string node = Path.Combine(_root, "null.motrdump");
+        if (mknod(node, 0x2000 | 0x1B6, (1UL << 8) | 3) == 0) targets.Add((node, "a character device")); // S_IFCHR, 1:3 (needs root)
+        foreach (var (target, kind) in targets)
+        {
+            var (code, output, err) = await Motr("dump", dir, "t", target, "--force");
+            Assert.True(code == MotrCommand.Failed, $"{target}: exit {code}\n{output}{err}");
+            Assert.Contains($"{target} is {kind}, not a file", err);
+            Assert.Equal(kind, FileKind.NotRegular(target));
+            Assert.False(File.Exists(target + ".partial"));
+        }
+        // A regular file is still replaced with --force.
+        string plain = Path.Combine(_root, "plain.motrdump");
+        File.WriteAllText(plain, "old");
+        Assert.Equal(MotrCommand.Ok, (await Motr("dump", dir, "t", plain, "--force")).Code);
+        Assert.Null(FileKind.NotRegular(plain));
+        Assert.NotEqual("old", File.ReadAllText(plain));
+    }
+
+    [DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int signal);
 
     private const int SigTerm = 15;
