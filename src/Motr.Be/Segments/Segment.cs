@@ -97,7 +97,9 @@ public sealed unsafe partial class Segment : IDisposable
     /// <summary>
     /// Grows the address space to at least <paramref name="newSize"/> (rounded up to a page) inside
     /// <paramref name="tx"/>, which needs <see cref="GrowCredit"/>. Returns false, changing nothing, when
-    /// that would pass <see cref="MaxSize"/>. New space reads as zero.
+    /// that would pass <see cref="MaxSize"/>, or when the process cannot get the memory (the pages cannot be made
+    /// accessible: a warning through <see cref="DomainOptions.OnWarning"/> gives the errno; callers see it as out of
+    /// space, as they would at the limit, and the segment goes on serving). New space reads as zero.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="newSize"/> is negative.</exception>
     /// <exception cref="BeException"><paramref name="tx"/> is on another segment.</exception>
@@ -118,7 +120,14 @@ public sealed unsafe partial class Segment : IDisposable
         if (newSize > MaxSize) return false;
         // Captured first (checks the tx's state and credit): memory is committed only for a change that will happen.
         ref long size = ref tx.CaptureHeader<long>(SegmentHeader.GeometryOffset);
-        _mem.Commit(newSize);
+        int errno = _mem.TryCommit(newSize);
+        if (errno != 0)
+        {
+            // The capture stays in tx with the size unchanged: logged, it writes what is there.
+            Domain.Options.Warn($"segment {Id} ({FileName}): cannot grow from {Size} to {newSize} bytes: the process cannot get the memory " +
+                $"(mprotect errno {errno}); the allocation that asked for it is out of space");
+            return false;
+        }
         size = newSize;
         return true;
     }

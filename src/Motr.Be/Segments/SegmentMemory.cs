@@ -44,15 +44,28 @@ internal sealed unsafe class SegmentMemory : IDisposable
     }
 
     /// <summary>Makes [0, size) accessible; new pages read as zero.</summary>
+    /// <exception cref="OutOfMemoryException">The pages cannot be made accessible (the message gives the errno).</exception>
     public void Commit(long size)
     {
-        if (size <= Committed) return;
+        int errno = TryCommit(size);
+        if (errno != 0) throw new OutOfMemoryException($"cannot commit segment memory up to {size} bytes: errno {errno}");
+    }
+
+    /// <summary>Makes [0, size) accessible, new pages reading as zero; 0, or the errno of the failure (nothing changed then).</summary>
+    public int TryCommit(long size)
+    {
+        if (size <= Committed) return 0;
         if (size > _reserved)
             throw new InvalidOperationException($"segment memory: {size} bytes exceeds the reserved {_reserved}");
+        if (CommitFault?.Invoke(size) is int injected and not 0) return injected;
         if (_mapped && Native.mprotect(_base + Committed, (nuint)(size - Committed), Native.PROT_READ | Native.PROT_WRITE) != 0)
-            throw new OutOfMemoryException($"cannot commit segment memory up to {size} bytes: errno {Marshal.GetLastPInvokeError()}");
+            return Marshal.GetLastPInvokeError();
         Committed = size;
+        return 0;
     }
+
+    /// <summary>Tests: an errno a commit up to the given size fails with instead of committing (0: commit).</summary>
+    internal Func<long, int>? CommitFault { get; set; }
 
     /// <summary>
     /// Backs every committed page with memory now (MADV_POPULATE_WRITE, where the kernel has it), so the

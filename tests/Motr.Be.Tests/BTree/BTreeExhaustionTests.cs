@@ -41,6 +41,51 @@ public sealed class BTreeExhaustionTests
         return model;
     }
 
+    // A segment whose memory could not be committed as it grew (mprotect failing: the process at its memory limit) threw
+    // OutOfMemoryException out of the allocation, through whatever operation asked for space. It is now out of space
+    // like a segment at its limit: the operation answers its status and changes nothing, a warning gives the errno, and
+    // once memory comes back the segment grows again.
+    [Fact]
+    public async Task A_segment_whose_memory_cannot_be_committed_answers_out_of_space_and_grows_again_later()
+    {
+        await using var h = await TreeHost.Start(segmentSize: 256 << 10, segmentMaxSize: 64 << 20);
+        var warnings = new List<string>();
+        h.Engine.Domain.Options.OnWarning = warnings.Add;
+        await h.Run(async seg =>
+        {
+            var t = await Ops.Create(seg, new BTreeConfig { NodeSize = 4096 });
+            var model = new SortedDictionary<byte[], byte[]>(ByteArrayComparer.Instance);
+            var rng = new Random(5);
+            long size = seg.Size;
+            seg.Memory.CommitFault = _ => 12; // ENOMEM
+            model = await FillToOutOfSpace(t, rng, 3000, model);
+            Assert.Equal(size, seg.Size);
+            Assert.True(model.Count > 10, $"{model.Count} records went in before the segment was full");
+            Assert.Contains(warnings, w => w.Contains($"segment 1 ({seg.FileName}): cannot grow from {size} to ", StringComparison.Ordinal) &&
+                w.Contains("the process cannot get the memory (mprotect errno 12)", StringComparison.Ordinal));
+            Ops.AssertHealthy(t, "after the refused growths");
+            Ops.AssertEqual(t, model, "after the refused growths");
+            var before = Snapshot(seg);
+            var k = Ops.U64(42);
+            Assert.Equal(BTreeStatus.OutOfSpace, await Ops.Insert(t, k, Ops.Bytes(20_000, 1))); // an out-of-node value needs space
+            AssertUnchanged(seg, before, "a refused insert");
+
+            seg.Memory.CommitFault = null;
+            Assert.Equal(BTreeStatus.Ok, await Ops.Insert(t, k, Ops.Bytes(20_000, 1), wait: true));
+            model[k] = Ops.Bytes(20_000, 1);
+            Assert.True(seg.Size > size);
+            Ops.AssertHealthy(t, "after growing again");
+        });
+        h.AssertNoCaptureViolations();
+        await h.Reopen();
+        await h.Run(seg =>
+        {
+            var t = Ops.Open(seg);
+            Ops.AssertHealthy(t, "after reopen");
+            Assert.Equal(Ops.Bytes(20_000, 1), Ops.Get(t, Ops.U64(42)));
+        });
+    }
+
     /// <summary>
     /// Records deleted from a full tree leave room in their leaves; inserting records of the same size there needs
     /// no new node and no chunk, so it must succeed however little the allocator has left.
