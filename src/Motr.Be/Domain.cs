@@ -206,7 +206,8 @@ public sealed class Domain : IAsyncDisposable
                     Segment.CreateFile(storage, i, _log.DomainId, options.SegmentSize, Math.Max(options.SegmentMaxSize, options.SegmentSize));
                     segments.Add(Segment.Load(storage, BeConstants.SegmentFileName(i), _log.DomainId, this));
                 }
-                _log.SetSegmentCount((uint)options.Segments);
+                // The log header learns the new count only after recovery (below): written now, it would go into the
+                // next header slot, which may be the damaged newest one whose loss recovery must still be able to see.
             }
             _segments = segments.ToArray();
 
@@ -224,6 +225,8 @@ public sealed class Domain : IAsyncDisposable
             _placer = new Placer(this, _log, storage, ReadOnly ? [] : _segments.Select(s => s.Id), _log.CheckpointPosition, _log.CheckpointLsn, cancellationToken);
             var byId = _segments.ToDictionary(s => s.Id);
             var report = new LogRecovery(_log, byId, ReadOnly ? null : _placer, options, MaxRecordSize).Run(cancellationToken);
+            // Until this is durable the added files are an interrupted add's, which the next open replaces.
+            if (_segments.Length > _log.SegmentCount) _log.SetSegmentCount((uint)_segments.Length);
             Recovery = created ? new RecoveryReport { Created = true, EndPosition = report.EndPosition, NextLsn = report.NextLsn } : report;
             if (report.DamagedHeaderSlot is { } slot)
                 options.Warn($"{storage.Location}/{BeConstants.LogFileName}: {slot}; the other header slot's checkpoint was used, and the damaged slot " +

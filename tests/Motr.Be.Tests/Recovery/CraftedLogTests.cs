@@ -192,21 +192,16 @@ public class CraftedLogTests
         return (storage, bestPos, bestLsn);
     }
 
-    [Theory]
-    [InlineData(RecoveryMode.Strict, false)]
-    [InlineData(RecoveryMode.TruncateAtCorruption, false)]
-    [InlineData(RecoveryMode.Strict, true)]
-    [InlineData(RecoveryMode.TruncateAtCorruption, true)]
-    public async Task A_checkpoint_the_log_has_wrapped_over_is_refused_in_every_mode(RecoveryMode mode, bool midRecord)
+    /// <summary>
+    /// A wrapped log whose newest header slot is damaged, and whose other slot's checkpoint lies a lap behind the newest
+    /// record's place (or a sector into it, where the record's body is): what a damaged newest slot looks like once the
+    /// writer has gone a lap past the previous checkpoint.
+    /// </summary>
+    private static async Task<(SimStorage Image, int Newest, long Checkpoint, ulong CheckpointLsn)> WrappedOverOlderCheckpoint(bool midRecord)
     {
-        // Before, this opened in both modes with nothing replayed: the later lap's record (or the middle of one)
-        // at the checkpoint's place read as the end of the log, and every record after the lost checkpoint was dropped.
         var (s, position, lsn) = await WrappedLog(midRecord ? 2000 : 8);
         long area = BinaryPrimitives.ReadInt64LittleEndian(s.ReadAll(LogName).AsSpan(40));
         Assert.True(position >= area, $"the log did not wrap: newest record at position {position}, area {area}");
-        // The newest slot is damaged, and the other one's checkpoint lies a lap behind the newest record's place
-        // (or a sector into it, where the record's body is): what a damaged newest slot looks like once the writer
-        // has gone a lap past the previous checkpoint.
         long checkpoint = position - area + (midRecord ? BeConstants.SectorSize : 0);
         if (midRecord) Assert.True(MemoryMarshal.Read<RecordHeader>(s.ReadAll(LogName).AsSpan((int)(LogFormat.AreaOffset + position % area))).Length > BeConstants.SectorSize);
         int newest = NewestSlot(s);
@@ -216,14 +211,48 @@ public class CraftedLogTests
             BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(64), lsn - 10);
         });
         s.Overwrite(LogName, newest * BeConstants.SectorSize + 60, [0xEE]);
+        return (s, newest, checkpoint, lsn - 10);
+    }
+
+    private static void AssertWrappedOver(BeCorruptionException ex, int newest, long checkpoint, ulong lsn)
+    {
+        Assert.Contains($"the newest checkpoint is lost (header slot {newest}: checksum mismatch)", ex.Message);
+        Assert.Contains($"the checkpoint in use (lsn {lsn} at position {checkpoint}) is out of date", ex.Message);
+        Assert.Contains("the log has wrapped over that checkpoint", ex.Message);
+    }
+
+    [Theory]
+    [InlineData(RecoveryMode.Strict, false)]
+    [InlineData(RecoveryMode.TruncateAtCorruption, false)]
+    [InlineData(RecoveryMode.Strict, true)]
+    [InlineData(RecoveryMode.TruncateAtCorruption, true)]
+    public async Task A_checkpoint_the_log_has_wrapped_over_is_refused_in_every_mode(RecoveryMode mode, bool midRecord)
+    {
+        // Before, this opened in both modes with nothing replayed: the later lap's record (or the middle of one)
+        // at the checkpoint's place read as the end of the log, and every record after the lost checkpoint was dropped.
+        var (s, newest, checkpoint, lsn) = await WrappedOverOlderCheckpoint(midRecord);
         var before = s.ReadAll(LogName);
         var o = Engines.Sim(s);
         o.RecoveryMode = mode;
-        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => Engines.Open(o));
-        Assert.Contains($"the newest checkpoint is lost (header slot {newest}: checksum mismatch)", ex.Message);
-        Assert.Contains($"the checkpoint in use (lsn {lsn - 10} at position {checkpoint}) is out of date", ex.Message);
-        Assert.Contains("the log has wrapped over that checkpoint", ex.Message);
+        AssertWrappedOver(await Assert.ThrowsAsync<BeCorruptionException>(() => Engines.Open(o)), newest, checkpoint, lsn);
         Assert.Equal(before, s.ReadAll(LogName)); // nothing cut or wiped
+    }
+
+    // An open asking for more segments wrote the new count into the log header before recovery, into the next slot:
+    // the damaged newest one. Recovery then refused, as above, but the evidence was gone: the slot now held the older
+    // checkpoint, intact, and the next open replayed from it as if nothing were lost, dropping every record after the
+    // lost checkpoint. The count is now written after recovery, which refuses first.
+    [Fact]
+    public async Task An_open_adding_segments_to_a_log_wrapped_over_its_checkpoint_refuses_and_leaves_the_evidence()
+    {
+        var (s, newest, checkpoint, lsn) = await WrappedOverOlderCheckpoint(midRecord: false);
+        var before = s.ReadAll(LogName);
+        var o = Engines.Sim(s, segments: 3);
+        AssertWrappedOver(await Assert.ThrowsAsync<BeCorruptionException>(() => Engines.Open(o)), newest, checkpoint, lsn);
+        Assert.Equal(before, s.ReadAll(LogName));
+        // Every later open, adding segments or not, refuses the same way.
+        AssertWrappedOver(await Assert.ThrowsAsync<BeCorruptionException>(() => Engines.Open(Engines.Sim(s))), newest, checkpoint, lsn);
+        AssertWrappedOver(await Assert.ThrowsAsync<BeCorruptionException>(() => Engines.Open(Engines.Sim(s, segments: 3))), newest, checkpoint, lsn);
     }
 
     [Fact]
