@@ -137,6 +137,14 @@ internal static class BTreeBench
                 if (sampler is not null) run.Notes.Add(sampler.Note(run.Ops, "op"));
                 long? loop1 = await store.LoopAllocatedAsync();
                 await store.AfterAsync(workload, keys, run);
+                if (workload is Insert or Delete)
+                {
+                    // Outside the window: the store holds exactly the data set (every key, every value), or nothing.
+                    long v0 = Stopwatch.GetTimestamp();
+                    await store.VerifyAsync(keys, empty: workload == Delete);
+                    run.Notes.Add($"verified after the window (not in the rate): {(workload == Insert ? "the store's count, every key looked up and its whole value compared" : "the store's count is 0 and a cursor finds no record")}" +
+                        $"{(store.System.StartsWith("motr", StringComparison.Ordinal) ? ", fsck of each tree" : "")}, {Stopwatch.GetElapsedTime(v0).TotalSeconds:F2} s");
+                }
                 if (workload == Insert) run.Notes.Add($"open {openSecs:F2} s; {warmNote}");
                 if (!o.RunsWorkload(workload)) continue;
                 var row = Row(workload, store, run, a, b, loop1 - loop0);

@@ -69,6 +69,40 @@ internal abstract class KvStore : IAsyncDisposable
     /// <summary>Runs after a workload's window closes, outside it: adds to its notes and extras (storage used, checkpoint time).</summary>
     public virtual Task AfterAsync(string workload, KeySet keys, PhaseRun run) => Task.CompletedTask;
 
+    /// <summary>
+    /// Outside every window: checks that the store holds exactly <paramref name="keys"/>, each with its value
+    /// (<paramref name="empty"/> false: after the insert), or nothing at all (true: after the delete), by the
+    /// store's own count and by looking every key up (motr also runs its fsck). Throws what it finds wrong.
+    /// </summary>
+    public abstract Task VerifyAsync(KeySet keys, bool empty);
+
+    /// <summary>Throws unless a verification found nothing wrong.</summary>
+    protected static void CheckVerified(string system, string when, long count, long expected, long missing, long wrong)
+    {
+        if (count != expected || missing != 0 || wrong != 0)
+            throw new InvalidOperationException($"{system}: {when}: the store counts {count:N0} records, expected {expected:N0}; " +
+                $"{missing:N0} keys missing, {wrong:N0} wrong values");
+    }
+
+    /// <summary>Throws unless a store found empty by its count and by a cursor's first step.</summary>
+    protected static void CheckEmpty(string system, string when, long count, bool cursorFoundOne)
+    {
+        if (count != 0 || cursorFoundOne)
+            throw new InvalidOperationException($"{system}: {when}: the store counts {count:N0} records and a cursor {(cursorFoundOne ? "found one" : "found none")}; expected an empty store");
+    }
+
+    /// <summary>
+    /// Checks the first byte of every value a lookup window read (the loops XOR them into their sink, as they
+    /// did before this check): a value's first byte is its key's first byte, so the sink must be the XOR of the
+    /// keys' first bytes. Costs the window nothing; the full value is checked on sampled ops and by <see cref="VerifyAsync"/>.
+    /// </summary>
+    protected static void CheckLookupSink(string system, KeyStream keys, ulong sink)
+    {
+        ulong expected = 0;
+        for (int i = 0; i < keys.Count; i++) expected ^= keys.Bytes[i * KeyStream.KeySize];
+        if (sink != expected) throw new InvalidOperationException($"{system}: the lookups read values whose first bytes do not match their keys' (XOR 0x{sink:X2}, expected 0x{expected:X2})");
+    }
+
     /// <summary>A store for the warm-up rounds (JIT tiers, caches): a throwaway instance in <paramref name="folder"/>, or motr's other trees in the same engine.</summary>
     public abstract Task<KvStore> OpenWarmUpAsync(string folder);
 
@@ -77,30 +111,38 @@ internal abstract class KvStore : IAsyncDisposable
     /// <summary>Where loops put what they read, so the JIT cannot drop the reads.</summary>
     protected static ulong Sink;
 
-    /// <summary>Checks a verifying scan pass: every record seen, in bytewise key order.</summary>
-    protected static void CheckScan(string system, long records, long expected, long outOfOrder)
+    /// <summary>Checks a verifying scan pass: every record seen, in bytewise key order, each with its key's value.</summary>
+    protected static void CheckScan(string system, long records, long expected, long outOfOrder, long wrong)
     {
         if (records != expected) throw new InvalidOperationException($"{system}: the scan saw {records:N0} records, expected {expected:N0}");
         if (outOfOrder != 0) throw new InvalidOperationException($"{system}: the scan saw {outOfOrder:N0} keys not above the one before (bytewise order)");
+        if (wrong != 0) throw new InvalidOperationException($"{system}: the scan saw {wrong:N0} values not matching their keys");
+    }
+
+    /// <summary>Checks a measured scan pass saw every record (one compare per pass, nothing per record).</summary>
+    protected static void CheckPass(string system, long records, long expected)
+    {
+        if (records != expected) throw new InvalidOperationException($"{system}: a measured scan pass saw {records:N0} records, expected {expected:N0}");
     }
 
     /// <summary>
     /// The scan workload of a store whose passes run on the calling thread: one verifying pass
     /// (<see cref="CheckScan"/>), then timed passes of <paramref name="pass"/> until <paramref name="atLeast"/> has passed.
     /// </summary>
-    /// <param name="pass">One pass over the store: given whether to verify, the records seen, the keys out of order, and a sink of what was read.</param>
-    protected static PhaseRun TimedScan(string system, long expected, TimeSpan atLeast, Func<bool, (long Records, long OutOfOrder, ulong Sink)> pass)
+    /// <param name="pass">One pass over the store: given whether to verify, the records seen, the keys out of order, the values not matching their keys, and a sink of what was read.</param>
+    protected static PhaseRun TimedScan(string system, long expected, TimeSpan atLeast, Func<bool, (long Records, long OutOfOrder, long Wrong, ulong Sink)> pass)
     {
         var run = new PhaseRun();
-        var (verified, outOfOrder, _) = pass(true);
-        CheckScan(system, verified, expected, outOfOrder);
+        var (verified, outOfOrder, wrong, _) = pass(true);
+        CheckScan(system, verified, expected, outOfOrder, wrong);
         long limit = (long)(atLeast.TotalSeconds * Stopwatch.Frequency);
         long start = Stopwatch.GetTimestamp(), now;
         int passes = 0;
         ulong sink = 0;
         do
         {
-            var (records, _, s) = pass(false);
+            var (records, _, _, s) = pass(false);
+            CheckPass(system, records, expected);
             run.Ops += records;
             sink ^= s;
             passes++;

@@ -30,6 +30,9 @@ internal sealed class MotrKvStore : KvStore
     private KeySet? _prepared;
     private KeySet[] _parts = [];
 
+    // The engine's error counters when it opened: a window after which any has moved fails the run (CheckHealth).
+    private readonly long _faults0, _violations0;
+
     private MotrKvStore(string system, Engine engine, bool ownsEngine, int writersPerLocality, BTree[] trees, DomainOptions options)
     {
         _system = system;
@@ -38,6 +41,25 @@ internal sealed class MotrKvStore : KvStore
         _writersPerLocality = writersPerLocality;
         _trees = trees;
         _options = options;
+        _faults0 = engine.Localities.Sum(l => l.Faults);
+        _violations0 = engine.Domain.InvariantViolations;
+    }
+
+    /// <summary>
+    /// Fails the run if the engine reported an error no operation returned: an exception that escaped a turn on a
+    /// locality (the engine only prints it), a transaction left open across a turn and aborted by the engine, a
+    /// failed log or placer. Called after every window, outside it.
+    /// </summary>
+    private void CheckHealth(string when)
+    {
+        if (_engine.Domain.Failure is { } failure)
+            throw new InvalidOperationException($"{_system}: {when}: the domain failed: {failure.Message}", failure);
+        long faults = Localities.Sum(l => l.Faults) - _faults0;
+        if (faults != 0)
+            throw new InvalidOperationException($"{_system}: {when}: {faults:N0} exceptions escaped turns on the localities (printed above as 'unhandled exception in a turn')");
+        long violations = _engine.Domain.InvariantViolations - _violations0;
+        if (violations != 0)
+            throw new InvalidOperationException($"{_system}: {when}: the engine aborted {violations:N0} transactions left open across a turn");
     }
 
     public override string System => _system;
@@ -177,6 +199,8 @@ internal sealed class MotrKvStore : KvStore
         long failed = shares.Sum(s => s.Failed);
         if (failed > 0)
             throw new InvalidOperationException($"{_system}: {failed:N0} {(insert ? "inserts" : "deletes")} failed (first: {shares.First(s => s.Failed > 0).FirstFailure})");
+        if (run.Ops != keys.Count)
+            throw new InvalidOperationException($"{_system}: {run.Ops:N0} {(insert ? "inserts" : "deletes")} done, expected {keys.Count:N0}");
         AddLogCounters(run, stats0, stats1);
         long retried = shares.Sum(s => s.Retried);
         run.Notes.Add($"trees: {string.Join("; ", tree1.Select((t, i) => $"height {t.Height}, {t.Nodes:N0} nodes, {t.Records:N0} records, " +
@@ -275,7 +299,7 @@ internal sealed class MotrKvStore : KvStore
         public readonly KeyStream Keys = keys;
         public readonly LatencyHistogram Latency = new();
         public readonly byte[] Scratch = new byte[BTreeValues.ValueSize];
-        public long Missing, Wrong, Ticks, Records, OutOfOrder;
+        public long Missing, Wrong, Ticks, Records, OutOfOrder, Measured, ShortPasses;
         public int Passes;
         public ulong Sink;
     }
@@ -296,6 +320,7 @@ internal sealed class MotrKvStore : KvStore
         }
         long missing = shares.Sum(s => s.Missing), wrong = shares.Sum(s => s.Wrong);
         if (missing + wrong > 0) throw new InvalidOperationException($"{_system}: lookups found {missing:N0} keys missing and {wrong:N0} wrong values");
+        foreach (var s in shares) CheckLookupSink(_system, s.Keys, s.Sink);
         if (shares.Length > 1)
             run.Notes.Add("per locality: " + string.Join(", ", shares.Select(s => $"{s.Keys.Count:N0} keys in {s.Ticks / (double)Stopwatch.Frequency:F3} s")));
         return run;
@@ -346,8 +371,9 @@ internal sealed class MotrKvStore : KvStore
         var run = new PhaseRun { Ticks = shares.Max(s => s.Ticks) };
         foreach (var s in shares)
         {
-            CheckScan(_system, s.Records, s.Keys.Count, s.OutOfOrder);
-            run.Ops += s.Passes * (long)s.Keys.Count;
+            CheckScan(_system, s.Records, s.Keys.Count, s.OutOfOrder, s.Wrong);
+            if (s.ShortPasses != 0) throw new InvalidOperationException($"{_system}: {s.ShortPasses} measured scan passes did not see {s.Keys.Count:N0} records");
+            run.Ops += s.Measured;
             Sink ^= s.Sink;
         }
         run.Extra["passes"] = shares.Sum(s => s.Passes) / (double)shares.Length;
@@ -360,22 +386,24 @@ internal sealed class MotrKvStore : KvStore
     private static async Task ScanLoopAsync(ReadShare s, long limit)
     {
         var cursor = s.Tree.OpenCursor();
-        (s.Records, s.OutOfOrder, _) = ScanPass(cursor, verify: true);
+        (s.Records, s.OutOfOrder, s.Wrong, _) = ScanPass(cursor, verify: true, s.Scratch);
         await Task.Yield();
         long start = Stopwatch.GetTimestamp(), now;
         do
         {
-            var (_, _, sink) = ScanPass(cursor, verify: false);
+            var (records, _, _, sink) = ScanPass(cursor, verify: false, s.Scratch);
             s.Sink ^= sink;
+            s.Measured += records;
+            if (records != s.Keys.Count) s.ShortPasses++;
             s.Passes++;
             now = Stopwatch.GetTimestamp();
         } while (now - start < limit);
         s.Ticks = now - start;
     }
 
-    private static (long Records, long OutOfOrder, ulong Sink) ScanPass(BTreeCursor c, bool verify)
+    private static (long Records, long OutOfOrder, long Wrong, ulong Sink) ScanPass(BTreeCursor c, bool verify, byte[] scratch)
     {
-        long records = 0, outOfOrder = 0;
+        long records = 0, outOfOrder = 0, wrong = 0;
         ulong sink = 0;
         Span<byte> last = stackalloc byte[KeyStream.KeySize];
         for (bool ok = c.SeekFirst(); ok; ok = c.MoveNext())
@@ -384,28 +412,26 @@ internal sealed class MotrKvStore : KvStore
             if (verify)
             {
                 if (records > 0 && key.SequenceCompareTo(last) <= 0) outOfOrder++;
+                if (!BTreeValues.Matches(key, c.Value, scratch)) wrong++;
                 key.CopyTo(last);
             }
             else sink ^= BinaryPrimitives.ReadUInt64LittleEndian(key) ^ c.Value[0];
             records++;
         }
-        return (records, outOfOrder, sink);
+        return (records, outOfOrder, wrong, sink);
     }
 
     // ---- after a window
 
     public override async Task AfterAsync(string workload, KeySet keys, PhaseRun run)
     {
+        CheckHealth($"after {workload}");
         if (workload is not (BTreeBench.Insert or BTreeBench.Delete)) return;
         long t0 = Stopwatch.GetTimestamp();
         await _engine.Domain.CheckpointAsync();
         run.Notes.Add($"after the window: checkpoint {Stopwatch.GetElapsedTime(t0).TotalSeconds:F2} s (placing and syncing what the window logged; not in the rate)");
-        if (workload != BTreeBench.Insert)
-        {
-            var counts = await Task.WhenAll(Localities.Select((l, i) => l.RunAsync(() => _trees[i].Count)));
-            if (counts.Any(c => c != 0)) throw new InvalidOperationException($"{_system}: {counts.Sum():N0} records left after deleting every key");
-            return;
-        }
+        CheckHealth($"after the checkpoint following {workload}");
+        if (workload != BTreeBench.Insert) return; // VerifyAsync checks the trees are empty
         var used = await Task.WhenAll(Localities.Select(l => l.RunAsync(() => (l.Segment!.Allocator.UsedBytes, l.Segment!.Size))));
         long bytes = used.Sum(u => u.UsedBytes);
         double perKey = bytes / (double)Math.Max(1, keys.Count);
@@ -414,6 +440,47 @@ internal sealed class MotrKvStore : KvStore
             $"(key + value: {KeyStream.KeySize + BTreeValues.ValueSize} B)");
         run.Notes.Add($"engine: {Localities.Count} localities, segments of {_options.SegmentSize >> 20} MiB (max {_options.SegmentMaxSize >> 20} MiB), log {_options.LogSize >> 20} MiB; " +
             $"{_writersPerLocality} writers per locality, each awaiting its transaction's persistence (durable)");
+    }
+
+    public override async Task VerifyAsync(KeySet keys, bool empty)
+    {
+        var parts = Parts(keys);
+        string when = empty ? "after deleting every key" : "after the insert";
+        var found = await Task.WhenAll(Localities.Select((l, i) => l.RunAsync(async () =>
+        {
+            var tree = _trees[i];
+            var stream = parts[i].Insert;
+            long missing = 0, wrong = 0;
+            if (empty)
+            {
+                // the header's count, and a cursor finding no first record
+                if (tree.OpenCursor().SeekFirst()) wrong++;
+            }
+            else
+            {
+                var scratch = new byte[BTreeValues.ValueSize];
+                for (int from = 0; from < stream.Count; from += Chunk)
+                {
+                    for (int k = from; k < Math.Min(stream.Count, from + Chunk); k++)
+                    {
+                        var key = stream.Key(k);
+                        if (tree.Lookup(key, out var value) != BTreeStatus.Ok) missing++;
+                        else if (!BTreeValues.Matches(key, value, scratch)) wrong++;
+                    }
+                    await Task.Yield();
+                }
+            }
+            var check = tree.Check(); // fsck: nodes, checksums, order, levels, the header's count against the records found
+            return (Count: tree.Count, Expected: empty ? 0L : stream.Count, missing, wrong, Check: check);
+        })));
+        for (int i = 0; i < found.Length; i++)
+        {
+            var f = found[i];
+            if (!f.Check.Healthy) throw new InvalidOperationException($"{_system}: {when}: fsck of locality {i}'s tree: {f.Check}");
+            if (empty) CheckEmpty(_system, $"{when} (locality {i})", f.Count, f.wrong != 0);
+            else CheckVerified(_system, $"{when} (locality {i})", f.Count, f.Expected, f.missing, f.wrong);
+        }
+        CheckHealth(when);
     }
 
     public override async ValueTask DisposeAsync()

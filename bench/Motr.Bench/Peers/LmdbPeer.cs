@@ -154,22 +154,24 @@ internal sealed unsafe class LmdbPeer : KvStore
             mdb_txn_abort(txn);
         }
         if (missing + wrong > 0) throw new InvalidOperationException($"lmdb: lookups found {missing:N0} keys missing and {wrong:N0} wrong values");
+        CheckLookupSink(SystemName, keys, sink);
         run.Ops = n;
         Sink ^= sink;
         return run;
     }
 
-    /// <summary>One pass of a cursor over the database: records seen, keys not above the one before (verify only), and a sink of what was read.</summary>
-    private (long Records, long OutOfOrder, ulong Sink) ScanPass(bool verify)
+    /// <summary>One pass of a cursor over the database: records seen, keys not above the one before and values not matching their keys (verify only), and a sink of what was read.</summary>
+    private (long Records, long OutOfOrder, long Wrong, ulong Sink) ScanPass(bool verify)
     {
         Check(mdb_txn_begin(_env, 0, MDB_RDONLY, out nint txn), "mdb_txn_begin");
         nint cursor = 0;
         try
         {
             Check(mdb_cursor_open(txn, _dbi, out cursor), "mdb_cursor_open");
-            long records = 0, outOfOrder = 0;
+            long records = 0, outOfOrder = 0, wrong = 0;
             ulong sink = 0;
             Span<byte> last = stackalloc byte[KeyStream.KeySize];
+            Span<byte> scratch = stackalloc byte[BTreeValues.ValueSize];
             MdbVal k, v;
             int rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
             while (rc == 0)
@@ -178,6 +180,7 @@ internal sealed unsafe class LmdbPeer : KvStore
                 {
                     var key = new ReadOnlySpan<byte>(k.Data, (int)k.Size);
                     if (records > 0 && key.SequenceCompareTo(last) <= 0) outOfOrder++;
+                    if (!BTreeValues.Matches(key, new ReadOnlySpan<byte>(v.Data, (int)v.Size), scratch)) wrong++;
                     key.CopyTo(last);
                 }
                 else sink ^= *(ulong*)k.Data ^ v.Data[0];
@@ -185,7 +188,7 @@ internal sealed unsafe class LmdbPeer : KvStore
                 rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
             }
             if (rc != MDB_NOTFOUND) Check(rc, "mdb_cursor_get");
-            return (records, outOfOrder, sink);
+            return (records, outOfOrder, wrong, sink);
         }
         finally
         {
@@ -193,6 +196,50 @@ internal sealed unsafe class LmdbPeer : KvStore
             mdb_txn_abort(txn);
         }
     }
+
+    public override Task VerifyAsync(KeySet keys, bool empty) => Task.Run(() =>
+    {
+        Check(mdb_txn_begin(_env, 0, MDB_RDONLY, out nint txn), "mdb_txn_begin");
+        try
+        {
+            MdbStat st;
+            Check(mdb_stat(txn, _dbi, &st), "mdb_stat");
+            long missing = 0, wrong = 0;
+            MdbVal k, v;
+            if (empty)
+            {
+                // the count, and a cursor finding no first record
+                Check(mdb_cursor_open(txn, _dbi, out nint cursor), "mdb_cursor_open");
+                try
+                {
+                    int rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST);
+                    if (rc == 0) wrong++;
+                    else if (rc != MDB_NOTFOUND) Check(rc, "mdb_cursor_get");
+                }
+                finally { mdb_cursor_close(cursor); }
+                CheckEmpty(SystemName, "after deleting every key", (long)st.Entries, wrong != 0);
+                return;
+            }
+            Span<byte> scratch = stackalloc byte[BTreeValues.ValueSize];
+            var stream = keys.Insert;
+            fixed (byte* kp = stream.Bytes)
+            {
+                for (int i = 0; i < stream.Count; i++)
+                {
+                    k = new MdbVal { Size = KeyStream.KeySize, Data = kp + (long)i * KeyStream.KeySize };
+                    int rc = mdb_get(txn, _dbi, &k, &v);
+                    if (rc == MDB_NOTFOUND) missing++;
+                    else
+                    {
+                        Check(rc, "mdb_get");
+                        if (!BTreeValues.Matches(stream.Key(i), new ReadOnlySpan<byte>(v.Data, (int)v.Size), scratch)) wrong++;
+                    }
+                }
+            }
+            CheckVerified(SystemName, "after the insert", (long)st.Entries, stream.Count, missing, wrong);
+        }
+        finally { mdb_txn_abort(txn); }
+    });
 
     public override Task AfterAsync(string workload, KeySet keys, PhaseRun run)
     {

@@ -140,16 +140,18 @@ internal sealed class SqliteKvPeer : KvStore
         _commit.ExecuteNonQuery();
         run.Ticks = Stopwatch.GetTimestamp() - start;
         if (missing + wrong > 0) throw new InvalidOperationException($"sqlite: lookups found {missing:N0} keys missing and {wrong:N0} wrong values");
+        CheckLookupSink(SystemName, keys, sink);
         run.Ops = n;
         Sink ^= sink;
         return run;
     }
 
-    private (long Records, long OutOfOrder, ulong Sink) ScanPass(bool verify)
+    private (long Records, long OutOfOrder, long Wrong, ulong Sink) ScanPass(bool verify)
     {
-        long records = 0, outOfOrder = 0;
+        long records = 0, outOfOrder = 0, wrong = 0;
         ulong sink = 0;
         var last = new byte[KeyStream.KeySize];
+        var scratch = verify ? new byte[BTreeValues.ValueSize] : [];
         using var reader = _scan.ExecuteReader();
         while (reader.Read())
         {
@@ -158,13 +160,41 @@ internal sealed class SqliteKvPeer : KvStore
             if (verify)
             {
                 if (records > 0 && key.AsSpan().SequenceCompareTo(last) <= 0) outOfOrder++;
+                if (!BTreeValues.Matches(key, value, scratch)) wrong++;
                 key.CopyTo(last, 0);
             }
             else sink ^= BitConverter.ToUInt64(key) ^ value[0];
             records++;
         }
-        return (records, outOfOrder, sink);
+        return (records, outOfOrder, wrong, sink);
     }
+
+    public override Task VerifyAsync(KeySet keys, bool empty) => Task.Run(() =>
+    {
+        long count = (long)SqlitePeer.Scalar(_conn, "SELECT count(*) FROM t")!;
+        if (empty)
+        {
+            CheckEmpty(SystemName, "after deleting every key", count, SqlitePeer.Scalar(_conn, "SELECT k FROM t LIMIT 1") is not null);
+            return;
+        }
+        var scratch = new byte[BTreeValues.ValueSize];
+        long missing = 0, wrong = 0;
+        var stream = keys.Insert;
+        _begin.ExecuteNonQuery();
+        try
+        {
+            for (int i = 0; i < stream.Count; i++)
+            {
+                var key = stream.Key(i);
+                key.CopyTo(_key);
+                using var reader = _select.ExecuteReader();
+                if (!reader.Read()) missing++;
+                else if (!BTreeValues.Matches(key, reader.GetFieldValue<byte[]>(0), scratch)) wrong++;
+            }
+        }
+        finally { _commit.ExecuteNonQuery(); }
+        CheckVerified(SystemName, "after the insert", count, stream.Count, missing, wrong);
+    });
 
     public override Task AfterAsync(string workload, KeySet keys, PhaseRun run)
     {
