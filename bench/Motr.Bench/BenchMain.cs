@@ -51,6 +51,7 @@ internal static class BenchMain
                 Report.WriteJson(json, machine, results, command.Baseline);
                 Console.WriteLine($"\nwrote {json}");
             }
+            if (options.SelfCheck) Console.WriteLine("\nself-check passed: every damaged store failed the checks that must see it");
             return 0;
         }
         catch (UsageException e)

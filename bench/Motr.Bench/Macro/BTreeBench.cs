@@ -19,7 +19,7 @@ internal static class BTreeBench
     public const string Motr1 = "motr-1loc", Motr2 = "motr-2loc";
     public static readonly string[] Systems = [Motr1, Motr2, LmdbPeer.SystemName, SqliteKvPeer.SystemName];
 
-    public const int DefaultKeys = 1_000_000, QuickKeys = 200_000;
+    public const int DefaultKeys = 1_000_000, QuickKeys = 200_000, SelfCheckKeys = 3_000;
     public const int DefaultWriters = 1024;
     private const int WarmKeys = 20_000;
     private const ulong Seed = 0x5EED_B7EE_0000_0001UL;
@@ -36,10 +36,12 @@ internal static class BTreeBench
         foreach (var s in o.Systems ?? [])
             if (!Systems.Contains(s, StringComparer.OrdinalIgnoreCase)) throw new UsageException($"unknown system {s}: btree has {string.Join(", ", Systems)}");
         if (o.Writers is { Length: > 1 }) throw new UsageException("btree takes one --writers count");
-        int n = o.Keys ?? (o.Quick ? QuickKeys : DefaultKeys);
+        int n = o.Keys ?? (o.SelfCheck ? SelfCheckKeys : o.Quick ? QuickKeys : DefaultKeys);
         if (n < 1) throw new UsageException("--keys must be at least 1");
+        if (o.SelfCheck && o.Rounds > 1) throw new UsageException("--self-check runs one round");
         int writers = o.Writers?[0] ?? DefaultWriters;
-        var warmup = o.WarmupGiven ?? TimeSpan.FromSeconds(o.Quick ? 2 : 5);
+        var warmup = o.WarmupGiven ?? TimeSpan.FromSeconds(o.SelfCheck ? 0 : o.Quick ? 2 : 5);
+        var scanAtLeast = o.SelfCheck ? TimeSpan.FromSeconds(0.05) : ScanAtLeast;
 
         var systems = new List<SystemDef>();
         foreach (string name in Systems.Where(o.Runs))
@@ -51,6 +53,11 @@ internal static class BTreeBench
                     systems.Add(new(name, async folder => await MotrKvStore.OpenAsync(name, localities, folder, n, writers, o)));
                     break;
                 case LmdbPeer.SystemName:
+                    if (!LmdbNative.IsAvailable() && o.SelfCheck && o.Systems is null)
+                    {
+                        Console.WriteLine($"self-check: lmdb left out ({LmdbPeer.MissingMessage})");
+                        break;
+                    }
                     if (!LmdbNative.IsAvailable()) throw new UsageException(LmdbPeer.MissingMessage);
                     systems.Add(new(name, folder => Task.FromResult<KvStore>(LmdbPeer.Open(folder, n))));
                     break;
@@ -63,7 +70,8 @@ internal static class BTreeBench
 
         Console.WriteLine($"btree: {n:N0} random {KeyStream.KeySize}-byte keys, {BTreeValues.ValueSize}-byte values" +
             (o.Quick && o.Keys is null ? $" (--quick: {QuickKeys:N0} keys instead of {DefaultKeys:N0})" : "") +
-            $"; warm-up {warmup.TotalSeconds:0.##} s per system on {Math.Min(n, WarmKeys):N0} other keys; scans repeat for {ScanAtLeast.TotalSeconds:0.#} s");
+            $"; warm-up {warmup.TotalSeconds:0.##} s per system on {Math.Min(n, WarmKeys):N0} other keys; scans repeat for {scanAtLeast.TotalSeconds:0.##} s" +
+            (o.SelfCheck ? "; --self-check: a check of the bench's checks, not a measurement" : ""));
         Console.WriteLine($"  motr: each insert and delete is its own transaction, awaited until durable (group commit, {writers} writers per locality);" +
             $" lmdb (MDB_NOSYNC) and sqlite (WAL, synchronous=NORMAL) batch {LmdbPeer.Batch} ops per transaction and do not sync at commit: not durable");
         long t0 = Stopwatch.GetTimestamp();
@@ -79,9 +87,11 @@ internal static class BTreeBench
             if (o.Rounds > 1) Console.WriteLine($"  round {r} of {o.Rounds}");
             var round = new List<BenchResult>();
             foreach (var system in systems)
-                round.AddRange(await RunSystemAsync(system, keys, warm, warmup, o, dir));
+                round.AddRange(await RunSystemAsync(system, keys, warm, warmup, scanAtLeast, o, dir));
             rounds.Add(round);
         }
+        if (o.SelfCheck)
+            foreach (var system in systems) await SabotageChecksAsync(system, keys, scanAtLeast, dir);
         return rounds.Count == 1 ? rounds[0] : MedianRounds(rounds);
     }
 
@@ -103,7 +113,7 @@ internal static class BTreeBench
         return medians;
     }
 
-    private static async Task<List<BenchResult>> RunSystemAsync(SystemDef system, KeySet keys, KeySet warm, TimeSpan warmup, BenchOptions o, BenchDirectory dir)
+    private static async Task<List<BenchResult>> RunSystemAsync(SystemDef system, KeySet keys, KeySet warm, TimeSpan warmup, TimeSpan scanAtLeast, BenchOptions o, BenchDirectory dir)
     {
         string folder = dir.Sub(system.Name);
         string warmFolder = dir.Sub(system.Name + "-warm");
@@ -129,7 +139,7 @@ internal static class BTreeBench
                 {
                     Insert => await store.InsertAsync(keys),
                     Lookup => await store.LookupAsync(keys),
-                    Scan => await store.ScanAsync(keys, ScanAtLeast),
+                    Scan => await store.ScanAsync(keys, scanAtLeast),
                     _ => await store.DeleteAsync(keys),
                 };
                 var b = ProcessEdge.After();
@@ -159,6 +169,55 @@ internal static class BTreeBench
             BenchDirectory.Remove(warmFolder);
         }
         return results;
+    }
+
+    /// <summary>
+    /// --self-check: the bench's checks must fail a run on a store whose contents are wrong. For each kind of
+    /// damage, a fresh store gets the data set inserted, then the damage, then every check that should see it
+    /// runs and must throw: the verification after the insert, the lookup window (a key dropped, a value
+    /// changed: its first byte, which the window's sink covers), the scan's verifying pass, and the deletes
+    /// (a key dropped: its delete fails) or the verification after them (a key added: the store is not empty).
+    /// </summary>
+    private static async Task SabotageChecksAsync(SystemDef system, KeySet keys, TimeSpan scanAtLeast, BenchDirectory dir)
+    {
+        foreach (var what in Enum.GetValues<KvStore.Sabotage>())
+        {
+            string folder = dir.Sub($"{system.Name}-{what}");
+            var store = await system.Open(folder);
+            var missed = new List<string>();
+            try
+            {
+                await store.InsertAsync(keys);
+                await store.VerifyAsync(keys, empty: false);
+                await store.SabotageAsync(keys, what);
+                async Task Expect(string check, Func<Task> run)
+                {
+                    try { await run(); }
+                    catch (InvalidOperationException e)
+                    {
+                        Console.WriteLine($"  self-check {system.Name}, {what}: {check} failed as it must: {e.Message}");
+                        return;
+                    }
+                    missed.Add(check);
+                }
+                await Expect("verification after insert", () => store.VerifyAsync(keys, empty: false));
+                if (what != KvStore.Sabotage.ExtraKey) await Expect("lookup window", () => store.LookupAsync(keys));
+                await Expect("scan", () => store.ScanAsync(keys, scanAtLeast));
+                if (what == KvStore.Sabotage.DropKey) await Expect("delete window", () => store.DeleteAsync(keys));
+                if (what == KvStore.Sabotage.ExtraKey)
+                {
+                    await store.DeleteAsync(keys);
+                    await Expect("verification after delete", () => store.VerifyAsync(keys, empty: true));
+                }
+            }
+            finally
+            {
+                await store.DisposeAsync();
+                BenchDirectory.Remove(folder);
+            }
+            if (missed.Count > 0)
+                throw new InvalidOperationException($"self-check: {system.Name} with {what}: not caught by {string.Join(", ", missed)}");
+        }
     }
 
     /// <summary>

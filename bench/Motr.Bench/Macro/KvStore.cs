@@ -76,6 +76,34 @@ internal abstract class KvStore : IAsyncDisposable
     /// </summary>
     public abstract Task VerifyAsync(KeySet keys, bool empty);
 
+    /// <summary>What <see cref="Sabotage"/> does to a store, for the self-check of the bench's own checks.</summary>
+    public enum Sabotage
+    {
+        /// <summary>Deletes one key of the data set.</summary>
+        DropKey,
+
+        /// <summary>Overwrites one key's value with another of the same size.</summary>
+        WrongValue,
+
+        /// <summary>Inserts one key that is not in the data set.</summary>
+        ExtraKey,
+    }
+
+    /// <summary>Self-check only: damages the store's contents as <paramref name="what"/> says (<paramref name="keys"/>: the data set).</summary>
+    public abstract Task SabotageAsync(KeySet keys, Sabotage what);
+
+    /// <summary>A key of no data set (its bytes differ from every random key in practice), for <see cref="Sabotage.ExtraKey"/>.</summary>
+    protected static readonly byte[] ExtraKey = [0x5A, 0xB0, 0x7A, 0x6E, 0xE1, 0x7A, 0x0D, 0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x11, 0x22, 0x33, 0x44];
+
+    /// <summary>The value <see cref="Sabotage.WrongValue"/> writes for <paramref name="key"/>: its right value with the first byte flipped.</summary>
+    protected static byte[] WrongValueOf(ReadOnlySpan<byte> key)
+    {
+        var v = new byte[BTreeValues.ValueSize];
+        BTreeValues.Fill(key, v);
+        v[0] ^= 0xFF;
+        return v;
+    }
+
     /// <summary>Throws unless a verification found nothing wrong.</summary>
     protected static void CheckVerified(string system, string when, long count, long expected, long missing, long wrong)
     {

@@ -483,6 +483,45 @@ internal sealed class MotrKvStore : KvStore
         CheckHealth(when);
     }
 
+    public override async Task SabotageAsync(KeySet keys, Sabotage what)
+    {
+        var key = what == Sabotage.ExtraKey ? ExtraKey : keys.Insert.Key(keys.Count / 2).ToArray();
+        int i = KeySet.PartOf(key, Localities.Count);
+        var l = Localities[i];
+        var tree = _trees[i];
+        var st = await l.RunAsync(async () =>
+        {
+            var value = what == Sabotage.WrongValue ? WrongValueOf(key) : new byte[BTreeValues.ValueSize];
+            if (what == Sabotage.ExtraKey) BTreeValues.Fill(key, value);
+            var credit = what switch
+            {
+                Sabotage.DropKey => tree.DeleteCredit(),
+                Sabotage.WrongValue => tree.UpdateCredit(KeyStream.KeySize, BTreeValues.ValueSize),
+                _ => tree.InsertCredit(KeyStream.KeySize, BTreeValues.ValueSize),
+            };
+            var tx = await l.Segment!.BeginAsync(credit);
+            TxPersistence persisted;
+            BTreeStatus status;
+            try
+            {
+                status = what switch
+                {
+                    Sabotage.DropKey => tree.Delete(tx, key),
+                    Sabotage.WrongValue => tree.Update(tx, key, value),
+                    _ => tree.Insert(tx, key, value),
+                };
+                persisted = tx.Close();
+            }
+            finally
+            {
+                tx.Dispose();
+            }
+            await persisted;
+            return status;
+        });
+        if (st != BTreeStatus.Ok) throw new InvalidOperationException($"{_system}: sabotage {what}: {st}");
+    }
+
     public override async ValueTask DisposeAsync()
     {
         if (_ownsEngine) await _engine.DisposeAsync();

@@ -27,6 +27,7 @@ internal static class TxBench
 
     public static async Task<List<BenchResult>> RunAsync(BenchOptions o, BenchDirectory dir)
     {
+        if (o.SelfCheck) throw new UsageException("--self-check is a btree option");
         Console.WriteLine($"tx: warm-up {o.Warmup.TotalSeconds:0.##} s, window {o.Duration.TotalSeconds:0.##} s per row");
         var results = new List<BenchResult>();
         foreach (var w in Workloads.Where(w => o.RunsWorkload(w.Name)))

@@ -241,6 +241,30 @@ internal sealed unsafe class LmdbPeer : KvStore
         finally { mdb_txn_abort(txn); }
     });
 
+    public override Task SabotageAsync(KeySet keys, Sabotage what) => Task.Run(() =>
+    {
+        Check(mdb_txn_begin(_env, 0, 0, out nint txn), "mdb_txn_begin");
+        try
+        {
+            var key = what == Sabotage.ExtraKey ? ExtraKey : keys.Insert.Key(keys.Count / 2).ToArray();
+            var value = what == Sabotage.ExtraKey ? new byte[BTreeValues.ValueSize] : WrongValueOf(key);
+            if (what == Sabotage.ExtraKey) BTreeValues.Fill(key, value);
+            fixed (byte* kp = key, vp = value)
+            {
+                var k = new MdbVal { Size = KeyStream.KeySize, Data = kp };
+                var v = new MdbVal { Size = BTreeValues.ValueSize, Data = vp };
+                Check(what == Sabotage.DropKey ? mdb_del(txn, _dbi, &k, null) : mdb_put(txn, _dbi, &k, &v, 0), "sabotage");
+            }
+            nint t = txn;
+            txn = 0;
+            Check(mdb_txn_commit(t), "mdb_txn_commit");
+        }
+        finally
+        {
+            if (txn != 0) mdb_txn_abort(txn);
+        }
+    });
+
     public override Task AfterAsync(string workload, KeySet keys, PhaseRun run)
     {
         if (workload != BTreeBench.Insert) return Task.CompletedTask;

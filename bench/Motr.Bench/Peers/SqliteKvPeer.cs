@@ -18,7 +18,7 @@ internal sealed class SqliteKvPeer : KvStore
     private const int CacheKiB = 1 << 20;
 
     private readonly SqliteConnection _conn;
-    private readonly SqliteCommand _begin, _commit, _insert, _select, _delete, _scan;
+    private readonly SqliteCommand _begin, _commit, _insert, _select, _delete, _scan, _update;
     private readonly byte[] _key = new byte[KeyStream.KeySize];
     private readonly byte[] _value = new byte[BTreeValues.ValueSize];
 
@@ -39,6 +39,7 @@ internal sealed class SqliteKvPeer : KvStore
         _select = WithParameters("SELECT v FROM t WHERE k = $k", value: false);
         _delete = WithParameters("DELETE FROM t WHERE k = $k", value: false);
         _scan = SqlitePeer.Prepare(_conn, "SELECT k, v FROM t ORDER BY k");
+        _update = WithParameters("UPDATE t SET v = $v WHERE k = $k", value: true);
     }
 
     public override string System => SystemName;
@@ -196,6 +197,16 @@ internal sealed class SqliteKvPeer : KvStore
         CheckVerified(SystemName, "after the insert", count, stream.Count, missing, wrong);
     });
 
+    public override Task SabotageAsync(KeySet keys, Sabotage what) => Task.Run(() =>
+    {
+        var key = what == Sabotage.ExtraKey ? ExtraKey : keys.Insert.Key(keys.Count / 2).ToArray();
+        key.CopyTo(_key, 0);
+        if (what == Sabotage.WrongValue) WrongValueOf(key).CopyTo(_value, 0);
+        else BTreeValues.Fill(key, _value);
+        int rows = (what == Sabotage.DropKey ? _delete : what == Sabotage.WrongValue ? _update : _insert).ExecuteNonQuery();
+        if (rows != 1) throw new InvalidOperationException($"sqlite: sabotage {what} changed {rows} rows");
+    });
+
     public override Task AfterAsync(string workload, KeySet keys, PhaseRun run)
     {
         if (workload != BTreeBench.Insert) return Task.CompletedTask;
@@ -211,7 +222,7 @@ internal sealed class SqliteKvPeer : KvStore
 
     public override ValueTask DisposeAsync()
     {
-        foreach (var c in (SqliteCommand[])[_begin, _commit, _insert, _select, _delete, _scan]) c.Dispose();
+        foreach (var c in (SqliteCommand[])[_begin, _commit, _insert, _select, _delete, _scan, _update]) c.Dispose();
         _conn.Dispose();
         return ValueTask.CompletedTask;
     }
