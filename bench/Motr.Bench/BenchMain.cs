@@ -48,7 +48,7 @@ internal static class BenchMain
             command.Summary?.Invoke(Console.Out, results);
             if (options.JsonPath is { } json)
             {
-                Report.WriteJson(json, machine, results, command.Baseline);
+                Report.WriteJson(json, machine, RunInfo.Collect(args, options), results, command.Baseline);
                 Console.WriteLine($"\nwrote {json}");
             }
             if (options.SelfCheck) Console.WriteLine("\nself-check passed: every damaged store failed the checks that must see it");

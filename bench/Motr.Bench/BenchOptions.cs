@@ -53,6 +53,9 @@ internal sealed class BenchOptions
     public string[]? Systems { get; private set; }
     public bool AllocSample { get; private set; }
 
+    /// <summary>The settings in effect, defaults filled in by the command that ran (for the JSON).</summary>
+    public Dictionary<string, object> Settings { get; } = new();
+
     /// <summary>--self-check (btree): run the bench's checks against damaged stores instead of measuring.</summary>
     public bool SelfCheck { get; private set; }
     public int LogMiB { get; private set; } = 256;

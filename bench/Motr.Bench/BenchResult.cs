@@ -37,6 +37,12 @@ internal sealed record BenchResult
     /// <summary>More numbers for the JSON output, by field name (snake_case), specific to a bench.</summary>
     public IReadOnlyDictionary<string, double>? Extra { get; init; }
 
+    /// <summary>With rounds (btree --rounds): this row's rate in every round, in round order; null for a single run.</summary>
+    public IReadOnlyList<double>? RoundRates { get; init; }
+
+    /// <summary>With rounds: which round (1-based) this median row was measured in.</summary>
+    public int? Round { get; init; }
+
     /// <summary>Free-form lines printed under the table (engine counters and the like).</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 }

@@ -57,6 +57,9 @@ internal static class Report
             w.WriteLine();
             w.WriteLine($"{r.Workload} / {r.System}" + (r.Writers is int n ? $" / {n} writers" : ""));
             foreach (var note in r.Notes) w.WriteLine($"  {note}");
+            if (RatiosByRound(results, r, baseline) is { } byRound)
+                w.WriteLine($"  x {baseline} by round (each round's own pair): {string.Join(", ", byRound.Select(x => x.ToString("N2", CultureInfo.InvariantCulture) + "x"))}; " +
+                    $"their median {MedianOf(byRound).ToString("N2", CultureInfo.InvariantCulture)}x (the table's x {baseline} is of the two median rows, which may come from different rounds)");
             if (r.Threads is { } threads)
             {
                 w.WriteLine("  cpu in cores (run-queue wait): " + string.Join(", ",
@@ -75,7 +78,22 @@ internal static class Report
         return b is null || b.OpsPerSec <= 0 ? null : r.OpsPerSec / b.OpsPerSec;
     }
 
-    public static void WriteJson(string path, MachineInfo machine, IReadOnlyList<BenchResult> results, string baseline)
+    /// <summary>
+    /// With rounds: the ratio of <paramref name="r"/>'s rate to the baseline's in each round (the systems of a round ran
+    /// in the same spell of the host), or null without rounds or for the baseline itself.
+    /// </summary>
+    public static double[]? RatiosByRound(IReadOnlyList<BenchResult> results, BenchResult r, string baseline)
+    {
+        if (r.System == baseline || r.RoundRates is not { } mine) return null;
+        var b = results.FirstOrDefault(x => x.System == baseline && x.Workload == r.Workload);
+        if (b?.RoundRates is not { } theirs || theirs.Count != mine.Count) return null;
+        return mine.Select((x, i) => theirs[i] > 0 ? x / theirs[i] : double.NaN).ToArray();
+    }
+
+    /// <summary>The median by the bench's rule: the lower of the two middle values for an even count.</summary>
+    public static double MedianOf(IReadOnlyList<double> xs) => xs.Order().ElementAt((xs.Count - 1) / 2);
+
+    public static void WriteJson(string path, MachineInfo machine, RunInfo run, IReadOnlyList<BenchResult> results, string baseline)
     {
         string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
         if (folder is not null) Directory.CreateDirectory(folder);
@@ -99,7 +117,22 @@ internal static class Report
             Number(j, "avg_sync_us", r.AvgSyncUs);
             Number(j, "alloc_bytes_per_op", r.AllocBytesPerOp);
             Number(j, "loop_alloc_bytes_per_op", r.LoopAllocBytesPerOp);
-            Number(j, "ratio_vs_" + baseline.Replace('-', '_'), Ratio(results, r, baseline));
+            string ratioName = "ratio_vs_" + baseline.Replace('-', '_');
+            Number(j, ratioName, Ratio(results, r, baseline));
+            if (r.Round is int round) j.WriteNumber("round", round);
+            if (r.RoundRates is { } rates)
+            {
+                j.WriteStartArray("ops_per_sec_by_round");
+                foreach (var x in rates) j.WriteNumberValue(Math.Round(x, 3));
+                j.WriteEndArray();
+            }
+            if (RatiosByRound(results, r, baseline) is { } byRound)
+            {
+                j.WriteStartArray(ratioName + "_by_round");
+                foreach (var x in byRound) j.WriteNumberValue(Math.Round(x, 3));
+                j.WriteEndArray();
+                Number(j, ratioName + "_median_of_rounds", MedianOf(byRound));
+            }
             if (r.Extra is { } extra)
                 foreach (var (name, value) in extra) Number(j, name, value);
             if (r.Threads is { } threads)
@@ -116,6 +149,29 @@ internal static class Report
             j.WriteString("dotnet", machine.Dotnet);
             j.WriteString("filesystem", machine.FileSystem);
             j.WriteEndObject();
+            j.WriteStartObject("run");
+            j.WriteString("command_line", run.CommandLine);
+            if (run.Commit is { } commit) j.WriteString("commit", commit);
+            else j.WriteNull("commit");
+            if (run.SourceDirty is bool dirty) j.WriteBoolean("source_dirty", dirty);
+            else j.WriteNull("source_dirty");
+            j.WriteString("started_utc", run.Started.ToString("o", CultureInfo.InvariantCulture));
+            j.WriteStartObject("settings");
+            foreach (var (name, value) in run.Settings)
+            {
+                switch (value)
+                {
+                    case bool b: j.WriteBoolean(name, b); break;
+                    case int i: j.WriteNumber(name, i); break;
+                    case double d: Number(j, name, d); break;
+                    default: j.WriteString(name, value.ToString()); break;
+                }
+            }
+            j.WriteEndObject();
+            j.WriteEndObject();
+            j.WriteStartArray("notes");
+            foreach (var note in r.Notes) j.WriteStringValue(note);
+            j.WriteEndArray();
             j.WriteEndObject();
         }
         j.WriteEndArray();

@@ -42,6 +42,25 @@ internal static class BTreeBench
         int writers = o.Writers?[0] ?? DefaultWriters;
         var warmup = o.WarmupGiven ?? TimeSpan.FromSeconds(o.SelfCheck ? 0 : o.Quick ? 2 : 5);
         var scanAtLeast = o.SelfCheck ? TimeSpan.FromSeconds(0.05) : ScanAtLeast;
+        o.Settings["keys"] = n;
+        o.Settings["key_bytes"] = KeyStream.KeySize;
+        o.Settings["value_bytes"] = BTreeValues.ValueSize;
+        o.Settings["rounds"] = o.Rounds;
+        o.Settings["warmup_seconds"] = warmup.TotalSeconds;
+        o.Settings["scan_seconds"] = scanAtLeast.TotalSeconds;
+        o.Settings["motr_writers_per_locality"] = writers;
+        o.Settings["motr_log_mib"] = o.LogMiB;
+        if (o.CheckpointFraction is double cf) o.Settings["motr_checkpoint_fraction"] = cf;
+        o.Settings["motr_durability"] = "every insert and delete its own transaction, awaited durable (log fdatasync) before it is counted";
+        o.Settings["peer_batch"] = LmdbPeer.Batch;
+        o.Settings["lmdb_durability"] = "MDB_NOSYNC: commits not synced (not durable)";
+        o.Settings["sqlite_durability"] = "journal_mode=WAL, synchronous=NORMAL: commits not synced (not durable)";
+        o.Settings["quick"] = o.Quick;
+        o.Settings["self_check"] = o.SelfCheck;
+        o.Settings["workloads"] = string.Join(",", Workloads.Where(o.RunsWorkload));
+        o.Settings["ratio_rule"] = o.Rounds > 1
+            ? "ratio_vs_<baseline> = the median row's rate / the baseline's median row's rate (the two medians may come from different rounds); ratio_vs_<baseline>_by_round pairs each round's rows"
+            : "ratio_vs_<baseline> = this row's rate / the baseline's rate in the same run";
 
         var systems = new List<SystemDef>();
         foreach (string name in Systems.Where(o.Runs))
@@ -67,6 +86,7 @@ internal static class BTreeBench
             }
         }
         if (systems.Count == 0) throw new UsageException($"nothing to run: btree systems are {string.Join(", ", Systems)}");
+        o.Settings["systems"] = string.Join(",", systems.Select(x => x.Name));
 
         Console.WriteLine($"btree: {n:N0} random {KeyStream.KeySize}-byte keys, {BTreeValues.ValueSize}-byte values" +
             (o.Quick && o.Keys is null ? $" (--quick: {QuickKeys:N0} keys instead of {DefaultKeys:N0})" : "") +
@@ -108,7 +128,12 @@ internal static class BTreeBench
             var same = rounds.Select(round => round.First(x => x.Workload == first.Workload && x.System == first.System)).ToList();
             int median = Enumerable.Range(0, same.Count).OrderBy(i => same[i].OpsPerSec).ElementAt((same.Count - 1) / 2);
             string rates = string.Join(", ", same.Select(x => x.OpsPerSec.ToString("N0", CultureInfo.InvariantCulture)));
-            medians.Add(same[median] with { Notes = [.. same[median].Notes, $"rounds: {rates} ops/s; this row is round {median + 1}, the median"] });
+            medians.Add(same[median] with
+            {
+                Notes = [.. same[median].Notes, $"rounds: {rates} ops/s; this row is round {median + 1}, the median"],
+                RoundRates = same.Select(x => x.OpsPerSec).ToArray(),
+                Round = median + 1,
+            });
         }
         return medians;
     }

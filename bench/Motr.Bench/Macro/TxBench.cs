@@ -29,6 +29,14 @@ internal static class TxBench
     {
         if (o.SelfCheck) throw new UsageException("--self-check is a btree option");
         Console.WriteLine($"tx: warm-up {o.Warmup.TotalSeconds:0.##} s, window {o.Duration.TotalSeconds:0.##} s per row");
+        o.Settings["warmup_seconds"] = o.Warmup.TotalSeconds;
+        o.Settings["window_seconds"] = o.Duration.TotalSeconds;
+        o.Settings["motr_localities"] = Localities;
+        o.Settings["motr_writers_per_locality"] = string.Join(",", o.Writers ?? [DefaultWriters]);
+        o.Settings["motr_log_mib"] = o.LogMiB;
+        if (o.CheckpointFraction is double cf) o.Settings["motr_checkpoint_fraction"] = cf;
+        o.Settings["quick"] = o.Quick;
+        o.Settings["workloads"] = string.Join(",", Workloads.Where(w => o.RunsWorkload(w.Name)).Select(w => w.Name));
         var results = new List<BenchResult>();
         foreach (var w in Workloads.Where(w => o.RunsWorkload(w.Name)))
         {
