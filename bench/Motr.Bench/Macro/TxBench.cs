@@ -95,6 +95,13 @@ internal static class TxBench
             var after = await EngineEdge.TakeAfterAsync(engine, load);
             load.Stop();
             await Task.WhenAll(running);
+            // Errors no writer saw: an exception escaping a turn (the engine only prints it), a transaction the
+            // engine aborted for staying open across a turn, a failed log or placer.
+            if (engine.Domain.Failure is { } failure) throw new InvalidOperationException($"motr {w.Name}: the domain failed: {failure.Message}", failure);
+            if (engine.Localities.Sum(l => l.Faults) is long faults and > 0)
+                throw new InvalidOperationException($"motr {w.Name}: {faults:N0} exceptions escaped turns on the localities (printed above)");
+            if (engine.Domain.InvariantViolations is long open and > 0)
+                throw new InvalidOperationException($"motr {w.Name}: the engine aborted {open:N0} transactions left open across a turn");
             result = TxMotrResult.Compute(w, writersPerLocality * engine.Localities.Count, load, before, after);
             notes.Add(timeline.Describe());
             if (sampler is not null) notes.Add(sampler.Note(result.Ops, "tx"));
