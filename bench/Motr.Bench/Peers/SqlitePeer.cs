@@ -38,12 +38,15 @@ internal static class SqlitePeer
             insert.Prepare();
 
             var latency = new LatencyHistogram();
-            Loop(warmup, null);
+            var (warmOps, _) = Loop(warmup, null);
             long alloc0 = GC.GetTotalAllocatedBytes(precise: true);
             var (ops, ticks) = Loop(duration, latency);
             long alloc1 = GC.GetTotalAllocatedBytes(precise: true);
             double secs = ticks / (double)Stopwatch.Frequency;
             long rowCount = (long)Scalar(conn, "SELECT count(*) FROM t")!;
+            // outside the window: every committed transaction's rows are there
+            if (rowCount != (warmOps + ops) * rows)
+                throw new InvalidOperationException($"sqlite-full: {rowCount:N0} rows after {warmOps + ops:N0} transactions of {rows} row(s), expected {(warmOps + ops) * rows:N0}");
 
             return new BenchResult
             {
