@@ -68,6 +68,7 @@ internal static unsafe partial class LmdbNative
     [LibraryImport(Library)] public static partial int mdb_env_set_mapsize(nint env, nuint size);
     [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)] public static partial int mdb_env_open(nint env, string path, uint flags, uint mode);
     [LibraryImport(Library)] public static partial void mdb_env_close(nint env);
+    [LibraryImport(Library)] public static partial int mdb_env_get_flags(nint env, out uint flags);
     [LibraryImport(Library)] public static partial int mdb_txn_begin(nint env, nint parent, uint flags, out nint txn);
     [LibraryImport(Library)] public static partial int mdb_txn_commit(nint txn);
     [LibraryImport(Library)] public static partial void mdb_txn_abort(nint txn);

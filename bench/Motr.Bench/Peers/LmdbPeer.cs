@@ -41,6 +41,11 @@ internal sealed unsafe class LmdbPeer : KvStore
         {
             Check(mdb_env_set_mapsize(env, (nuint)mapSize), "mdb_env_set_mapsize");
             Check(mdb_env_open(env, folder, MDB_NOSYNC, 0b110_100_100), "mdb_env_open");
+            // What README and docs/performance.md say of this peer, read back from the environment: MDB_NOSYNC (commits
+            // not synced) and none of the flags that would make it do less still (no meta sync, a writable map).
+            Check(mdb_env_get_flags(env, out uint flags), "mdb_env_get_flags");
+            if ((flags & MDB_NOSYNC) == 0 || (flags & (MDB_NOMETASYNC | MDB_WRITEMAP)) != 0)
+                throw new InvalidOperationException($"lmdb: the environment's flags are 0x{flags:X}, expected MDB_NOSYNC without MDB_NOMETASYNC or MDB_WRITEMAP");
             Check(mdb_txn_begin(env, 0, 0, out nint txn), "mdb_txn_begin");
             int rc = mdb_dbi_open(txn, null, MDB_CREATE, out uint dbi);
             if (rc != 0) mdb_txn_abort(txn);

@@ -32,6 +32,7 @@ internal sealed class SqliteKvPeer : KvStore
         SqlitePeer.Scalar(_conn, "PRAGMA synchronous=NORMAL");
         if (SqlitePeer.Scalar(_conn, "PRAGMA synchronous") is not 1L) throw new InvalidOperationException("SQLite did not take synchronous=NORMAL");
         SqlitePeer.Scalar(_conn, $"PRAGMA cache_size=-{CacheKiB}");
+        if (SqlitePeer.Scalar(_conn, "PRAGMA cache_size") is not long cache || cache != -CacheKiB) throw new InvalidOperationException($"SQLite did not take cache_size=-{CacheKiB}");
         SqlitePeer.Scalar(_conn, "CREATE TABLE t(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID");
         _begin = SqlitePeer.Prepare(_conn, "BEGIN");
         _commit = SqlitePeer.Prepare(_conn, "COMMIT");
