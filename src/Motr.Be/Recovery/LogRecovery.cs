@@ -156,7 +156,15 @@ internal sealed class LogRecovery
         Span<byte> hdr = stackalloc byte[RecordHeader.SizeOf];
         if (_log.Read(phys, hdr) < hdr.Length) { problem = "log ends"; return Status.Absent; }
         problem = LogRecord.CheckHeader(hdr, _log.DomainId, _log.AreaSize, out var h);
-        if (problem != null) return Status.Absent;
+        if (problem != null)
+        {
+            if (IsOtherBuilds(hdr, h, pos, lsn))
+                throw new BeCorruptionException(_log.Where, phys,
+                    $"record lsn {lsn} at offset 0x{phys:X} is of log format version {h.Version}, which this build does not read (it reads " +
+                    $"{BeConstants.MinLogVersion} to {BeConstants.LogVersion}): the log was written on by another build; open it with that " +
+                    "build. Refusing in every mode: taking the record for the log's end would drop it and every record after it");
+            return Status.Absent;
+        }
         if (h.Lsn != lsn || h.Position != pos)
         {
             problem = $"found lsn {h.Lsn} written for position {h.Position} (an older lap)";
@@ -178,6 +186,15 @@ internal sealed class LogRecovery
         }
         return Status.Valid;
     }
+
+    /// <summary>
+    /// Whether the header is, intact, the record expected next (this lsn at this position, of this domain) in a log format
+    /// this build does not read: a newer build's record, which must stop recovery rather than end the log there.
+    /// </summary>
+    private bool IsOtherBuilds(ReadOnlySpan<byte> hdr, in RecordHeader h, long pos, ulong lsn) =>
+        h.Magic == BeConstants.LogRecordMagic && h.HeaderCrc == LogRecord.HeaderCrc(hdr)
+        && (h.Version < BeConstants.MinLogVersion || h.Version > BeConstants.LogVersion)
+        && h.Lsn == lsn && h.Position == pos && h.DomainId == _log.DomainId;
 
     /// <summary>
     /// With one header slot damaged, the checkpoint in use may be the older one, and the log may since have

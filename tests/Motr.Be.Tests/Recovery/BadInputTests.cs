@@ -54,13 +54,44 @@ public class BadInputTests
             BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(LogHeaderSlot.CrcOffset), Crc32C.Compute(b.AsSpan(0, LogHeaderSlot.CrcOffset)));
             s.Overwrite(LogName, slot * BeConstants.SectorSize, b);
         }
-        foreach (var r in Records(s))
+        SetRecordVersion(s, 0, version);
+    }
+
+    /// <summary>Rewrites the version of every record header from the <paramref name="first"/>-th on, with their checksums.</summary>
+    private static void SetRecordVersion(SimStorage s, int first, uint version)
+    {
+        var log = s.ReadAll(LogName);
+        foreach (var r in Records(s).Skip(first))
         {
             var h = log.AsSpan((int)r.Offset, RecordHeader.SizeOf).ToArray();
             BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(8), version);
             BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(60), LogRecord.HeaderCrc(h));
             s.Overwrite(LogName, r.Offset, h);
         }
+    }
+
+    // Records written by a newer build after the checkpoint this build reads (a downgrade after an upgrade, the header
+    // slots still at this build's version): the first one read as the end of the log, in every mode, so every
+    // transaction the newer build had reported persistent was silently dropped (and a writing open then built on top).
+    [Theory]
+    [InlineData(RecoveryMode.Strict, false)]
+    [InlineData(RecoveryMode.TruncateAtCorruption, false)]
+    [InlineData(RecoveryMode.Strict, true)]
+    public async Task Records_of_a_newer_format_after_the_checkpoint_are_refused_naming_lsn_and_version(RecoveryMode mode, bool readOnly)
+    {
+        var s = await CrashedWithTenRecords();
+        SetRecordVersion(s, 5, BeConstants.LogVersion + 1);
+        var r6 = Records(s)[5];
+        var before = s.ReadAll(LogName);
+        var o = Engines.Sim(s);
+        o.RecoveryMode = mode;
+        o.ReadOnly = readOnly;
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => Engines.Open(o));
+        Assert.EndsWith(LogName, ex.File);
+        Assert.Equal(r6.Offset, ex.Offset);
+        Assert.Contains($"record lsn 6 at offset 0x{r6.Offset:X} is of log format version {BeConstants.LogVersion + 1}, which this build " +
+            $"does not read (it reads {BeConstants.MinLogVersion} to {BeConstants.LogVersion})", ex.Message);
+        Assert.Equal(before, s.ReadAll(LogName));
     }
 
     /// <summary>
