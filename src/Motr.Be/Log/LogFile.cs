@@ -107,6 +107,7 @@ internal sealed class LogFile : IDisposable
             LogHeaderSlot? best = null;
             string? firstProblem = null, skipped = null;
             bool skippedDamaged = false;
+            (ulong Seq, string Problem)? otherBuilds = null; // an intact slot of a format this build does not read
             Span<byte> buf = stackalloc byte[LogHeaderSlot.SizeOf];
             for (int i = 0; i < 2; i++)
             {
@@ -130,11 +131,18 @@ internal sealed class LogFile : IDisposable
                     firstProblem ??= problem;
                     skipped = problem;
                     skippedDamaged = !otherVersion;
+                    if (otherVersion) otherBuilds = (s.SlotSeq, problem);
                     continue;
                 }
                 if (best is null || s.SlotSeq > best.Value.SlotSeq) best = s;
             }
             if (best is not { } slot) throw new BeCorruptionException(where, 0, firstProblem!);
+            // The newest checkpoint another build's: it wrote this log last, in a format whose records and checkpoints
+            // this build cannot follow (the older slot's checkpoint would replay too little, and its next checkpoint
+            // would overwrite the newer build's).
+            if (otherBuilds is { } other && other.Seq > slot.SlotSeq)
+                throw new BeCorruptionException(where, 0, $"{other.Problem}, and it holds the newest checkpoint: the log was last written by " +
+                    "another build; open it with that build");
             if (slot.FileSize != length || slot.AreaOffset != LogFormat.AreaOffset || slot.AreaSize != length - LogFormat.AreaOffset)
                 throw new BeCorruptionException(where, 24, $"log geometry does not match the file: header says {slot.FileSize} bytes, file has {length}");
             return new LogFile(f, where, slot) { SkippedSlot = skipped, SkippedSlotDamaged = skippedDamaged };

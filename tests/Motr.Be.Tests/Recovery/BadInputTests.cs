@@ -70,6 +70,33 @@ public class BadInputTests
         }
     }
 
+    // A newer build's header slot holding the newest checkpoint was skipped and the older slot used: recovery replayed
+    // from a checkpoint the newer build had moved past, in a log it had written on.
+    [Fact]
+    public async Task A_newest_header_slot_of_a_newer_format_is_refused_naming_it()
+    {
+        var s = await CrashedWithTenRecords();
+        var log = s.ReadAll(LogName);
+        int newest = MemoryMarshal.Read<LogHeaderSlot>(log.AsSpan(0)).SlotSeq > MemoryMarshal.Read<LogHeaderSlot>(log.AsSpan(BeConstants.SectorSize)).SlotSeq ? 0 : 1;
+        var b = log.AsSpan(newest * BeConstants.SectorSize, LogHeaderSlot.SizeOf).ToArray();
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(8), BeConstants.LogVersion + 1);
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(LogHeaderSlot.CrcOffset), Crc32C.Compute(b.AsSpan(0, LogHeaderSlot.CrcOffset)));
+        s.Overwrite(LogName, newest * BeConstants.SectorSize, b);
+        var before = s.ReadAll(LogName);
+        var ex = await Assert.ThrowsAsync<BeCorruptionException>(() => OpenAndRead(s));
+        Assert.Contains($"header slot {newest}: log format version {BeConstants.LogVersion + 1} is not supported", ex.Message);
+        Assert.Contains("it holds the newest checkpoint: the log was last written by another build", ex.Message);
+        Assert.Equal(before, s.ReadAll(LogName));
+        // The older slot of the newer format is another matter: the newest checkpoint is this build's, and it opens.
+        var t = await CrashedWithTenRecords();
+        var tl = t.ReadAll(LogName);
+        var older = tl.AsSpan((1 - newest) * BeConstants.SectorSize, LogHeaderSlot.SizeOf).ToArray();
+        BinaryPrimitives.WriteUInt32LittleEndian(older.AsSpan(8), BeConstants.LogVersion + 1);
+        BinaryPrimitives.WriteUInt32LittleEndian(older.AsSpan(LogHeaderSlot.CrcOffset), Crc32C.Compute(older.AsSpan(0, LogHeaderSlot.CrcOffset)));
+        t.Overwrite(LogName, (1 - newest) * BeConstants.SectorSize, older);
+        Assert.Equal(10, (await OpenAndRead(t)).Value);
+    }
+
     // Records written by a newer build after the checkpoint this build reads (a downgrade after an upgrade, the header
     // slots still at this build's version): the first one read as the end of the log, in every mode, so every
     // transaction the newer build had reported persistent was silently dropped (and a writing open then built on top).
