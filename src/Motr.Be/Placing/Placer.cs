@@ -29,7 +29,10 @@ internal sealed class Placer : IDisposable
     private readonly Lock _lock = new();
     private List<DurableRecord> _queue = new();
     private List<DurableRecord> _work = new();
-    private readonly List<TaskCompletionSource> _checkpointWaiters = new();
+    // Callers of CheckpointAsync, each with the end of the records handed over before its call (Target): it is taken by
+    // the first checkpoint that covers them, not by one the placer starts midway through them.
+    private readonly List<(long Target, TaskCompletionSource Tcs)> _checkpointWaiters = new();
+    private long _enqueuedEnd; // under _lock: the end of the last record handed over
     private readonly ManualResetEventSlim _signal = new(false, spinCount: 1);
     private readonly SemaphoreSlim _syncStart = new(0);
     private Thread? _thread, _syncThread;
@@ -81,7 +84,7 @@ internal sealed class Placer : IDisposable
             Dispose();
             throw;
         }
-        _placedEnd = _checkpointed = position;
+        _placedEnd = _checkpointed = _enqueuedEnd = position;
         _placedNextLsn = lsn;
     }
 
@@ -119,7 +122,11 @@ internal sealed class Placer : IDisposable
     /// <summary>Log writer thread: a record is durable.</summary>
     public void Enqueue(DurableRecord r)
     {
-        lock (_lock) _queue.Add(r);
+        lock (_lock)
+        {
+            _queue.Add(r);
+            _enqueuedEnd = r.End;
+        }
         _signal.Set();
     }
 
@@ -137,7 +144,7 @@ internal sealed class Placer : IDisposable
         lock (_lock)
         {
             if (_stopped) return Task.FromException(new ObjectDisposedException(nameof(Domain), $"{_log.Where}: the domain is closed: no checkpoint can be taken"));
-            _checkpointWaiters.Add(tcs);
+            _checkpointWaiters.Add((_enqueuedEnd, tcs));
         }
         RequestCheckpoint();
         return tcs.Task;
@@ -215,11 +222,11 @@ internal sealed class Placer : IDisposable
                 lock (_lock)
                 {
                     _stopped = true; // a checkpoint asked for from now on is refused: nobody is left to take it
-                    FailOrCompleteWaiters(_checkpointWaiters);
+                    FailOrCompleteCheckpointWaiters();
                 }
                 return;
             }
-            if (_domain.Failure is not null) FailOrCompleteWaiters(_checkpointWaiters);
+            if (_domain.Failure is not null) FailOrCompleteCheckpointWaiters();
             if (_placedEnd == _checkpointed && !_checkpointRequested) _signal.Wait();
             else _signal.Wait(wait);
             _signal.Reset();
@@ -243,8 +250,17 @@ internal sealed class Placer : IDisposable
         }
         lock (_lock)
         {
-            _syncWaiters.AddRange(_checkpointWaiters);
-            _checkpointWaiters.Clear();
+            // Only the callers whose records this checkpoint covers: the placer may checkpoint midway through a backlog
+            // (enough placed, or a wait for space), and a caller who asked after record B was durable must not hear that
+            // the log is checkpointed when B is not placed yet. The others wait for a checkpoint after more is placed.
+            int keep = 0;
+            for (int i = 0; i < _checkpointWaiters.Count; i++)
+            {
+                if (_checkpointWaiters[i].Target <= _syncPosition) _syncWaiters.Add(_checkpointWaiters[i].Tcs);
+                else _checkpointWaiters[keep++] = _checkpointWaiters[i];
+            }
+            _checkpointWaiters.RemoveRange(keep, _checkpointWaiters.Count - keep);
+            if (keep > 0) _checkpointRequested = true;
         }
         _syncing = true;
         _syncStart.Release();
@@ -270,6 +286,17 @@ internal sealed class Placer : IDisposable
             FailOrCompleteWaiters(_syncWaiters);
             _syncing = false;
             _signal.Set(); // the placer may start the next checkpoint
+        }
+    }
+
+    /// <summary>The placer stopped (after its final checkpoint of everything placed) or the domain failed.</summary>
+    private void FailOrCompleteCheckpointWaiters()
+    {
+        lock (_lock)
+        {
+            foreach (var (_, w) in _checkpointWaiters)
+                if (_domain.Failure is { } f) w.TrySetException(f); else w.TrySetResult();
+            _checkpointWaiters.Clear();
         }
     }
 
