@@ -237,7 +237,9 @@ public sealed class Domain : IAsyncDisposable
                 _ = s.Allocator; // verifies the allocator state against this build and the segment
                 s.Tx.InitFromHeader();
             }
-            LogSpace = new LogSpace(area, report.EndPosition) { OnWaiter = () => _placer.RequestCheckpoint() };
+            // A begin that waits for space: placing should checkpoint soon, and every locality (asleep ones too) gives back the
+            // space it keeps for its own next begin.
+            LogSpace = new LogSpace(area, report.EndPosition) { OnWaiter = OnSpaceWaiter };
             Writer = new LogWriter(this, _log, _placer, report.EndPosition, report.NextLsn);
             if (!ReadOnly)
             {
@@ -256,6 +258,12 @@ public sealed class Domain : IAsyncDisposable
             _log.Dispose();
             throw;
         }
+    }
+
+    private void OnSpaceWaiter()
+    {
+        _placer.RequestCheckpoint();
+        foreach (var s in _segments) s.Tx.RequestSpaceRelease();
     }
 
     /// <summary>Whether a thread of the placer is running (tests: none is, once the domain is closed or its open failed).</summary>

@@ -26,7 +26,7 @@ internal sealed class LogSpace
     private bool _failed; // under _lock: FailWaiters ran, later waiters are released at once
     private int _waiterCount;
 
-    /// <summary>Called (outside the lock) when someone starts waiting: the placer should checkpoint soon.</summary>
+    /// <summary>Called (outside the lock) when someone starts waiting: the placer should checkpoint soon, and localities give back what they keep.</summary>
     public Action? OnWaiter;
 
     public LogSpace(long areaSize, long position)

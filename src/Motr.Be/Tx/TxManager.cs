@@ -290,6 +290,27 @@ internal sealed partial class TxManager
         _localSpace = 0;
     }
 
+    private int _spaceReleaseRequested;
+
+    /// <summary>
+    /// Any thread: a begin has started waiting for log space. A locality gives back what it keeps at the end of its turns
+    /// while a begin waits, but one asleep has no turn: its chunk, kept for its next begin, would stay parked however long
+    /// the wait. With many segments on a small log those chunks add up to most of the area, and a begin waited forever
+    /// with the log empty. So each owner is asked to run a turn that gives its space back.
+    /// </summary>
+    internal void RequestSpaceRelease()
+    {
+        if (_owner is null || Volatile.Read(ref _spaceReleaseRequested) != 0) return;
+        if (Interlocked.Exchange(ref _spaceReleaseRequested, 1) == 0) _owner.Post(s_releaseSpace, this);
+    }
+
+    private static readonly Action<object?> s_releaseSpace = static state =>
+    {
+        var m = (TxManager)state!;
+        Volatile.Write(ref m._spaceReleaseRequested, 0);
+        m.ReleaseLocalSpaceIfWaited();
+    };
+
     /// <summary>Gives back all the space kept here if a begin waits for space (here or on another locality); whether it did.</summary>
     private bool ReleaseLocalSpaceIfWaited()
     {

@@ -213,4 +213,30 @@ public class LogSpaceWaitTests
         await stream.WaitAsync(Hang);
         await AssertIdle(e);
     }
+
+    /// <summary>
+    /// Each idle locality keeps one chunk of log space for its next begin, and a locality asleep is not woken when a begin
+    /// elsewhere starts waiting. With many segments on a small log, chunks of a fixed minimum size added up to nearly the
+    /// whole area: once every locality had aborted one small transaction, a begin of a few KiB on one of them waited
+    /// forever, with the log empty. What idle localities keep together must leave room for the largest transaction.
+    /// </summary>
+    [Fact]
+    public async Task A_begin_on_a_small_log_is_not_starved_by_the_chunks_idle_localities_keep()
+    {
+        var o = Engines.Sim(new Motr.Be.Storage.SimStorage(), segments: 16, logSize: (64 << 10) + 4096);
+        await using var e = await Engines.Open(o);
+        foreach (var loc in e.Localities)
+            await loc.RunAsync(async () =>
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                tx.Capture<long>(Off) = 1;
+                tx.Abort();
+            }).WaitAsync(Hang);
+        foreach (var loc in e.Localities) await loc.RunAsync(() => { }).WaitAsync(Hang); // each has gone idle once
+        Assert.Equal(0, e.Domain.Stats.LogUsed);
+        // The largest transaction a record may hold, on one locality while the others sleep.
+        long most = e.Domain.MaxTxReservation / 2 - Motr.Be.Log.LogFormat.TxOverhead - 64;
+        await CommitOn(e.Localities[0], TxCredit.Region((int)most), Off, 2);
+        await CommitOn(e.Localities[15], TxCredit.Region((int)most), Off, 3);
+    }
 }
