@@ -390,6 +390,8 @@ public sealed class Domain : IAsyncDisposable
         {
             _placer.Stop();
             foreach (var s in _segments) s.Tx.CloseTasks();
+            // Begins still waiting for space: nothing will free it now. Their waits end, and leave their tokens.
+            LogSpace.Close(new ObjectDisposedException(nameof(Domain), $"{Location}: the domain closed while a transaction waited for log space"));
         }
     }
 

@@ -24,6 +24,7 @@ internal sealed class LogSpace
     private long _reserved;
     private readonly LinkedList<SpaceWaiter> _waiters = new();
     private bool _failed; // under _lock: FailWaiters ran, later waiters are released at once
+    private Exception? _closed; // under _lock: Close ran, later waits fault with it
     private int _waiterCount;
 
     /// <summary>Called (outside the lock) when someone starts waiting: the placer should checkpoint soon, and localities give back what they keep.</summary>
@@ -72,6 +73,11 @@ internal sealed class LogSpace
         var w = new SpaceWaiter(bytes);
         lock (_lock)
         {
+            if (_closed is not null)
+            {
+                w.TrySetException(_closed);
+                return w.Task;
+            }
             if (_failed)
             {
                 // The domain failed after the caller checked: no space will be freed, and FailWaiters has run.
@@ -139,7 +145,33 @@ internal sealed class LogSpace
         lock (_lock)
         {
             _failed = true;
-            foreach (var w in _waiters) { _reserved += w.Bytes; w.TrySetResult(); }
+            foreach (var w in _waiters)
+            {
+                _reserved += w.Bytes;
+                // The wait is over: its registration must not stay on the caller's token (it holds the waiter, this log
+                // space and the domain for as long as the token lives).
+                w.Registration.Unregister();
+                w.TrySetResult();
+            }
+            _waiters.Clear();
+            _waiterCount = 0;
+        }
+    }
+
+    /// <summary>
+    /// The domain is closing (its owners have stopped, so no waiter's continuation will run): every wait still queued
+    /// faults with <paramref name="reason"/> and leaves its token, as does any wait that starts after.
+    /// </summary>
+    public void Close(Exception reason)
+    {
+        lock (_lock)
+        {
+            _closed = reason;
+            foreach (var w in _waiters)
+            {
+                w.Registration.Unregister();
+                w.TrySetException(reason);
+            }
             _waiters.Clear();
             _waiterCount = 0;
         }

@@ -239,4 +239,54 @@ public class LogSpaceWaitTests
         await CommitOn(e.Localities[0], TxCredit.Region((int)most), Off, 2);
         await CommitOn(e.Localities[15], TxCredit.Region((int)most), Off, 3);
     }
+
+    /// <summary>
+    /// A begin waiting for space with a caller's long-lived token (a host's stopping token, say) registers on it. When the
+    /// domain fails, or closes, under the wait, that registration must go: it holds the waiter, the log space, and through
+    /// it the whole closed domain, for as long as the token lives.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_domain_failed_or_closed_under_a_waiting_begin_is_not_kept_alive_by_the_begins_token(bool fail)
+    {
+        using var cts = new CancellationTokenSource();
+        var domain = await WaitThenEnd(cts.Token, fail);
+        for (int i = 0; i < 10 && domain.IsAlive; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        Assert.False(domain.IsAlive, "the closed domain is still reachable: from the token of a begin that waited in it");
+        GC.KeepAlive(cts);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task<WeakReference> WaitThenEnd(CancellationToken token, bool fail)
+    {
+        var sim = new Motr.Be.Storage.SimStorage();
+        var e = await Engines.Open(Engines.Sim(sim));
+        await CommitOn(e.Localities[0], TxCredit.Region(8), Off, 1); // placed, not yet checkpointed
+        var hold = new TaskCompletionSource();
+        var holder = await HoldMostOfTheLog(e, hold.Task);
+        if (fail) sim.FailAfter(0, Motr.Be.Storage.SimFault.Flush); // the checkpoint the wait asks for fails
+        var waiter = e.Localities[1].RunAsync(async () =>
+        {
+            using var tx = await e.Localities[1].Segment!.BeginAsync(Share(e, 0.3), token);
+        });
+        if (fail)
+        {
+            await Assert.ThrowsAsync<LogFailedException>(() => waiter.WaitAsync(Hang));
+        }
+        else
+        {
+            await e.Localities[1].RunAsync(() => { }).WaitAsync(Hang);
+            Assert.True(e.Domain.LogSpace.HasWaiters);
+        }
+        await e.DisposeAsync().AsTask().WaitAsync(Hang); // the holder still holds: a waiter of the close case still waits
+        hold.SetResult();
+        await Record.ExceptionAsync(() => waiter.WaitAsync(Hang));
+        await Record.ExceptionAsync(() => holder.WaitAsync(Hang));
+        return new WeakReference(e.Domain);
+    }
 }
