@@ -154,4 +154,56 @@ public class LogFaultWaitTests
         hooks.Before = null;
         await AssertAcknowledgedOnly(sim);
     }
+
+    /// <summary>
+    /// A segment file's write (placing) or sync (a checkpoint) stuck while the engine closes, then failing: the close
+    /// ends, no placer thread is left, every file is closed, the domain names the file, and since the log was never
+    /// released past what the files hold, a reopen has every acknowledged transaction.
+    /// </summary>
+    [Theory]
+    [InlineData("write", "motr-placer", "placing failed")]
+    [InlineData("flush", "motr-checkpoint", "checkpoint failed")]
+    public async Task Closing_while_a_segment_write_or_sync_is_stuck_ends_once_it_fails_and_loses_nothing_acknowledged(string op, string thread, string failed)
+    {
+        var sim = new SimStorage();
+        var hooks = new HookStorage(sim);
+        var o = Engines.Sim(sim);
+        o.Storage = hooks;
+        var e = await Engines.Open(o);
+        var l0 = e.Localities[0];
+        await Commit(l0, Off, 1).WaitAsync(Hang);
+        await e.Domain.CheckpointAsync().WaitAsync(Hang);
+        var held = new Held();
+        int armed = 1;
+        string seg1 = BeConstants.SegmentFileName(1);
+        hooks.Before = (f, what, _, _) =>
+        {
+            if (f.Name != seg1 || what != op || Thread.CurrentThread.Name != thread) return;
+            if (Interlocked.Exchange(ref armed, 0) == 0) return;
+            held.Blocked.Set();
+            held.Release.Wait(Hang);
+            throw f.LoseUnsynced(op + " " + seg1);
+        };
+        await Commit(l0, Off + 8, 2).WaitAsync(Hang); // acknowledged: the log is fine
+        Task checkpoint = Task.CompletedTask;
+        if (op == "flush") checkpoint = e.Domain.CheckpointAsync();
+        Assert.True(held.Blocked.Wait(Hang));
+        var close = e.DisposeAsync().AsTask();
+        held.Release.Set();
+        await close.WaitAsync(Hang);
+        if (op == "flush") await Assert.ThrowsAsync<LogFailedException>(() => checkpoint.WaitAsync(Hang));
+        var failure = Assert.IsType<LogFailedException>(e.Domain.Failure);
+        Assert.Contains(failed, failure.Message);
+        Assert.Contains(seg1, failure.Message);
+        Assert.False(e.Domain.PlacerRunning);
+        Assert.Equal(0, hooks.OpenFiles);
+        hooks.Before = null;
+        foreach (var image in new[] { sim.Clone(), sim.CrashImage(sim.OpCount, CrashVariant.DropUnsynced, 1) })
+        {
+            await using var r = await Engines.Open(Engines.Sim(image));
+            var s1 = r.Localities[0].Segment!;
+            Assert.Equal(2, s1.LastTxId);
+            Assert.Equal(2, await r.Localities[0].RunAsync(() => s1.At<long>(Off + 8)));
+        }
+    }
 }
