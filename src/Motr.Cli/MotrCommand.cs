@@ -45,7 +45,7 @@ internal static class MotrCommand
               Loads a saved tree into a new tree of segment N (default 1), named <root-name>, which must be free.
               The tree gets its name only when complete; an interrupted load's partial tree is removed, at once
               or by the next load.
-          Ctrl-C (SIGINT) or SIGTERM stops dump and load cleanly, and fsck before its next segment: exit code 130.
+          Ctrl-C (SIGINT) or SIGTERM stops dump and load cleanly, and fsck within the segment being checked: exit code 130.
           A second one stops the process at once (as a crash would: the next open recovers the domain).
           motr help
         """;
