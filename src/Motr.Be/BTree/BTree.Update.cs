@@ -6,11 +6,18 @@ namespace Motr.Be.BTree;
 public sealed unsafe partial class BTree
 {
     /// <summary>Replaces the value of <paramref name="key"/> (it may grow or shrink); <see cref="BTreeStatus.NotFound"/> if the key is not there.</summary>
-    /// <remarks>The transaction needs <see cref="UpdateCredit"/> for the new value's length. <see cref="BTreeStatus.OutOfSpace"/> changes nothing.</remarks>
+    /// <remarks>The transaction needs <see cref="UpdateCredit"/> for the new value's length. <see cref="BTreeStatus.OutOfSpace"/> changes nothing.
+    /// <paramref name="key"/> and <paramref name="value"/> may point into the tree's segment — the record's own value or a slice
+    /// of it (to shrink it), another record's value, a cursor's key: the record gets the bytes they held at the call, though
+    /// the update frees the old record and its out-of-node parts and may compact or split the leaf.</remarks>
     /// <exception cref="ArgumentException">The transaction is of another segment (nothing was changed).</exception>
     /// <exception cref="TxUsageException">The transaction is not open, or its remaining credit does not cover the operation (nothing was changed).</exception>
     public BTreeStatus Update(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
     {
+        // A value in the segment (the record's own, a slice of it, another record's) is copied out first: the update
+        // frees the old record and its out-of-node parts, and may compact or split the leaf, before it copies the
+        // value (BTree.Aliasing.cs). The key needs no copy: it is read before any change, then copied (keyCopy).
+        if (InSegment(value)) return UpdateAliased(tx, key, value);
         CheckKey(key);
         CheckValue(value.Length);
         CheckTx(tx, UpdateCredit(key.Length, value.Length), "update");

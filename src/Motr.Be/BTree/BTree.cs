@@ -56,6 +56,8 @@ public sealed unsafe partial class BTree
         _flags = h.Flags;
         _comparerId = h.ComparerId;
         _watch = seg.Watcher(header, _birth, static () => new TreeWatch());
+        _memLow = (nuint)seg.Memory.Base;
+        _memLength = (nuint)seg.Memory.Reserved;
     }
 
     /// <summary>Offset of the tree header: what to keep (e.g. with <see cref="Segment.SetRoot"/>) to open the tree again.</summary>
