@@ -8,7 +8,9 @@ namespace Motr.Be.BTree;
 public sealed unsafe partial class BTree
 {
     /// <summary>Inserts <paramref name="key"/> with <paramref name="value"/>; <see cref="BTreeStatus.Exists"/> if the key is there (nothing changes).</summary>
-    /// <remarks>The transaction needs <see cref="InsertCredit"/> for these lengths.</remarks>
+    /// <remarks>The transaction needs <see cref="InsertCredit"/> for these lengths. <paramref name="key"/> and <paramref name="value"/>
+    /// may point into the tree's segment (a lookup's value, a cursor's key, a slice of them): the tree stores the bytes they held at
+    /// the call, though the insert moves or frees records (it copies such spans out first; spans of other memory are not copied).</remarks>
     /// <exception cref="ArgumentException">Empty key, or a key or value over the limit or of the wrong fixed size, or a
     /// transaction of another segment (nothing changed).</exception>
     /// <exception cref="TxUsageException">The transaction is not open, or its remaining credit does not cover the insert (nothing changed).</exception>
@@ -19,11 +21,15 @@ public sealed unsafe partial class BTree
     }
 
     /// <summary>Inserts, trying the cookie's leaf first and leaving the cookie at the leaf that now holds the key.</summary>
+    /// <remarks>As <see cref="Insert(Transaction, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/>, spans into the segment included.</remarks>
     public BTreeStatus Insert(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, ref BTreeCookie cookie) =>
         Insert(tx, key, value, ref cookie, useCookie: true);
 
     private BTreeStatus Insert(Transaction tx, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, ref BTreeCookie cookie, bool useCookie)
     {
+        // Spans into the segment (a lookup's value, a cursor's key) are copied out first: the insert may move or free
+        // those bytes (a compaction, a split) before it copies them (BTree.Aliasing.cs).
+        if (InSegment(key) || InSegment(value)) return InsertAliased(tx, key, value, ref cookie, useCookie);
         var st = BeginInsert(tx, key, value.Length, ref cookie, useCookie, out var node, out int rec, out var spec, out var dest, out _);
         if (st != BTreeStatus.Ok) return st;
         value.CopyTo(dest);
@@ -43,6 +49,10 @@ public sealed unsafe partial class BTree
     /// chunk held before out of node. If it throws, the insert is rolled back — with anything <paramref name="fill"/>
     /// captured in <paramref name="tx"/> itself — and the exception passes on: the transaction is as it was before
     /// the call, and may still be closed.
+    /// <para><paramref name="key"/> may point into the segment (it is copied out first). <paramref name="fill"/> runs once the
+    /// record's place is made — splits done — so a span into the tree taken before the call may no longer hold what it
+    /// did: read the tree inside <paramref name="fill"/> (a lookup there sees every other record where it now is), or pass a
+    /// copy in <paramref name="state"/>. <paramref name="fill"/> must not change the tree.</para>
     /// </remarks>
     /// <exception cref="ArgumentException">As for <see cref="Insert(Transaction, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/>.</exception>
     /// <exception cref="TxUsageException">As for <see cref="Insert(Transaction, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/>.</exception>
@@ -50,6 +60,7 @@ public sealed unsafe partial class BTree
     {
         ArgumentNullException.ThrowIfNull(fill);
         CheckValue(valueLength, nameof(valueLength));
+        if (InSegment(key)) return InsertInPlaceAliased(tx, key, valueLength, state, fill);
         BTreeCookie none = default;
         var st = BeginInsert(tx, key, valueLength, ref none, false, out var node, out int rec, out var spec, out var dest, out var start);
         if (st != BTreeStatus.Ok) return st;
