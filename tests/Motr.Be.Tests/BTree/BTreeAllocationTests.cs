@@ -145,6 +145,13 @@ public class BTreeAllocationTests(ITestOutputHelper output)
                     (tx, i) => t.InsertInPlace(tx, extra[i], Vl(i), i, static (dest, x) => BinaryPrimitives.WriteInt32LittleEndian(dest, x)));
                 // Out of node: the value goes to a chunk of the segment's allocator (segment memory, not the heap).
                 if (format != "fkv") await InsertsAndDeletes("Insert (value out of node)", "Delete (value out of node)", some, large.Length, (tx, i) => t.Insert(tx, some[i], large));
+                // A span into the segment passed back (copied out on the stack first: BTree.Aliasing.cs).
+                Add("Insert (value from the tree)", await MeasureEach(seg, i => t.InsertCredit(extra[i].Length, format == "fkv" ? 16 : 8 + 63), (tx, i) =>
+                {
+                    if (t.Lookup(keys[i], out ReadOnlySpan<byte> v) != BTreeStatus.Ok) return BTreeStatus.NotFound;
+                    return t.Insert(tx, extra[i], v);
+                }));
+                Add("Delete (3)", await MeasureEach(seg, deleteCredit, (tx, i) => t.Delete(tx, extra[i])));
 
                 // ---- updates: values back to V(i) after each pass
                 if (format != "fkv")
@@ -153,6 +160,11 @@ public class BTreeAllocationTests(ITestOutputHelper output)
                     Add("Update shrink", await MeasureEach(seg, i => t.UpdateCredit(keys[i].Length, Vl(i)), (tx, i) => t.Update(tx, keys[i], V(i))));
                 }
                 Add("Update same size", await MeasureEach(seg, i => t.UpdateCredit(keys[i].Length, Vl(i)), (tx, i) => t.Update(tx, keys[i], V(i))));
+                Add("Update from its own value", await MeasureEach(seg, i => t.UpdateCredit(keys[i].Length, format == "fkv" ? 16 : 8 + 63), (tx, i) =>
+                {
+                    if (t.Lookup(keys[i], out ReadOnlySpan<byte> v) != BTreeStatus.Ok) return BTreeStatus.NotFound;
+                    return t.Update(tx, keys[i], v);
+                }));
 
                 // ---- lookups
                 Add("Lookup (span)", Measure(i => { if (t.Lookup(keys[i], out ReadOnlySpan<byte> v) == BTreeStatus.Ok) sink += v.Length; else sink--; }));
