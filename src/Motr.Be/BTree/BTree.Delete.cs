@@ -5,7 +5,8 @@ namespace Motr.Be.BTree;
 public sealed unsafe partial class BTree
 {
     /// <summary>Deletes <paramref name="key"/>; <see cref="BTreeStatus.NotFound"/> if it is not there. Underfull nodes are merged or rebalanced.</summary>
-    /// <remarks>The transaction needs <see cref="DeleteCredit"/>.</remarks>
+    /// <remarks>The transaction needs <see cref="DeleteCredit"/>. <paramref name="key"/> may point into the tree (a cursor's key,
+    /// even the deleted record's own, in node or out): it is read only before anything changes.</remarks>
     /// <exception cref="ArgumentException">The transaction is of another segment (nothing was changed).</exception>
     /// <exception cref="TxUsageException">The transaction is not open, or its remaining credit does not cover the operation (nothing was changed).</exception>
     public BTreeStatus Delete(Transaction tx, ReadOnlySpan<byte> key)

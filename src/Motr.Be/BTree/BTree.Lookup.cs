@@ -87,6 +87,8 @@ public sealed unsafe partial class BTree
     }
 
     /// <summary>Finds <paramref name="key"/>; <paramref name="value"/> points into the segment until the tree next changes.</summary>
+    /// <remarks>The span may be passed straight back into a change of the tree (<see cref="Insert(Motr.Be.Tx.Transaction, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/>,
+    /// <see cref="Update"/>, ...): those copy it out before they move anything. After any change, look it up again.</remarks>
     public BTreeStatus Lookup(ReadOnlySpan<byte> key, out ReadOnlySpan<byte> value)
     {
         Enter();

@@ -17,7 +17,9 @@ namespace Motr.Be.BTree;
 /// <remarks>
 /// Operations run synchronously inside one turn: open a transaction with the operation's credit
 /// (<see cref="InsertCredit"/>, <see cref="DeleteCredit"/>, ...), call the operation, close. Spans
-/// returned by lookups and cursors point into the segment and are valid until the tree next changes.
+/// returned by lookups and cursors point into the segment and are valid until the tree next changes; they may be
+/// passed straight back into a change of the tree (insert, update, delete), which copies them out before it moves
+/// anything (docs/btree.md, "Spans into the segment passed back").
 /// </remarks>
 public sealed unsafe partial class BTree
 {
