@@ -267,7 +267,9 @@ public sealed unsafe class Transaction : IDisposable
     /// </summary>
     /// <exception cref="TxUsageException">The transaction is not open, the block is outside the segment or starts in its
     /// header (below <see cref="SegmentHeader.UserStart"/>: the header's blocks are checksummed by the engine alone), its CRC
-    /// field is not inside it, or the credit is short. Nothing is deferred.</exception>
+    /// field is not inside it, it overlaps another block (at another place) whose checksum is pending in this transaction or in
+    /// the open group and has not been cancelled since (<see cref="CancelChecksum"/>) — the message names both blocks — or the
+    /// credit is short. Nothing is deferred. The exact same block again is free, as is any mark repeating the latest for its place.</exception>
     public void DeferChecksum(long blockOffset, int blockLength, int crcOffset, uint magic = 0) =>
         AddMark(blockOffset, blockLength, crcOffset, magic, MarkKind.Seal, header: false);
 
@@ -288,6 +290,10 @@ public sealed unsafe class Transaction : IDisposable
     /// start with <paramref name="magic"/> (not 0) when placed, or it is left alone.
     /// Needs <see cref="ChecksumCredit"/>.
     /// </summary>
+    /// <exception cref="TxUsageException">As for <see cref="DeferChecksum"/>: the transaction is not open, the block is bad or
+    /// overlaps another pending one, or the credit is short. Nothing is deferred.</exception>
+    /// <exception cref="ArgumentException"><paramref name="magic"/> is 0.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="crcOffset"/> lies beyond what the log's descriptor holds.</exception>
     public void DeferPlacedChecksum(long blockOffset, int blockLength, int crcOffset, uint magic)
     {
         if (magic == 0) throw new ArgumentException("a placed checksum needs the block's magic", nameof(magic));
@@ -326,6 +332,7 @@ public sealed unsafe class Transaction : IDisposable
             ThrowBadBlock(blockOffset, blockLength, crcOffset, size);
         var mark = new ChecksumMark { Block = blockOffset, Length = blockLength, CrcOffset = crcOffset, Magic = magic, Kind = kind };
         if (Repeats(mark)) return;
+        if (kind != MarkKind.Cancel && !header) CheckOverlap(blockOffset, blockLength);
         mark.Stamp = _stamp + 1; // taken only once the credit check passed
         if (_usedRegions >= _credit.Regions || _usedBytes + 4 > _credit.Bytes)
             ThrowCredit(kind == MarkKind.Cancel ? $"checksum cancel of block 0x{blockOffset:X}" : $"deferred checksum of block 0x{blockOffset:X}", 1, 4);
@@ -352,6 +359,46 @@ public sealed unsafe class Transaction : IDisposable
         }
         return false;
     }
+
+    /// <summary>
+    /// Refuses a block [<paramref name="block"/>, +<paramref name="length"/>) that overlaps another block whose checksum is
+    /// pending — deferred and not cancelled since — in this transaction or in its segment's open group: the seal writes
+    /// each block's CRC into its field after summing it, so one of the two would have the other's CRC written into its
+    /// bytes after its own was computed, and fail its checksum when next read. A block at the same place is not another
+    /// block (the latest mark for a place wins). Runs only for a mark that is not a repeat: the cost of a scan of the
+    /// transaction's marks (which <see cref="Repeats"/> makes anyway for a new block) and a look-up of the pages the block
+    /// touches in the group's index (<see cref="TxManager.PendingOverlap"/>); no allocation.
+    /// </summary>
+    private void CheckOverlap(long block, int length)
+    {
+        long end = block + length;
+        for (int i = _markCount - 1; i >= 0; i--)
+        {
+            ref var o = ref _marks[i];
+            if (o.Block == block || o.Kind == MarkKind.Cancel || o.Block >= end || block >= o.Block + o.Length) continue;
+            if (LaterMark(o.Block, i)) continue; // superseded by a later mark for its place (a cancel, another size)
+            ThrowOverlap(block, length, o.Block, o.Length, "in this transaction");
+        }
+        // (A block this transaction marked again — cancelled, resized — is judged by its mark here, above.)
+        if (M.PendingOverlap(this, block, length, out long other, out int otherLength))
+            ThrowOverlap(block, length, other, otherLength, "in the open group (by a transaction closed earlier)");
+    }
+
+    private bool LaterMark(long block, int after)
+    {
+        for (int j = after + 1; j < _markCount; j++)
+            if (_marks[j].Block == block) return true;
+        return false;
+    }
+
+    /// <summary>Whether the transaction holds any mark for the place <paramref name="block"/>.</summary>
+    internal bool HasMark(long block) => LaterMark(block, -1);
+
+    private void ThrowOverlap(long block, int length, long other, int otherLength, string where) =>
+        throw new TxUsageException($"tx on segment {M.Segment.Id}: checksummed block [0x{block:X}, +{length}) overlaps block " +
+            $"[0x{other:X}, +{otherLength}) whose checksum is already deferred {where}: the seal would write one block's CRC into " +
+            "the other's bytes. Cancel the other block's checksum first (CancelChecksum, as Allocator.Free does) if its place " +
+            "is being reused; nothing was deferred");
 
     /// <summary>
     /// Credit a <see cref="DeferChecksum"/> call with these arguments would use now: none when it repeats one this

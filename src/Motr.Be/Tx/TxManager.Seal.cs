@@ -96,6 +96,7 @@ internal sealed unsafe partial class TxManager
                 Array.Resize(ref _markBlocks, _marks.Length);
             }
             m = new Memo { Group = _groupSeq, Index = _markCount };
+            NotePending(t);
             _markBlocks[_markCount] = t.Block;
             _marks[_markCount++] = t;
         }
@@ -191,19 +192,31 @@ internal sealed unsafe partial class TxManager
             RadixSort.Order(blocks, order, _orderScratch);
             if (_descs.Length < marks.Length) _descs = new PackedChecksumDesc[Math.Max(marks.Length, _descs.Length * 2)];
             bool placedInRun = false;
+            // The last block kept: blocks kept do not overlap, so only it can overlap the next one.
+            long keptBlock = 0, keptEnd = 0;
             for (int i = 0; i < marks.Length; i++)
             {
                 ref var m = ref marks[order[i]];
                 placedInRun |= m.Kind != Transaction.MarkKind.Seal;
                 if (i + 1 < marks.Length && marks[order[i + 1]].Block == m.Block) continue;
-                if (m.Kind == Transaction.MarkKind.Placed)
+                // Overlapping another pending block (two transactions open at once, which cannot see each other's marks
+                // when they defer): its CRC would be written into the other block's bytes after that one was summed.
+                // Left alone, and said: a stale checksum on one block rather than the other's data changed.
+                bool overlaps = m.Kind != Transaction.MarkKind.Cancel && m.Block < keptEnd;
+                if (overlaps) ReportChecksumOverlap(keptBlock, keptEnd, m.Block, m.Length);
+                else if (m.Kind != Transaction.MarkKind.Cancel)
+                {
+                    keptBlock = m.Block;
+                    keptEnd = m.Block + m.Length;
+                }
+                if (m.Kind == Transaction.MarkKind.Placed && !overlaps)
                     _descs[descCount++] = PackedChecksumDesc.From(new ChecksumDesc { Block = m.Block, Length = (uint)m.Length, CrcOffset = (uint)m.CrcOffset, Magic = m.Magic, Kind = ChecksumDescKind.Placed });
                 else if (placedInRun)
                     // Freed, or freed and reused for a block checksummed at seal: a placed checksum pending from
                     // an earlier group must not be written over whatever the place holds now.
                     _descs[descCount++] = PackedChecksumDesc.From(new ChecksumDesc { Block = m.Block, Kind = ChecksumDescKind.Cancel });
                 placedInRun = false;
-                if (m.Kind != Transaction.MarkKind.Seal) continue;
+                if (m.Kind != Transaction.MarkKind.Seal || overlaps) continue;
                 if (m.Block + m.Length > size) continue;
                 if (m.Magic != 0 && *(uint*)(b + m.Block) != m.Magic) continue;
                 BlockChecksum.Seal(new Span<byte>(b + m.Block, m.Length), m.CrcOffset);
@@ -302,6 +315,7 @@ internal sealed unsafe partial class TxManager
         _groupTxCount = 0;
         _groupReserved = 0;
         _rangeCount = 0;
+        ClearPending();
         _payloadBytes = 0;
         _payloadCount = 0;
         _groupUrgent = false;
@@ -309,6 +323,12 @@ internal sealed unsafe partial class TxManager
         ReleaseLocalSpaceIfWaited();
         _domain.Writer.Submit(sealedGroup);
     }
+
+    private void ReportChecksumOverlap(long kept, long keptEnd, long block, int length) =>
+        _domain.Options.Warn($"segment {Segment.Id}: group {_groupSeq}: the deferred checksum of block [0x{block:X}, +{length}) overlaps " +
+            $"block [0x{kept:X}, +{keptEnd - kept}) whose checksum is deferred in the same group (by two transactions open at once, " +
+            $"which cannot see each other's marks); block 0x{block:X} was left unchecksummed rather than have its CRC written into " +
+            $"block 0x{kept:X}'s bytes");
 
     /// <summary>Log writer thread: it is idle; ask the owner to seal if there is a group waiting.</summary>
     internal void RequestSeal()
