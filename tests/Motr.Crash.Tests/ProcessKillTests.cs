@@ -46,6 +46,9 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
         public readonly StringBuilder Stderr = new();
         public int ExitCode;
         public bool ExitedBeforeKill;
+        /// <summary>Read-only opens tried while the child held the folder (after it printed every "R"), and what each did other than be refused for the lock.</summary>
+        public int Probes;
+        public readonly List<string> ProbeFailures = new();
 
         public string RecoveryLine => Stderr.ToString().Split('\n').FirstOrDefault(l => l.StartsWith("recovery:", StringComparison.Ordinal))?.Trim() ?? "(none: killed before recovery finished)";
     }
@@ -87,7 +90,7 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
                 if (parts.Length == 3 && (parts[0] == "P" || parts[0] == "R") && int.TryParse(parts[1], out int loc)
                     && loc >= 0 && loc < ChildConfig.Segments && long.TryParse(parts[2], out long v))
                 {
-                    if (parts[0] == "R") run.Recovered[loc] = v;
+                    if (parts[0] == "R") lock (run) run.Recovered[loc] = v;
                     else
                     {
                         run.Printed[loc]++;
@@ -102,7 +105,21 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
         {
             while (await p.StandardError.ReadLineAsync() is { } line) run.Stderr.AppendLine(line);
         });
-        await Task.Delay(killAfterMs);
+        // Read-only opens (what `motr fsck` does) while the child runs: once it has printed every "R" it holds the folder's
+        // lock until it dies, so each must be refused naming the lock, and read nothing of a domain being changed.
+        var killAt = Stopwatch.StartNew();
+        while (killAt.ElapsedMilliseconds < killAfterMs)
+        {
+            bool recovered;
+            lock (run) recovered = run.Recovered.All(r => r.HasValue);
+            if (recovered && !p.HasExited)
+            {
+                run.Probes++;
+                string? failure = await ProbeReadOnly(dir);
+                if (failure != null && !p.HasExited) run.ProbeFailures.Add(failure);
+            }
+            await Task.Delay(Math.Clamp(killAfterMs - (int)killAt.ElapsedMilliseconds, 0, 25));
+        }
         run.ExitedBeforeKill = p.HasExited;
         // SIGKILL: no finaliser, no flush, no close. Whatever the engine promised must already be on disk.
         if (!run.ExitedBeforeKill) p.Kill(entireProcessTree: true);
@@ -110,6 +127,43 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
         await Task.WhenAll(stdout, stderr);   // the lines the child wrote before it died are still in the pipes
         run.ExitCode = p.ExitCode;
         return run;
+    }
+
+    /// <summary>A read-only open of <paramref name="dir"/> while an engine holds it: null when refused for the lock, else what happened.</summary>
+    private static async Task<string?> ProbeReadOnly(string dir)
+    {
+        var options = ChildConfig.Options(dir);
+        options.ReadOnly = true;
+        options.CreateIfMissing = false;
+        try
+        {
+            await using var d = await Domain.OpenAsync(options);
+            return "a read-only open succeeded while the child held the folder";
+        }
+        catch (BeException e) when (e.Message.Contains("the folder is in use", StringComparison.Ordinal) && e.Message.Contains(BeConstants.LockFileName, StringComparison.Ordinal))
+        {
+            return null;
+        }
+        catch (Exception e)
+        {
+            return $"a read-only open while the child held the folder failed otherwise: {e.GetType().Name}: {e.Message}";
+        }
+    }
+
+    /// <summary>The descriptors of this process open on files in <paramref name="dir"/> (Linux).</summary>
+    private static List<string> Descriptors(string dir)
+    {
+        var open = new List<string>();
+        string prefix = Path.GetFullPath(dir) + "/";
+        foreach (var fd in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+        {
+            try
+            {
+                if (new FileInfo(fd).LinkTarget is { } target && target.StartsWith(prefix, StringComparison.Ordinal)) open.Add(target);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // closed meanwhile
+        }
+        return open;
     }
 
     /// <summary>The counter workload: raw captures of a counter and a ring of records.</summary>
@@ -170,7 +224,7 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
             var mustHave = new long[ChildConfig.Segments];   // largest value any child printed since (and before)
             bool lastVerified = true;
             int cyclesWithProgress = 0;
-            long totalPrinted = 0;
+            long totalPrinted = 0, totalProbes = 0, readOnlyChecks = 0;
             Print($"process-kill test: {repro}, {cycles} cycles, child {dll}");
             for (int cycle = 0; cycle < cycles; cycle++)
             {
@@ -182,6 +236,8 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
                 Assert.False(run.ExitedBeforeKill, $"{at}: the child exited by itself with code {run.ExitCode} before it was killed; stderr:\n{run.Stderr}");
                 if (OperatingSystem.IsLinux()) Assert.Equal(128 + 9, run.ExitCode);   // killed by SIGKILL
                 Assert.True(run.Unexpected.Count == 0, $"{at}: unexpected child output: {string.Join(" | ", run.Unexpected.Take(5))}; stderr:\n{run.Stderr}");
+                Assert.True(run.ProbeFailures.Count == 0, $"{at}: {string.Join(" | ", run.ProbeFailures.Take(3))}");
+                totalProbes += run.Probes;
                 for (int loc = 0; loc < ChildConfig.Segments; loc++)
                 {
                     if (run.Recovered[loc] is long r)
@@ -198,6 +254,27 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
                 if (run.Printed.Any(n => n > 0)) cyclesWithProgress++;
 
                 string state = "not verified (the next child recovers it)";
+                // The killed folder read-only first, as `motr fsck` reads it: the log replayed in memory only, it must hold a
+                // healthy state with everything the child reported persistent, and exactly what the writing open below finds.
+                long[]? readOnlyCounters = null;
+                {
+                    var ro = ChildConfig.Options(dir);
+                    ro.ReadOnly = true;
+                    ro.CreateIfMissing = false;
+                    if (File.Exists(Path.Combine(dir, BeConstants.LogFileName)))
+                    {
+                        await using var d = await Domain.OpenAsync(ro);
+                        readOnlyCounters = new long[ChildConfig.Segments];
+                        for (int loc = 0; loc < ChildConfig.Segments; loc++)
+                        {
+                            var (c, problem) = readAndCheck(d.Segments[loc], loc);
+                            Assert.True(problem is null, $"{at}: read-only: the state is not the state after the tx that set counter {c}: {problem} [recovery: {d.Recovery}]");
+                            Assert.True(c >= mustHave[loc], $"{at}: read-only: locality {loc} holds counter {c}, but the child reported {mustHave[loc]} persistent");
+                            readOnlyCounters[loc] = c;
+                        }
+                        readOnlyChecks++;
+                    }
+                }
                 if (verify)
                 {
                     var warnings = new List<string>();
@@ -213,6 +290,8 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
                             $"[recovery: {d.Recovery}]");
                         Assert.True(c >= verified[loc], $"{at}: locality {loc} recovered to counter {c}, below the {verified[loc]} verified before");
                         verified[loc] = c;
+                        if (readOnlyCounters != null)
+                            Assert.True(readOnlyCounters[loc] == c, $"{at}: locality {loc}: the read-only open found counter {readOnlyCounters[loc]}, the writing open {c}");
                     }
                     state = $"verified counters {string.Join(", ", counters)}; recovery: {d.Recovery}" + (warnings.Count > 0 ? $"; warnings: {string.Join(" | ", warnings)}" : "");
                 }
@@ -223,6 +302,8 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
             Print($"process-kill test ({workload}): {cycles} cycles, {cyclesWithProgress} killed mid-workload, {totalPrinted} txs reported persistent, " +
                 $"final counters {string.Join(", ", verified)}; {sw.Elapsed.TotalSeconds:F1} s");
             Assert.True(cyclesWithProgress >= cycles / 4, $"{repro}: only {cyclesWithProgress} of {cycles} children got as far as running the workload");
+            Print($"read-only opens refused while a child held the folder: {totalProbes}; read-only checks of killed folders: {readOnlyChecks}");
+            if (OperatingSystem.IsLinux()) Assert.True(Descriptors(dir).Count == 0, $"{repro}: descriptors left open on the folder: {string.Join(", ", Descriptors(dir))}");
             passed = true;
         }
         finally
