@@ -237,6 +237,7 @@ public sealed unsafe partial class Allocator
         long top = CheckedTop("alloc");
         long wGap = Gap(top, align);
         long end = top + wGap + need;
+        long unpaddedNeed = need, unpaddedEnd = end;
         if (align > G)
         {
             // Pad the block's end so that the next block of this alignment starts right after it, when the padding is
@@ -255,7 +256,13 @@ public sealed unsafe partial class Allocator
             // The gap is pushed onto its list, which writes the old head's back link: check that head as every other
             // push does, and before the growth, the first capture.
             if (wGap > 0) ValidateHead(AllocFormat.BinOf(wGap));
-            if (end > _seg.Size && !TryGrow(tx, end)) return AllocStatus.OutOfSpace;
+            if (end > _seg.Size && !TryGrow(tx, end))
+            {
+                // The growth failed below the limit (the process cannot get the memory): a block whose padding alone
+                // asked for it still fits as the segment is, without the padding.
+                if (unpaddedEnd > _seg.Size) return AllocStatus.OutOfSpace;
+                need = unpaddedNeed;
+            }
             offset = CarveWilderness(tx, top, wGap, need);
             return AllocStatus.Ok;
         }

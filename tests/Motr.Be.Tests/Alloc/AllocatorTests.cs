@@ -296,6 +296,35 @@ public sealed class AllocatorTests
         await AssertHealthy(h);
     }
 
+    // An aligned block is padded at its end (so the next block of that alignment starts right after it) when the padding
+    // is less than a minimal chunk, growing the segment for it if it can. With growth allowed but the memory not to be
+    // had (Segment.Grow false: mprotect failing), a block whose unpadded end fits in the segment as it is was refused as
+    // out of space: the padding's growth failed and the allocator gave up instead of carving the block without it.
+    [Fact]
+    public async Task An_aligned_block_that_fits_is_carved_when_growing_for_its_padding_cannot_get_memory()
+    {
+        await using var h = await AllocHost.OpenAsync();
+        await h.Run((seg, _) =>
+        {
+            seg.Domain.Options.OnWarning = _ => { };
+            seg.Memory.CommitFault = _ => 12; // ENOMEM
+        });
+        long top = (await h.Run((_, a) => a.GetStats())).HeapTop;
+        // A filler leaves the heap top 32 past a 64-byte boundary: a 64-aligned block's chunk then starts at the top.
+        long filler = ((32 - (top + Hdr)) % 64 + 64) % 64 + 64;
+        await AllocAsync(h, filler);
+        long newTop = (await h.Run((_, a) => a.GetStats())).HeapTop;
+        Assert.Equal(32, newTop % 64);
+        // The block ends exactly at the segment's size; its padding would take it 32 bytes past.
+        long size = AllocHost.SegmentSize - newTop - Hdr;
+        var (status, offset) = await h.InTx(A, (tx, a) => (a.TryAlloc(tx, size, 64, out long off), off));
+        Assert.Equal(AllocStatus.Ok, status);
+        Assert.Equal(newTop + Hdr, offset);
+        var after = await h.Run((seg, a) => (a.GetStats().HeapTop, seg.Size));
+        Assert.Equal((AllocHost.SegmentSize, AllocHost.SegmentSize), after);
+        await AssertHealthy(h);
+    }
+
     [Fact]
     public async Task Growth_extends_the_segment_by_a_quarter_or_what_is_needed_and_persists()
     {
