@@ -213,11 +213,13 @@ public static class SegmentCheck
         // 2. The trees, and who claims which block.
         var owner = new Dictionary<long, int>();
         int index = 0;
+        // The caller's reporter runs inside each tree's check: what it throws is the caller's, never the tree's damage.
+        var guarded = progress is null ? null : new GuardedProgress(progress);
         foreach (var tree in trees)
         {
             BTreeCheckReport? tr = null;
-            try { tr = tree.Check(cancellationToken, progress); }
-            catch (Exception e) when (e is BeException or ArgumentOutOfRangeException)
+            try { tr = tree.Check(cancellationToken, guarded); }
+            catch (Exception e) when (e is BeException or ArgumentOutOfRangeException && guarded?.Threw != true)
             {
                 rep.Add($"b+tree 0x{tree.Offset:X} (#{index}): its check failed: {e.Message}");
             }
@@ -252,6 +254,22 @@ public static class SegmentCheck
     }
 
     private const string BlocksStage = "allocated blocks";
+
+    /// <summary>Passes reports on, and remembers whether the reporter threw.</summary>
+    private sealed class GuardedProgress(IProgress<CheckProgress> inner) : IProgress<CheckProgress>
+    {
+        public bool Threw { get; private set; }
+
+        public void Report(CheckProgress value)
+        {
+            try { inner.Report(value); }
+            catch
+            {
+                Threw = true;
+                throw;
+            }
+        }
+    }
 
     /// <summary>Records that <paramref name="who"/> owns block <paramref name="chunk"/>; returns its usable size if it is allocated and not claimed before.</summary>
     private static long Claim(SegmentCheckReport rep, Dictionary<long, int> owner, Dictionary<long, long> allocated, bool walked,

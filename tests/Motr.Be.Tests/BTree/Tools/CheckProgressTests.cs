@@ -109,6 +109,33 @@ public sealed class CheckProgressTests
         });
     }
 
+    // SegmentCheck.Run turns a tree check's BeException or ArgumentOutOfRangeException into that tree's problem ("its
+    // check failed"). The progress reporter runs inside the tree's check: an exception of the caller's own reporter was
+    // caught there too and reported as damage of a healthy tree, and the check went on. It passes to the caller, as
+    // one thrown in the allocator's stages does.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_exception_of_the_progress_reporter_in_a_trees_stage_passes_to_the_caller_not_reported_as_damage(bool beException)
+    {
+        await using var h = await ToolsHarness.OpenAsync();
+        await h.Run(async () =>
+        {
+            var seg = h.Seg;
+            var t = await ToolsHarness.CreateAsync(seg, new BTreeConfig { NodeSize = 512 }, "t");
+            Exception boom = beException ? new BeException("the reporter's own failure") : new ArgumentOutOfRangeException("the reporter's own failure");
+            var reporter = new Reporter(r => { if (r.Stage.StartsWith("b+tree", StringComparison.Ordinal)) throw boom; });
+            var e = Assert.ThrowsAny<Exception>(() => SegmentCheck.Run(seg, [t], null, CancellationToken.None, reporter));
+            Assert.Same(boom, e);
+            Assert.True(SegmentCheck.Run(seg, [t]).Healthy);
+        });
+    }
+
+    private sealed class Reporter(Action<CheckProgress> report) : IProgress<CheckProgress>
+    {
+        public void Report(CheckProgress value) => report(value);
+    }
+
     [Fact]
     public async Task A_token_cancelled_before_the_check_stops_it_before_any_work()
     {
