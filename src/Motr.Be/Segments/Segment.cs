@@ -118,17 +118,17 @@ public sealed unsafe partial class Segment : IDisposable
         newSize = AlignUp(newSize, BeConstants.PageSize);
         if (newSize <= Size) return true;
         if (newSize > MaxSize) return false;
-        // Captured first (checks the tx's state and credit): memory is committed only for a change that will happen.
-        ref long size = ref tx.CaptureHeader<long>(SegmentHeader.GeometryOffset);
+        // The capture is checked first (the tx's state and credit): memory is committed only for a change that will
+        // happen. It is made only once the memory is there: a refused growth leaves the transaction as it was.
+        tx.CheckHeaderCapture(SegmentHeader.GeometryOffset, sizeof(long));
         int errno = _mem.TryCommit(newSize);
         if (errno != 0)
         {
-            // The capture stays in tx with the size unchanged: logged, it writes what is there.
             Domain.Options.Warn($"segment {Id} ({FileName}): cannot grow from {Size} to {newSize} bytes: the process cannot get the memory " +
                 $"(mprotect errno {errno}); the allocation that asked for it is out of space");
             return false;
         }
-        size = newSize;
+        tx.CaptureHeader<long>(SegmentHeader.GeometryOffset) = newSize;
         return true;
     }
 

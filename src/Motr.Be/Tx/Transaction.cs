@@ -216,6 +216,9 @@ public sealed unsafe class Transaction : IDisposable
         return Record(offset, length);
     }
 
+    /// <summary>Throws as <see cref="CaptureHeader(long, int)"/> would (state, place, credit), capturing nothing.</summary>
+    internal void CheckHeaderCapture(long offset, int length) => CheckHeader(offset, length);
+
     /// <summary>Captures the <typeparamref name="T"/> at <paramref name="offset"/> of the header (see <see cref="CaptureHeader(long, int)"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal ref T CaptureHeader<T>(long offset) where T : unmanaged

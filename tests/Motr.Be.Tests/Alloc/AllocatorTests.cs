@@ -325,6 +325,26 @@ public sealed class AllocatorTests
         await AssertHealthy(h);
     }
 
+    // Segment.Grow captured the size field before it tried to commit the memory, and on a failed commit returned false
+    // with the capture left in the transaction: an allocation refused as out of space had used the growth's credit,
+    // though "expected failures are statuses, and change nothing" (as they do at the limit, where tx.Used stays zero).
+    [Fact]
+    public async Task Out_of_space_for_memory_the_process_cannot_get_uses_no_credit()
+    {
+        await using var h = await AllocHost.OpenAsync();
+        await h.Run((seg, _) =>
+        {
+            seg.Domain.Options.OnWarning = _ => { };
+            seg.Memory.CommitFault = _ => 12; // ENOMEM
+        });
+        var (status, used, size) = await h.InTx(A, (tx, a) => (a.TryAlloc(tx, 2 << 20, 8, out _), tx.Used, tx.Segment.Size));
+        Assert.Equal(AllocStatus.OutOfSpace, status);
+        Assert.Equal(TxCredit.Zero, used);
+        Assert.Equal(AllocHost.SegmentSize, size);
+        var grown = await h.InTx(Segment.GrowCredit, (tx, _) => (tx.Segment.Grow(tx, 2 << 20), tx.Used));
+        Assert.Equal((false, TxCredit.Zero), grown);
+    }
+
     [Fact]
     public async Task Growth_extends_the_segment_by_a_quarter_or_what_is_needed_and_persists()
     {
