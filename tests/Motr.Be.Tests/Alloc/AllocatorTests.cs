@@ -345,6 +345,35 @@ public sealed class AllocatorTests
         Assert.Equal((false, TxCredit.Zero), grown);
     }
 
+    // TryAlloc's bounded best-fit scan may pass over a fitting free chunk; when the wilderness is short and growth is
+    // allowed it grows instead, and only when growth is impossible does it scan every list whole ("out of space means
+    // nothing fits"). A growth refused for memory (Segment.Grow false below the limit) answered OutOfSpace at once,
+    // with a fitting free chunk in the heap.
+    [Fact]
+    public async Task A_fitting_free_chunk_past_the_bounded_scan_is_used_when_growth_cannot_get_memory()
+    {
+        await using var h = await AllocHost.OpenAsync();
+        await h.Run((seg, _) => seg.Domain.Options.OnWarning = _ => { });
+        long fit = await AllocAsync(h, 2464); // chunk 2496: the fitting one
+        await AllocAsync(h, 16);
+        var small = new List<long>();
+        for (int i = 0; i < Allocator.BinScanLimit + 6; i++)
+        {
+            small.Add(await AllocAsync(h, 2016)); // chunk 2048: the same list, too small
+            await AllocAsync(h, 16);
+        }
+        long top = (await h.Run((_, a) => a.GetStats())).HeapTop;
+        await AllocAsync(h, (AllocHost.SegmentSize - top - Hdr - 256) / 16 * 16); // leaves a wilderness of a few hundred bytes
+        await FreeAsync(h, fit); // first: the last of its list
+        foreach (long o in small) await FreeAsync(h, o);
+        await h.Run((seg, _) => seg.Memory.CommitFault = _ => 12); // ENOMEM
+        var (status, offset) = await h.InTx(A, (tx, a) => (a.TryAlloc(tx, 2400, 8, out long off), off));
+        Assert.Equal(AllocStatus.Ok, status);
+        Assert.Equal(fit, offset);
+        Assert.Equal(AllocHost.SegmentSize, await h.Run((seg, _) => seg.Size));
+        await AssertHealthy(h);
+    }
+
     [Fact]
     public async Task Growth_extends_the_segment_by_a_quarter_or_what_is_needed_and_persists()
     {
