@@ -124,7 +124,14 @@ internal sealed class LogRecovery
                     lsn = LsnPastArea(lsn, cancellationToken);
                     _placer.ContinueAt(lsn);
                 }
-                if (records > 0 || truncated != null) _placer.Checkpoint(cancellationToken); // writes the other slot: a damaged one is rewritten
+                if (records > 0 || truncated != null)
+                {
+                    _placer.Checkpoint(cancellationToken); // writes the other slot: a damaged one is rewritten
+                    // The slot before the truncation's holds a checkpoint from before it, which the lsns going on past the
+                    // discarded records no longer follow on from: lost the newest slot, recovery from that one would meet
+                    // them and refuse. Both slots get the truncation's checkpoint.
+                    if (truncated != null) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn);
+                }
                 else if (_log.SkippedSlotDamaged) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn); // restore the second copy
             }
         }

@@ -52,6 +52,36 @@ public class TruncationTests
         return lsn;
     }
 
+    // The truncation's checkpoint went into one header slot; the other kept the checkpoint from before it until the
+    // next checkpoint. The log goes on past the discarded records (lsn 11 at record 5's place), so with the newest slot
+    // then lost (the damage the other slot is there to survive), recovery from the older one met lsn 11 where it
+    // expected 5, and refused in every mode: "the log has wrapped over that checkpoint". (The wipe this replaced left
+    // lsn 5 there, and the older slot recovered everything.) The truncation's checkpoint now goes into both slots.
+    [Theory]
+    [InlineData(RecoveryMode.Strict)]
+    [InlineData(RecoveryMode.TruncateAtCorruption)]
+    public async Task After_a_truncation_the_loss_of_the_newest_header_slot_still_opens_with_every_later_record(RecoveryMode mode)
+    {
+        var s = await DamagedAtFive();
+        SimStorage crashed;
+        await using (var e = await Engines.Open(Options(s, RecoveryMode.TruncateAtCorruption)).WaitAsync(T))
+        {
+            var loc = e.Localities[0];
+            await loc.RunAsync(async () =>
+            {
+                using var tx = await loc.Segment!.BeginAsync(TxCredit.Region(8));
+                tx.Capture<long>(Off) = 101;
+                await tx.Close();
+            }).WaitAsync(T);
+            crashed = s.Clone();
+        }
+        var log = crashed.ReadAll(BeConstants.LogFileName);
+        int newest = BitConverter.ToUInt64(log, 48) >= BitConverter.ToUInt64(log, BeConstants.SectorSize + 48) ? 0 : 1;
+        long at = newest * BeConstants.SectorSize + 60;
+        crashed.Overwrite(BeConstants.LogFileName, at, [(byte)(log[at] ^ 0xEE)]);
+        Assert.Equal(101L, await ValueAfterOpen(crashed, mode));
+    }
+
     private static async Task<long> ValueAfterOpen(SimStorage s, RecoveryMode mode)
     {
         await using var e = await Engines.Open(Options(s, mode)).WaitAsync(T);
