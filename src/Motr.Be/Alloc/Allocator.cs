@@ -256,21 +256,19 @@ public sealed unsafe partial class Allocator
             // The gap is pushed onto its list, which writes the old head's back link: check that head as every other
             // push does, and before the growth, the first capture.
             if (wGap > 0) ValidateHead(AllocFormat.BinOf(wGap));
-            bool carve = true;
             if (end > _seg.Size && !TryGrow(tx, end))
             {
                 // The growth failed below the limit (the process cannot get the memory; nothing was captured): a block
                 // whose padding alone asked for it still fits as the segment is, without the padding; another may fit a
                 // free chunk the bounded scan passed over (below).
-                if (unpaddedEnd <= _seg.Size) need = unpaddedNeed;
-                else carve = false;
+                need = unpaddedNeed;
+                end = unpaddedEnd;
             }
-            if (carve)
+            if (end <= _seg.Size)
             {
                 offset = CarveWilderness(tx, top, wGap, need);
                 return AllocStatus.Ok;
             }
-            need = unpaddedNeed;
         }
 
         // Last resort before giving up: scan every free list whole, so a fitting chunk that the
