@@ -120,7 +120,7 @@ public sealed unsafe partial class Segment : IDisposable
         if (newSize > MaxSize) return false;
         // The capture is checked first (the tx's state and credit): memory is committed only for a change that will
         // happen. It is made only once the memory is there: a refused growth leaves the transaction as it was.
-        tx.CheckHeaderCapture(SegmentHeader.GeometryOffset, sizeof(long));
+        tx.CheckHeader(SegmentHeader.GeometryOffset, sizeof(long));
         int errno = _mem.TryCommit(newSize);
         if (errno != 0)
         {

@@ -216,9 +216,6 @@ public sealed unsafe class Transaction : IDisposable
         return Record(offset, length);
     }
 
-    /// <summary>Throws as <see cref="CaptureHeader(long, int)"/> would (state, place, credit), capturing nothing.</summary>
-    internal void CheckHeaderCapture(long offset, int length) => CheckHeader(offset, length);
-
     /// <summary>Captures the <typeparamref name="T"/> at <paramref name="offset"/> of the header (see <see cref="CaptureHeader(long, int)"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal ref T CaptureHeader<T>(long offset) where T : unmanaged
@@ -236,8 +233,9 @@ public sealed unsafe class Transaction : IDisposable
         if (_usedRegions >= _credit.Regions || _usedBytes + length > _credit.Bytes) ThrowCredit($"capture of {length} bytes at 0x{offset:X}", 1, length);
     }
 
+    /// <summary>Throws as <see cref="CaptureHeader(long, int)"/> would (state, place, credit), capturing nothing.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void CheckHeader(long offset, int length)
+    internal void CheckHeader(long offset, int length)
     {
         if (_state != TxState.Open) ThrowState("capture in");
         if (offset < SegmentHeader.StaticLength || length <= 0 || offset > SegmentHeader.UserStart - length) ThrowNotHeader(offset, length);
