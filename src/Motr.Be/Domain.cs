@@ -225,14 +225,8 @@ public sealed class Domain : IAsyncDisposable
             _placer = new Placer(this, _log, storage, ReadOnly ? [] : _segments.Select(s => s.Id), _log.CheckpointPosition, _log.CheckpointLsn, cancellationToken);
             var byId = _segments.ToDictionary(s => s.Id);
             var report = new LogRecovery(_log, byId, ReadOnly ? null : _placer, options, MaxRecordSize).Run(cancellationToken);
-            // Until this is durable the added files are an interrupted add's, which the next open replaces. Into both
-            // header slots: with only the newest holding it, the loss of that slot (what the other is there to survive)
-            // would leave a checkpoint whose count omits a segment the log's later records name.
-            if (_segments.Length > _log.SegmentCount)
-            {
-                _log.SetSegmentCount((uint)_segments.Length);
-                _log.SetSegmentCount((uint)_segments.Length);
-            }
+            // Until this is durable the added files are an interrupted add's, which the next open replaces.
+            if (_segments.Length > _log.SegmentCount) _log.SetSegmentCount((uint)_segments.Length);
             Recovery = created ? new RecoveryReport { Created = true, EndPosition = report.EndPosition, NextLsn = report.NextLsn } : report;
             if (report.DamagedHeaderSlot is { } slot)
                 options.Warn($"{storage.Location}/{BeConstants.LogFileName}: {slot}; the other header slot's checkpoint was used, and the damaged slot " +

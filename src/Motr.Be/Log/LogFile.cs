@@ -182,11 +182,22 @@ internal sealed class LogFile : IDisposable
         _slot = next;
     }
 
-    /// <summary>Rewrites the checkpoint with a new segment count (the domain gained segments).</summary>
+    /// <summary>
+    /// Writes the current checkpoint again, into the other header slot, so that both hold it: a damaged slot is restored,
+    /// or an older checkpoint the log no longer follows on from is replaced.
+    /// </summary>
+    public void CopyCheckpointToOtherSlot() => WriteCheckpoint(_slot.CheckpointPosition, _slot.CheckpointLsn);
+
+    /// <summary>
+    /// Rewrites the checkpoint with a new segment count (the domain gained segments), into both header slots: with only
+    /// the newest holding it, the loss of that slot (what the other is there to survive) would leave a checkpoint whose
+    /// count omits a segment the log's later records name.
+    /// </summary>
     public void SetSegmentCount(uint count)
     {
         _slot.SegmentCount = count;
         WriteCheckpoint(_slot.CheckpointPosition, _slot.CheckpointLsn);
+        CopyCheckpointToOtherSlot();
     }
 
     public void Dispose() => _file.Dispose();

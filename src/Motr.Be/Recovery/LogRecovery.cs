@@ -130,9 +130,9 @@ internal sealed class LogRecovery
                     // The slot before the truncation's holds a checkpoint from before it, which the lsns going on past the
                     // discarded records no longer follow on from: lost the newest slot, recovery from that one would meet
                     // them and refuse. Both slots get the truncation's checkpoint.
-                    if (truncated != null) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn);
+                    if (truncated != null) _log.CopyCheckpointToOtherSlot();
                 }
-                else if (_log.SkippedSlotDamaged) _log.WriteCheckpoint(_log.CheckpointPosition, _log.CheckpointLsn); // restore the second copy
+                else if (_log.SkippedSlotDamaged) _log.CopyCheckpointToOtherSlot(); // restore the second copy
             }
         }
         finally
