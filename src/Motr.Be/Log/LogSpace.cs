@@ -145,16 +145,7 @@ internal sealed class LogSpace
         lock (_lock)
         {
             _failed = true;
-            foreach (var w in _waiters)
-            {
-                _reserved += w.Bytes;
-                // The wait is over: its registration must not stay on the caller's token (it holds the waiter, this log
-                // space and the domain for as long as the token lives).
-                w.Registration.Unregister();
-                w.TrySetResult();
-            }
-            _waiters.Clear();
-            _waiterCount = 0;
+            EndWaits(null);
         }
     }
 
@@ -167,14 +158,29 @@ internal sealed class LogSpace
         lock (_lock)
         {
             _closed = reason;
-            foreach (var w in _waiters)
-            {
-                w.Registration.Unregister();
-                w.TrySetException(reason);
-            }
-            _waiters.Clear();
-            _waiterCount = 0;
+            EndWaits(reason);
         }
+    }
+
+    /// <summary>
+    /// Under the lock: ends every queued wait, granted (<paramref name="error"/> null: its bytes are reserved) or faulted.
+    /// Each leaves the caller's token: a registration kept there would hold the waiter, this log space and the domain for
+    /// as long as the token lives.
+    /// </summary>
+    private void EndWaits(Exception? error)
+    {
+        foreach (var w in _waiters)
+        {
+            w.Registration.Unregister();
+            if (error is null)
+            {
+                _reserved += w.Bytes;
+                w.TrySetResult();
+            }
+            else w.TrySetException(error);
+        }
+        _waiters.Clear();
+        _waiterCount = 0;
     }
 
     private void GrantLocked()

@@ -294,8 +294,7 @@ internal sealed class Placer : IDisposable
     {
         lock (_lock)
         {
-            foreach (var (_, w) in _checkpointWaiters)
-                if (_domain.Failure is { } f) w.TrySetException(f); else w.TrySetResult();
+            foreach (var (_, w) in _checkpointWaiters) FailOrComplete(w);
             _checkpointWaiters.Clear();
         }
     }
@@ -304,10 +303,15 @@ internal sealed class Placer : IDisposable
     {
         lock (_lock)
         {
-            foreach (var w in waiters)
-                if (_domain.Failure is { } f) w.TrySetException(f); else w.TrySetResult();
+            foreach (var w in waiters) FailOrComplete(w);
             waiters.Clear();
         }
+    }
+
+    private void FailOrComplete(TaskCompletionSource w)
+    {
+        if (_domain.Failure is { } f) w.TrySetException(f);
+        else w.TrySetResult();
     }
 
     /// <summary>Writes a durable record's regions into the segment files.</summary>
